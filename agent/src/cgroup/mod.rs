@@ -1,1 +1,193 @@
-//! cgroup
+//! The cgroup layer: detect the hierarchy, discover container cgroups, read their
+//! accounting files.
+
+pub mod discovery;
+pub mod hierarchy;
+pub mod metadata;
+pub mod parse;
+pub mod stats;
+
+pub use discovery::{Discovered, Filter, Runtime};
+pub use hierarchy::{Controller, Hierarchy, Version};
+pub use metadata::{ContainerMeta, MetadataSource};
+pub use stats::{CgroupStats, StatsError, StatsReader};
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// Errors of the cgroup layer that are not per-file stats errors.
+#[derive(Debug, thiserror::Error)]
+pub enum CgroupError {
+    #[error("{0} is not a cgroup mount (no cgroup.controllers, no v1 controller directories)")]
+    NotCgroupRoot(PathBuf),
+    #[error("{path}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("bad cgroup pattern {pattern:?}: {reason}")]
+    BadPattern { pattern: String, reason: String },
+}
+
+/// A cgroup the agent follows: what discovery said, its metadata and open files.
+#[derive(Debug)]
+pub struct Tracked {
+    pub discovered: Discovered,
+    pub meta: ContainerMeta,
+    meta_found: bool,
+    reader: StatsReader,
+}
+
+/// One cgroup's readings from a scrape.
+#[derive(Debug)]
+pub struct Sample<'a> {
+    pub tracked: &'a Tracked,
+    pub stats: CgroupStats,
+}
+
+/// Follows the set of container cgroups and reads them on demand.
+#[derive(Debug)]
+pub struct Tracker {
+    hierarchy: Hierarchy,
+    filter: Filter,
+    metadata: MetadataSource,
+    tracked: BTreeMap<String, Tracked>,
+    last_scan: Option<Instant>,
+    rescan_interval: Duration,
+    buf: Vec<u8>,
+    /// Errors since start, by kind (`vanished`, `read`, `parse`, `discovery`).
+    pub errors: HashMap<&'static str, u64>,
+}
+
+impl Tracker {
+    /// A tracker over `hierarchy`; it rescans the tree at most every `rescan_interval`.
+    pub fn new(
+        hierarchy: Hierarchy,
+        filter: Filter,
+        metadata: MetadataSource,
+        rescan_interval: Duration,
+    ) -> Self {
+        Tracker {
+            hierarchy,
+            filter,
+            metadata,
+            tracked: BTreeMap::new(),
+            last_scan: None,
+            rescan_interval,
+            buf: Vec::new(),
+            errors: HashMap::new(),
+        }
+    }
+
+    /// The hierarchy being followed.
+    pub fn hierarchy(&self) -> &Hierarchy {
+        &self.hierarchy
+    }
+
+    /// Number of tracked cgroups per runtime.
+    pub fn counts(&self) -> BTreeMap<Runtime, usize> {
+        let mut counts = BTreeMap::new();
+        for t in self.tracked.values() {
+            *counts.entry(t.discovered.runtime).or_insert(0) += 1;
+        }
+        counts
+    }
+
+    fn count_error(&mut self, kind: &'static str) {
+        *self.errors.entry(kind).or_insert(0) += 1;
+    }
+
+    /// Rescans the tree if the last scan is older than the interval (or `force`):
+    /// opens readers for new cgroups and closes those of vanished ones.
+    pub fn refresh(&mut self, force: bool) {
+        if !force
+            && self
+                .last_scan
+                .is_some_and(|t| t.elapsed() < self.rescan_interval)
+        {
+            return;
+        }
+        self.last_scan = Some(Instant::now());
+        let found = match discovery::scan(&self.hierarchy, &self.filter) {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "cgroup discovery failed");
+                self.count_error("discovery");
+                return;
+            }
+        };
+        let mut next = BTreeMap::new();
+        for d in found {
+            if let Some(mut t) = self.tracked.remove(&d.path) {
+                if !t.meta_found
+                    && let Some(m) = self.metadata.lookup(&d)
+                {
+                    t.meta = m;
+                    t.meta_found = true;
+                }
+                next.insert(d.path.clone(), t);
+                continue;
+            }
+            match StatsReader::open(&self.hierarchy, &d.path) {
+                Ok(reader) => {
+                    let meta = self.metadata.lookup(&d);
+                    tracing::debug!(cgroup = %d.path, runtime = d.runtime.as_str(), "tracking");
+                    next.insert(
+                        d.path.clone(),
+                        Tracked {
+                            meta_found: meta.is_some(),
+                            meta: meta.unwrap_or_default(),
+                            discovered: d,
+                            reader,
+                        },
+                    );
+                }
+                Err(StatsError::Vanished(_)) => {}
+                Err(e) => {
+                    tracing::warn!(cgroup = %d.path, error = %format!("{e:#}"), "cannot open cgroup");
+                    self.count_error(e.kind());
+                }
+            }
+        }
+        for gone in self.tracked.keys() {
+            tracing::debug!(cgroup = %gone, "cgroup gone");
+        }
+        self.tracked = next;
+    }
+
+    /// Refreshes if due, then reads every tracked cgroup. Vanished cgroups are
+    /// dropped and skipped; per-file errors are counted and that family omitted.
+    pub fn collect(&mut self) -> Vec<Sample<'_>> {
+        self.refresh(false);
+        let mut vanished = Vec::new();
+        let mut errors: Vec<&'static str> = Vec::new();
+        let mut readings = Vec::with_capacity(self.tracked.len());
+        for (path, t) in &self.tracked {
+            match t.reader.read(&mut self.buf, |e| {
+                tracing::debug!(error = %format!("{e:#}"), "stats file");
+                errors.push(e.kind());
+            }) {
+                Ok(stats) => readings.push((path.clone(), stats)),
+                Err(StatsError::Vanished(_)) => vanished.push(path.clone()),
+                Err(e) => errors.push(e.kind()),
+            }
+        }
+        for kind in errors {
+            self.count_error(kind);
+        }
+        for path in vanished {
+            self.tracked.remove(&path);
+        }
+        readings
+            .into_iter()
+            .filter_map(|(path, stats)| {
+                Some(Sample {
+                    tracked: self.tracked.get(&path)?,
+                    stats,
+                })
+            })
+            .collect()
+    }
+}

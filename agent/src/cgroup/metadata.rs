@@ -1,0 +1,166 @@
+//! Container names, images and labels, read from the runtimes' own files on disk.
+//!
+//! No runtime API is called: Docker keeps `containers/<id>/config.v2.json` under its
+//! data root, and the agent keeps `containers/<id>/state.json` under its state root.
+
+use super::discovery::{Discovered, Runtime};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+/// What the `name`, `image` and info-series labels of a cgroup say.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ContainerMeta {
+    pub name: String,
+    pub image: String,
+    pub labels: BTreeMap<String, String>,
+}
+
+/// Where container metadata is found.
+#[derive(Debug, Clone)]
+pub struct MetadataSource {
+    /// Docker's data root (`/var/lib/docker`).
+    pub docker_root: PathBuf,
+    /// The agent's state root (`/var/lib/agent`).
+    pub state_dir: PathBuf,
+}
+
+/// Docker's own config files can hold thousands of labels; keep the info series sane.
+const MAX_LABELS: usize = 64;
+/// Files bigger than this are not container configs; refuse to parse them.
+const MAX_CONFIG_BYTES: u64 = 4 << 20;
+
+impl MetadataSource {
+    /// Looks up the metadata of a discovered cgroup; `None` when nothing is on disk
+    /// (yet): the caller tries again on the next scan.
+    pub fn lookup(&self, d: &Discovered) -> Option<ContainerMeta> {
+        let id = d.container_id.as_deref()?;
+        match d.runtime {
+            Runtime::Docker => self.docker(id),
+            Runtime::Agent => self.agent(id),
+            _ => None,
+        }
+    }
+
+    fn docker(&self, id: &str) -> Option<ContainerMeta> {
+        let v = read_json(
+            self.docker_root
+                .join("containers")
+                .join(id)
+                .join("config.v2.json"),
+        )?;
+        let config = v.get("Config");
+        Some(ContainerMeta {
+            name: v
+                .get("Name")
+                .and_then(|n| n.as_str())
+                .unwrap_or_default()
+                .trim_start_matches('/')
+                .to_string(),
+            image: config
+                .and_then(|c| c.get("Image"))
+                .and_then(|i| i.as_str())
+                .unwrap_or_default()
+                .to_string(),
+            labels: string_map(config.and_then(|c| c.get("Labels"))),
+        })
+    }
+
+    fn agent(&self, id: &str) -> Option<ContainerMeta> {
+        let v = read_json(
+            self.state_dir
+                .join("containers")
+                .join(id)
+                .join("state.json"),
+        )?;
+        let s = |k: &str| {
+            v.get(k)
+                .and_then(|x| x.as_str())
+                .unwrap_or_default()
+                .to_string()
+        };
+        Some(ContainerMeta {
+            name: s("name"),
+            image: s("image"),
+            labels: string_map(v.get("labels")),
+        })
+    }
+}
+
+fn read_json(path: PathBuf) -> Option<serde_json::Value> {
+    let file = std::fs::File::open(&path).ok()?;
+    if file.metadata().ok()?.len() > MAX_CONFIG_BYTES {
+        tracing::warn!(path = %path.display(), "container config too large; ignored");
+        return None;
+    }
+    match serde_json::from_reader(std::io::BufReader::new(file)) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            tracing::debug!(path = %path.display(), error = %e, "unreadable container config");
+            None
+        }
+    }
+}
+
+fn string_map(v: Option<&serde_json::Value>) -> BTreeMap<String, String> {
+    v.and_then(|v| v.as_object())
+        .map(|o| {
+            o.iter()
+                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+                .take(MAX_LABELS)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+
+    const ID: &str = "a2c13bad3808eb2673f71b881f61ad18d6a24e509cdf4e1c48975bd036f41f6a";
+
+    #[test]
+    fn reads_docker_config() {
+        let t = tempfile::tempdir().unwrap();
+        let dir = t.path().join("containers").join(ID);
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(
+            dir.join("config.v2.json"),
+            r#"{"Name":"/web","Config":{"Image":"nginx:1.25","Labels":{"team":"a\"b","n":3}}}"#,
+        )
+        .unwrap();
+        let src = MetadataSource {
+            docker_root: t.path().into(),
+            state_dir: t.path().join("none"),
+        };
+        let d = Discovered {
+            path: format!("/docker/{ID}"),
+            runtime: Runtime::Docker,
+            container_id: Some(ID.into()),
+        };
+        let m = src.lookup(&d).unwrap();
+        assert_eq!(m.name, "web");
+        assert_eq!(m.image, "nginx:1.25");
+        assert_eq!(m.labels.get("team").map(String::as_str), Some("a\"b"));
+        assert_eq!(m.labels.len(), 1, "non-string label values are dropped");
+    }
+
+    #[test]
+    fn missing_or_corrupt_config_is_none() {
+        let t = tempfile::tempdir().unwrap();
+        let src = MetadataSource {
+            docker_root: t.path().into(),
+            state_dir: t.path().into(),
+        };
+        let d = Discovered {
+            path: format!("/docker/{ID}"),
+            runtime: Runtime::Docker,
+            container_id: Some(ID.into()),
+        };
+        assert_eq!(src.lookup(&d), None);
+        let dir = t.path().join("containers").join(ID);
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join("config.v2.json"), "{\"Name\": ").unwrap();
+        assert_eq!(src.lookup(&d), None);
+    }
+}
