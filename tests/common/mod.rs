@@ -1,0 +1,413 @@
+//! Shared pieces of the privileged and end-to-end tests: root checks, real cgroups
+//! that remove themselves, a memory/CPU hog process, the agent binary as a child, and
+//! a minimal HTTP client. Everything cleans up in `Drop`, also when a test fails.
+#![allow(dead_code)]
+
+use agent::cgroup::Hierarchy;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// True when running as root; otherwise prints why the test is skipped.
+pub fn require_root(test: &str) -> bool {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    if !root {
+        eprintln!("SKIPPED {test}: needs root (real cgroups); run as root, as CI does");
+    }
+    root
+}
+
+/// The host's cgroup hierarchy.
+pub fn host_hierarchy() -> Hierarchy {
+    Hierarchy::detect("/sys/fs/cgroup").expect("cgroup filesystem at /sys/fs/cgroup")
+}
+
+/// A free TCP port on loopback (bound, then released).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A real cgroup, created in every controller the agent reads, removed on drop
+/// (after killing whatever is left in it).
+pub struct TestCgroup {
+    pub path: String,
+    dirs: Vec<PathBuf>,
+    v2: bool,
+}
+
+impl TestCgroup {
+    /// Creates `/agent/<name>` (the agent's own subtree, so `agent serve` tracks it).
+    pub fn create(hierarchy: &Hierarchy, name: &str) -> TestCgroup {
+        let path = format!("/agent/{name}");
+        let v2 = hierarchy.is_v2();
+        if v2 {
+            // Controllers must be enabled from the root down for the leaf to get files.
+            enable_v2_controllers(&hierarchy.root().to_path_buf());
+            let parent = hierarchy.root().join("agent");
+            std::fs::create_dir_all(&parent).unwrap();
+            enable_v2_controllers(&parent);
+        }
+        let dirs = hierarchy.controller_dirs(&path);
+        for d in &dirs {
+            std::fs::create_dir_all(d).unwrap_or_else(|e| panic!("mkdir {}: {e}", d.display()));
+        }
+        TestCgroup { path, dirs, v2 }
+    }
+
+    fn file(&self, name: &str) -> Option<PathBuf> {
+        self.dirs.iter().map(|d| d.join(name)).find(|p| p.exists())
+    }
+
+    /// Writes a control file (the first controller directory that has it).
+    pub fn write(&self, name: &str, value: &str) {
+        let p = self
+            .file(name)
+            .unwrap_or_else(|| panic!("no {name} in {:?}", self.dirs));
+        std::fs::write(&p, value).unwrap_or_else(|e| panic!("write {}: {e}", p.display()));
+    }
+
+    /// Sets a memory limit, a CPU quota/period (µs) and a pids limit, v1 or v2.
+    pub fn set_limits(&self, memory: u64, quota_us: u64, period_us: u64, pids: u64) {
+        if self.v2 {
+            self.write("memory.max", &memory.to_string());
+            self.write("cpu.max", &format!("{quota_us} {period_us}"));
+        } else {
+            self.write("memory.limit_in_bytes", &memory.to_string());
+            self.write("cpu.cfs_period_us", &period_us.to_string());
+            self.write("cpu.cfs_quota_us", &quota_us.to_string());
+        }
+        self.write("pids.max", &pids.to_string());
+    }
+
+    /// Moves a process into this cgroup in every controller.
+    pub fn add_pid(&self, pid: i32) {
+        for d in &self.dirs {
+            std::fs::write(d.join("cgroup.procs"), pid.to_string())
+                .unwrap_or_else(|e| panic!("moving {pid} into {}: {e}", d.display()));
+        }
+    }
+
+    fn pids(&self) -> Vec<i32> {
+        let mut pids = Vec::new();
+        for d in &self.dirs {
+            if let Ok(s) = std::fs::read_to_string(d.join("cgroup.procs")) {
+                pids.extend(s.lines().filter_map(|l| l.trim().parse::<i32>().ok()));
+            }
+        }
+        pids.sort();
+        pids.dedup();
+        pids
+    }
+}
+
+fn enable_v2_controllers(dir: &Path) {
+    for c in ["+memory", "+cpu", "+pids"] {
+        // Already enabled, or not available: either way the test reports what it sees.
+        let _ = std::fs::write(dir.join("cgroup.subtree_control"), c);
+    }
+}
+
+impl Drop for TestCgroup {
+    fn drop(&mut self) {
+        for pid in self.pids() {
+            // SAFETY: kill has no memory-safety preconditions.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        for d in &self.dirs {
+            while std::fs::remove_dir(d).is_err() && d.exists() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+}
+
+/// A forked process that, once released, touches `memory` bytes of anonymous memory,
+/// burns `cpu` of CPU time, reports its pid's readiness and then sleeps until killed.
+///
+/// The child only makes raw system calls (no allocation), so forking from the
+/// multi-threaded test harness is sound.
+pub struct Hog {
+    pub pid: i32,
+    go: i32,
+    done: i32,
+}
+
+impl Hog {
+    /// Forks the hog; it waits for [`Hog::release`] before doing anything.
+    pub fn fork(memory: usize, cpu: Duration) -> Hog {
+        let mut go = [0i32; 2];
+        let mut done = [0i32; 2];
+        // SAFETY: pipe writes two fds into the arrays we own.
+        unsafe {
+            assert_eq!(libc::pipe(go.as_mut_ptr()), 0);
+            assert_eq!(libc::pipe(done.as_mut_ptr()), 0);
+        }
+        let cpu_ns = cpu.as_nanos() as i64;
+        // SAFETY: the child only calls async-signal-safe functions and raw syscalls
+        // (read, mmap, clock_gettime, write, pause, _exit): no locks, no allocation.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0, "fork failed");
+        if pid == 0 {
+            unsafe {
+                let mut b = 0u8;
+                libc::read(go[0], (&mut b as *mut u8).cast(), 1);
+                let p = libc::mmap(
+                    std::ptr::null_mut(),
+                    memory,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_POPULATE,
+                    -1,
+                    0,
+                );
+                if p == libc::MAP_FAILED {
+                    libc::_exit(2);
+                }
+                let bytes = p.cast::<u8>();
+                let mut i = 0;
+                while i < memory {
+                    std::ptr::write_volatile(bytes.add(i), 1);
+                    i += 4096;
+                }
+                let mut ts = libc::timespec {
+                    tv_sec: 0,
+                    tv_nsec: 0,
+                };
+                loop {
+                    libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts);
+                    if ts.tv_sec * 1_000_000_000 + ts.tv_nsec >= cpu_ns {
+                        break;
+                    }
+                }
+                libc::write(done[1], (&b as *const u8).cast(), 1);
+                loop {
+                    libc::pause();
+                }
+            }
+        }
+        // SAFETY: closing the ends the parent does not use.
+        unsafe {
+            libc::close(go[0]);
+            libc::close(done[1]);
+        }
+        Hog {
+            pid,
+            go: go[1],
+            done: done[0],
+        }
+    }
+
+    /// Lets the hog start.
+    pub fn release(&self) {
+        let b = 1u8;
+        // SAFETY: a plain write on a pipe fd this struct owns.
+        assert_eq!(
+            unsafe { libc::write(self.go, (&b as *const u8).cast(), 1) },
+            1
+        );
+    }
+
+    /// Waits for the hog to exit; returns the raw wait status.
+    pub fn wait_exit(&self) -> i32 {
+        let mut status = 0;
+        // SAFETY: waiting for our own child.
+        unsafe { libc::waitpid(self.pid, &mut status, 0) };
+        status
+    }
+
+    /// Lets the hog start and waits until it has done its work.
+    pub fn release_and_wait(&self) {
+        self.release();
+        let mut r = 0u8;
+        // SAFETY: a plain read on a pipe fd this struct owns.
+        unsafe {
+            assert_eq!(
+                libc::read(self.done, (&mut r as *mut u8).cast(), 1),
+                1,
+                "hog died before finishing (OOM?)"
+            );
+        }
+    }
+
+    /// The hog's own CPU time (user, system) in seconds, from `/proc/<pid>/stat`.
+    pub fn cpu_times(&self) -> (f64, f64) {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid)).unwrap();
+        // Fields after the parenthesised comm; utime and stime are fields 14 and 15.
+        let rest = &stat[stat.rfind(')').unwrap() + 2..];
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        // SAFETY: sysconf has no preconditions.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+        (
+            f[11].parse::<f64>().unwrap() / hz,
+            f[12].parse::<f64>().unwrap() / hz,
+        )
+    }
+}
+
+impl Drop for Hog {
+    fn drop(&mut self) {
+        // SAFETY: signalling and reaping our own child; closing our own fds.
+        unsafe {
+            libc::kill(self.pid, libc::SIGKILL);
+            libc::waitpid(self.pid, std::ptr::null_mut(), 0);
+            libc::close(self.go);
+            libc::close(self.done);
+        }
+    }
+}
+
+/// `agent serve` as a child process on a loopback port; stopped on drop.
+pub struct AgentProcess {
+    pub addr: String,
+    child: Child,
+    _state: tempfile::TempDir,
+}
+
+impl AgentProcess {
+    /// Starts the agent with extra arguments and waits until /healthz answers.
+    pub fn start(extra: &[&str]) -> AgentProcess {
+        let state = tempfile::tempdir().unwrap();
+        let addr = format!("127.0.0.1:{}", free_port());
+        let child = Command::new(env!("CARGO_BIN_EXE_agent"))
+            .args(["serve", "--listen", &addr, "--rescan-interval", "200ms"])
+            .arg("--state-dir")
+            .arg(state.path())
+            .arg("--docker-root")
+            .arg(state.path().join("docker"))
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("starting the agent binary");
+        let mut agent = AgentProcess {
+            addr,
+            child,
+            _state: state,
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok((200, _)) = http_get(&agent.addr, "/healthz", &[]) {
+                return agent;
+            }
+            if let Ok(Some(status)) = agent.child.try_wait() {
+                panic!("agent exited early: {status}");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "agent did not answer /healthz in 10s"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The agent's state root (a temporary directory).
+    pub fn state_dir(&self) -> &Path {
+        self._state.path()
+    }
+
+    /// Records a container the way `agent launch` does, so the agent labels it.
+    pub fn write_container_state(&self, id: &str, json: &str) {
+        let dir = self.state_dir().join("containers").join(id);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("state.json"), json).unwrap();
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends SIGTERM and waits for a clean exit; returns whether it exited 0.
+    pub fn stop(&mut self) -> bool {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.success();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+}
+
+impl Drop for AgentProcess {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            if !self.stop() {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+            }
+        }
+    }
+}
+
+/// A blocking HTTP/1.1 GET; returns status and body. Headers are `(name, value)`.
+pub fn http_get(
+    addr: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> std::io::Result<(u16, Vec<u8>)> {
+    let mut stream = TcpStream::connect(addr)?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let mut req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    stream.write_all(req.as_bytes())?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw)?;
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| std::io::Error::other("no end of headers"))?;
+    let head = String::from_utf8_lossy(&raw[..split]).to_string();
+    let status: u16 = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| std::io::Error::other("bad status line"))?;
+    let mut body = raw[split + 4..].to_vec();
+    if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        body = dechunk(&body);
+    }
+    Ok((status, body))
+}
+
+fn dechunk(mut data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(pos) = data.windows(2).position(|w| w == b"\r\n") {
+        let size = usize::from_str_radix(std::str::from_utf8(&data[..pos]).unwrap().trim(), 16)
+            .unwrap_or(0);
+        if size == 0 {
+            break;
+        }
+        out.extend_from_slice(&data[pos + 2..pos + 2 + size]);
+        data = &data[pos + 2 + size + 2..];
+    }
+    out
+}
+
+/// Finds the value of the sample `name{labels…}` whose labels include `id="<id>"`
+/// in a classic-text or OpenMetrics exposition.
+pub fn sample(exposition: &str, name: &str, id: &str) -> Option<f64> {
+    let needle = format!("id=\"{id}\"");
+    exposition.lines().find_map(|line| {
+        let rest = line.strip_prefix(name)?;
+        if !rest.starts_with('{') || !rest.contains(&needle) {
+            return None;
+        }
+        rest.rsplit(' ').next()?.parse().ok()
+    })
+}
