@@ -49,7 +49,7 @@ impl TestCgroup {
         let v2 = hierarchy.is_v2();
         if v2 {
             // Controllers must be enabled from the root down for the leaf to get files.
-            enable_v2_controllers(&hierarchy.root().to_path_buf());
+            enable_v2_controllers(hierarchy.root());
             let parent = hierarchy.root().join("agent");
             std::fs::create_dir_all(&parent).unwrap();
             enable_v2_controllers(&parent);
@@ -340,11 +340,11 @@ impl AgentProcess {
 
 impl Drop for AgentProcess {
     fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            if !self.stop() {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-            }
+        if let Ok(None) = self.child.try_wait()
+            && !self.stop()
+        {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
         }
     }
 }
