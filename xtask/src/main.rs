@@ -1,1 +1,90 @@
-fn main() {}
+//! `cargo xtask`: build helpers, the test suite, benchmarks.
+//!
+//! - `cargo xtask run [SERVE FLAGS…]`: install what is missing, build, run `agent serve`.
+//! - `cargo xtask test`: install what is missing, then fmt, clippy and every test
+//!   (privileged and end-to-end ones need root, as in CI).
+//! - `cargo xtask bench scrape`: the scrape-path benchmark.
+
+mod bench_scrape;
+mod packages;
+
+use anyhow::{Context, bail};
+use std::path::PathBuf;
+use std::process::Command;
+
+fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
+}
+
+fn cargo(args: &[&str]) -> anyhow::Result<()> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    eprintln!("xtask: cargo {}", args.join(" "));
+    let status = Command::new(&cargo)
+        .args(args)
+        .current_dir(workspace_root())
+        .status()
+        .with_context(|| format!("running cargo {}", args.join(" ")))?;
+    if !status.success() {
+        bail!("cargo {} failed ({status})", args.join(" "));
+    }
+    Ok(())
+}
+
+/// Builds the release binary and returns its path.
+pub fn build_release_agent() -> anyhow::Result<PathBuf> {
+    cargo(&["build", "--release", "-q", "-p", "agent", "--bin", "agent"])?;
+    Ok(workspace_root().join("target/release/agent"))
+}
+
+fn test() -> anyhow::Result<()> {
+    packages::ensure(&packages::all())?;
+    cargo(&["fmt", "--all", "--check"])?;
+    cargo(&[
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "-q",
+        "--",
+        "-D",
+        "warnings",
+    ])?;
+    // One test binary at a time per file, tests inside it in parallel: privileged
+    // tests use distinct cgroup names and ports, so they do not collide.
+    cargo(&["test", "--workspace", "--no-fail-fast"])
+}
+
+fn run(args: &[String]) -> anyhow::Result<()> {
+    packages::ensure(packages::SERVE_PACKAGES)?;
+    let bin = build_release_agent()?;
+    let err = {
+        use std::os::unix::process::CommandExt;
+        Command::new(&bin).arg("serve").args(args).exec()
+    };
+    Err(err).with_context(|| format!("executing {}", bin.display()))
+}
+
+fn main() -> std::process::ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("test") => test(),
+        Some("run") => run(&args[1..]),
+        Some("bench") => match args.get(1).map(String::as_str) {
+            Some("scrape") => bench_scrape::run(&args[2..]),
+            Some(other) => Err(anyhow::anyhow!("unknown benchmark {other:?} (try: scrape)")),
+            None => bench_scrape::run(&[]),
+        },
+        _ => Err(anyhow::anyhow!(
+            "usage: cargo xtask <run [serve flags…] | test | bench [scrape]>"
+        )),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,358 @@
+//! `cargo xtask bench scrape`: scrape latency, size, CPU and memory of the release
+//! agent over N real cgroups, against a baseline that reads the same files once
+//! (open, read, close) in the same run.
+
+use agent::cgroup::Hierarchy;
+use agent::cgroup::stats::stat_files;
+use anyhow::{Context, bail};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const SCRAPES: usize = 50;
+const WARMUP: usize = 3;
+
+/// N empty cgroups in every controller, removed on drop.
+struct BenchCgroups {
+    parent_dirs: Vec<PathBuf>,
+    dirs: Vec<PathBuf>,
+    paths: Vec<String>,
+}
+
+impl BenchCgroups {
+    fn create(h: &Hierarchy, parent: &str, n: usize) -> anyhow::Result<Self> {
+        let mut me = BenchCgroups {
+            parent_dirs: h.controller_dirs(parent),
+            dirs: Vec::new(),
+            paths: Vec::new(),
+        };
+        if h.is_v2() {
+            for c in ["+memory", "+cpu", "+pids"] {
+                let _ = std::fs::write(h.root().join("cgroup.subtree_control"), c);
+            }
+        }
+        for d in &me.parent_dirs {
+            std::fs::create_dir_all(d).with_context(|| format!("mkdir {}", d.display()))?;
+            if h.is_v2() {
+                for c in ["+memory", "+cpu", "+pids"] {
+                    let _ = std::fs::write(d.join("cgroup.subtree_control"), c);
+                }
+            }
+        }
+        for i in 0..n {
+            let path = format!("{parent}/c{i:04}");
+            for d in h.controller_dirs(&path) {
+                std::fs::create_dir(&d).with_context(|| format!("mkdir {}", d.display()))?;
+                me.dirs.push(d);
+            }
+            me.paths.push(path);
+        }
+        Ok(me)
+    }
+}
+
+impl Drop for BenchCgroups {
+    fn drop(&mut self) {
+        for d in self.dirs.iter().chain(self.parent_dirs.iter()) {
+            let _ = std::fs::remove_dir(d);
+        }
+    }
+}
+
+/// The release agent as a child; killed on drop.
+struct Agent {
+    child: Child,
+    addr: String,
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A keep-alive HTTP/1.1 client, as Prometheus scrapes: one connection, many GETs.
+struct Client {
+    reader: BufReader<TcpStream>,
+}
+
+impl Client {
+    fn connect(addr: &str) -> anyhow::Result<Self> {
+        let s = TcpStream::connect(addr)?;
+        s.set_nodelay(true)?;
+        Ok(Client {
+            reader: BufReader::new(s),
+        })
+    }
+
+    /// GETs /metrics and returns the body length.
+    fn scrape(&mut self, gzip: bool) -> anyhow::Result<usize> {
+        let enc = if gzip {
+            "Accept-Encoding: gzip\r\n"
+        } else {
+            ""
+        };
+        let req = format!(
+            "GET /metrics HTTP/1.1\r\nHost: bench\r\nAccept: application/openmetrics-text;version=1.0.0\r\n{enc}\r\n"
+        );
+        self.reader.get_mut().write_all(req.as_bytes())?;
+        let mut len = None;
+        let mut line = String::new();
+        loop {
+            line.clear();
+            if self.reader.read_line(&mut line)? == 0 {
+                bail!("connection closed");
+            }
+            let l = line.trim_end();
+            if l.is_empty() {
+                break;
+            }
+            if let Some(v) = l.to_ascii_lowercase().strip_prefix("content-length:") {
+                len = Some(v.trim().parse::<usize>()?);
+            }
+        }
+        let len = len.context("no content-length")?;
+        let mut body = vec![0; len];
+        self.reader.read_exact(&mut body)?;
+        Ok(len)
+    }
+}
+
+fn start_agent(bin: &PathBuf, parent: &str) -> anyhow::Result<Agent> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let state = std::env::temp_dir().join(format!("agent-bench-state-{}", std::process::id()));
+    let child = Command::new(bin)
+        .args([
+            "serve",
+            "--listen",
+            &addr,
+            "--include",
+            &format!("{parent}/*"),
+        ])
+        .arg("--state-dir")
+        .arg(&state)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting the agent")?;
+    let agent = Agent { child, addr };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(&agent.addr).is_err() {
+        if Instant::now() > deadline {
+            bail!("agent did not listen within 10s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(agent)
+}
+
+/// utime + stime of a process, in seconds.
+fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let rest = &stat[stat.rfind(')').context("bad stat")? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    Ok((f[11].parse::<f64>()? + f[12].parse::<f64>()?) / hz)
+}
+
+/// (VmRSS, VmHWM) in MiB.
+fn rss_mib(pid: u32) -> anyhow::Result<(f64, f64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let field = |name: &str| -> f64 {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+            .unwrap_or(0.0)
+            / 1024.0
+    };
+    Ok((field("VmRSS:"), field("VmHWM:")))
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[idx.min(sorted.len() - 1)]
+}
+
+/// Reads every stat file of every cgroup once: open, read to the end, close.
+fn baseline_once(files: &[PathBuf], buf: &mut Vec<u8>) -> usize {
+    let mut bytes = 0;
+    for f in files {
+        if let Ok(mut file) = std::fs::File::open(f) {
+            buf.clear();
+            if file.read_to_end(buf).is_ok() {
+                bytes += buf.len();
+            }
+        }
+    }
+    bytes
+}
+
+struct Row {
+    n: usize,
+    p50_ms: f64,
+    p99_ms: f64,
+    bytes: usize,
+    gzip_bytes: usize,
+    cpu_ms: f64,
+    rss: f64,
+    hwm: f64,
+    base_p50_ms: f64,
+    read_p50_ms: f64,
+    encode_p50_ms: f64,
+}
+
+fn bench_n(bin: &PathBuf, h: &Hierarchy, n: usize) -> anyhow::Result<Row> {
+    let parent = format!("/agent-bench-{}", std::process::id());
+    let cgroups = BenchCgroups::create(h, &parent, n)?;
+    let files: Vec<PathBuf> = cgroups
+        .paths
+        .iter()
+        .flat_map(|p| stat_files(h, p))
+        .collect();
+    let agent = start_agent(bin, &parent)?;
+    let pid = agent.child.id();
+    let mut client = Client::connect(&agent.addr)?;
+    for _ in 0..WARMUP {
+        client.scrape(false)?;
+    }
+    let cpu_before = cpu_seconds(pid)?;
+    let mut lat = Vec::with_capacity(SCRAPES);
+    let mut bytes = 0;
+    for _ in 0..SCRAPES {
+        let t = Instant::now();
+        bytes = client.scrape(false)?;
+        lat.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    let cpu_ms = (cpu_seconds(pid)? - cpu_before) * 1e3 / SCRAPES as f64;
+    let gzip_bytes = client.scrape(true)?;
+    let (rss, hwm) = rss_mib(pid)?;
+    lat.sort_by(f64::total_cmp);
+
+    let mut buf = Vec::with_capacity(64 * 1024);
+    let mut base = Vec::with_capacity(SCRAPES);
+    for _ in 0..WARMUP {
+        baseline_once(&files, &mut buf);
+    }
+    for _ in 0..SCRAPES {
+        let t = Instant::now();
+        std::hint::black_box(baseline_once(&files, &mut buf));
+        base.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    base.sort_by(f64::total_cmp);
+    drop(agent);
+    let (read_p50_ms, encode_p50_ms) = in_process(h, &parent)?;
+    drop(cgroups);
+    Ok(Row {
+        n,
+        p50_ms: percentile(&lat, 0.5),
+        p99_ms: percentile(&lat, 0.99),
+        bytes,
+        gzip_bytes,
+        cpu_ms,
+        rss,
+        hwm,
+        base_p50_ms: percentile(&base, 0.5),
+        read_p50_ms,
+        encode_p50_ms,
+    })
+}
+
+/// The same scrape inside this process, split into reading the files and encoding
+/// the exposition, to show where the time goes.
+fn in_process(h: &Hierarchy, parent: &str) -> anyhow::Result<(f64, f64)> {
+    use agent::cgroup::{Filter, MetadataSource, Tracker};
+    let filter = Filter::new(&[format!("{parent}/*")], &[])?;
+    let meta = MetadataSource {
+        docker_root: "/nonexistent".into(),
+        state_dir: "/nonexistent".into(),
+    };
+    let mut tracker = Tracker::new(h.clone(), filter, meta, Duration::from_secs(3600));
+    tracker.refresh(true);
+    let mut read = Vec::new();
+    for _ in 0..SCRAPES {
+        let t = Instant::now();
+        std::hint::black_box(tracker.collect().len());
+        read.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    let collector = std::sync::Arc::new(agent::metrics::CgroupCollector::new(tracker));
+    let mut registry = prometheus_client::registry::Registry::default();
+    registry.register_collector(Box::new(collector));
+    let mut total = Vec::new();
+    for _ in 0..SCRAPES {
+        let t = Instant::now();
+        let text = agent::metrics::encode(&registry, agent::metrics::Format::OpenMetrics, 1 << 21)
+            .map_err(|_| anyhow::anyhow!("encoding failed"))?;
+        std::hint::black_box(text.len());
+        total.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    read.sort_by(f64::total_cmp);
+    total.sort_by(f64::total_cmp);
+    let r = percentile(&read, 0.5);
+    Ok((r, (percentile(&total, 0.5) - r).max(0.0)))
+}
+
+pub fn run(args: &[String]) -> anyhow::Result<()> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("the scrape benchmark creates real cgroups: run it as root");
+    }
+    let sizes: Vec<usize> = if args.is_empty() {
+        vec![100, 1000]
+    } else {
+        args.iter()
+            .map(|a| {
+                a.parse()
+                    .with_context(|| format!("{a:?} is not a cgroup count"))
+            })
+            .collect::<Result<_, _>>()?
+    };
+    let bin = crate::build_release_agent()?;
+    let h = Hierarchy::detect("/sys/fs/cgroup")?;
+    println!(
+        "scrape benchmark: {} cgroups layout, {SCRAPES} scrapes per size (OpenMetrics, keep-alive), baseline = open+read+close of the same files once",
+        h.version()
+    );
+    println!(
+        "{:>6} {:>9} {:>9} {:>10} {:>9} {:>11} {:>9} {:>9} {:>12} {:>7} {:>9} {:>9}",
+        "N",
+        "p50 ms",
+        "p99 ms",
+        "bytes",
+        "gz bytes",
+        "cpu ms/scr",
+        "RSS MiB",
+        "HWM MiB",
+        "base p50 ms",
+        "ratio",
+        "read ms",
+        "encode ms"
+    );
+    for n in sizes {
+        let r = bench_n(&bin, &h, n)?;
+        println!(
+            "{:>6} {:>9.2} {:>9.2} {:>10} {:>9} {:>11.2} {:>9.1} {:>9.1} {:>12.2} {:>6.2}x {:>9.2} {:>9.2}",
+            r.n,
+            r.p50_ms,
+            r.p99_ms,
+            r.bytes,
+            r.gzip_bytes,
+            r.cpu_ms,
+            r.rss,
+            r.hwm,
+            r.base_p50_ms,
+            r.p50_ms / r.base_p50_ms,
+            r.read_p50_ms,
+            r.encode_p50_ms
+        );
+    }
+    println!("targets: p50 at N=1000 within 2x of baseline and under 50 ms; RSS under 30 MiB");
+    Ok(())
+}

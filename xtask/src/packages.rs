@@ -1,0 +1,99 @@
+//! The system packages the agent and its tests need, checked and installed in one place.
+
+use anyhow::{Context, bail};
+use std::path::Path;
+use std::process::Command;
+
+/// (file that proves the package is installed, Debian package, what needs it).
+pub const PACKAGES: &[(&str, &str, &str)] = &[
+    (
+        "/usr/bin/prometheus",
+        "prometheus",
+        "end-to-end tests (a real Prometheus server)",
+    ),
+    ("/usr/bin/promtool", "prometheus", "alert rule tests"),
+    (
+        "/usr/bin/clang-19",
+        "clang-19",
+        "building the eBPF programs",
+    ),
+    (
+        "/usr/bin/llvm-strip-19",
+        "llvm-19",
+        "building the eBPF programs",
+    ),
+    (
+        "/usr/include/bpf/bpf_helpers.h",
+        "libbpf-dev",
+        "eBPF program headers",
+    ),
+    (
+        "/bin/busybox",
+        "busybox-static",
+        "test images and exec benchmarks",
+    ),
+    ("/usr/sbin/runc", "runc", "the launch benchmark baseline"),
+    ("/usr/bin/umoci", "umoci", "building OCI test images"),
+];
+
+/// The packages `serve` itself needs at run time (none beyond the kernel) and at
+/// build time (the eBPF toolchain).
+pub const SERVE_PACKAGES: &[&str] = &["clang-19", "llvm-19", "libbpf-dev"];
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Installs whichever of `wanted` (Debian package names) are missing, when root;
+/// otherwise fails naming exactly what is missing and the command that installs it.
+pub fn ensure(wanted: &[&str]) -> anyhow::Result<()> {
+    let mut missing: Vec<&str> = PACKAGES
+        .iter()
+        .filter(|(file, pkg, _)| wanted.contains(pkg) && !Path::new(file).exists())
+        .map(|(_, pkg, _)| *pkg)
+        .collect();
+    missing.sort();
+    missing.dedup();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    if !is_root() || !Path::new("/usr/bin/apt-get").exists() {
+        let why: Vec<String> = PACKAGES
+            .iter()
+            .filter(|(_, p, _)| missing.contains(p))
+            .map(|(_, p, what)| format!("{p} ({what})"))
+            .collect();
+        bail!(
+            "missing system packages: {}; install them with: sudo apt-get install -y {}",
+            why.join(", "),
+            missing.join(" ")
+        );
+    }
+    eprintln!("xtask: installing {}", missing.join(" "));
+    let status = Command::new("apt-get")
+        .arg("update")
+        .arg("-q")
+        .status()
+        .context("running apt-get update")?;
+    if !status.success() {
+        bail!("apt-get update failed");
+    }
+    let status = Command::new("apt-get")
+        .args(["install", "-y", "-q", "--no-install-recommends"])
+        .args(&missing)
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .status()
+        .context("running apt-get install")?;
+    if !status.success() {
+        bail!("apt-get install {} failed", missing.join(" "));
+    }
+    Ok(())
+}
+
+/// Every package of [`PACKAGES`].
+pub fn all() -> Vec<&'static str> {
+    let mut v: Vec<&str> = PACKAGES.iter().map(|(_, p, _)| *p).collect();
+    v.dedup();
+    v
+}
