@@ -282,14 +282,11 @@ fn in_process(h: &Hierarchy, parent: &str) -> anyhow::Result<(f64, f64)> {
         std::hint::black_box(tracker.collect().len());
         read.push(t.elapsed().as_secs_f64() * 1e3);
     }
-    let collector = std::sync::Arc::new(agent::metrics::CgroupCollector::new(tracker));
-    let mut registry = prometheus_client::registry::Registry::default();
-    registry.register_collector(Box::new(collector));
+    let exporter = agent::metrics::Exporter::new(tracker, Default::default());
     let mut total = Vec::new();
     for _ in 0..SCRAPES {
         let t = Instant::now();
-        let text = agent::metrics::encode(&registry, agent::metrics::Format::OpenMetrics, 1 << 21)
-            .map_err(|_| anyhow::anyhow!("encoding failed"))?;
+        let text = exporter.scrape(agent::metrics::Format::OpenMetrics);
         std::hint::black_box(text.len());
         total.push(t.elapsed().as_secs_f64() * 1e3);
     }

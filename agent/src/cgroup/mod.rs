@@ -56,7 +56,6 @@ pub struct Tracker {
     tracked: BTreeMap<String, Tracked>,
     last_scan: Option<Instant>,
     rescan_interval: Duration,
-    buf: Vec<u8>,
     /// Errors since start, by kind (`vanished`, `read`, `parse`, `discovery`).
     pub errors: HashMap<&'static str, u64>,
 }
@@ -76,7 +75,6 @@ impl Tracker {
             tracked: BTreeMap::new(),
             last_scan: None,
             rescan_interval,
-            buf: Vec::new(),
             errors: HashMap::new(),
         }
     }
@@ -159,22 +157,47 @@ impl Tracker {
 
     /// Refreshes if due, then reads every tracked cgroup. Vanished cgroups are
     /// dropped and skipped; per-file errors are counted and that family omitted.
+    ///
+    /// Large sets are read by a few threads at once: the cost is the kernel
+    /// generating each file, which parallelises across cores.
     pub fn collect(&mut self) -> Vec<Sample<'_>> {
         self.refresh(false);
+        let entries: Vec<&Tracked> = self.tracked.values().collect();
+        let threads = if entries.len() < PARALLEL_MIN {
+            1
+        } else {
+            std::thread::available_parallelism()
+                .map_or(1, |n| n.get())
+                .clamp(1, MAX_READ_THREADS)
+        };
+        let chunk = entries.len().div_ceil(threads).max(1);
+        let results: Vec<(Result<CgroupStats, StatsError>, Vec<&'static str>)> = if threads == 1 {
+            read_chunk(&entries)
+        } else {
+            std::thread::scope(|scope| {
+                let handles: Vec<_> = entries
+                    .chunks(chunk)
+                    .map(|c| scope.spawn(move || read_chunk(c)))
+                    .collect();
+                handles
+                    .into_iter()
+                    .flat_map(|h| h.join().unwrap_or_default())
+                    .collect()
+            })
+        };
         let mut vanished = Vec::new();
-        let mut errors: Vec<&'static str> = Vec::new();
-        let mut readings = Vec::with_capacity(self.tracked.len());
-        for (path, t) in &self.tracked {
-            match t.reader.read(&mut self.buf, |e| {
-                tracing::debug!(error = %format!("{e:#}"), "stats file");
-                errors.push(e.kind());
-            }) {
-                Ok(stats) => readings.push((path.clone(), stats)),
-                Err(StatsError::Vanished(_)) => vanished.push(path.clone()),
-                Err(e) => errors.push(e.kind()),
+        let mut kinds = Vec::new();
+        let mut readings = Vec::with_capacity(entries.len());
+        for (t, (result, errors)) in entries.iter().zip(results) {
+            kinds.extend(errors);
+            match result {
+                Ok(stats) => readings.push((t.discovered.path.clone(), stats)),
+                Err(StatsError::Vanished(_)) => vanished.push(t.discovered.path.clone()),
+                Err(e) => kinds.push(e.kind()),
             }
         }
-        for kind in errors {
+        drop(entries);
+        for kind in kinds {
             self.count_error(kind);
         }
         for path in vanished {
@@ -190,4 +213,24 @@ impl Tracker {
             })
             .collect()
     }
+}
+
+/// Below this many cgroups one thread reads them all.
+const PARALLEL_MIN: usize = 64;
+/// Reading threads per scrape, at most.
+const MAX_READ_THREADS: usize = 4;
+
+fn read_chunk(entries: &[&Tracked]) -> Vec<(Result<CgroupStats, StatsError>, Vec<&'static str>)> {
+    let mut buf = Vec::with_capacity(8192);
+    entries
+        .iter()
+        .map(|t| {
+            let mut errors = Vec::new();
+            let r = t.reader.read(&mut buf, |e| {
+                tracing::debug!(error = %format!("{e:#}"), "stats file");
+                errors.push(e.kind());
+            });
+            (r, errors)
+        })
+        .collect()
 }

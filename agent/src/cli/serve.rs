@@ -1,7 +1,7 @@
 //! `agent serve`: the node daemon.
 
 use crate::cgroup::{Filter, Hierarchy, MetadataSource, Tracker};
-use crate::metrics::CgroupCollector;
+use crate::metrics::Exporter;
 use crate::server::{self, ServerState};
 use anyhow::Context;
 use clap::{Args, ValueEnum};
@@ -115,11 +115,10 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         },
         args.rescan_interval,
     );
-    let collector = Arc::new(CgroupCollector::new(tracker));
-    collector.refresh();
-    let mut registry = Registry::default();
-    registry.register_collector(Box::new(collector));
-    let state = Arc::new(ServerState::new(registry));
+    let registry = Registry::default();
+    let exporter = Exporter::new(tracker, registry);
+    exporter.refresh();
+    let state = Arc::new(ServerState::new(exporter));
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

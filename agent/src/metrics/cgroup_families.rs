@@ -1,10 +1,9 @@
 //! The per-container families of the metrics contract (DESIGN.md), as one table.
 
+use super::exposition::Kind;
 use crate::cgroup::CgroupStats;
-use prometheus_client::metrics::MetricType;
-use prometheus_client::registry::Unit;
 
-/// How a family's unit is spelled: prometheus-client appends it to the name.
+/// A family's unit, appended to its name.
 #[derive(Debug, Clone, Copy)]
 pub enum FamilyUnit {
     None,
@@ -13,11 +12,12 @@ pub enum FamilyUnit {
 }
 
 impl FamilyUnit {
-    pub(crate) fn unit(self) -> Option<Unit> {
+    /// The unit suffix appended to the family name.
+    pub fn suffix(self) -> Option<&'static str> {
         match self {
             FamilyUnit::None => None,
-            FamilyUnit::Seconds => Some(Unit::Seconds),
-            FamilyUnit::Bytes => Some(Unit::Bytes),
+            FamilyUnit::Seconds => Some("seconds"),
+            FamilyUnit::Bytes => Some("bytes"),
         }
     }
 }
@@ -29,7 +29,7 @@ pub struct Family {
     pub name: &'static str,
     pub help: &'static str,
     pub unit: FamilyUnit,
-    pub kind: MetricType,
+    pub kind: Kind,
     pub value: fn(&CgroupStats) -> Option<f64>,
 }
 
@@ -42,7 +42,7 @@ impl Family {
             FamilyUnit::Bytes => n.push_str("_bytes"),
             FamilyUnit::None => {}
         }
-        if matches!(self.kind, MetricType::Counter) {
+        if self.kind == Kind::Counter {
             n.push_str("_total");
         }
         n
@@ -55,7 +55,7 @@ macro_rules! family {
             name: $name,
             help: $help,
             unit: FamilyUnit::$unit,
-            kind: MetricType::$kind,
+            kind: Kind::$kind,
             value: |s| s.$field,
         }
     };

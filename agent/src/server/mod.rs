@@ -1,7 +1,7 @@
 //! The HTTP endpoint: `/metrics` (OpenMetrics or classic text, gzip on request) and
 //! `/healthz`, served with hyper 1.x until a shutdown signal.
 
-use crate::metrics::{self, Format};
+use crate::metrics::{Exporter, Format};
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
@@ -10,46 +10,32 @@ use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
-use prometheus_client::registry::Registry;
 use std::convert::Infallible;
 use std::future::Future;
 use std::io::Write;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio::net::TcpListener;
 
 /// What the handlers share.
 #[derive(Debug)]
 pub struct ServerState {
-    registry: Registry,
-    /// Size of the previous exposition, to allocate the next one in one go.
-    last_size: AtomicUsize,
+    exporter: Exporter,
 }
 
 impl ServerState {
-    pub fn new(registry: Registry) -> Self {
-        ServerState {
-            registry,
-            last_size: AtomicUsize::new(64 * 1024),
-        }
+    pub fn new(exporter: Exporter) -> Self {
+        ServerState { exporter }
     }
 
-    /// Encodes the registry (blocking: reads cgroup files). Returns the body and
-    /// whether it is gzip-compressed.
+    /// Scrapes (blocking: reads cgroup files). Returns the body and whether it is
+    /// gzip-compressed.
     pub fn scrape(&self, format: Format, gzip: bool) -> Result<(Vec<u8>, bool), std::io::Error> {
-        let text = metrics::encode(
-            &self.registry,
-            format,
-            self.last_size.load(Ordering::Relaxed),
-        )
-        .map_err(|_| std::io::Error::other("encoding the exposition failed"))?;
-        self.last_size
-            .store(text.len() + text.len() / 8, Ordering::Relaxed);
+        let text = self.exporter.scrape(format);
         if !gzip {
             return Ok((text.into_bytes(), false));
         }
-        // Fast compression: exposition text compresses ~10x even at level 1, and the
+        // Fast compression: exposition text compresses ~20x even at level 1, and the
         // scrape path is what must stay cheap.
         let mut enc = flate2::write::GzEncoder::new(
             Vec::with_capacity(text.len() / 8),
