@@ -1,0 +1,131 @@
+//! The `agent serve` command line: bad input gets one clear line and a non-zero exit;
+//! JSON logs are JSON; SIGTERM ends it cleanly; gzip is honoured. Needs no root.
+
+mod common;
+
+use common::{AgentProcess, http_get};
+use std::io::Read;
+use std::process::Command;
+
+fn agent(args: &[&str]) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_agent"))
+        .args(args)
+        .output()
+        .expect("running agent");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn bad_flags_are_one_clear_line() {
+    let cases: &[(&[&str], &str)] = &[
+        (&["serve", "--listen", "nonsense"], "invalid socket address"),
+        (&["serve", "--rescan-interval", "fast"], "not a duration"),
+        (&["serve", "--log-format", "xml"], "invalid value 'xml'"),
+        (
+            &["serve", "--cgroup-root", "/nonexistent"],
+            "/nonexistent is not a cgroup mount",
+        ),
+        (
+            &["serve", "--cgroup-root", "/tmp"],
+            "/tmp is not a cgroup mount",
+        ),
+        (
+            &["serve", "--include", "/a/[", "--listen", "127.0.0.1:0"],
+            "bad cgroup pattern",
+        ),
+    ];
+    for (args, want) in cases {
+        let (code, stderr) = agent(args);
+        assert_ne!(code, 0, "{args:?} should fail");
+        assert!(stderr.contains(want), "{args:?}: {stderr}");
+        let error_lines = stderr.lines().filter(|l| l.contains("error")).count();
+        assert_eq!(error_lines, 1, "{args:?}: one error line, got:\n{stderr}");
+    }
+}
+
+#[test]
+fn listen_address_in_use_is_reported() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let (code, stderr) = agent(&["serve", "--listen", &addr]);
+    assert_ne!(code, 0);
+    assert!(stderr.contains(&format!("listening on {addr}")), "{stderr}");
+}
+
+#[test]
+fn json_logs_and_clean_shutdown() {
+    let addr = format!("127.0.0.1:{}", common::free_port());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_agent"))
+        .args(["serve", "--listen", &addr, "--log-format", "json"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while http_get(&addr, "/healthz", &[]).is_err() {
+        assert!(std::time::Instant::now() < deadline, "agent did not start");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = child.wait().unwrap();
+    assert!(status.success(), "SIGTERM ends with exit 0, got {status}");
+    let mut logs = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut logs)
+        .unwrap();
+    let lines: Vec<serde_json::Value> = logs
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["fields"]["message"] == "serving /metrics")
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["fields"]["message"] == "SIGTERM received")
+    );
+}
+
+#[test]
+fn gzip_and_formats() {
+    let agent = AgentProcess::start(&[]);
+    let (status, plain) = http_get(&agent.addr, "/metrics", &[]).unwrap();
+    assert_eq!(status, 200);
+    let plain = String::from_utf8(plain).unwrap();
+    assert!(plain.contains("# TYPE container_cpu_usage_seconds_total counter"));
+    assert!(plain.contains("# TYPE container_memory_failcnt untyped"));
+    assert!(!plain.contains("# EOF"));
+
+    let (_, om) = http_get(
+        &agent.addr,
+        "/metrics",
+        &[("Accept", "application/openmetrics-text;version=1.0.0")],
+    )
+    .unwrap();
+    let om = String::from_utf8(om).unwrap();
+    assert!(om.contains("# TYPE container_cpu_usage_seconds counter"));
+    assert!(om.contains("# UNIT container_cpu_usage_seconds seconds"));
+    assert!(om.ends_with("# EOF\n"));
+
+    let (_, gz) = http_get(&agent.addr, "/metrics", &[("Accept-Encoding", "gzip")]).unwrap();
+    let mut unzipped = String::new();
+    flate2::read::GzDecoder::new(&gz[..])
+        .read_to_string(&mut unzipped)
+        .expect("a gzip body");
+    assert!(unzipped.contains("agent_build_info{"));
+    let (_, refused) =
+        http_get(&agent.addr, "/metrics", &[("Accept-Encoding", "gzip;q=0")]).unwrap();
+    assert!(refused.starts_with(b"# HELP"), "q=0 means no gzip");
+
+    let (status, _) = http_get(&agent.addr, "/nope", &[]).unwrap();
+    assert_eq!(status, 404);
+}
