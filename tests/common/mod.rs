@@ -275,12 +275,14 @@ impl AgentProcess {
     pub fn start(extra: &[&str]) -> AgentProcess {
         let state = tempfile::tempdir().unwrap();
         let addr = format!("127.0.0.1:{}", free_port());
-        let child = Command::new(env!("CARGO_BIN_EXE_agent"))
-            .args(["serve", "--listen", &addr, "--rescan-interval", "200ms"])
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_agent"));
+        cmd.args(["serve", "--listen", &addr, "--rescan-interval", "200ms"])
             .arg("--state-dir")
-            .arg(state.path())
-            .arg("--docker-root")
-            .arg(state.path().join("docker"))
+            .arg(state.path());
+        if !extra.contains(&"--docker-root") {
+            cmd.arg("--docker-root").arg(state.path().join("docker"));
+        }
+        let child = cmd
             .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())

@@ -34,6 +34,11 @@ pub const PACKAGES: &[(&str, &str, &str)] = &[
     ),
     ("/usr/sbin/runc", "runc", "the launch benchmark baseline"),
     ("/usr/bin/umoci", "umoci", "building OCI test images"),
+    (
+        "/usr/sbin/dockerd",
+        "docker.io",
+        "a real third-party runtime for discovery tests",
+    ),
 ];
 
 /// The packages `serve` itself needs at run time (none beyond the kernel) and at
