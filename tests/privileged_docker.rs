@@ -29,9 +29,11 @@ impl Dockerd {
             .prefix("agent-dockerd")
             .tempdir()
             .unwrap();
-        let parents: Vec<PathBuf> = ["memory", "cpu", "cpuacct", "pids"]
-            .iter()
-            .map(|c| Path::new("/sys/fs/cgroup").join(c).join("docker"))
+        // dockerd makes a `docker` parent in every hierarchy; remove those it adds.
+        let parents: Vec<PathBuf> = std::fs::read_dir("/sys/fs/cgroup")
+            .unwrap()
+            .flatten()
+            .map(|e| e.path().join("docker"))
             .filter(|p| !p.exists())
             .collect();
         let d = dir.path();
