@@ -1,7 +1,9 @@
 //! Shared pieces of the privileged and end-to-end tests: root checks, real cgroups
-//! that remove themselves, a memory/CPU hog process, the agent binary as a child, and
-//! a minimal HTTP client. Everything cleans up in `Drop`, also when a test fails.
+//! that remove themselves, a memory/CPU hog process, the agent binary as a child, a real
+//! Prometheus server ([`prometheus`]) and a minimal HTTP client. Everything cleans up in `Drop`, also when a test fails.
 #![allow(dead_code)]
+
+pub mod prometheus;
 
 use agent::cgroup::Hierarchy;
 use std::io::{Read, Write};
