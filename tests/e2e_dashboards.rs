@@ -398,9 +398,10 @@ fn dashboards_and_alerts_against_real_prometheus() {
         instant("OOM kills in range") >= 1.0,
         "the OOM kill is shown"
     );
-    assert!(
-        instant("Near memory limit") >= 1.0,
-        "one container near its limit"
+    assert_eq!(
+        instant("Near memory limit"),
+        1.0,
+        "exactly one container near its limit"
     );
     let throttled = prom.query(&format!(
         "rate(container_cpu_cfs_throttled_periods_total{{id=\"{}\"}}[5s]) / rate(container_cpu_cfs_periods_total{{id=\"{}\"}}[5s])",
