@@ -1,7 +1,9 @@
 //! Shared pieces of the privileged and end-to-end tests: root checks, real cgroups
-//! that remove themselves, a memory/CPU hog process, the agent binary as a child, and
-//! a minimal HTTP client. Everything cleans up in `Drop`, also when a test fails.
+//! that remove themselves, a memory/CPU hog process, the agent binary as a child, a real
+//! Prometheus server ([`prometheus`]) and a minimal HTTP client. Everything cleans up in `Drop`, also when a test fails.
 #![allow(dead_code)]
+
+pub mod prometheus;
 
 use agent::cgroup::Hierarchy;
 use std::io::{Read, Write};
@@ -43,6 +45,21 @@ pub struct TestCgroup {
 }
 
 impl TestCgroup {
+    /// Like [`TestCgroup::create`], and on a hybrid host also creates the cgroup on
+    /// the cgroup2 mount (`unified/`) and moves processes there too, as runc and
+    /// systemd place containers on hybrid hosts: that is where PSI files live.
+    pub fn create_with_unified(hierarchy: &Hierarchy, name: &str) -> TestCgroup {
+        let mut cg = Self::create(hierarchy, name);
+        if !cg.v2
+            && let Some(dir) = hierarchy.unified_dir(&cg.path)
+        {
+            std::fs::create_dir_all(&dir)
+                .unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
+            cg.dirs.push(dir);
+        }
+        cg
+    }
+
     /// Creates `/agent/<name>` (the agent's own subtree, so `agent serve` tracks it).
     pub fn create(hierarchy: &Hierarchy, name: &str) -> TestCgroup {
         let path = format!("/agent/{name}");
@@ -130,7 +147,9 @@ impl Drop for TestCgroup {
 }
 
 /// A forked process that, once released, touches `memory` bytes of anonymous memory,
-/// burns `cpu` of CPU time, reports its pid's readiness and then sleeps until killed.
+/// burns `cpu` of CPU time, reports its pid's readiness and then sleeps until killed
+/// ([`Hog::fork`]); or touches its memory, reports, and burns CPU until killed
+/// ([`Hog::fork_spinning`]).
 ///
 /// The child only makes raw system calls (no allocation), so forking from the
 /// multi-threaded test harness is sound.
@@ -138,11 +157,25 @@ pub struct Hog {
     pub pid: i32,
     go: i32,
     done: i32,
+    /// Set once the child has been waited for, so drop never signals a reused pid.
+    reaped: std::cell::Cell<bool>,
 }
 
 impl Hog {
     /// Forks the hog; it waits for [`Hog::release`] before doing anything.
     pub fn fork(memory: usize, cpu: Duration) -> Hog {
+        Self::fork_inner(memory, Some(cpu.as_nanos().min(i64::MAX as u128) as i64))
+    }
+
+    /// Forks a hog that, once released, touches `memory` bytes, reports (so
+    /// [`Hog::release_and_wait`] returns) and then burns CPU until it is killed.
+    pub fn fork_spinning(memory: usize) -> Hog {
+        Self::fork_inner(memory, None)
+    }
+
+    /// `cpu_ns`: CPU time to burn before reporting and sleeping; `None`: report, then
+    /// burn forever.
+    fn fork_inner(memory: usize, cpu_ns: Option<i64>) -> Hog {
         let mut go = [0i32; 2];
         let mut done = [0i32; 2];
         // SAFETY: pipe writes two fds into the arrays we own.
@@ -150,7 +183,6 @@ impl Hog {
             assert_eq!(libc::pipe(go.as_mut_ptr()), 0);
             assert_eq!(libc::pipe(done.as_mut_ptr()), 0);
         }
-        let cpu_ns = cpu.as_nanos() as i64;
         // SAFETY: the child only calls async-signal-safe functions and raw syscalls
         // (read, mmap, clock_gettime, write, pause, _exit): no locks, no allocation.
         let pid = unsafe { libc::fork() };
@@ -176,6 +208,14 @@ impl Hog {
                     std::ptr::write_volatile(bytes.add(i), 1);
                     i += 4096;
                 }
+                let Some(cpu_ns) = cpu_ns else {
+                    libc::write(done[1], (&b as *const u8).cast(), 1);
+                    let mut spin = 0u64;
+                    loop {
+                        spin = std::ptr::read_volatile(&spin).wrapping_add(1);
+                        std::ptr::write_volatile(&mut spin, spin);
+                    }
+                };
                 let mut ts = libc::timespec {
                     tv_sec: 0,
                     tv_nsec: 0,
@@ -201,6 +241,7 @@ impl Hog {
             pid,
             go: go[1],
             done: done[0],
+            reaped: std::cell::Cell::new(false),
         }
     }
 
@@ -218,7 +259,10 @@ impl Hog {
     pub fn wait_exit(&self) -> i32 {
         let mut status = 0;
         // SAFETY: waiting for our own child.
-        unsafe { libc::waitpid(self.pid, &mut status, 0) };
+        let r = unsafe { libc::waitpid(self.pid, &mut status, 0) };
+        if r == self.pid {
+            self.reaped.set(true);
+        }
         status
     }
 
@@ -253,10 +297,13 @@ impl Hog {
 
 impl Drop for Hog {
     fn drop(&mut self) {
-        // SAFETY: signalling and reaping our own child; closing our own fds.
+        // SAFETY: signalling and reaping our own child (unless already reaped, when
+        // the pid may belong to someone else by now); closing our own fds.
         unsafe {
-            libc::kill(self.pid, libc::SIGKILL);
-            libc::waitpid(self.pid, std::ptr::null_mut(), 0);
+            if !self.reaped.get() {
+                libc::kill(self.pid, libc::SIGKILL);
+                libc::waitpid(self.pid, std::ptr::null_mut(), 0);
+            }
             libc::close(self.go);
             libc::close(self.done);
         }
