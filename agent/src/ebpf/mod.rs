@@ -1,0 +1,20 @@
+//! eBPF exec and mount tracing.
+//!
+//! - `ebpf/events.bpf.c` (built by `agent/build.rs`) hooks `sched_process_exec`
+//!   and the mount family of syscalls and writes records to a ring buffer;
+//! - [`events`] is the `#[repr(C)]` mirror of those records and their decoding;
+//! - [`loader`] loads and attaches the programs with aya and reads the ring
+//!   buffer from tokio ([`Tracer`]);
+//! - [`attribution`] maps a record's namespace to a container, a namespace or
+//!   the host; [`metrics`] counts and encodes them; [`record`] is the event as
+//!   the control socket streams it.
+
+pub mod attribution;
+pub mod events;
+pub mod loader;
+pub mod metrics;
+pub mod record;
+
+pub use attribution::{ContainerLabels, ContainerLookup, NoContainers, StaticLookup};
+pub use loader::{EbpfError, ProgramStatus, Tracer, TracerConfig};
+pub use record::{EventKind, EventRecord};
