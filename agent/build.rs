@@ -21,7 +21,10 @@ fn main() {
 
     println!("cargo:rerun-if-env-changed=CLANG");
     println!("cargo:rerun-if-changed={}", include.display());
-    for entry in std::fs::read_dir(&include).expect("read ebpf/include").flatten() {
+    for entry in std::fs::read_dir(&include)
+        .expect("read ebpf/include")
+        .flatten()
+    {
         println!("cargo:rerun-if-changed={}", entry.path().display());
     }
 

@@ -135,9 +135,13 @@ const RECHECK_AFTER: Duration = Duration::from_secs(5);
 pub enum Subject {
     Host,
     /// A container, found through this cgroup path.
-    Container { cgroup_path: String },
+    Container {
+        cgroup_path: String,
+    },
     /// A namespace of no known container, last seen with this process.
-    Namespace { pid: u32 },
+    Namespace {
+        pid: u32,
+    },
 }
 
 #[derive(Debug)]
@@ -176,8 +180,12 @@ impl Attributor {
         self.host_mnt_ns
     }
 
-    /// Labels for an event of process `tgid` in mount namespace `mnt_ns`.
-    pub fn attribute(&mut self, mnt_ns: u32, tgid: u32) -> (ContainerLabels, Subject) {
+    /// Labels for an event of process `tgid` (child of `ppid`) in mount
+    /// namespace `mnt_ns`.
+    ///
+    /// A short-lived command has often exited before its exec event is read;
+    /// its parent, when it lives in the same mount namespace, stands in for it.
+    pub fn attribute(&mut self, mnt_ns: u32, tgid: u32, ppid: u32) -> (ContainerLabels, Subject) {
         if Some(mnt_ns) == self.host_mnt_ns {
             return (ContainerLabels::host(), Subject::Host);
         }
@@ -186,34 +194,30 @@ impl Attributor {
             let settled = matches!(entry.subject, Subject::Container { .. });
             if settled || now.duration_since(entry.resolved_at) < RECHECK_AFTER {
                 entry.last_used = now;
-                if let Subject::Namespace { pid } = &mut entry.subject {
-                    *pid = tgid;
-                }
                 return (entry.labels.clone(), entry.subject.clone());
             }
         }
-        let path = self.proc_root.join(tgid.to_string()).join("cgroup");
-        let (labels, subject) = match std::fs::read_to_string(&path) {
-            Ok(content) => match cgroup_path_from_proc(&content)
-                .and_then(|cg| self.lookup.container_for_cgroup_path(&cg).map(|l| (l, cg)))
-            {
-                Some((labels, cgroup_path)) => (labels, Subject::Container { cgroup_path }),
-                None => (
-                    ContainerLabels::namespace(mnt_ns),
-                    Subject::Namespace { pid: tgid },
-                ),
-            },
-            // The process is gone (its events were still in flight): count it
-            // to its namespace, and do not cache the guess.
-            Err(_) => {
-                return (
-                    self.cache
-                        .get(&mnt_ns)
-                        .map(|e| e.labels.clone())
-                        .unwrap_or_else(|| ContainerLabels::namespace(mnt_ns)),
-                    Subject::Namespace { pid: tgid },
-                );
-            }
+        let Some((pid, content)) = self
+            .read_cgroup(tgid, None)
+            .or_else(|| self.read_cgroup(ppid, Some(mnt_ns)))
+        else {
+            // Every process that could tell is gone (its events were still in
+            // flight): count it to its namespace, and do not cache the guess.
+            let labels = self
+                .cache
+                .get(&mnt_ns)
+                .map(|e| e.labels.clone())
+                .unwrap_or_else(|| ContainerLabels::namespace(mnt_ns));
+            return (labels, Subject::Namespace { pid: tgid });
+        };
+        let (labels, subject) = match cgroup_path_from_proc(&content)
+            .and_then(|cg| self.lookup.container_for_cgroup_path(&cg).map(|l| (l, cg)))
+        {
+            Some((labels, cgroup_path)) => (labels, Subject::Container { cgroup_path }),
+            None => (
+                ContainerLabels::namespace(mnt_ns),
+                Subject::Namespace { pid },
+            ),
         };
         self.cache.insert(
             mnt_ns,
@@ -225,6 +229,23 @@ impl Attributor {
             },
         );
         (labels, subject)
+    }
+
+    /// `/proc/<pid>/cgroup`, if the process exists (and, when asked, lives in
+    /// mount namespace `want_ns`).
+    fn read_cgroup(&self, pid: u32, want_ns: Option<u32>) -> Option<(u32, String)> {
+        if pid == 0 {
+            return None;
+        }
+        let dir = self.proc_root.join(pid.to_string());
+        if let Some(ns) = want_ns
+            && ns_inode(&dir.join("ns/mnt")) != Some(ns)
+        {
+            return None;
+        }
+        std::fs::read_to_string(dir.join("cgroup"))
+            .ok()
+            .map(|c| (pid, c))
     }
 
     /// Whether the subject of a series still exists.
@@ -261,12 +282,16 @@ mod tests {
     use super::*;
     use std::sync::Arc;
 
-    const V1_HYBRID: &str = "9:name=systemd:/\n8:pids:/docker/abc\n4:memory:/docker/abc\n1:cpu:/\n0::/\n";
+    const V1_HYBRID: &str =
+        "9:name=systemd:/\n8:pids:/docker/abc\n4:memory:/docker/abc\n1:cpu:/\n0::/\n";
     const V2: &str = "0::/system.slice/docker-abc.scope\n";
 
     #[test]
     fn picks_memory_line_on_v1_and_unified_line_on_v2() {
-        assert_eq!(cgroup_path_from_proc(V1_HYBRID).as_deref(), Some("/docker/abc"));
+        assert_eq!(
+            cgroup_path_from_proc(V1_HYBRID).as_deref(),
+            Some("/docker/abc")
+        );
         assert_eq!(
             cgroup_path_from_proc(V2).as_deref(),
             Some("/system.slice/docker-abc.scope")
@@ -312,14 +337,20 @@ mod tests {
         // No 1/ns/mnt or self/ns/mnt under the fake root: no host namespace.
         assert_eq!(a.host_mnt_ns(), None);
         a.host_mnt_ns = Some(1);
-        assert_eq!(a.attribute(1, 10).0, ContainerLabels::host());
-        assert_eq!(a.attribute(100, 10).0, web);
+        assert_eq!(a.attribute(1, 10, 0).0, ContainerLabels::host());
+        assert_eq!(a.attribute(100, 10, 0).0, web);
         // Cached per namespace: a pid that is gone still maps to the container.
-        assert_eq!(a.attribute(100, 999).0, web);
-        assert_eq!(a.attribute(200, 11).0, ContainerLabels::namespace(200));
-        // A namespace first seen through a process that already exited.
-        assert_eq!(a.attribute(300, 998).0, ContainerLabels::namespace(300));
-        assert!(a.alive(&Subject::Container { cgroup_path: "/docker/abc".into() }, 100));
+        assert_eq!(a.attribute(100, 999, 0).0, web);
+        assert_eq!(a.attribute(200, 11, 0).0, ContainerLabels::namespace(200));
+        // A namespace first seen through a process that already exited, whose
+        // parent cannot be checked to share its namespace.
+        assert_eq!(a.attribute(300, 998, 10).0, ContainerLabels::namespace(300));
+        assert!(a.alive(
+            &Subject::Container {
+                cgroup_path: "/docker/abc".into()
+            },
+            100
+        ));
         assert!(!a.alive(&Subject::Namespace { pid: 998 }, 300));
     }
 }

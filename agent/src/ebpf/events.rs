@@ -268,7 +268,8 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
                 what: "mount record",
                 len: bytes.len(),
             })?;
-            let operation = MountOp::from_wire(raw.op).ok_or(DecodeError::UnknownMountOp(raw.op))?;
+            let operation =
+                MountOp::from_wire(raw.op).ok_or(DecodeError::UnknownMountOp(raw.op))?;
             Ok(Event::Mount(
                 process(&raw.hdr),
                 MountInfo {
@@ -335,8 +336,7 @@ mod tests {
     fn as_bytes<T: Pod>(v: &T) -> Vec<u8> {
         // SAFETY: T is Pod (no padding bytes are uninitialised in these
         // all-integer records, whose fields tile the struct exactly).
-        unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), size_of::<T>()) }
-            .to_vec()
+        unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), size_of::<T>()) }.to_vec()
     }
 
     fn header(kind: u32) -> RawHeader {
@@ -413,10 +413,19 @@ mod tests {
 
     #[test]
     fn rejects_short_and_unknown_records() {
-        assert!(matches!(decode(&[0; 10]), Err(DecodeError::TooShort { .. })));
+        assert!(matches!(
+            decode(&[0; 10]),
+            Err(DecodeError::TooShort { .. })
+        ));
         let exec_hdr_only = as_bytes(&header(EVENT_EXEC));
-        assert!(matches!(decode(&exec_hdr_only), Err(DecodeError::TooShort { .. })));
-        assert_eq!(decode(&as_bytes(&header(9))), Err(DecodeError::UnknownKind(9)));
+        assert!(matches!(
+            decode(&exec_hdr_only),
+            Err(DecodeError::TooShort { .. })
+        ));
+        assert_eq!(
+            decode(&as_bytes(&header(9))),
+            Err(DecodeError::UnknownKind(9))
+        );
         let mut raw = as_bytes(&RawMountEvent {
             hdr: header(EVENT_MOUNT),
             ret: 0,

@@ -96,11 +96,22 @@ struct Shared {
 }
 
 /// The running tracer. Dropping it stops the reader and detaches the programs.
+///
+/// Share it (`Arc<Tracer>`) between the metrics collector and the control socket.
 pub struct Tracer {
     shared: Arc<Shared>,
     reader: JoinHandle<()>,
     // Owns the programs and their links: keep it until the reader is stopped.
     _ebpf: Ebpf,
+}
+
+impl std::fmt::Debug for Tracer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tracer")
+            .field("programs", &self.shared.programs)
+            .field("received", &self.received())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Drop for Tracer {
@@ -163,7 +174,9 @@ impl Tracer {
         config: TracerConfig,
         lookup: Arc<dyn ContainerLookup>,
     ) -> Result<Tracer, EbpfError> {
-        let ring = ebpf.take_map("events").ok_or(EbpfError::Missing("map events"))?;
+        let ring = ebpf
+            .take_map("events")
+            .ok_or(EbpfError::Missing("map events"))?;
         let ring = RingBuf::try_from(ring).map_err(|source| EbpfError::Map {
             name: "events",
             source,
@@ -347,7 +360,9 @@ fn load(config: &TracerConfig) -> Result<(Ebpf, Vec<ProgramStatus>), EbpfError> 
     for p in &programs {
         match (&p.attached, &p.error) {
             (true, _) => tracing::info!(hook = p.hook, "eBPF program attached"),
-            (false, Some(e)) => tracing::warn!(hook = p.hook, error = %e, "eBPF program not attached"),
+            (false, Some(e)) => {
+                tracing::warn!(hook = p.hook, error = %e, "eBPF program not attached")
+            }
             (false, None) => tracing::debug!(hook = p.hook, "eBPF fallback not needed"),
         }
     }
@@ -414,7 +429,7 @@ impl Shared {
             }
         };
         let p = event.process();
-        let (labels, subject) = lock(&self.attributor).attribute(p.mnt_ns, p.tgid);
+        let (labels, subject) = lock(&self.attributor).attribute(p.mnt_ns, p.tgid, p.ppid);
         lock(&self.counters).record(&labels, &subject, &event);
         if self.events_tx.receiver_count() > 0 {
             let record = EventRecord::new(&event, labels, self.boot_to_unix_ns);

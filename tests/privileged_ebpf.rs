@@ -1,0 +1,536 @@
+//! Privileged eBPF tests: load the real programs into this kernel, make real
+//! namespaces, cgroups and mounts, and check what the tracer saw.
+//!
+//! Needs root and a kernel with BTF; otherwise each test prints why it skips.
+//! Every test cleans up in `Drop` (child processes, the test cgroup, temp dirs),
+//! also when an assertion fails.
+
+use agent::ebpf::events::MountOp;
+use agent::ebpf::{
+    ContainerLabels, EbpfError, EventKind, EventRecord, NoContainers, StaticLookup, Tracer,
+    TracerConfig,
+};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::DescriptorEncoder;
+use prometheus_client::registry::Registry;
+use std::ffi::{CString, c_char};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::broadcast;
+
+const BUSYBOX: &str = "/bin/busybox";
+const BOGUS_FS: &str = "agentbogusfs";
+
+/// Why this machine cannot run the tests, if it cannot.
+fn skip_reason() -> Option<String> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Some("not root".into());
+    }
+    if !Path::new("/sys/kernel/btf/vmlinux").exists() {
+        return Some("kernel has no BTF (/sys/kernel/btf/vmlinux)".into());
+    }
+    if !Path::new(BUSYBOX).exists() {
+        return Some(format!(
+            "{BUSYBOX} missing (apt-get install busybox-static)"
+        ));
+    }
+    None
+}
+
+/// Starts the tracer, or explains why the test skips. A load failure on a
+/// machine that should support it is a test failure, not a skip.
+async fn start(
+    config: TracerConfig,
+    lookup: Arc<dyn agent::ebpf::ContainerLookup>,
+) -> Option<Tracer> {
+    if let Some(reason) = skip_reason() {
+        eprintln!("SKIP: {reason}");
+        return None;
+    }
+    match Tracer::start(config, lookup).await {
+        Ok(t) => Some(t),
+        Err(EbpfError::NotBuilt) => {
+            eprintln!("SKIP: eBPF programs not built (no clang at build time)");
+            None
+        }
+        Err(e) => panic!(
+            "tracer failed to start: {}",
+            agent::ebpf::loader::error_chain(&e)
+        ),
+    }
+}
+
+fn cstr(s: &str) -> CString {
+    CString::new(s).expect("no NUL")
+}
+
+/// A v1 memory cgroup (or a v2 cgroup) made for one test, removed on drop.
+struct TestCgroup {
+    dir: PathBuf,
+    /// The path as /proc/<pid>/cgroup shows it.
+    path: String,
+}
+
+impl TestCgroup {
+    fn new(name: &str) -> TestCgroup {
+        let root = if Path::new("/sys/fs/cgroup/memory").is_dir() {
+            PathBuf::from("/sys/fs/cgroup/memory")
+        } else {
+            PathBuf::from("/sys/fs/cgroup")
+        };
+        let path = format!("/{name}-{}", std::process::id());
+        let dir = root.join(&path[1..]);
+        std::fs::create_dir(&dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
+        TestCgroup { dir, path }
+    }
+
+    fn procs(&self) -> OwnedFd {
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(self.dir.join("cgroup.procs"))
+            .expect("open cgroup.procs");
+        f.into()
+    }
+}
+
+impl Drop for TestCgroup {
+    fn drop(&mut self) {
+        for _ in 0..50 {
+            if std::fs::remove_dir(&self.dir).is_ok() || !self.dir.exists() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        eprintln!("warning: could not remove {}", self.dir.display());
+    }
+}
+
+/// A process tree in fresh namespaces:
+///
+/// - C (host pid ns) unshares a mount namespace A and makes it private
+///   (so nothing below propagates to the host), then unshares mount
+///   namespace B and a pid namespace, and forks
+/// - G: pid 1 in the new pid namespace, in mount namespace B. It joins the
+///   test cgroup (if any), forks and execs `busybox true exec-<i>` K times,
+///   mounts a tmpfs on `dir`, tries a mount of a bogus fstype on `dir`
+///   (ENODEV), then waits for the release pipe (if held) and exits.
+///
+/// Namespace B thus sees exactly K execs, 1 successful and 1 failed mount.
+struct NsWorkload {
+    child: libc::pid_t,
+    release: Option<OwnedFd>,
+    _tmp: tempfile::TempDir,
+    dir: PathBuf,
+}
+
+impl NsWorkload {
+    fn spawn(k: usize, cgroup: Option<&TestCgroup>, hold: bool) -> NsWorkload {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().to_path_buf();
+        // Everything the children use is built before fork: after it, only
+        // async-signal-safe calls (this process has other threads).
+        let busybox = cstr(BUSYBOX);
+        let argvs: Vec<[CString; 2]> = (0..k)
+            .map(|i| [cstr("true"), cstr(&format!("exec-{i}"))])
+            .collect();
+        let argv_ptrs: Vec<[*const c_char; 3]> = argvs
+            .iter()
+            .map(|a| [a[0].as_ptr(), a[1].as_ptr(), std::ptr::null()])
+            .collect();
+        let envp: [*const c_char; 1] = [std::ptr::null()];
+        let none = cstr("none");
+        let tmpfs = cstr("tmpfs");
+        let bogus = cstr(BOGUS_FS);
+        let root = cstr("/");
+        let target = cstr(dir.to_str().expect("utf-8 temp dir"));
+        let procs = cgroup.map(TestCgroup::procs);
+        let procs_fd = procs.as_ref().map_or(-1, |f| f.as_raw_fd());
+
+        let mut fds = [0; 2];
+        // SAFETY: `fds` is a valid array of two ints for pipe2 to fill.
+        assert_eq!(
+            unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) },
+            0,
+            "pipe2"
+        );
+        // SAFETY: pipe2 just returned these two fresh descriptors; each is owned once.
+        let (read_end, write_end) =
+            unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        let (rfd, wfd) = (read_end.as_raw_fd(), write_end.as_raw_fd());
+
+        // SAFETY: the child only makes async-signal-safe syscalls on data
+        // prepared above, and leaves with _exit.
+        let child = unsafe { libc::fork() };
+        assert!(child >= 0, "fork: {}", std::io::Error::last_os_error());
+        if child == 0 {
+            // SAFETY: raw syscalls on valid, NUL-terminated buffers; see above.
+            unsafe {
+                libc::close(wfd);
+                if libc::unshare(libc::CLONE_NEWNS) != 0 {
+                    libc::_exit(11);
+                }
+                let flags = libc::MS_REC | libc::MS_PRIVATE;
+                if libc::mount(
+                    std::ptr::null(),
+                    root.as_ptr(),
+                    std::ptr::null(),
+                    flags,
+                    std::ptr::null(),
+                ) != 0
+                {
+                    libc::_exit(12);
+                }
+                if libc::unshare(libc::CLONE_NEWNS | libc::CLONE_NEWPID) != 0 {
+                    libc::_exit(13);
+                }
+                let g = libc::fork();
+                if g < 0 {
+                    libc::_exit(14);
+                }
+                if g == 0 {
+                    if procs_fd >= 0 && libc::write(procs_fd, b"0".as_ptr().cast(), 1) != 1 {
+                        libc::_exit(15);
+                    }
+                    for argv in &argv_ptrs {
+                        let c = libc::fork();
+                        if c == 0 {
+                            libc::execve(busybox.as_ptr(), argv.as_ptr(), envp.as_ptr());
+                            libc::_exit(127);
+                        }
+                        let mut status = 0;
+                        if c < 0 || libc::waitpid(c, &mut status, 0) != c || status != 0 {
+                            libc::_exit(16);
+                        }
+                    }
+                    if libc::mount(
+                        none.as_ptr(),
+                        target.as_ptr(),
+                        tmpfs.as_ptr(),
+                        0,
+                        std::ptr::null(),
+                    ) != 0
+                    {
+                        libc::_exit(17);
+                    }
+                    let rc = libc::mount(
+                        none.as_ptr(),
+                        target.as_ptr(),
+                        bogus.as_ptr(),
+                        0,
+                        std::ptr::null(),
+                    );
+                    if rc == 0 || *libc::__errno_location() != libc::ENODEV {
+                        libc::_exit(18);
+                    }
+                    if hold {
+                        let mut b = 0u8;
+                        libc::read(rfd, (&mut b as *mut u8).cast(), 1);
+                    }
+                    libc::_exit(0);
+                }
+                let mut status = 0;
+                libc::waitpid(g, &mut status, 0);
+                libc::_exit(if libc::WIFEXITED(status) {
+                    libc::WEXITSTATUS(status)
+                } else {
+                    99
+                });
+            }
+        }
+        drop(read_end);
+        drop(procs);
+        NsWorkload {
+            child,
+            release: Some(write_end),
+            _tmp: tmp,
+            dir,
+        }
+    }
+
+    /// Lets G exit and returns C's exit code (0 when every step worked).
+    fn finish(&mut self) -> i32 {
+        if let Some(w) = self.release.take() {
+            // SAFETY: writes one byte from a valid buffer to our pipe.
+            unsafe { libc::write(w.as_raw_fd(), b"x".as_ptr().cast(), 1) };
+        }
+        if self.child <= 0 {
+            return -1;
+        }
+        let mut status = 0;
+        // SAFETY: waits for our own child; `status` is writable.
+        let rc = unsafe { libc::waitpid(self.child, &mut status, 0) };
+        self.child = -1;
+        if rc < 0 {
+            return -1;
+        }
+        if libc::WIFEXITED(status) {
+            libc::WEXITSTATUS(status)
+        } else {
+            100
+        }
+    }
+}
+
+impl Drop for NsWorkload {
+    fn drop(&mut self) {
+        if self.child > 0 {
+            // Closing the pipe also ends G's wait.
+            self.release.take();
+            // SAFETY: signals and reaps our own child.
+            unsafe {
+                libc::kill(self.child, libc::SIGKILL);
+                libc::waitpid(self.child, std::ptr::null_mut(), 0);
+            }
+        }
+    }
+}
+
+/// Collects events from `rx` until `done` says so or `timeout` passes.
+async fn collect(
+    rx: &mut broadcast::Receiver<Arc<EventRecord>>,
+    timeout: Duration,
+    mut done: impl FnMut(&[Arc<EventRecord>]) -> bool,
+) -> Vec<Arc<EventRecord>> {
+    let deadline = Instant::now() + timeout;
+    let mut seen = Vec::new();
+    while !done(&seen) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, rx.recv()).await {
+            Ok(Ok(ev)) => seen.push(ev),
+            Ok(Err(broadcast::error::RecvError::Lagged(n))) => panic!("subscriber lagged by {n}"),
+            Ok(Err(broadcast::error::RecvError::Closed)) | Err(_) => break,
+        }
+    }
+    seen
+}
+
+#[derive(Debug)]
+struct TracerCollector(Arc<Tracer>);
+
+impl Collector for TracerCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
+        self.0.encode_metrics(&mut encoder)
+    }
+}
+
+fn scrape(tracer: &Arc<Tracer>) -> String {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(TracerCollector(Arc::clone(tracer))));
+    let mut out = String::new();
+    prometheus_client::encoding::text::encode(&mut out, &registry).expect("encode");
+    out
+}
+
+fn sample(text: &str, series: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn namespace_execs_and_mounts_are_counted_exactly_and_streamed() {
+    const K: usize = 7;
+    let lookup = Arc::new(StaticLookup::new());
+    let Some(tracer) = start(TracerConfig::default(), lookup.clone()).await else {
+        return;
+    };
+    let tracer = Arc::new(tracer);
+    for p in tracer.programs() {
+        eprintln!("program {}: attached={} {:?}", p.hook, p.attached, p.error);
+    }
+    assert!(
+        tracer
+            .programs()
+            .iter()
+            .any(|p| p.hook.ends_with("sched_process_exec") && p.attached)
+    );
+    let mounts_live = tracer
+        .programs()
+        .iter()
+        .any(|p| p.hook == "raw_tp/sys_enter" && p.attached);
+    assert!(
+        mounts_live,
+        "mount hooks did not attach: {:?}",
+        tracer.programs()
+    );
+
+    let cgroup = TestCgroup::new("agent-ebpf-test");
+    let labels = ContainerLabels {
+        id: cgroup.path.clone(),
+        name: "ebpf-test".into(),
+        image: "busybox".into(),
+    };
+    lookup.insert(cgroup.path.clone(), labels.clone());
+    let mut rx = tracer.subscribe();
+
+    let mut work = NsWorkload::spawn(K, Some(&cgroup), true);
+    let dir = work.dir.to_str().unwrap().to_owned();
+    // Host: one exec of our own, with a marker argument.
+    let mut host = std::process::Command::new(BUSYBOX)
+        .arg0("true")
+        .arg("host-marker")
+        .spawn()
+        .expect("spawn busybox");
+    let host_pid = host.id();
+    assert!(host.wait().expect("wait").success());
+
+    // Everything from namespace B, plus our host exec.
+    let seen = collect(&mut rx, Duration::from_secs(20), |seen| {
+        let ns_b = seen
+            .iter()
+            .find(|e| {
+                e.mount.as_ref().is_some_and(|m| {
+                    m.info.fstype.as_deref() == Some("tmpfs")
+                        && m.info.target.as_deref() == Some(dir.as_str())
+                })
+            })
+            .map(|e| e.process.mnt_ns);
+        let host_seen = seen.iter().any(|e| e.process.tgid == host_pid);
+        ns_b.is_some_and(|ns| seen.iter().filter(|e| e.process.mnt_ns == ns).count() >= K + 2)
+            && host_seen
+    })
+    .await;
+    let text = scrape(&tracer);
+    assert_eq!(
+        work.finish(),
+        0,
+        "workload failed (exit code = step that failed)"
+    );
+
+    let tmpfs = seen
+        .iter()
+        .find(|e| {
+            e.mount.as_ref().is_some_and(|m| {
+                m.info.fstype.as_deref() == Some("tmpfs")
+                    && m.info.target.as_deref() == Some(dir.as_str())
+            })
+        })
+        .expect("tmpfs mount event");
+    let ns_b = tmpfs.process.mnt_ns;
+    let in_b: Vec<_> = seen.iter().filter(|e| e.process.mnt_ns == ns_b).collect();
+    let execs: Vec<_> = in_b.iter().filter(|e| e.kind == EventKind::Exec).collect();
+    let mounts: Vec<_> = in_b.iter().filter(|e| e.kind == EventKind::Mount).collect();
+    assert_eq!(execs.len(), K, "execs in namespace B: {execs:#?}");
+    assert_eq!(mounts.len(), 2, "mounts in namespace B: {mounts:#?}");
+
+    // G is pid 1 of the new pid namespace; the execs are its children.
+    let g = tmpfs.process.tgid;
+    assert_eq!(tmpfs.process.ns_pid, 1);
+    assert_ne!(tmpfs.process.pid_ns, 0);
+    assert_eq!(tmpfs.process.uid, 0);
+    let m = tmpfs.mount.as_ref().unwrap();
+    assert_eq!(
+        (m.info.operation, m.info.ret, m.result.as_str()),
+        (MountOp::Mount, 0, "ok")
+    );
+    assert_eq!(m.info.source.as_deref(), Some("none"));
+    assert_eq!(tmpfs.container, labels);
+
+    let bogus = mounts
+        .iter()
+        .find(|e| e.mount.as_ref().unwrap().info.fstype.as_deref() == Some(BOGUS_FS))
+        .expect("bogus mount event");
+    let bm = bogus.mount.as_ref().unwrap();
+    assert_eq!(bm.info.ret, -i64::from(libc::ENODEV));
+    assert_eq!(
+        (bm.result.as_str(), bm.errno),
+        ("error", Some(libc::ENODEV))
+    );
+    assert_eq!(bm.info.target.as_deref(), Some(dir.as_str()));
+    assert_eq!(bogus.process.tgid, g);
+
+    let mut argvs: Vec<String> = execs
+        .iter()
+        .map(|e| {
+            let x = e.exec.as_ref().unwrap();
+            assert_eq!(x.filename, BUSYBOX);
+            assert_eq!(e.process.ppid, g, "exec'd by G");
+            assert_eq!(e.process.pid_ns, tmpfs.process.pid_ns);
+            assert!(
+                (2..=K as u32 + 1).contains(&e.process.ns_pid),
+                "ns pid {}",
+                e.process.ns_pid
+            );
+            assert_eq!(e.process.comm, "busybox");
+            assert_eq!(e.container, labels, "attributed through G's cgroup");
+            x.argv.join(" ")
+        })
+        .collect();
+    argvs.sort();
+    let mut want: Vec<String> = (0..K).map(|i| format!("true exec-{i}")).collect();
+    want.sort();
+    assert_eq!(argvs, want);
+
+    // The host's own exec is the host's, and not in namespace B.
+    let host_ev = seen
+        .iter()
+        .find(|e| e.process.tgid == host_pid)
+        .expect("host exec event");
+    assert_eq!(host_ev.container, ContainerLabels::host());
+    assert_ne!(host_ev.process.mnt_ns, ns_b);
+    assert_eq!(host_ev.exec.as_ref().unwrap().argv, ["true", "host-marker"]);
+    // Namespace A (C's make-private step) maps to no container: its own series.
+    let private = seen
+        .iter()
+        .find(|e| {
+            e.mount.as_ref().is_some_and(|m| {
+                m.info.target.as_deref() == Some("/")
+                    && m.info.flags == (libc::MS_REC | libc::MS_PRIVATE)
+            }) && e.process.tgid == tmpfs.process.ppid
+        })
+        .expect("make-private mount of namespace A");
+    assert_ne!(private.process.mnt_ns, ns_b);
+    assert_eq!(
+        private.container,
+        ContainerLabels::namespace(private.process.mnt_ns)
+    );
+
+    // Counters: exactly K execs, 1 ok and 1 failed mount for the container.
+    tracer.with_counters(|c| {
+        assert_eq!(c.execs(&labels), K as u64);
+        assert_eq!(c.mounts(&labels, MountOp::Mount, true), 1);
+        assert_eq!(c.mounts(&labels, MountOp::Mount, false), 1);
+    });
+    let id = &cgroup.path;
+    let base = format!(r#"id="{id}",name="ebpf-test",image="busybox""#);
+    assert_eq!(
+        sample(&text, &format!("agent_exec_events_total{{{base}}}")),
+        Some(K as u64),
+        "{text}"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            &format!(r#"agent_mount_events_total{{{base},operation="mount",result="ok"}}"#)
+        ),
+        Some(1),
+        "{text}"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            &format!(r#"agent_mount_events_total{{{base},operation="mount",result="error"}}"#)
+        ),
+        Some(1),
+        "{text}"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            r#"agent_ebpf_program_attached{program="raw_tp/sys_enter"}"#
+        ),
+        Some(1),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"agent_ebpf_events_lost_total{type="exec"}"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"id="/",name="host""#),
+        "host series: {text}"
+    );
+}
