@@ -115,7 +115,7 @@ impl Drop for TestCgroup {
 ///   (so nothing below propagates to the host), then unshares mount
 ///   namespace B and a pid namespace, and forks
 /// - G: pid 1 in the new pid namespace, in mount namespace B. It joins the
-///   test cgroup (if any), forks and execs `busybox true exec-<i>` K times,
+///   test cgroup (if any), forks and execs `busybox true <marker>-<i>` K times,
 ///   mounts a tmpfs on `dir`, tries a mount of a bogus fstype on `dir`
 ///   (ENODEV), then waits for the release pipe (if held) and exits.
 ///
@@ -128,14 +128,14 @@ struct NsWorkload {
 }
 
 impl NsWorkload {
-    fn spawn(k: usize, cgroup: Option<&TestCgroup>, hold: bool) -> NsWorkload {
+    fn spawn(k: usize, marker: &str, cgroup: Option<&TestCgroup>, hold: bool) -> NsWorkload {
         let tmp = tempfile::tempdir().expect("tempdir");
         let dir = tmp.path().to_path_buf();
         // Everything the children use is built before fork: after it, only
         // async-signal-safe calls (this process has other threads).
         let busybox = cstr(BUSYBOX);
         let argvs: Vec<[CString; 2]> = (0..k)
-            .map(|i| [cstr("true"), cstr(&format!("exec-{i}"))])
+            .map(|i| [cstr("true"), cstr(&format!("{marker}-{i}"))])
             .collect();
         let argv_ptrs: Vec<[*const c_char; 3]> = argvs
             .iter()
@@ -366,7 +366,7 @@ async fn namespace_execs_and_mounts_are_counted_exactly_and_streamed() {
     lookup.insert(cgroup.path.clone(), labels.clone());
     let mut rx = tracer.subscribe();
 
-    let mut work = NsWorkload::spawn(K, Some(&cgroup), true);
+    let mut work = NsWorkload::spawn(K, "exec", Some(&cgroup), true);
     let dir = work.dir.to_str().unwrap().to_owned();
     // Host: one exec of our own, with a marker argument.
     let mut host = std::process::Command::new(BUSYBOX)
@@ -533,4 +533,160 @@ async fn namespace_execs_and_mounts_are_counted_exactly_and_streamed() {
         text.contains(r#"id="/",name="host""#),
         "host series: {text}"
     );
+}
+
+/// Receives until nothing arrives for `quiet`.
+async fn drain(
+    rx: &mut broadcast::Receiver<Arc<EventRecord>>,
+    quiet: Duration,
+) -> Vec<Arc<EventRecord>> {
+    let mut seen = Vec::new();
+    loop {
+        match tokio::time::timeout(quiet, rx.recv()).await {
+            Ok(Ok(ev)) => seen.push(ev),
+            Ok(Err(broadcast::error::RecvError::Lagged(n))) => panic!("subscriber lagged by {n}"),
+            Ok(Err(broadcast::error::RecvError::Closed)) | Err(_) => return seen,
+        }
+    }
+}
+
+fn is_marked_exec(e: &EventRecord, marker: &str) -> bool {
+    e.exec.as_ref().is_some_and(|x| {
+        x.filename == BUSYBOX && x.argv.len() == 2 && x.argv[1].starts_with(&format!("{marker}-"))
+    })
+}
+
+// A current-thread runtime: while the test thread runs the workload, the
+// reader task cannot run, so nothing drains the (one page) ring buffer.
+#[tokio::test(flavor = "current_thread")]
+async fn full_ring_buffer_loses_and_counts_events_without_harm() {
+    const K: usize = 64;
+    let config = TracerConfig {
+        ring_buffer_bytes: 4096,
+        trace_mounts: false,
+        ..TracerConfig::default()
+    };
+    let Some(tracer) = start(config, Arc::new(NoContainers)).await else {
+        return;
+    };
+    let mut rx = tracer.subscribe();
+    let (lost_before, _) = tracer.lost();
+    let mut work = NsWorkload::spawn(K, "ring", None, false);
+    assert_eq!(work.finish(), 0, "workload failed");
+    let (lost_after, lost_mount) = tracer.lost();
+    let lost = lost_after - lost_before;
+
+    let first = drain(&mut rx, Duration::from_millis(500)).await;
+    let seen = &first;
+    let ours = seen.iter().filter(|e| is_marked_exec(e, "ring")).count() as u64;
+    eprintln!(
+        "delivered {ours} of {K} marked execs, {lost} lost ({} records in all)",
+        seen.len()
+    );
+    // A 4096-byte ring holds at most four 856-byte exec records.
+    assert!(ours <= 4, "{ours} delivered through a one-page ring");
+    assert!(lost >= K as u64 - 4, "lost {lost}");
+    assert!(
+        ours + lost >= K as u64,
+        "every exec is delivered or counted lost"
+    );
+    assert_eq!(lost_mount, 0, "mount hooks are off");
+    assert_eq!(
+        tracer.received() as usize,
+        seen.len(),
+        "nothing dropped in user space"
+    );
+
+    // The tracer goes on normally once drained. This namespace's processes
+    // have all exited before their events are read: they still count, to the
+    // namespace's own series.
+    let mut work = NsWorkload::spawn(3, "late", None, false);
+    assert_eq!(work.finish(), 0, "workload failed");
+    let seen = drain(&mut rx, Duration::from_millis(500)).await;
+    let marked: Vec<_> = seen.iter().filter(|e| is_marked_exec(e, "late")).collect();
+    assert_eq!(marked.len(), 3, "{marked:#?}");
+    let ns = marked[0].process.mnt_ns;
+    let labels = ContainerLabels::namespace(ns);
+    assert!(marked.iter().all(|e| e.container == labels));
+    // Namespace inodes are reused: the first workload's namespace may have
+    // had the same number, and then shares the series.
+    let earlier = first.iter().filter(|e| e.container == labels).count() as u64;
+    let want = earlier + 3;
+    assert_eq!(tracer.with_counters(|c| c.execs(&labels)), want);
+    let text = scrape(&Arc::new(tracer));
+    assert_eq!(
+        sample(
+            &text,
+            &format!(r#"agent_exec_events_total{{id="/ns/mnt:{ns}",name="",image=""}}"#)
+        ),
+        Some(want),
+        "{text}"
+    );
+    assert!(
+        sample(&text, r#"agent_ebpf_events_lost_total{type="exec"}"#).is_some_and(|n| n >= lost),
+        "{text}"
+    );
+}
+
+/// Start, stop, start again (with the raw_tp exec fallback): the second
+/// tracer sees events, the first one's programs are gone with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tracer_restarts_and_raw_tp_fallback_works() {
+    async fn one_exec(tracer: &Tracer, marker: &str) -> Arc<EventRecord> {
+        let mut rx = tracer.subscribe();
+        let mut child = std::process::Command::new(BUSYBOX)
+            .arg0("true")
+            .arg(marker)
+            .spawn()
+            .expect("spawn busybox");
+        let pid = child.id();
+        assert!(child.wait().expect("wait").success());
+        let seen = collect(&mut rx, Duration::from_secs(10), |s| {
+            s.iter().any(|e| e.process.tgid == pid)
+        })
+        .await;
+        let ev = seen
+            .into_iter()
+            .find(|e| e.process.tgid == pid)
+            .expect("exec event");
+        assert_eq!(ev.exec.as_ref().unwrap().argv, ["true", marker]);
+        assert_eq!(ev.container, ContainerLabels::host());
+        ev
+    }
+
+    let Some(first) = start(TracerConfig::default(), Arc::new(NoContainers)).await else {
+        return;
+    };
+    one_exec(&first, "first").await;
+    drop(first);
+
+    let config = TracerConfig {
+        prefer_tp_btf: false,
+        trace_mounts: false,
+        ..TracerConfig::default()
+    };
+    let second = start(config, Arc::new(NoContainers))
+        .await
+        .expect("the first start worked, so must the second");
+    let attached: Vec<_> = second
+        .programs()
+        .iter()
+        .filter(|p| p.attached)
+        .map(|p| p.hook)
+        .collect();
+    assert_eq!(attached, ["raw_tp/sched_process_exec"]);
+    let ev = one_exec(&second, "second").await;
+    assert_eq!(ev.exec.as_ref().unwrap().filename, BUSYBOX);
+    assert_ne!(ev.process.mnt_ns, 0);
+    // Only this tracer's programs deliver: one event per exec, not two.
+    let mut rx = second.subscribe();
+    let mut child = std::process::Command::new(BUSYBOX)
+        .arg0("true")
+        .arg("third")
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    child.wait().unwrap();
+    let seen = drain(&mut rx, Duration::from_millis(500)).await;
+    assert_eq!(seen.iter().filter(|e| e.process.tgid == pid).count(), 1);
 }

@@ -147,6 +147,8 @@ pub enum Subject {
 #[derive(Debug)]
 struct CacheEntry {
     labels: ContainerLabels,
+    /// The process the entry was resolved through.
+    holder: u32,
     subject: Subject,
     resolved_at: Instant,
     last_used: Instant,
@@ -190,16 +192,23 @@ impl Attributor {
             return (ContainerLabels::host(), Subject::Host);
         }
         let now = Instant::now();
-        if let Some(entry) = self.cache.get_mut(&mnt_ns) {
+        if let Some(entry) = self.cache.get(&mnt_ns) {
             let settled = matches!(entry.subject, Subject::Container { .. });
-            if settled || now.duration_since(entry.resolved_at) < RECHECK_AFTER {
+            let fresh = settled || now.duration_since(entry.resolved_at) < RECHECK_AFTER;
+            // Namespace inodes are reused once a namespace dies: trust the
+            // entry only while the process it was resolved through is still
+            // in this namespace.
+            if fresh && self.in_namespace(entry.holder, mnt_ns) {
+                let entry = self.cache.get_mut(&mnt_ns).expect("present");
                 entry.last_used = now;
                 return (entry.labels.clone(), entry.subject.clone());
             }
         }
+        // The parent usually outlives the child (a shell, an init): prefer it
+        // as the process the cache entry is checked against.
         let Some((pid, content)) = self
-            .read_cgroup(tgid, None)
-            .or_else(|| self.read_cgroup(ppid, Some(mnt_ns)))
+            .read_cgroup(ppid, Some(mnt_ns))
+            .or_else(|| self.read_cgroup(tgid, None))
         else {
             // Every process that could tell is gone (its events were still in
             // flight): count it to its namespace, and do not cache the guess.
@@ -224,11 +233,16 @@ impl Attributor {
             CacheEntry {
                 labels: labels.clone(),
                 subject: subject.clone(),
+                holder: pid,
                 resolved_at: now,
                 last_used: now,
             },
         );
         (labels, subject)
+    }
+
+    fn in_namespace(&self, pid: u32, mnt_ns: u32) -> bool {
+        ns_inode(&self.proc_root.join(pid.to_string()).join("ns/mnt")) == Some(mnt_ns)
     }
 
     /// `/proc/<pid>/cgroup`, if the process exists (and, when asked, lives in
@@ -239,7 +253,7 @@ impl Attributor {
         }
         let dir = self.proc_root.join(pid.to_string());
         if let Some(ns) = want_ns
-            && ns_inode(&dir.join("ns/mnt")) != Some(ns)
+            && !self.in_namespace(pid, ns)
         {
             return None;
         }
@@ -255,9 +269,7 @@ impl Attributor {
             Subject::Container { cgroup_path } => {
                 self.lookup.container_for_cgroup_path(cgroup_path).is_some()
             }
-            Subject::Namespace { pid } => {
-                ns_inode(&self.proc_root.join(pid.to_string()).join("ns/mnt")) == Some(mnt_ns)
-            }
+            Subject::Namespace { pid } => self.in_namespace(*pid, mnt_ns),
         }
     }
 

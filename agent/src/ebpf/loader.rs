@@ -46,6 +46,9 @@ pub enum EbpfError {
 /// Settings of the tracer.
 #[derive(Clone, Debug)]
 pub struct TracerConfig {
+    /// Try `tp_btf/sched_process_exec` before `raw_tp/sched_process_exec`.
+    /// Off forces the raw_tp fallback (tests use this to prove it works).
+    pub prefer_tp_btf: bool,
     /// Trace the mount family through `raw_tp/sys_enter` + `sys_exit`. These
     /// hooks run on every syscall of every process (measured here: about
     /// 70 ns per syscall), so they can be turned off.
@@ -64,6 +67,7 @@ pub struct TracerConfig {
 impl Default for TracerConfig {
     fn default() -> Self {
         TracerConfig {
+            prefer_tp_btf: true,
             trace_mounts: true,
             ring_buffer_bytes: 4 << 20,
             series_grace: Duration::from_secs(300),
@@ -304,7 +308,11 @@ fn load(config: &TracerConfig) -> Result<(Ebpf, Vec<ProgramStatus>), EbpfError> 
     let mut programs = Vec::new();
 
     // exec: tp_btf first, raw_tp if the kernel refuses it.
-    let btf = attach_btf(&mut ebpf, "exec_btf", "sched_process_exec");
+    let btf = if config.prefer_tp_btf {
+        attach_btf(&mut ebpf, "exec_btf", "sched_process_exec")
+    } else {
+        Err("not tried (prefer_tp_btf is off)".to_owned())
+    };
     let btf_ok = btf.is_ok();
     programs.push(status("tp_btf/sched_process_exec", btf));
     if btf_ok {
