@@ -1,0 +1,216 @@
+//! `cargo xtask bench exec`: what the agent's eBPF tracing costs.
+//!
+//! - A fork+exec loop of a static binary (`/bin/busybox true`), N execs per
+//!   mode, with no tracer, with the exec hook only, and with the exec hook
+//!   plus the mount-family hooks (`raw_tp/sys_enter` + `sys_exit`). Modes run
+//!   in interleaved rounds (this machine is noisy) and are compared with the
+//!   baseline of the same run. Events delivered and lost are reported.
+//! - A `getppid` loop, the cheapest syscall, shows what `sys_enter`/`sys_exit`
+//!   cost every syscall of every process.
+//!
+//! Needs root. `AGENT_BENCH_EXECS` (default 20000) and `AGENT_BENCH_SYSCALLS`
+//! (default 5000000) set the sizes.
+
+use agent::ebpf::{ContainerLabels, NoContainers, Tracer, TracerConfig};
+use anyhow::{Context, bail};
+use std::os::unix::process::CommandExt;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const BUSYBOX: &str = "/bin/busybox";
+const ROUNDS: u64 = 4;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    Baseline,
+    Exec,
+    ExecAndMount,
+}
+
+impl Mode {
+    const ALL: [Mode; 3] = [Mode::Baseline, Mode::Exec, Mode::ExecAndMount];
+
+    fn name(self) -> &'static str {
+        match self {
+            Mode::Baseline => "no tracing",
+            Mode::Exec => "exec hook",
+            Mode::ExecAndMount => "exec + mount hooks",
+        }
+    }
+
+    fn config(self) -> Option<TracerConfig> {
+        match self {
+            Mode::Baseline => None,
+            Mode::Exec => Some(TracerConfig {
+                trace_mounts: false,
+                ..TracerConfig::default()
+            }),
+            Mode::ExecAndMount => Some(TracerConfig::default()),
+        }
+    }
+}
+
+#[derive(Default, Clone, Copy)]
+struct Totals {
+    elapsed: Duration,
+    delivered: u64,
+    lost: u64,
+}
+
+fn env_u64(name: &str, default: u64) -> anyhow::Result<u64> {
+    match std::env::var(name) {
+        Ok(v) => v.parse().with_context(|| format!("{name}={v:?} is not a number")),
+        Err(_) => Ok(default),
+    }
+}
+
+pub fn run() -> anyhow::Result<()> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("bench exec needs root (it loads eBPF programs)");
+    }
+    if !std::path::Path::new(BUSYBOX).exists() {
+        bail!("{BUSYBOX} is missing (apt-get install busybox-static)");
+    }
+    let execs = env_u64("AGENT_BENCH_EXECS", 20_000)?.max(ROUNDS);
+    let syscalls = env_u64("AGENT_BENCH_SYSCALLS", 5_000_000)?.max(ROUNDS);
+    let per_round = execs / ROUNDS;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .context("tokio runtime")?;
+
+    println!(
+        "exec: {} fork+exec of {BUSYBOX} true per mode, {ROUNDS} interleaved rounds{}",
+        per_round * ROUNDS,
+        if cfg!(debug_assertions) {
+            " (agent built without optimisation)"
+        } else {
+            ""
+        }
+    );
+    let mut totals = [Totals::default(); 3];
+    let mut hooks = Vec::new();
+    for _ in 0..ROUNDS {
+        for (i, mode) in Mode::ALL.into_iter().enumerate() {
+            let tracer = start(&rt, mode)?;
+            if let Some(t) = &tracer
+                && hooks.len() < 2
+            {
+                hooks.push(
+                    t.programs()
+                        .iter()
+                        .filter(|p| p.attached)
+                        .map(|p| p.hook)
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                );
+            }
+            let before = counts(tracer.as_ref());
+            let t0 = Instant::now();
+            for _ in 0..per_round {
+                let status = Command::new(BUSYBOX)
+                    .arg0("true")
+                    .status()
+                    .context("spawn busybox")?;
+                if !status.success() {
+                    bail!("busybox true failed: {status}");
+                }
+            }
+            totals[i].elapsed += t0.elapsed();
+            if let Some(t) = &tracer {
+                settle(&rt, t, before.0 + per_round);
+            }
+            let after = counts(tracer.as_ref());
+            totals[i].delivered += after.0 - before.0;
+            totals[i].lost += after.1 - before.1;
+            drop(tracer);
+        }
+    }
+    for h in &hooks {
+        println!("  attached: {h}");
+    }
+    println!(
+        "{:<20} {:>9} {:>9} {:>9} {:>11} {:>6}",
+        "mode", "time", "execs/s", "ratio", "delivered", "lost"
+    );
+    let base = totals[0].elapsed.as_secs_f64();
+    for (mode, t) in Mode::ALL.into_iter().zip(totals) {
+        let secs = t.elapsed.as_secs_f64();
+        let (delivered, lost) = if mode == Mode::Baseline {
+            ("-".to_owned(), "-".to_owned())
+        } else {
+            (t.delivered.to_string(), t.lost.to_string())
+        };
+        println!(
+            "{:<20} {:>8.2}s {:>9.0} {:>9.3} {:>11} {:>6}",
+            mode.name(),
+            secs,
+            (per_round * ROUNDS) as f64 / secs,
+            secs / base,
+            delivered,
+            lost
+        );
+    }
+    println!("  (delivered counts every host exec in the window, so it can exceed the loop's own)");
+
+    println!("getppid: {} calls per mode, {ROUNDS} interleaved rounds", syscalls / ROUNDS * ROUNDS);
+    let mut ns = [0f64; 3];
+    for _ in 0..ROUNDS {
+        for (i, mode) in Mode::ALL.into_iter().enumerate() {
+            let tracer = start(&rt, mode)?;
+            let n = syscalls / ROUNDS;
+            let t0 = Instant::now();
+            let mut sink = 0u32;
+            for _ in 0..n {
+                sink = sink.wrapping_add(std::os::unix::process::parent_id());
+            }
+            std::hint::black_box(sink);
+            ns[i] += t0.elapsed().as_nanos() as f64 / n as f64 / ROUNDS as f64;
+            drop(tracer);
+        }
+    }
+    for (mode, v) in Mode::ALL.into_iter().zip(ns) {
+        println!(
+            "{:<20} {:>7.1} ns/call  ratio {:.3}  (+{:.1} ns)",
+            mode.name(),
+            v,
+            v / ns[0],
+            v - ns[0]
+        );
+    }
+    Ok(())
+}
+
+fn start(rt: &tokio::runtime::Runtime, mode: Mode) -> anyhow::Result<Option<Tracer>> {
+    let Some(config) = mode.config() else {
+        return Ok(None);
+    };
+    let tracer = rt
+        .block_on(Tracer::start(config, Arc::new(NoContainers)))
+        .map_err(|e| anyhow::anyhow!(agent::ebpf::loader::error_chain(&e)))
+        .context("start the tracer")?;
+    Ok(Some(tracer))
+}
+
+/// (host execs counted, exec records lost)
+fn counts(tracer: Option<&Tracer>) -> (u64, u64) {
+    tracer.map_or((0, 0), |t| {
+        (
+            t.with_counters(|c| c.execs(&ContainerLabels::host())),
+            t.lost().0,
+        )
+    })
+}
+
+/// Gives the reader up to a second to catch up with the loop.
+fn settle(rt: &tokio::runtime::Runtime, tracer: &Tracer, want: u64) {
+    rt.block_on(async {
+        let deadline = Instant::now() + Duration::from_secs(1);
+        while counts(Some(tracer)).0 < want && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    });
+}
