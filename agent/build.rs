@@ -29,9 +29,9 @@ fn main() {
     }
 
     let arch = env::var("CARGO_CFG_TARGET_ARCH").unwrap_or_default();
+    // The mount hooks decode x86_64 syscall numbers and registers.
     let (target_arch_define, multiarch) = match arch.as_str() {
         "x86_64" => ("__TARGET_ARCH_x86", "x86_64-linux-gnu"),
-        "aarch64" => ("__TARGET_ARCH_arm64", "aarch64-linux-gnu"),
         other => {
             println!("cargo:warning=eBPF programs are not built for target arch {other:?}");
             for name in PROGRAMS {

@@ -4,7 +4,17 @@
  *
  *   tp_btf/sched_process_exec   exec (preferred: BTF-typed, cheapest)
  *   raw_tp/sched_process_exec   exec fallback
- *   raw_tp/sys_enter + sys_exit the mount family: arguments at entry, result at exit
+ *   tp_btf/sys_enter + sys_exit the mount family: arguments at entry, result
+ *                               at exit (preferred: reads pt_regs directly)
+ *   raw_tp/sys_enter + sys_exit the mount family fallback (probe-reads pt_regs)
+ *
+ * The sys_enter/sys_exit hooks run for every syscall of every process, so
+ * their fast path (not a mount syscall) is one comparison, with no helper
+ * call on the tp_btf pair.
+ *
+ * Records are submitted without waking the reader until the ring buffer is
+ * an eighth full; the reader also drains on a short timer. One wake-up per
+ * exec would cost more than the exec hook itself.
  *
  * Arguments are taken BPF_PROG-style (ctx as an array of u64) rather than
  * through ctx->args[i]: aya 0.14 cannot relocate bpf_raw_tracepoint_args.
@@ -111,6 +121,13 @@ struct {
 
 /* ---- Helpers ---- */
 
+static __always_inline __u64 wakeup_flags(void)
+{
+	__u64 avail = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA);
+	__u64 size = bpf_ringbuf_query(&events, BPF_RB_RING_SIZE);
+	return avail >= size / 8 ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
+}
+
 static __always_inline void count_lost(__u32 slot)
 {
 	__u64 *n = bpf_map_lookup_elem(&lost_events, &slot);
@@ -180,7 +197,7 @@ static __always_inline int handle_exec(struct task_struct *task, struct linux_bi
 		len = 0;
 	e->args_len = len;
 
-	bpf_ringbuf_submit(e, 0);
+	bpf_ringbuf_submit(e, wakeup_flags());
 	return 0;
 }
 
@@ -198,15 +215,11 @@ int BPF_PROG(exec_raw, struct task_struct *p, int old_pid, struct linux_binprm *
 
 /* ---- the mount family ---- */
 
-#if defined(__TARGET_ARCH_x86)
+#if !defined(__TARGET_ARCH_x86)
+#error "only x86_64 is supported: syscall numbers and pt_regs below are x86_64's"
+#endif
 #define NR_mount 165
 #define NR_umount2 166
-#elif defined(__TARGET_ARCH_arm64)
-#define NR_mount 40
-#define NR_umount2 39
-#else
-#error "mount syscall numbers: only x86_64 and arm64 are supported"
-#endif
 /* The new mount API has the same numbers on every architecture. */
 #define NR_open_tree 428
 #define NR_move_mount 429
@@ -245,13 +258,9 @@ static __always_inline void read_user_str(char *dst, __u32 size, unsigned long s
 		dst[0] = 0;
 }
 
-SEC("raw_tp/sys_enter")
-int BPF_PROG(mount_enter, struct pt_regs *regs, long id)
+static __always_inline int mount_enter(__u32 op, unsigned long a0, unsigned long a1,
+				       unsigned long a2, unsigned long a3, unsigned long a4)
 {
-	__u32 op = mount_op(id);
-	if (!op)
-		return 0;
-
 	__u32 zero = 0;
 	struct agent_mount_event *e = bpf_map_lookup_elem(&mount_scratch, &zero);
 	if (!e)
@@ -267,20 +276,6 @@ int BPF_PROG(mount_enter, struct pt_regs *regs, long id)
 	e->source[0] = 0;
 	e->target[0] = 0;
 	e->fstype[0] = 0;
-
-#if defined(__TARGET_ARCH_x86)
-	unsigned long a0 = BPF_CORE_READ(regs, di);
-	unsigned long a1 = BPF_CORE_READ(regs, si);
-	unsigned long a2 = BPF_CORE_READ(regs, dx);
-	unsigned long a3 = BPF_CORE_READ(regs, r10);
-	unsigned long a4 = BPF_CORE_READ(regs, r8);
-#else
-	unsigned long a0 = PT_REGS_PARM1_CORE_SYSCALL(regs);
-	unsigned long a1 = PT_REGS_PARM2_CORE_SYSCALL(regs);
-	unsigned long a2 = PT_REGS_PARM3_CORE_SYSCALL(regs);
-	unsigned long a3 = PT_REGS_PARM4_CORE_SYSCALL(regs);
-	unsigned long a4 = PT_REGS_PARM5_CORE_SYSCALL(regs);
-#endif
 
 	switch (op) {
 	case AGENT_MOUNT_OP_MOUNT:
@@ -301,7 +296,7 @@ int BPF_PROG(mount_enter, struct pt_regs *regs, long id)
 		e->dfd = (int)a0;
 		e->attr = a1; /* cmd */
 		read_user_str(e->target, sizeof(e->target), a2); /* key */
-		/* value is a string only for FSCONFIG_SET_STRING (1) and _SET_PATH (3..4) */
+		/* value is a string only for FSCONFIG_SET_STRING (1) and _SET_PATH(_EMPTY) (3, 4) */
 		if (a1 == 1 || a1 == 3 || a1 == 4)
 			read_user_str(e->source, sizeof(e->source), a3);
 		e->dfd2 = (int)a4;
@@ -336,13 +331,8 @@ int BPF_PROG(mount_enter, struct pt_regs *regs, long id)
 	return 0;
 }
 
-SEC("raw_tp/sys_exit")
-int BPF_PROG(mount_exit, struct pt_regs *regs, long ret)
+static __always_inline int mount_exit(long ret)
 {
-	long id = BPF_CORE_READ(regs, orig_ax);
-	if (!mount_op(id))
-		return 0;
-
 	__u32 tid = (__u32)bpf_get_current_pid_tgid();
 	struct agent_mount_event *pending = bpf_map_lookup_elem(&mount_pending, &tid);
 	if (!pending)
@@ -354,7 +344,7 @@ int BPF_PROG(mount_exit, struct pt_regs *regs, long ret)
 	} else {
 		if (bpf_probe_read_kernel(e, sizeof(*e), pending) == 0) {
 			e->ret = ret;
-			bpf_ringbuf_submit(e, 0);
+			bpf_ringbuf_submit(e, wakeup_flags());
 		} else {
 			bpf_ringbuf_discard(e, 0);
 			count_lost(AGENT_LOST_MOUNT);
@@ -362,4 +352,42 @@ int BPF_PROG(mount_exit, struct pt_regs *regs, long ret)
 	}
 	bpf_map_delete_elem(&mount_pending, &tid);
 	return 0;
+}
+
+/* tp_btf: pt_regs is a trusted BTF pointer, read with plain (CO-RE) loads. */
+SEC("tp_btf/sys_enter")
+int BPF_PROG(mount_enter_btf, struct pt_regs *regs, long id)
+{
+	__u32 op = mount_op(id);
+	if (!op)
+		return 0;
+	return mount_enter(op, regs->di, regs->si, regs->dx, regs->r10, regs->r8);
+}
+
+SEC("tp_btf/sys_exit")
+int BPF_PROG(mount_exit_btf, struct pt_regs *regs, long ret)
+{
+	if (!mount_op(regs->orig_ax))
+		return 0;
+	return mount_exit(ret);
+}
+
+/* raw_tp: pt_regs must be probe-read. */
+SEC("raw_tp/sys_enter")
+int BPF_PROG(mount_enter_raw, struct pt_regs *regs, long id)
+{
+	__u32 op = mount_op(id);
+	if (!op)
+		return 0;
+	return mount_enter(op, BPF_CORE_READ(regs, di), BPF_CORE_READ(regs, si),
+			   BPF_CORE_READ(regs, dx), BPF_CORE_READ(regs, r10),
+			   BPF_CORE_READ(regs, r8));
+}
+
+SEC("raw_tp/sys_exit")
+int BPF_PROG(mount_exit_raw, struct pt_regs *regs, long ret)
+{
+	if (!mount_op(BPF_CORE_READ(regs, orig_ax)))
+		return 0;
+	return mount_exit(ret);
 }

@@ -350,7 +350,7 @@ async fn namespace_execs_and_mounts_are_counted_exactly_and_streamed() {
     let mounts_live = tracer
         .programs()
         .iter()
-        .any(|p| p.hook == "raw_tp/sys_enter" && p.attached);
+        .any(|p| p.hook.ends_with("/sys_enter") && p.attached);
     assert!(
         mounts_live,
         "mount hooks did not attach: {:?}",
@@ -520,10 +520,16 @@ async fn namespace_execs_and_mounts_are_counted_exactly_and_streamed() {
     assert_eq!(
         sample(
             &text,
-            r#"agent_ebpf_program_attached{program="raw_tp/sys_enter"}"#
-        ),
-        Some(1),
-        "{text}"
+            r#"agent_ebpf_program_attached{program="tp_btf/sys_enter"}"#
+        )
+        .unwrap_or(0)
+            + sample(
+                &text,
+                r#"agent_ebpf_program_attached{program="raw_tp/sys_enter"}"#
+            )
+            .unwrap_or(0),
+        1,
+        "exactly one sys_enter hook: {text}"
     );
     assert!(
         text.contains(r#"agent_ebpf_events_lost_total{type="exec"}"#),
@@ -662,7 +668,6 @@ async fn tracer_restarts_and_raw_tp_fallback_works() {
 
     let config = TracerConfig {
         prefer_tp_btf: false,
-        trace_mounts: false,
         ..TracerConfig::default()
     };
     let second = start(config, Arc::new(NoContainers))
@@ -674,21 +679,36 @@ async fn tracer_restarts_and_raw_tp_fallback_works() {
         .filter(|p| p.attached)
         .map(|p| p.hook)
         .collect();
-    assert_eq!(attached, ["raw_tp/sched_process_exec"]);
+    assert_eq!(
+        attached,
+        [
+            "raw_tp/sched_process_exec",
+            "raw_tp/sys_enter",
+            "raw_tp/sys_exit"
+        ]
+    );
     let ev = one_exec(&second, "second").await;
     assert_eq!(ev.exec.as_ref().unwrap().filename, BUSYBOX);
     assert_ne!(ev.process.mnt_ns, 0);
-    // Only this tracer's programs deliver: one event per exec, not two.
+    // The raw_tp mount pair reports the same as the tp_btf one.
     let mut rx = second.subscribe();
-    let mut child = std::process::Command::new(BUSYBOX)
-        .arg0("true")
-        .arg("third")
-        .spawn()
-        .unwrap();
-    let pid = child.id();
-    child.wait().unwrap();
+    let mut work = NsWorkload::spawn(1, "raw", None, false);
+    let dir = work.dir.to_str().unwrap().to_owned();
+    assert_eq!(work.finish(), 0, "workload failed");
     let seen = drain(&mut rx, Duration::from_millis(500)).await;
-    assert_eq!(seen.iter().filter(|e| e.process.tgid == pid).count(), 1);
+    let mounts: Vec<_> = seen
+        .iter()
+        .filter_map(|e| e.mount.as_ref())
+        .filter(|m| m.info.target.as_deref() == Some(dir.as_str()))
+        .map(|m| (m.info.fstype.clone().unwrap_or_default(), m.info.ret))
+        .collect();
+    assert_eq!(
+        mounts,
+        [
+            ("tmpfs".to_owned(), 0),
+            (BOGUS_FS.to_owned(), -i64::from(libc::ENODEV))
+        ]
+    );
 }
 
 /// Reads lines of a child's stdout on a thread, into a channel.

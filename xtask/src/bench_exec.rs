@@ -60,7 +60,9 @@ struct Totals {
 
 fn env_u64(name: &str, default: u64) -> anyhow::Result<u64> {
     match std::env::var(name) {
-        Ok(v) => v.parse().with_context(|| format!("{name}={v:?} is not a number")),
+        Ok(v) => v
+            .parse()
+            .with_context(|| format!("{name}={v:?} is not a number")),
         Err(_) => Ok(default),
     }
 }
@@ -156,7 +158,10 @@ pub fn run() -> anyhow::Result<()> {
     }
     println!("  (delivered counts every host exec in the window, so it can exceed the loop's own)");
 
-    println!("getppid: {} calls per mode, {ROUNDS} interleaved rounds", syscalls / ROUNDS * ROUNDS);
+    println!(
+        "getppid: {} calls per mode, {ROUNDS} interleaved rounds",
+        syscalls / ROUNDS * ROUNDS
+    );
     let mut ns = [0f64; 3];
     for _ in 0..ROUNDS {
         for (i, mode) in Mode::ALL.into_iter().enumerate() {

@@ -332,31 +332,36 @@ fn load(config: &TracerConfig) -> Result<(Ebpf, Vec<ProgramStatus>), EbpfError> 
         programs.push(status("raw_tp/sched_process_exec", raw));
     }
 
-    // the mount family: sys_enter + sys_exit, both or neither.
+    // the mount family: sys_enter + sys_exit, both or neither; tp_btf first.
     if config.trace_mounts {
-        let enter = attach_raw(&mut ebpf, "mount_enter", "sys_enter");
-        let exit = match &enter {
-            Ok(()) => attach_raw(&mut ebpf, "mount_exit", "sys_exit"),
-            Err(_) => Err("sys_enter is not attached".to_owned()),
+        let btf = if config.prefer_tp_btf {
+            attach_pair(&mut ebpf, true)
+        } else {
+            Err("not tried (prefer_tp_btf is off)".to_owned())
         };
-        if exit.is_err() && enter.is_ok() {
-            // Half a pair would leak pending records: detach by unloading.
-            if let Some(p) = ebpf.program_mut("mount_enter") {
-                let p: Result<&mut RawTracePoint, _> = p.try_into();
-                if let Ok(p) = p {
-                    let _ = p.unload();
-                }
-            }
+        let btf_ok = btf.is_ok();
+        for hook in ["tp_btf/sys_enter", "tp_btf/sys_exit"] {
+            programs.push(status(hook, btf.clone()));
         }
-        let both = enter.is_ok() && exit.is_ok();
-        programs.push(ProgramStatus {
-            hook: "raw_tp/sys_enter",
-            attached: both,
-            error: enter.err().or_else(|| exit.clone().err()),
-        });
-        programs.push(status("raw_tp/sys_exit", exit));
-    } else {
+        let raw = if btf_ok {
+            Err("not needed".to_owned())
+        } else {
+            attach_pair(&mut ebpf, false)
+        };
         for hook in ["raw_tp/sys_enter", "raw_tp/sys_exit"] {
+            let mut st = status(hook, raw.clone());
+            if btf_ok {
+                st.error = None;
+            }
+            programs.push(st);
+        }
+    } else {
+        for hook in [
+            "tp_btf/sys_enter",
+            "tp_btf/sys_exit",
+            "raw_tp/sys_enter",
+            "raw_tp/sys_exit",
+        ] {
             programs.push(ProgramStatus {
                 hook,
                 attached: false,
@@ -375,6 +380,44 @@ fn load(config: &TracerConfig) -> Result<(Ebpf, Vec<ProgramStatus>), EbpfError> 
         }
     }
     Ok((ebpf, programs))
+}
+
+/// Attaches the sys_enter + sys_exit pair (tp_btf or raw_tp); on failure
+/// leaves neither attached, since half a pair would only fill the pending table.
+fn attach_pair(ebpf: &mut Ebpf, btf: bool) -> Result<(), String> {
+    let (enter, exit) = if btf {
+        ("mount_enter_btf", "mount_exit_btf")
+    } else {
+        ("mount_enter_raw", "mount_exit_raw")
+    };
+    let attach = |ebpf: &mut Ebpf, name: &str, tp: &str| {
+        if btf {
+            attach_btf(ebpf, name, tp)
+        } else {
+            attach_raw(ebpf, name, tp)
+        }
+    };
+    attach(ebpf, enter, "sys_enter")?;
+    if let Err(e) = attach(ebpf, exit, "sys_exit") {
+        unload(ebpf, enter);
+        return Err(e);
+    }
+    Ok(())
+}
+
+/// Unloads a program (detaching its links).
+fn unload(ebpf: &mut Ebpf, name: &str) {
+    let Some(prog) = ebpf.program_mut(name) else {
+        return;
+    };
+    let result = match prog {
+        aya::programs::Program::BtfTracePoint(p) => p.unload(),
+        aya::programs::Program::RawTracePoint(p) => p.unload(),
+        _ => Ok(()),
+    };
+    if let Err(e) = result {
+        tracing::debug!(program = name, error = %error_chain(&e), "unload failed");
+    }
 }
 
 fn status(hook: &'static str, r: Result<(), String>) -> ProgramStatus {
@@ -406,20 +449,33 @@ fn attach_raw(ebpf: &mut Ebpf, name: &str, tracepoint: &str) -> Result<(), Strin
     Ok(())
 }
 
+/// How often the reader drains the ring buffer when the kernel did not wake
+/// it (it only wakes it when the buffer is an eighth full).
+const DRAIN_INTERVAL: Duration = Duration::from_millis(50);
+
 async fn read_loop(mut fd: AsyncFd<RingBuf<MapData>>, shared: Arc<Shared>) {
+    let mut tick = tokio::time::interval(DRAIN_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        let mut guard = match fd.readable_mut().await {
-            Ok(g) => g,
-            Err(err) => {
-                tracing::error!(error = %err, "eBPF ring buffer: cannot wait; event tracing stops");
-                return;
-            }
-        };
-        let ring = guard.get_inner_mut();
-        while let Some(item) = ring.next() {
-            shared.handle(&item);
+        tokio::select! {
+            ready = fd.readable_mut() => match ready {
+                Ok(mut guard) => {
+                    drain(guard.get_inner_mut(), &shared);
+                    guard.clear_ready();
+                }
+                Err(err) => {
+                    tracing::error!(error = %err, "eBPF ring buffer: cannot wait; event tracing stops");
+                    return;
+                }
+            },
+            _ = tick.tick() => drain(fd.get_mut(), &shared),
         }
-        guard.clear_ready();
+    }
+}
+
+fn drain(ring: &mut RingBuf<MapData>, shared: &Shared) {
+    while let Some(item) = ring.next() {
+        shared.handle(&item);
     }
 }
 
