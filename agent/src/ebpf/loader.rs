@@ -283,19 +283,16 @@ impl Tracer {
                 ("invalid", self.decode_errors()),
             ],
         )?;
-        let mut counters = lock(&self.shared.counters);
-        {
-            let mut attributor = lock(&self.shared.attributor);
-            counters.prune(self.shared.grace, &attributor);
-            attributor.expire(self.shared.grace);
-        }
-        counters.encode(encoder)
+        self.shared.prune();
+        lock(&self.shared.counters).encode(encoder)
     }
 
     fn decode_errors(&self) -> u64 {
         self.shared.decode_errors.load(Ordering::Relaxed)
     }
 }
+
+const NOT_TRIED: &str = "not tried (prefer_tp_btf is off)";
 
 fn load(config: &TracerConfig) -> Result<(Ebpf, Vec<ProgramStatus>), EbpfError> {
     if OBJECT.is_empty() {
@@ -311,7 +308,7 @@ fn load(config: &TracerConfig) -> Result<(Ebpf, Vec<ProgramStatus>), EbpfError> 
     let btf = if config.prefer_tp_btf {
         attach_btf(&mut ebpf, "exec_btf", "sched_process_exec")
     } else {
-        Err("not tried (prefer_tp_btf is off)".to_owned())
+        Err(NOT_TRIED.to_owned())
     };
     let btf_ok = btf.is_ok();
     programs.push(status("tp_btf/sched_process_exec", btf));
@@ -337,7 +334,7 @@ fn load(config: &TracerConfig) -> Result<(Ebpf, Vec<ProgramStatus>), EbpfError> 
         let btf = if config.prefer_tp_btf {
             attach_pair(&mut ebpf, true)
         } else {
-            Err("not tried (prefer_tp_btf is off)".to_owned())
+            Err(NOT_TRIED.to_owned())
         };
         let btf_ok = btf.is_ok();
         for hook in ["tp_btf/sys_enter", "tp_btf/sys_exit"] {
@@ -370,6 +367,15 @@ fn load(config: &TracerConfig) -> Result<(Ebpf, Vec<ProgramStatus>), EbpfError> 
         }
     }
 
+    // A fallback that was not needed, or a hook not tried, is no error.
+    for p in &mut programs {
+        if p.error
+            .as_deref()
+            .is_some_and(|e| e == NOT_TRIED || e == "not needed")
+        {
+            p.error = None;
+        }
+    }
     for p in &programs {
         match (&p.attached, &p.error) {
             (true, _) => tracing::info!(hook = p.hook, "eBPF program attached"),
@@ -452,11 +458,18 @@ fn attach_raw(ebpf: &mut Ebpf, name: &str, tracepoint: &str) -> Result<(), Strin
 /// How often the reader drains the ring buffer when the kernel did not wake
 /// it (it only wakes it when the buffer is an eighth full).
 const DRAIN_INTERVAL: Duration = Duration::from_millis(50);
+const PRUNE_INTERVAL: Duration = Duration::from_secs(60);
 
 async fn read_loop(mut fd: AsyncFd<RingBuf<MapData>>, shared: Arc<Shared>) {
     let mut tick = tokio::time::interval(DRAIN_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Pruning also runs at scrape time; this bounds memory when nobody scrapes.
+    let mut last_prune = std::time::Instant::now();
     loop {
+        if last_prune.elapsed() >= PRUNE_INTERVAL {
+            shared.prune();
+            last_prune = std::time::Instant::now();
+        }
         tokio::select! {
             ready = fd.readable_mut() => match ready {
                 Ok(mut guard) => {
@@ -480,6 +493,15 @@ fn drain(ring: &mut RingBuf<MapData>, shared: &Shared) {
 }
 
 impl Shared {
+    /// Drops series and cache entries of containers and namespaces gone for
+    /// longer than the grace period.
+    fn prune(&self) {
+        let mut counters = lock(&self.counters);
+        let mut attributor = lock(&self.attributor);
+        counters.prune(self.grace, &attributor);
+        attributor.expire(self.grace);
+    }
+
     fn handle(&self, bytes: &[u8]) {
         self.received.fetch_add(1, Ordering::Relaxed);
         let event = match events::decode(bytes) {

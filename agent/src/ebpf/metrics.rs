@@ -165,3 +165,144 @@ pub(crate) fn encode_gauge_by(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ebpf::attribution::NoContainers;
+    use crate::ebpf::events::{ExecInfo, MountInfo, ProcessInfo};
+    use prometheus_client::collector::Collector;
+    use prometheus_client::registry::Registry;
+    use std::sync::{Arc, Mutex};
+
+    fn process(mnt_ns: u32) -> ProcessInfo {
+        ProcessInfo {
+            boot_ns: 0,
+            pid: 7,
+            tgid: 7,
+            ppid: 1,
+            ns_pid: 7,
+            uid: 0,
+            gid: 0,
+            comm: "sh".into(),
+            cgroup_id: 1,
+            mnt_ns,
+            pid_ns: 1,
+            net_ns: 1,
+            uts_ns: 1,
+        }
+    }
+
+    fn exec(mnt_ns: u32) -> Event {
+        Event::Exec(
+            process(mnt_ns),
+            ExecInfo {
+                filename: "/bin/sh".into(),
+                argv: vec!["sh".into()],
+                argv_truncated: false,
+            },
+        )
+    }
+
+    fn mount(mnt_ns: u32, ret: i64) -> Event {
+        Event::Mount(
+            process(mnt_ns),
+            MountInfo {
+                operation: MountOp::Mount,
+                source: None,
+                target: Some("/mnt".into()),
+                fstype: Some("tmpfs".into()),
+                flags: 0,
+                attr: 0,
+                dfd: 0,
+                dfd2: 0,
+                ret,
+            },
+        )
+    }
+
+    #[derive(Debug)]
+    struct C(Arc<Mutex<EventCounters>>);
+
+    impl Collector for C {
+        fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
+            self.0.lock().unwrap().encode(&mut encoder)
+        }
+    }
+
+    fn text(c: &Arc<Mutex<EventCounters>>) -> String {
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(C(Arc::clone(c))));
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &registry).unwrap();
+        out
+    }
+
+    #[test]
+    fn encodes_per_container_counters_with_bounded_labels() {
+        let c = Arc::new(Mutex::new(EventCounters::default()));
+        let web = ContainerLabels {
+            id: "/docker/abc".into(),
+            name: "web".into(),
+            image: "nginx:1".into(),
+        };
+        let subject = Subject::Container {
+            cgroup_path: "/docker/abc".into(),
+        };
+        {
+            let mut g = c.lock().unwrap();
+            g.record(&web, &subject, &exec(10));
+            g.record(&web, &subject, &exec(10));
+            g.record(&web, &subject, &mount(10, 0));
+            g.record(&web, &subject, &mount(10, -19));
+            g.record(&ContainerLabels::host(), &Subject::Host, &exec(1));
+        }
+        let out = text(&c);
+        assert!(out.contains("# TYPE agent_exec_events counter"), "{out}");
+        assert!(
+            out.contains(
+                r#"agent_exec_events_total{id="/docker/abc",name="web",image="nginx:1"} 2"#
+            ),
+            "{out}"
+        );
+        assert!(
+            out.contains(r#"agent_exec_events_total{id="/",name="host",image=""} 1"#),
+            "{out}"
+        );
+        assert!(
+            out.contains(r#"agent_mount_events_total{id="/docker/abc",name="web",image="nginx:1",operation="mount",result="ok"} 1"#),
+            "{out}"
+        );
+        assert!(
+            out.contains(r#"agent_mount_events_total{id="/docker/abc",name="web",image="nginx:1",operation="mount",result="error"} 1"#),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn series_of_vanished_subjects_go_after_the_grace_period() {
+        let proc = tempfile::tempdir().unwrap();
+        let attributor = Attributor::new(Arc::new(NoContainers), proc.path());
+        let mut c = EventCounters::default();
+        let gone = ContainerLabels::namespace(4026532999);
+        c.record(&gone, &Subject::Namespace { pid: 4242 }, &exec(4026532999));
+        c.record(&ContainerLabels::host(), &Subject::Host, &exec(1));
+        let container = ContainerLabels {
+            id: "/docker/old".into(),
+            ..ContainerLabels::default()
+        };
+        let old = Subject::Container {
+            cgroup_path: "/docker/old".into(),
+        };
+        c.record(&container, &old, &exec(4026533000));
+        // Within the grace period everything stays.
+        c.prune(Duration::from_secs(60), &attributor);
+        assert_eq!(c.len(), 3);
+        // After it, only the host (always alive) stays: the namespace's last
+        // process is gone and no container owns /docker/old any more.
+        c.prune(Duration::ZERO, &attributor);
+        assert_eq!(c.len(), 1);
+        assert_eq!(c.execs(&ContainerLabels::host()), 1);
+        assert_eq!(c.execs(&gone), 0);
+    }
+}
