@@ -47,6 +47,10 @@ impl ContainerLabels {
 
 /// Container discovery, as seen from the event path: which container (if any)
 /// owns a cgroup. Implemented by the cgroup discovery of `agent serve`.
+///
+/// Called from the ring-buffer reader on the first event of each mount
+/// namespace (and when a cached answer needs checking): answer from memory,
+/// never block or do I/O here.
 pub trait ContainerLookup: Send + Sync {
     /// `path` is the cgroup path as `/proc/<pid>/cgroup` shows it, e.g.
     /// `/docker/0123…` or `/system.slice/docker-0123….scope`.
