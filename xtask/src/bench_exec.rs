@@ -56,6 +56,9 @@ impl Mode {
 #[derive(Default, Clone, Copy)]
 struct Totals {
     elapsed: Duration,
+    /// CPU time of this process (spawner and ring-buffer reader) and of its
+    /// reaped children (the execs, including the exec hook run in them).
+    cpu: Duration,
     best: Option<Duration>,
     delivered: u64,
     lost: u64,
@@ -125,6 +128,7 @@ pub fn run() -> anyhow::Result<()> {
                 );
             }
             let before = counts(tracer.as_ref());
+            let cpu0 = cpu_time();
             let t0 = Instant::now();
             for _ in 0..per_round {
                 let status = Command::new(BUSYBOX)
@@ -139,6 +143,7 @@ pub fn run() -> anyhow::Result<()> {
             if let Some(t) = &tracer {
                 settle(&rt, t, before.0 + per_round);
             }
+            totals[i].cpu += cpu_time().saturating_sub(cpu0);
             let after = counts(tracer.as_ref());
             totals[i].delivered += after.0 - before.0;
             totals[i].lost += after.1 - before.1;
@@ -149,10 +154,19 @@ pub fn run() -> anyhow::Result<()> {
         println!("  attached: {h}");
     }
     println!(
-        "{:<20} {:>9} {:>9} {:>7} {:>11} {:>11} {:>6}",
-        "mode", "time", "execs/s", "ratio", "best ratio", "delivered", "lost"
+        "{:<20} {:>9} {:>9} {:>7} {:>11} {:>12} {:>10} {:>11} {:>6}",
+        "mode",
+        "time",
+        "execs/s",
+        "ratio",
+        "best ratio",
+        "cpu µs/exec",
+        "cpu ratio",
+        "delivered",
+        "lost"
     );
     let base = totals[0].elapsed.as_secs_f64();
+    let base_cpu = totals[0].cpu.as_secs_f64();
     let base_best = totals[0].best_secs();
     for (mode, t) in Mode::ALL.into_iter().zip(totals) {
         let secs = t.elapsed.as_secs_f64();
@@ -162,12 +176,14 @@ pub fn run() -> anyhow::Result<()> {
             (t.delivered.to_string(), t.lost.to_string())
         };
         println!(
-            "{:<20} {:>8.2}s {:>9.0} {:>7.3} {:>11.3} {:>11} {:>6}",
+            "{:<20} {:>8.2}s {:>9.0} {:>7.3} {:>11.3} {:>12.1} {:>10.3} {:>11} {:>6}",
             mode.name(),
             secs,
             (per_round * ROUNDS) as f64 / secs,
             secs / base,
             t.best_secs() / base_best,
+            t.cpu.as_secs_f64() * 1e6 / (per_round * ROUNDS) as f64,
+            t.cpu.as_secs_f64() / base_cpu,
             delivered,
             lost
         );
@@ -261,6 +277,21 @@ fn start(rt: &tokio::runtime::Runtime, mode: Mode) -> anyhow::Result<Option<Trac
         .map_err(|e| anyhow::anyhow!(agent::ebpf::loader::error_chain(&e)))
         .context("start the tracer")?;
     Ok(Some(tracer))
+}
+
+/// User + system CPU time of this process and its reaped children.
+fn cpu_time() -> Duration {
+    fn get(who: libc::c_int) -> Duration {
+        // SAFETY: an all-zero rusage is a valid value for getrusage to overwrite.
+        let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: `ru` is a valid, writable rusage.
+        if unsafe { libc::getrusage(who, &mut ru) } != 0 {
+            return Duration::ZERO;
+        }
+        let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+        tv(ru.ru_utime) + tv(ru.ru_stime)
+    }
+    get(libc::RUSAGE_SELF) + get(libc::RUSAGE_CHILDREN)
 }
 
 /// (host execs counted, exec records lost)
