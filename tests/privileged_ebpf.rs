@@ -117,7 +117,9 @@ impl Drop for TestCgroup {
 /// - G: pid 1 in the new pid namespace, in mount namespace B. It joins the
 ///   test cgroup (if any), forks and execs `busybox true <marker>-<i>` K times,
 ///   mounts a tmpfs on `dir`, tries a mount of a bogus fstype on `dir`
-///   (ENODEV), then waits for the release pipe (if held) and exits.
+///   (ENODEV), optionally mounts a tmpfs again through the new mount API
+///   (fsopen, fsconfig, fsmount, move_mount) and unmounts it (umount2), then
+///   waits for the release pipe (if held) and exits.
 ///
 /// Namespace B thus sees exactly K execs, 1 successful and 1 failed mount.
 struct NsWorkload {
@@ -128,7 +130,13 @@ struct NsWorkload {
 }
 
 impl NsWorkload {
-    fn spawn(k: usize, marker: &str, cgroup: Option<&TestCgroup>, hold: bool) -> NsWorkload {
+    fn spawn(
+        k: usize,
+        marker: &str,
+        cgroup: Option<&TestCgroup>,
+        hold: bool,
+        new_api: bool,
+    ) -> NsWorkload {
         let tmp = tempfile::tempdir().expect("tempdir");
         let dir = tmp.path().to_path_buf();
         // Everything the children use is built before fork: after it, only
@@ -146,6 +154,7 @@ impl NsWorkload {
         let tmpfs = cstr("tmpfs");
         let bogus = cstr(BOGUS_FS);
         let root = cstr("/");
+        let empty = cstr("");
         let target = cstr(dir.to_str().expect("utf-8 temp dir"));
         let procs = cgroup.map(TestCgroup::procs);
         let procs_fd = procs.as_ref().map_or(-1, |f| f.as_raw_fd());
@@ -225,6 +234,48 @@ impl NsWorkload {
                     );
                     if rc == 0 || *libc::__errno_location() != libc::ENODEV {
                         libc::_exit(18);
+                    }
+                    if new_api {
+                        // The same tmpfs again through the new mount API,
+                        // stacked on `dir`, then unmounted.
+                        let fs = libc::syscall(libc::SYS_fsopen, tmpfs.as_ptr(), 0) as libc::c_int;
+                        if fs < 0 {
+                            libc::_exit(19);
+                        }
+                        // FSCONFIG_CMD_CREATE = 6
+                        if libc::syscall(
+                            libc::SYS_fsconfig,
+                            fs,
+                            6,
+                            std::ptr::null::<c_char>(),
+                            std::ptr::null::<c_char>(),
+                            0,
+                        ) != 0
+                        {
+                            libc::_exit(20);
+                        }
+                        let mnt = libc::syscall(libc::SYS_fsmount, fs, 0, 0) as libc::c_int;
+                        if mnt < 0 {
+                            libc::_exit(21);
+                        }
+                        // MOVE_MOUNT_F_EMPTY_PATH = 4
+                        if libc::syscall(
+                            libc::SYS_move_mount,
+                            mnt,
+                            empty.as_ptr(),
+                            libc::AT_FDCWD,
+                            target.as_ptr(),
+                            4,
+                        ) != 0
+                        {
+                            libc::_exit(22);
+                        }
+                        // The descriptors pin the mount: close them first.
+                        libc::close(mnt);
+                        libc::close(fs);
+                        if libc::umount2(target.as_ptr(), 0) != 0 {
+                            libc::_exit(23);
+                        }
                     }
                     if hold {
                         let mut b = 0u8;
@@ -350,7 +401,7 @@ async fn namespace_execs_and_mounts_are_counted_exactly_and_streamed() {
     let mounts_live = tracer
         .programs()
         .iter()
-        .any(|p| p.hook.ends_with("/sys_enter") && p.attached);
+        .any(|p| p.hook.ends_with("/sys_exit") && p.attached);
     assert!(
         mounts_live,
         "mount hooks did not attach: {:?}",
@@ -366,7 +417,7 @@ async fn namespace_execs_and_mounts_are_counted_exactly_and_streamed() {
     lookup.insert(cgroup.path.clone(), labels.clone());
     let mut rx = tracer.subscribe();
 
-    let mut work = NsWorkload::spawn(K, "exec", Some(&cgroup), true);
+    let mut work = NsWorkload::spawn(K, "exec", Some(&cgroup), true, false);
     let dir = work.dir.to_str().unwrap().to_owned();
     // Host: one exec of our own, with a marker argument.
     let mut host = std::process::Command::new(BUSYBOX)
@@ -523,16 +574,16 @@ async fn namespace_execs_and_mounts_are_counted_exactly_and_streamed() {
     assert_eq!(
         sample(
             &text,
-            r#"agent_ebpf_program_attached{program="tp_btf/sys_enter"}"#
+            r#"agent_ebpf_program_attached{program="tp_btf/sys_exit"}"#
         )
         .unwrap_or(0)
             + sample(
                 &text,
-                r#"agent_ebpf_program_attached{program="raw_tp/sys_enter"}"#
+                r#"agent_ebpf_program_attached{program="raw_tp/sys_exit"}"#
             )
             .unwrap_or(0),
         1,
-        "exactly one sys_enter hook: {text}"
+        "exactly one sys_exit hook: {text}"
     );
     assert!(
         text.contains(r#"agent_ebpf_events_lost_total{type="exec"}"#),
@@ -580,7 +631,7 @@ async fn full_ring_buffer_loses_and_counts_events_without_harm() {
     };
     let mut rx = tracer.subscribe();
     let (lost_before, _) = tracer.lost();
-    let mut work = NsWorkload::spawn(K, "ring", None, false);
+    let mut work = NsWorkload::spawn(K, "ring", None, false, false);
     assert_eq!(work.finish(), 0, "workload failed");
     let (lost_after, lost_mount) = tracer.lost();
     let lost = lost_after - lost_before;
@@ -609,7 +660,7 @@ async fn full_ring_buffer_loses_and_counts_events_without_harm() {
     // The tracer goes on normally once drained. This namespace's processes
     // have all exited before their events are read: they still count, to the
     // namespace's own series.
-    let mut work = NsWorkload::spawn(3, "late", None, false);
+    let mut work = NsWorkload::spawn(3, "late", None, false, false);
     assert_eq!(work.finish(), 0, "workload failed");
     let seen = drain(&mut rx, Duration::from_millis(500)).await;
     let marked: Vec<_> = seen.iter().filter(|e| is_marked_exec(e, "late")).collect();
@@ -687,36 +738,61 @@ async fn tracer_restarts_and_raw_tp_fallback_works() {
         .filter(|p| p.attached)
         .map(|p| p.hook)
         .collect();
-    assert_eq!(
-        attached,
-        [
-            "raw_tp/sched_process_exec",
-            "raw_tp/sys_enter",
-            "raw_tp/sys_exit"
-        ]
-    );
+    assert_eq!(attached, ["raw_tp/sched_process_exec", "raw_tp/sys_exit"]);
     let ev = one_exec(&second, "second").await;
     assert_eq!(ev.exec.as_ref().unwrap().filename, BUSYBOX);
     assert_ne!(ev.process.mnt_ns, 0);
-    // The raw_tp mount pair reports the same as the tp_btf one.
+    // The raw_tp mount hook reports the same as the tp_btf one.
     let mut rx = second.subscribe();
-    let mut work = NsWorkload::spawn(1, "raw", None, false);
+    let mut work = NsWorkload::spawn(1, "raw", None, false, true);
     let dir = work.dir.to_str().unwrap().to_owned();
     assert_eq!(work.finish(), 0, "workload failed");
     let seen = drain(&mut rx, Duration::from_millis(500)).await;
+    let g = seen
+        .iter()
+        .find(|e| {
+            e.mount
+                .as_ref()
+                .is_some_and(|m| m.info.target.as_deref() == Some(dir.as_str()))
+        })
+        .expect("a mount event on the workload's directory")
+        .process
+        .tgid;
     let mounts: Vec<_> = seen
         .iter()
+        .filter(|e| e.process.tgid == g)
         .filter_map(|e| e.mount.as_ref())
-        .filter(|m| m.info.target.as_deref() == Some(dir.as_str()))
-        .map(|m| (m.info.fstype.clone().unwrap_or_default(), m.info.ret))
+        .map(|m| {
+            let i = &m.info;
+            (
+                i.operation.as_str(),
+                i.fstype.clone().unwrap_or_default(),
+                i.target.clone().unwrap_or_default(),
+                i.ret >= 0,
+                m.errno,
+            )
+        })
         .collect();
+    let t = |s: &str| s.to_owned();
     assert_eq!(
         mounts,
         [
-            ("tmpfs".to_owned(), 0),
-            (BOGUS_FS.to_owned(), -i64::from(libc::ENODEV))
+            ("mount", t("tmpfs"), dir.clone(), true, None),
+            ("mount", t(BOGUS_FS), dir.clone(), false, Some(libc::ENODEV)),
+            ("fsopen", t("tmpfs"), t(""), true, None),
+            ("fsconfig", t(""), t(""), true, None),
+            ("fsmount", t(""), t(""), true, None),
+            ("move_mount", t(""), dir.clone(), true, None),
+            ("umount2", t(""), dir.clone(), true, None),
         ]
     );
+    let fsconfig = seen
+        .iter()
+        .filter(|e| e.process.tgid == g)
+        .filter_map(|e| e.mount.as_ref())
+        .find(|m| m.info.operation == MountOp::Fsconfig)
+        .unwrap();
+    assert_eq!(fsconfig.info.attr, 6, "FSCONFIG_CMD_CREATE");
 }
 
 /// Reads lines of a child's stdout on a thread, into a channel.

@@ -33,7 +33,7 @@
 #define AGENT_MOUNT_OP_OPEN_TREE 7
 #define AGENT_MOUNT_OP_MOUNT_SETATTR 8
 
-/* Indexes into the per-CPU `lost_events` counter array. */
+/* Indexes into the per-CPU `lost_events` counter array (records the ring buffer could not take). */
 #define AGENT_LOST_EXEC 0
 #define AGENT_LOST_MOUNT 1
 #define AGENT_LOST_SLOTS 2
@@ -66,7 +66,7 @@ struct agent_exec_event {
 };
 
 /*
- * From sys_enter (arguments) + sys_exit (result) of the mount family.
+ * From sys_exit of the mount family: arguments (still in pt_regs) and result.
  * Which of source/target/fstype/flags are set depends on the syscall:
  *   mount(source, target, fstype, flags, data)
  *   umount2(target, flags)

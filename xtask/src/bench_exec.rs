@@ -2,10 +2,10 @@
 //!
 //! - A fork+exec loop of a static binary (`/bin/busybox true`), N execs per
 //!   mode, with no tracer, with the exec hook only, and with the exec hook
-//!   plus the mount-family hooks (`raw_tp/sys_enter` + `sys_exit`). Modes run
+//!   plus the mount-family hook (`sys_exit`). Modes run
 //!   in interleaved rounds (this machine is noisy) and are compared with the
 //!   baseline of the same run. Events delivered and lost are reported.
-//! - A `getppid` loop, the cheapest syscall, shows what `sys_enter`/`sys_exit`
+//! - A `getppid` loop, the cheapest syscall, shows what the `sys_exit` hook
 //!   cost every syscall of every process.
 //!
 //! Needs root. `AGENT_BENCH_EXECS` (default 20000) and `AGENT_BENCH_SYSCALLS`
@@ -37,7 +37,7 @@ impl Mode {
         match self {
             Mode::Baseline => "no tracing",
             Mode::Exec => "exec hook",
-            Mode::ExecAndMount => "exec + mount hooks",
+            Mode::ExecAndMount => "exec + mount hook",
         }
     }
 

@@ -49,9 +49,9 @@ pub struct TracerConfig {
     /// Try `tp_btf/sched_process_exec` before `raw_tp/sched_process_exec`.
     /// Off forces the raw_tp fallback (tests use this to prove it works).
     pub prefer_tp_btf: bool,
-    /// Trace the mount family through `raw_tp/sys_enter` + `sys_exit`. These
-    /// hooks run on every syscall of every process (measured here: about
-    /// 70 ns per syscall), so they can be turned off.
+    /// Trace the mount family at `sys_exit`. That hook runs on every syscall
+    /// of every process (measured here: about 70 ns on a null syscall), so it
+    /// can be turned off.
     pub trace_mounts: bool,
     /// Ring buffer size in bytes: a power of two, a multiple of the page size.
     pub ring_buffer_bytes: u32,
@@ -329,36 +329,23 @@ fn load(config: &TracerConfig) -> Result<(Ebpf, Vec<ProgramStatus>), EbpfError> 
         programs.push(status("raw_tp/sched_process_exec", raw));
     }
 
-    // the mount family: sys_enter + sys_exit, both or neither; tp_btf first.
+    // the mount family, at sys_exit: tp_btf first, raw_tp if refused.
     if config.trace_mounts {
         let btf = if config.prefer_tp_btf {
-            attach_pair(&mut ebpf, true)
+            attach_btf(&mut ebpf, "mount_exit_btf", "sys_exit")
         } else {
             Err(NOT_TRIED.to_owned())
         };
         let btf_ok = btf.is_ok();
-        for hook in ["tp_btf/sys_enter", "tp_btf/sys_exit"] {
-            programs.push(status(hook, btf.clone()));
-        }
+        programs.push(status("tp_btf/sys_exit", btf));
         let raw = if btf_ok {
             Err("not needed".to_owned())
         } else {
-            attach_pair(&mut ebpf, false)
+            attach_raw(&mut ebpf, "mount_exit_raw", "sys_exit")
         };
-        for hook in ["raw_tp/sys_enter", "raw_tp/sys_exit"] {
-            let mut st = status(hook, raw.clone());
-            if btf_ok {
-                st.error = None;
-            }
-            programs.push(st);
-        }
+        programs.push(status("raw_tp/sys_exit", raw));
     } else {
-        for hook in [
-            "tp_btf/sys_enter",
-            "tp_btf/sys_exit",
-            "raw_tp/sys_enter",
-            "raw_tp/sys_exit",
-        ] {
+        for hook in ["tp_btf/sys_exit", "raw_tp/sys_exit"] {
             programs.push(ProgramStatus {
                 hook,
                 attached: false,
@@ -386,44 +373,6 @@ fn load(config: &TracerConfig) -> Result<(Ebpf, Vec<ProgramStatus>), EbpfError> 
         }
     }
     Ok((ebpf, programs))
-}
-
-/// Attaches the sys_enter + sys_exit pair (tp_btf or raw_tp); on failure
-/// leaves neither attached, since half a pair would only fill the pending table.
-fn attach_pair(ebpf: &mut Ebpf, btf: bool) -> Result<(), String> {
-    let (enter, exit) = if btf {
-        ("mount_enter_btf", "mount_exit_btf")
-    } else {
-        ("mount_enter_raw", "mount_exit_raw")
-    };
-    let attach = |ebpf: &mut Ebpf, name: &str, tp: &str| {
-        if btf {
-            attach_btf(ebpf, name, tp)
-        } else {
-            attach_raw(ebpf, name, tp)
-        }
-    };
-    attach(ebpf, enter, "sys_enter")?;
-    if let Err(e) = attach(ebpf, exit, "sys_exit") {
-        unload(ebpf, enter);
-        return Err(e);
-    }
-    Ok(())
-}
-
-/// Unloads a program (detaching its links).
-fn unload(ebpf: &mut Ebpf, name: &str) {
-    let Some(prog) = ebpf.program_mut(name) else {
-        return;
-    };
-    let result = match prog {
-        aya::programs::Program::BtfTracePoint(p) => p.unload(),
-        aya::programs::Program::RawTracePoint(p) => p.unload(),
-        _ => Ok(()),
-    };
-    if let Err(e) = result {
-        tracing::debug!(program = name, error = %error_chain(&e), "unload failed");
-    }
 }
 
 fn status(hook: &'static str, r: Result<(), String>) -> ProgramStatus {
