@@ -41,6 +41,13 @@ fn skip_reason() -> Option<String> {
     None
 }
 
+/// Says why a test skips, past the test harness's output capture (which
+/// takes `eprintln!`), so that a skip is never silent.
+fn skip(reason: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "SKIP: {reason}");
+}
+
 /// Starts the tracer, or explains why the test skips. A load failure on a
 /// machine that should support it is a test failure, not a skip.
 async fn start(
@@ -48,13 +55,13 @@ async fn start(
     lookup: Arc<dyn agent::ebpf::ContainerLookup>,
 ) -> Option<Tracer> {
     if let Some(reason) = skip_reason() {
-        eprintln!("SKIP: {reason}");
+        skip(&reason);
         return None;
     }
     match Tracer::start(config, lookup).await {
         Ok(t) => Some(t),
         Err(EbpfError::NotBuilt) => {
-            eprintln!("SKIP: eBPF programs not built (no clang at build time)");
+            skip("eBPF programs not built (no clang at build time)");
             None
         }
         Err(e) => panic!(
