@@ -399,6 +399,8 @@ async fn namespace_execs_and_mounts_are_counted_exactly_and_streamed() {
     for p in tracer.programs() {
         eprintln!("program {}: attached={} {:?}", p.hook, p.attached, p.error);
     }
+    let hooks: Vec<_> = tracer.programs().iter().map(|p| p.hook).collect();
+    assert_eq!(hooks, agent::ebpf::loader::HOOKS);
     assert!(
         tracer
             .programs()

@@ -248,6 +248,20 @@ impl Tracer {
         f(&lock(&self.shared.counters))
     }
 
+    /// Writes `agent_ebpf_program_attached 0` for every hook: call at scrape
+    /// time instead of [`Tracer::encode_metrics`] when the tracer could not
+    /// start, so that "tracing is off" can be alerted on.
+    pub fn encode_unavailable(encoder: &mut DescriptorEncoder) -> std::fmt::Result {
+        let hooks: Vec<(&str, i64)> = HOOKS.iter().map(|h| (*h, 0)).collect();
+        encode_gauge_by(
+            encoder,
+            "agent_ebpf_program_attached",
+            "1 when the eBPF program on this hook is attached",
+            "program",
+            &hooks,
+        )
+    }
+
     /// Writes every `agent_ebpf_*`, `agent_exec_events_total` and
     /// `agent_mount_events_total` family. Call from a prometheus-client
     /// `Collector::encode` at scrape time.
@@ -279,7 +293,10 @@ impl Tracer {
             "Records read from the ring buffer, and records that failed to decode",
             "outcome",
             &[
-                ("decoded", self.received() - self.decode_errors()),
+                (
+                    "decoded",
+                    self.received().saturating_sub(self.decode_errors()),
+                ),
                 ("invalid", self.decode_errors()),
             ],
         )?;
@@ -291,6 +308,14 @@ impl Tracer {
         self.shared.decode_errors.load(Ordering::Relaxed)
     }
 }
+
+/// Every hook the tracer knows, in the order [`Tracer::programs`] lists them.
+pub const HOOKS: [&str; 4] = [
+    "tp_btf/sched_process_exec",
+    "raw_tp/sched_process_exec",
+    "tp_btf/sys_exit",
+    "raw_tp/sys_exit",
+];
 
 const NOT_TRIED: &str = "not tried (prefer_tp_btf is off)";
 
@@ -490,4 +515,49 @@ fn boot_to_unix_offset_ns() -> i128 {
         i128::from(ts.tv_sec) * 1_000_000_000 + i128::from(ts.tv_nsec)
     }
     now(libc::CLOCK_REALTIME) - now(libc::CLOCK_BOOTTIME)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prometheus_client::collector::Collector;
+    use prometheus_client::registry::Registry;
+
+    #[derive(Debug)]
+    struct Off;
+
+    impl Collector for Off {
+        fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
+            Tracer::encode_unavailable(&mut encoder)
+        }
+    }
+
+    #[test]
+    fn without_a_tracer_every_hook_reads_zero() {
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(Off));
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &registry).unwrap();
+        for hook in HOOKS {
+            assert!(
+                out.contains(&format!(
+                    "agent_ebpf_program_attached{{program=\"{hook}\"}} 0\n"
+                )),
+                "{out}"
+            );
+        }
+    }
+
+    #[test]
+    fn error_chain_is_one_line() {
+        let err = EbpfError::Map {
+            name: "events",
+            source: aya::maps::MapError::InvalidName {
+                name: "x".to_owned(),
+            },
+        };
+        let line = error_chain(&err);
+        assert!(line.starts_with("map events: "), "{line}");
+        assert!(!line.contains('\n'));
+    }
 }
