@@ -951,3 +951,26 @@ async fn agent_events_without_tracing_is_one_clear_error() {
     );
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
 }
+
+/// A tracer that cannot load is `None` and one warning, never a panic.
+#[tokio::test(flavor = "current_thread")]
+async fn a_tracer_that_cannot_load_is_none() {
+    if let Some(reason) = skip_reason() {
+        skip(&reason);
+        return;
+    }
+    let config = TracerConfig {
+        // Not a power of two: refused before anything is loaded.
+        ring_buffer_bytes: 12345,
+        ..TracerConfig::default()
+    };
+    assert!(
+        Tracer::start_or_warn(config.clone(), Arc::new(NoContainers))
+            .await
+            .is_none()
+    );
+    let err = Tracer::start(config, Arc::new(NoContainers))
+        .await
+        .expect_err("a bad ring size must fail");
+    assert!(matches!(err, EbpfError::RingSize(12345)), "{err:?}");
+}

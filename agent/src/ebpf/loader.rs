@@ -27,6 +27,8 @@ pub enum EbpfError {
     NotBuilt,
     #[error("cannot load the eBPF object")]
     Load(#[source] aya::EbpfError),
+    #[error("ring buffer size {0} is not a power of two of at least one page")]
+    RingSize(u32),
     #[error("the eBPF object has no {0}")]
     Missing(&'static str),
     #[error("map {name}")]
@@ -322,6 +324,12 @@ const NOT_TRIED: &str = "not tried (prefer_tp_btf is off)";
 fn load(config: &TracerConfig) -> Result<(Ebpf, Vec<ProgramStatus>), EbpfError> {
     if OBJECT.is_empty() {
         return Err(EbpfError::NotBuilt);
+    }
+    // SAFETY: sysconf has no preconditions.
+    let page = u32::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
+    let size = config.ring_buffer_bytes;
+    if !size.is_power_of_two() || size < page {
+        return Err(EbpfError::RingSize(size));
     }
     let mut ebpf = EbpfLoader::new()
         .map_max_entries("events", config.ring_buffer_bytes)
