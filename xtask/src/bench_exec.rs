@@ -191,6 +191,7 @@ pub fn run() -> anyhow::Result<()> {
     println!("  (delivered counts every host exec in the window, so it can exceed the loop's own)");
 
     burst(&rt, execs)?;
+    program_cost(&rt)?;
 
     println!(
         "getppid: {} calls per mode, {ROUNDS} interleaved rounds",
@@ -265,6 +266,36 @@ fn burst(rt: &tokio::runtime::Runtime, execs: u64) -> anyhow::Result<()> {
         after.0 - before.0,
         after.1 - before.1
     );
+    Ok(())
+}
+
+/// The programs' own cost, as the kernel's BPF run-time statistics count it
+/// (without the tracepoint dispatch, which the getppid loop shows).
+fn program_cost(rt: &tokio::runtime::Runtime) -> anyhow::Result<()> {
+    let tracer = start(rt, Mode::ExecAndMount)?.context("tracer")?;
+    let stats = agent::ebpf::loader::enable_run_time_stats()
+        .map_err(|e| anyhow::anyhow!(agent::ebpf::loader::error_chain(&e)))?;
+    let before = tracer.program_stats();
+    for _ in 0..1000 {
+        Command::new(BUSYBOX).arg0("true").status()?;
+    }
+    let mut sink = 0u32;
+    for _ in 0..1_000_000 {
+        sink = sink.wrapping_add(std::os::unix::process::parent_id());
+    }
+    std::hint::black_box(sink);
+    let after = tracer.program_stats();
+    drop(stats);
+    for (b, a) in before.iter().zip(&after) {
+        let runs = a.run_count - b.run_count;
+        let ns = (a.run_time - b.run_time).as_nanos() as f64;
+        println!(
+            "program {:<26} {:>9} runs {:>7.1} ns/run (BPF run-time stats)",
+            a.hook,
+            runs,
+            if runs > 0 { ns / runs as f64 } else { 0.0 }
+        );
+    }
     Ok(())
 }
 
