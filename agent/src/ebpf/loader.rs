@@ -54,7 +54,7 @@ pub struct TracerConfig {
     /// Off forces the raw_tp fallback (tests use this to prove it works).
     pub prefer_tp_btf: bool,
     /// Trace the mount family at `sys_exit`. That hook runs on every syscall
-    /// of every process (measured here: about 70 ns on a null syscall), so it
+    /// of every process (measured here: about 100 ns on a null syscall), so it
     /// can be turned off.
     pub trace_mounts: bool,
     /// Ring buffer size in bytes: a power of two, a multiple of the page size.

@@ -176,14 +176,15 @@ async fn handle(
                 .await;
             };
             let mut rx = events.subscribe();
-            // Watch the read side too, so a client that hangs up is noticed
-            // even while no events flow.
-            let mut hangup =
-                tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
             loop {
+                // Watch the read side too (next_line is cancel-safe), so a
+                // client that hangs up is noticed even while no events flow.
                 let record = tokio::select! {
                     r = rx.recv() => r,
-                    _ = &mut hangup => return Ok(()),
+                    line = lines.next_line() => match line {
+                        Ok(Some(_)) => continue,
+                        Ok(None) | Err(_) => return Ok(()),
+                    },
                 };
                 let line = match record {
                     Ok(ev) => {
