@@ -908,6 +908,17 @@ async fn agent_events_streams_over_the_control_socket() {
             && plain_line.contains("/bin/busybox [true cli-marker]"),
         "{plain_line}"
     );
+    // Clients that hang up are noticed at once, even with no events flowing.
+    drop(json);
+    drop(plain);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while tracer.event_sender().receiver_count() > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "server kept subscriptions of gone clients"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     server.abort();
 }
 
