@@ -604,19 +604,22 @@ async fn namespace_execs_and_mounts_are_counted_exactly_and_streamed() {
     );
 }
 
-/// Receives until nothing arrives for `quiet`.
+/// Receives until nothing arrives for `quiet` (or 10 s pass: a busy host
+/// may never be quiet).
 async fn drain(
     rx: &mut broadcast::Receiver<Arc<EventRecord>>,
     quiet: Duration,
 ) -> Vec<Arc<EventRecord>> {
     let mut seen = Vec::new();
-    loop {
+    let until = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < until {
         match tokio::time::timeout(quiet, rx.recv()).await {
             Ok(Ok(ev)) => seen.push(ev),
             Ok(Err(broadcast::error::RecvError::Lagged(n))) => panic!("subscriber lagged by {n}"),
             Ok(Err(broadcast::error::RecvError::Closed)) | Err(_) => return seen,
         }
     }
+    seen
 }
 
 fn is_marked_exec(e: &EventRecord, marker: &str) -> bool {
