@@ -8,6 +8,21 @@
 //! - [`attribution`] maps a record's namespace to a container, a namespace or
 //!   the host; [`metrics`] counts and encodes them; [`record`] is the event as
 //!   the control socket streams it.
+//!
+//! Wiring in `agent serve` (inside the tokio runtime):
+//!
+//! ```ignore
+//! let lookup: Arc<dyn ContainerLookup> = discovery.clone(); // cgroup path -> container
+//! let tracer = Tracer::start_or_warn(TracerConfig::default(), lookup).await.map(Arc::new);
+//! // at scrape time, in the Collector:
+//! match &tracer {
+//!     Some(t) => t.encode_metrics(&mut encoder)?,
+//!     None => Tracer::encode_unavailable(&mut encoder)?,
+//! }
+//! // the control socket:
+//! let listener = server::control::bind(Path::new(server::control::DEFAULT_SOCKET))?;
+//! tokio::spawn(server::control::serve(listener, tracer.as_ref().map(|t| t.event_sender())));
+//! ```
 
 pub mod attribution;
 pub mod events;
