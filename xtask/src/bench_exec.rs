@@ -192,6 +192,7 @@ pub fn run() -> anyhow::Result<()> {
 
     burst(&rt, execs)?;
     program_cost(&rt)?;
+    reader_cost()?;
 
     println!(
         "getppid: {} calls per mode, {ROUNDS} interleaved rounds",
@@ -296,6 +297,90 @@ fn program_cost(rt: &tokio::runtime::Runtime) -> anyhow::Result<()> {
             if runs > 0 { ns / runs as f64 } else { 0.0 }
         );
     }
+    Ok(())
+}
+
+/// The user-space side of one event: decode, attribute, count.
+fn reader_cost() -> anyhow::Result<()> {
+    use agent::ebpf::attribution::{Attributor, ns_inode};
+    use agent::ebpf::events::{self, RawExecEvent, RawHeader};
+    use agent::ebpf::metrics::EventCounters;
+
+    let host_ns = ns_inode(std::path::Path::new("/proc/self/ns/mnt")).context("own mnt ns")?;
+    let pid = std::process::id();
+    let mut raw = RawExecEvent {
+        hdr: RawHeader {
+            ts_ns: 1,
+            cgroup_id: 1,
+            kind: events::EVENT_EXEC,
+            pid,
+            tgid: pid,
+            ppid: std::os::unix::process::parent_id(),
+            ns_pid: pid,
+            uid: 0,
+            gid: 0,
+            mnt_ns: host_ns,
+            pid_ns: 1,
+            net_ns: 1,
+            uts_ns: 1,
+            _pad: 0,
+            comm: *b"busybox\0\0\0\0\0\0\0\0\0",
+        },
+        args_len: 0,
+        args_truncated: 0,
+        filename: [0; events::FILENAME_LEN],
+        args: [0; events::ARGS_LEN],
+    };
+    raw.filename[..BUSYBOX.len()].copy_from_slice(BUSYBOX.as_bytes());
+    let args = b"true\0bench\0";
+    raw.args[..args.len()].copy_from_slice(args);
+    raw.args_len = args.len() as u32;
+
+    let mut attributor = Attributor::new(Arc::new(NoContainers), "/proc");
+    let mut counters = EventCounters::default();
+    let mut run = |mnt_ns: u32, pid: u32, n: u32| -> anyhow::Result<f64> {
+        raw.hdr.mnt_ns = mnt_ns;
+        raw.hdr.tgid = pid;
+        raw.hdr.ppid = pid;
+        let bytes = raw.as_bytes().to_vec();
+        let t0 = Instant::now();
+        for _ in 0..n {
+            let ev = events::decode(&bytes).context("decode")?;
+            let p = ev.process();
+            let (labels, subject) = attributor.attribute(p.mnt_ns, p.tgid, p.ppid);
+            counters.record(&labels, &subject, &ev);
+        }
+        Ok(t0.elapsed().as_nanos() as f64 / f64::from(n))
+    };
+    let host = run(host_ns, pid, 1_000_000)?;
+    // A live process in a mount namespace of its own: the cached answer is
+    // confirmed per event by polling its holder's pidfd.
+    let mut child = Command::new("unshare")
+        .args(["--mount", "sleep", "60"])
+        .spawn()
+        .context("unshare --mount sleep (util-linux)")?;
+    let child_pid = child.id();
+    let ns_path = format!("/proc/{child_pid}/ns/mnt");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let ns = loop {
+        match ns_inode(std::path::Path::new(&ns_path)) {
+            Some(ns) if ns != host_ns => break Some(ns),
+            _ if Instant::now() > deadline => break None,
+            _ => std::thread::sleep(Duration::from_millis(5)),
+        }
+    };
+    let hit = match ns {
+        Some(ns) => run(ns, child_pid, 200_000),
+        None => Err(anyhow::anyhow!(
+            "the child never entered its own mount namespace"
+        )),
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    let hit = hit?;
+    println!(
+        "reader: decode + attribute + count per event: {host:.0} ns (host), {hit:.0} ns (other mount namespace, cached; holder checked by pidfd)"
+    );
     Ok(())
 }
 

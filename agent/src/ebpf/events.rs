@@ -101,6 +101,28 @@ unsafe impl Pod for RawExecEvent {}
 // SAFETY: as above.
 unsafe impl Pod for RawMountEvent {}
 
+/// The bytes of a record, as the kernel would write them.
+fn pod_bytes<T: Pod>(v: &T) -> &[u8] {
+    // SAFETY: T is Pod and has no padding (its fields tile it exactly: the
+    // size asserts above equal the sum of the field sizes), so every byte is
+    // initialised; the slice borrows `v`.
+    unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), size_of::<T>()) }
+}
+
+impl RawExecEvent {
+    /// The record's bytes (for tests and benchmarks of the decoder).
+    pub fn as_bytes(&self) -> &[u8] {
+        pod_bytes(self)
+    }
+}
+
+impl RawMountEvent {
+    /// The record's bytes (for tests and benchmarks of the decoder).
+    pub fn as_bytes(&self) -> &[u8] {
+        pod_bytes(self)
+    }
+}
+
 fn read_pod<T: Pod>(bytes: &[u8]) -> Option<T> {
     if bytes.len() < size_of::<T>() {
         return None;
@@ -334,9 +356,7 @@ mod tests {
     use super::*;
 
     fn as_bytes<T: Pod>(v: &T) -> Vec<u8> {
-        // SAFETY: T is Pod (no padding bytes are uninitialised in these
-        // all-integer records, whose fields tile the struct exactly).
-        unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), size_of::<T>()) }.to_vec()
+        pod_bytes(v).to_vec()
     }
 
     fn header(kind: u32) -> RawHeader {
