@@ -318,14 +318,30 @@ pub struct AgentProcess {
 }
 
 impl AgentProcess {
-    /// Starts the agent with extra arguments and waits until /healthz answers.
+    /// Starts the agent without eBPF tracing (most tests read cgroups only, and
+    /// tracing from several agents at once would only slow the machine down).
     pub fn start(extra: &[&str]) -> AgentProcess {
+        Self::start_with(extra, false)
+    }
+
+    /// Starts the agent with its eBPF tracing.
+    pub fn start_traced(extra: &[&str]) -> AgentProcess {
+        Self::start_with(extra, true)
+    }
+
+    /// Starts the agent with extra arguments and waits until /healthz answers.
+    fn start_with(extra: &[&str], traced: bool) -> AgentProcess {
         let state = tempfile::tempdir().unwrap();
         let addr = format!("127.0.0.1:{}", free_port());
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_agent"));
         cmd.args(["serve", "--listen", &addr, "--rescan-interval", "200ms"])
             .arg("--state-dir")
             .arg(state.path());
+        cmd.arg("--control-socket")
+            .arg(state.path().join("control.sock"));
+        if !traced {
+            cmd.arg("--no-ebpf");
+        }
         if !extra.contains(&"--docker-root") {
             cmd.arg("--docker-root").arg(state.path().join("docker"));
         }
@@ -354,6 +370,11 @@ impl AgentProcess {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// The control socket of this agent.
+    pub fn control_socket(&self) -> PathBuf {
+        self._state.path().join("control.sock")
     }
 
     /// The agent's state root (a temporary directory).

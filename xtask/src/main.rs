@@ -3,8 +3,9 @@
 //! - `cargo xtask run [SERVE FLAGS…]`: install what is missing, build, run `agent serve`.
 //! - `cargo xtask test`: install what is missing, then fmt, clippy and every test
 //!   (privileged and end-to-end ones need root, as in CI).
-//! - `cargo xtask bench scrape`: the scrape-path benchmark.
+//! - `cargo xtask bench [scrape|exec]`: the scrape-path and event-path benchmarks.
 
+mod bench_exec;
 mod bench_scrape;
 mod packages;
 
@@ -73,11 +74,14 @@ fn main() -> std::process::ExitCode {
         Some("run") => run(&args[1..]),
         Some("bench") => match args.get(1).map(String::as_str) {
             Some("scrape") => bench_scrape::run(&args[2..]),
-            Some(other) => Err(anyhow::anyhow!("unknown benchmark {other:?} (try: scrape)")),
-            None => bench_scrape::run(&[]),
+            Some("exec") => bench_exec::run(),
+            Some(other) => Err(anyhow::anyhow!(
+                "unknown benchmark {other:?} (try: scrape, exec)"
+            )),
+            None => bench_scrape::run(&[]).and_then(|()| bench_exec::run()),
         },
         _ => Err(anyhow::anyhow!(
-            "usage: cargo xtask <run [serve flags…] | test | bench [scrape]>"
+            "usage: cargo xtask <run [serve flags…] | test | bench [scrape|exec]>"
         )),
     };
     match result {

@@ -3,17 +3,20 @@
 
 pub mod discovery;
 pub mod hierarchy;
+pub mod index;
 pub mod metadata;
 pub mod parse;
 pub mod stats;
 
 pub use discovery::{Discovered, Filter, Runtime};
 pub use hierarchy::{Controller, Hierarchy, Version};
+pub use index::ContainerIndex;
 pub use metadata::{ContainerMeta, MetadataSource};
 pub use stats::{CgroupStats, StatsError, StatsReader};
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Errors of the cgroup layer that are not per-file stats errors.
@@ -56,6 +59,7 @@ pub struct Tracker {
     tracked: BTreeMap<String, Tracked>,
     last_scan: Option<Instant>,
     rescan_interval: Duration,
+    index: Option<Arc<ContainerIndex>>,
     /// Errors since start, by kind (`vanished`, `read`, `parse`, `discovery`).
     pub errors: HashMap<&'static str, u64>,
 }
@@ -75,8 +79,42 @@ impl Tracker {
             tracked: BTreeMap::new(),
             last_scan: None,
             rescan_interval,
+            index: None,
             errors: HashMap::new(),
         }
+    }
+
+    /// The index of containers for the event path, kept in step with every scan.
+    pub fn container_index(&mut self) -> Arc<ContainerIndex> {
+        let index = self.index.get_or_insert_with(|| {
+            Arc::new(ContainerIndex::new(
+                self.hierarchy.clone(),
+                self.filter.clone(),
+                self.metadata.clone(),
+            ))
+        });
+        let index = index.clone();
+        self.publish_index();
+        index
+    }
+
+    fn publish_index(&self) {
+        let Some(index) = &self.index else { return };
+        index.replace(
+            self.tracked
+                .values()
+                .map(|t| {
+                    (
+                        t.discovered.path.clone(),
+                        crate::ebpf::ContainerLabels {
+                            id: t.discovered.path.clone(),
+                            name: t.meta.name.clone(),
+                            image: t.meta.image.clone(),
+                        },
+                    )
+                })
+                .collect(),
+        );
     }
 
     /// The hierarchy being followed.
@@ -153,6 +191,7 @@ impl Tracker {
             tracing::debug!(cgroup = %gone, "cgroup gone");
         }
         self.tracked = next;
+        self.publish_index();
     }
 
     /// Refreshes if due, then reads every tracked cgroup. Vanished cgroups are

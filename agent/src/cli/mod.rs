@@ -1,5 +1,6 @@
 //! Command line: one file per subcommand, each returning `anyhow::Result`.
 
+mod events;
 mod serve;
 
 use clap::{Parser, Subcommand};
@@ -18,6 +19,8 @@ pub struct Cli {
 pub enum Command {
     /// Run the node daemon: discover cgroups, serve /metrics and /healthz.
     Serve(serve::ServeArgs),
+    /// Stream exec and mount events from the running `agent serve`.
+    Events(events::EventsArgs),
 }
 
 /// Entry point of the binary: run the subcommand, print errors as one line.
@@ -25,6 +28,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => serve::run(args),
+        Command::Events(args) => events::run(args),
     };
     match result {
         Ok(code) => code,

@@ -1,8 +1,9 @@
 //! `agent serve`: the node daemon.
 
 use crate::cgroup::{Filter, Hierarchy, MetadataSource, Tracker};
+use crate::ebpf::{Tracer, TracerCollector, TracerConfig};
 use crate::metrics::Exporter;
-use crate::server::{self, ServerState};
+use crate::server::{self, ServerState, control};
 use anyhow::Context;
 use clap::{Args, ValueEnum};
 use prometheus_client::registry::Registry;
@@ -38,6 +39,16 @@ pub struct ServeArgs {
     /// (e.g. `500ms`, `2s`); scans happen at scrape time.
     #[arg(long, default_value = "1s", value_parser = parse_duration)]
     pub rescan_interval: Duration,
+    /// Do not load the eBPF exec and mount tracing (cgroup metrics only).
+    #[arg(long)]
+    pub no_ebpf: bool,
+    /// Trace exec only, not the mount family. The mount hook runs on every syscall
+    /// of every process (about 100 ns each on this project's test host).
+    #[arg(long)]
+    pub no_trace_mounts: bool,
+    /// The root-only unix socket for `agent events`.
+    #[arg(long, env = "AGENT_CONTROL_SOCKET", default_value = crate::server::control::DEFAULT_SOCKET)]
+    pub control_socket: PathBuf,
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -106,7 +117,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     raise_nofile_limit();
     let hierarchy = Hierarchy::detect(&args.cgroup_root).context("detecting cgroups")?;
     let filter = Filter::new(&args.include, &args.exclude)?;
-    let tracker = Tracker::new(
+    let mut tracker = Tracker::new(
         hierarchy.clone(),
         filter,
         MetadataSource {
@@ -115,10 +126,8 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         },
         args.rescan_interval,
     );
-    let registry = Registry::default();
-    let exporter = Exporter::new(tracker, registry);
-    exporter.refresh();
-    let state = Arc::new(ServerState::new(exporter));
+    tracker.refresh(true);
+    let index = tracker.container_index();
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -127,9 +136,36 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(async move {
+        let shutdown = shutdown_signal();
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
             .with_context(|| format!("listening on {}", args.listen))?;
+        let tracer = if args.no_ebpf {
+            tracing::info!("eBPF tracing disabled (--no-ebpf)");
+            None
+        } else {
+            let config = TracerConfig {
+                trace_mounts: !args.no_trace_mounts,
+                ..TracerConfig::default()
+            };
+            Tracer::start_or_warn(config, index).await.map(Arc::new)
+        };
+        let control = match control::bind(&args.control_socket) {
+            Ok(l) => {
+                tokio::spawn(control::serve(l, tracer.as_ref().map(|t| t.event_sender())));
+                Some(args.control_socket.clone())
+            }
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "no control socket; `agent events` will not connect");
+                None
+            }
+        };
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(TracerCollector(tracer.clone())));
+        let exporter = Exporter::new(tracker, registry);
+        let state = Arc::new(ServerState::new(exporter));
+        tokio::spawn(rescan_in_background(state.clone(), args.rescan_interval));
+
         let addr = listener.local_addr()?;
         tracing::info!(
             listen = %addr,
@@ -137,24 +173,46 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             cgroup_version = %hierarchy.version(),
             "serving /metrics"
         );
-        server::serve(listener, state, shutdown_signal()).await;
+        server::serve(listener, state, shutdown).await;
+        if let Some(path) = control {
+            let _ = std::fs::remove_file(path);
+        }
         anyhow::Ok(())
     })?;
     Ok(ExitCode::SUCCESS)
 }
 
-async fn shutdown_signal() {
+/// Keeps the container index fresh for the event path between scrapes, so a new
+/// container's events carry its name even when nobody scrapes for a while.
+async fn rescan_in_background(state: Arc<ServerState>, every: Duration) {
+    let mut tick = tokio::time::interval(every.max(Duration::from_millis(100)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let st = state.clone();
+        if tokio::task::spawn_blocking(move || st.refresh())
+            .await
+            .is_err()
+        {
+            tracing::error!("background rescan panicked");
+        }
+    }
+}
+
+/// Installs the SIGTERM/SIGINT handlers now (so a signal that arrives before the
+/// first poll is not fatal) and returns a future that completes on either.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        tracing::warn!("cannot install signal handlers; stop with SIGKILL");
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM received"),
-        _ = int.recv() => tracing::info!("SIGINT received"),
+    let handlers = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()));
+    async move {
+        let (Ok(mut term), Ok(mut int)) = handlers else {
+            tracing::warn!("cannot install signal handlers; stop with SIGKILL");
+            return std::future::pending().await;
+        };
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM received"),
+            _ = int.recv() => tracing::info!("SIGINT received"),
+        }
     }
 }
 

@@ -55,6 +55,11 @@ impl Exporter {
         self.lock().refresh(true);
     }
 
+    /// Runs a discovery scan if the rescan interval has passed.
+    pub fn refresh_if_due(&self) {
+        self.lock().refresh(false);
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Tracker> {
         // The tracker holds no invariant a panicking reader could break; keep serving.
         self.tracker.lock().unwrap_or_else(|p| p.into_inner())

@@ -1,6 +1,8 @@
 //! The HTTP endpoint: `/metrics` (OpenMetrics or classic text, gzip on request) and
 //! `/healthz`, served with hyper 1.x until a shutdown signal.
 
+pub mod control;
+
 use crate::metrics::{Exporter, Format};
 use bytes::Bytes;
 use http_body_util::Full;
@@ -26,6 +28,11 @@ pub struct ServerState {
 impl ServerState {
     pub fn new(exporter: Exporter) -> Self {
         ServerState { exporter }
+    }
+
+    /// Rescans the cgroup tree if the rescan interval has passed (blocking).
+    pub fn refresh(&self) {
+        self.exporter.refresh_if_due();
     }
 
     /// Scrapes (blocking: reads cgroup files). Returns the body and whether it is

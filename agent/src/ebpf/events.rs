@@ -1,0 +1,473 @@
+//! The ring-buffer records: a `#[repr(C)]` mirror of `ebpf/include/agent_events.h`
+//! and their decoding into owned, typed events.
+//!
+//! The mirror is never handed out: bytes from the kernel are copied into it
+//! only after their length and `kind` were checked, and every field is a plain
+//! integer or byte array, so any bit pattern is a valid value.
+
+use serde::{Deserialize, Serialize};
+use std::mem::{offset_of, size_of};
+
+pub const COMM_LEN: usize = 16;
+pub const FILENAME_LEN: usize = 256;
+pub const ARGS_LEN: usize = 512;
+pub const PATH_LEN: usize = 256;
+pub const FSTYPE_LEN: usize = 32;
+
+pub const EVENT_EXEC: u32 = 1;
+pub const EVENT_MOUNT: u32 = 2;
+
+/// Index of the exec slot in the kernel's `lost_events` per-CPU array.
+pub const LOST_EXEC: u32 = 0;
+/// Index of the mount slot in the kernel's `lost_events` per-CPU array.
+pub const LOST_MOUNT: u32 = 1;
+
+/// `struct agent_event_header`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct RawHeader {
+    pub ts_ns: u64,
+    pub cgroup_id: u64,
+    pub kind: u32,
+    pub pid: u32,
+    pub tgid: u32,
+    pub ppid: u32,
+    pub ns_pid: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub mnt_ns: u32,
+    pub pid_ns: u32,
+    pub net_ns: u32,
+    pub uts_ns: u32,
+    pub _pad: u32,
+    pub comm: [u8; COMM_LEN],
+}
+
+/// `struct agent_exec_event`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct RawExecEvent {
+    pub hdr: RawHeader,
+    pub args_len: u32,
+    pub args_truncated: u32,
+    pub filename: [u8; FILENAME_LEN],
+    pub args: [u8; ARGS_LEN],
+}
+
+/// `struct agent_mount_event`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct RawMountEvent {
+    pub hdr: RawHeader,
+    pub ret: i64,
+    pub flags: u64,
+    pub attr: u64,
+    pub dfd: i32,
+    pub dfd2: i32,
+    pub op: u32,
+    pub _pad: u32,
+    pub source: [u8; PATH_LEN],
+    pub target: [u8; PATH_LEN],
+    pub fstype: [u8; FSTYPE_LEN],
+}
+
+// The same numbers are asserted with _Static_assert in agent_events.h.
+const _: () = {
+    assert!(size_of::<RawHeader>() == 80);
+    assert!(offset_of!(RawHeader, kind) == 16);
+    assert!(offset_of!(RawHeader, mnt_ns) == 44);
+    assert!(offset_of!(RawHeader, comm) == 64);
+    assert!(size_of::<RawExecEvent>() == 856);
+    assert!(offset_of!(RawExecEvent, filename) == 88);
+    assert!(offset_of!(RawExecEvent, args) == 344);
+    assert!(size_of::<RawMountEvent>() == 664);
+    assert!(offset_of!(RawMountEvent, ret) == 80);
+    assert!(offset_of!(RawMountEvent, op) == 112);
+    assert!(offset_of!(RawMountEvent, source) == 120);
+    assert!(offset_of!(RawMountEvent, target) == 376);
+    assert!(offset_of!(RawMountEvent, fstype) == 632);
+};
+
+/// Plain-old-data records: every bit pattern of `size_of::<Self>()` bytes is a
+/// valid value.
+///
+/// # Safety
+/// Implement only for `#[repr(C)]` types made of integers and integer arrays.
+unsafe trait Pod: Copy {}
+// SAFETY: all three are #[repr(C)] structs of integers and byte arrays.
+unsafe impl Pod for RawHeader {}
+// SAFETY: as above.
+unsafe impl Pod for RawExecEvent {}
+// SAFETY: as above.
+unsafe impl Pod for RawMountEvent {}
+
+/// The bytes of a record, as the kernel would write them.
+fn pod_bytes<T: Pod>(v: &T) -> &[u8] {
+    // SAFETY: T is Pod and has no padding (its fields tile it exactly: the
+    // size asserts above equal the sum of the field sizes), so every byte is
+    // initialised; the slice borrows `v`.
+    unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), size_of::<T>()) }
+}
+
+impl RawExecEvent {
+    /// The record's bytes (for tests and benchmarks of the decoder).
+    pub fn as_bytes(&self) -> &[u8] {
+        pod_bytes(self)
+    }
+}
+
+impl RawMountEvent {
+    /// The record's bytes (for tests and benchmarks of the decoder).
+    pub fn as_bytes(&self) -> &[u8] {
+        pod_bytes(self)
+    }
+}
+
+fn read_pod<T: Pod>(bytes: &[u8]) -> Option<T> {
+    if bytes.len() < size_of::<T>() {
+        return None;
+    }
+    // SAFETY: the length was checked above, `read_unaligned` has no alignment
+    // requirement, and `T: Pod` accepts any bit pattern.
+    Some(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
+}
+
+/// Why a record from the ring buffer was rejected.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DecodeError {
+    #[error("record of {len} bytes is too short for a {what}")]
+    TooShort { what: &'static str, len: usize },
+    #[error("unknown record kind {0}")]
+    UnknownKind(u32),
+    #[error("unknown mount operation {0}")]
+    UnknownMountOp(u32),
+}
+
+/// Which traced syscall of the mount family a mount event is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MountOp {
+    Mount,
+    Umount2,
+    Fsopen,
+    Fsconfig,
+    Fsmount,
+    MoveMount,
+    OpenTree,
+    MountSetattr,
+}
+
+impl MountOp {
+    /// Every operation, in wire order.
+    pub const ALL: [MountOp; 8] = [
+        MountOp::Mount,
+        MountOp::Umount2,
+        MountOp::Fsopen,
+        MountOp::Fsconfig,
+        MountOp::Fsmount,
+        MountOp::MoveMount,
+        MountOp::OpenTree,
+        MountOp::MountSetattr,
+    ];
+
+    fn from_wire(op: u32) -> Option<Self> {
+        op.checked_sub(1)
+            .and_then(|i| Self::ALL.get(i as usize))
+            .copied()
+    }
+
+    /// The syscall's name, used as the `operation` label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MountOp::Mount => "mount",
+            MountOp::Umount2 => "umount2",
+            MountOp::Fsopen => "fsopen",
+            MountOp::Fsconfig => "fsconfig",
+            MountOp::Fsmount => "fsmount",
+            MountOp::MoveMount => "move_mount",
+            MountOp::OpenTree => "open_tree",
+            MountOp::MountSetattr => "mount_setattr",
+        }
+    }
+}
+
+/// The process that caused an event, as the kernel saw it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessInfo {
+    /// Nanoseconds since boot (CLOCK_BOOTTIME).
+    pub boot_ns: u64,
+    /// Thread id, as seen from the host.
+    pub pid: u32,
+    /// Process id, as seen from the host.
+    pub tgid: u32,
+    pub ppid: u32,
+    /// Thread id inside its own pid namespace.
+    pub ns_pid: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub comm: String,
+    /// cgroup2 id (on a v1 hybrid host: of the nearly empty unified hierarchy).
+    pub cgroup_id: u64,
+    pub mnt_ns: u32,
+    pub pid_ns: u32,
+    pub net_ns: u32,
+    pub uts_ns: u32,
+}
+
+/// A successful exec.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecInfo {
+    pub filename: String,
+    pub argv: Vec<String>,
+    /// The argument block was longer than the kernel side copies.
+    pub argv_truncated: bool,
+}
+
+/// One syscall of the mount family, with its result.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MountInfo {
+    pub operation: MountOp,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fstype: Option<String>,
+    pub flags: u64,
+    /// fsmount's attr_flags, fsconfig's cmd; 0 otherwise.
+    pub attr: u64,
+    pub dfd: i32,
+    pub dfd2: i32,
+    /// The syscall's return value: ≥ 0 on success, `-errno` on failure.
+    pub ret: i64,
+}
+
+impl MountInfo {
+    pub fn ok(&self) -> bool {
+        self.ret >= 0
+    }
+}
+
+/// A decoded ring-buffer record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    Exec(ProcessInfo, ExecInfo),
+    Mount(ProcessInfo, MountInfo),
+}
+
+impl Event {
+    pub fn process(&self) -> &ProcessInfo {
+        match self {
+            Event::Exec(p, _) | Event::Mount(p, _) => p,
+        }
+    }
+}
+
+/// Decodes one ring-buffer record.
+pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
+    let hdr: RawHeader = read_pod(bytes).ok_or(DecodeError::TooShort {
+        what: "header",
+        len: bytes.len(),
+    })?;
+    match hdr.kind {
+        EVENT_EXEC => {
+            let raw: RawExecEvent = read_pod(bytes).ok_or(DecodeError::TooShort {
+                what: "exec record",
+                len: bytes.len(),
+            })?;
+            let len = (raw.args_len as usize).min(ARGS_LEN);
+            Ok(Event::Exec(
+                process(&raw.hdr),
+                ExecInfo {
+                    filename: c_string(&raw.filename),
+                    argv: split_args(&raw.args[..len]),
+                    argv_truncated: raw.args_truncated != 0,
+                },
+            ))
+        }
+        EVENT_MOUNT => {
+            let raw: RawMountEvent = read_pod(bytes).ok_or(DecodeError::TooShort {
+                what: "mount record",
+                len: bytes.len(),
+            })?;
+            let operation =
+                MountOp::from_wire(raw.op).ok_or(DecodeError::UnknownMountOp(raw.op))?;
+            Ok(Event::Mount(
+                process(&raw.hdr),
+                MountInfo {
+                    operation,
+                    source: non_empty(c_string(&raw.source)),
+                    target: non_empty(c_string(&raw.target)),
+                    fstype: non_empty(c_string(&raw.fstype)),
+                    flags: raw.flags,
+                    attr: raw.attr,
+                    dfd: raw.dfd,
+                    dfd2: raw.dfd2,
+                    ret: raw.ret,
+                },
+            ))
+        }
+        other => Err(DecodeError::UnknownKind(other)),
+    }
+}
+
+fn process(h: &RawHeader) -> ProcessInfo {
+    ProcessInfo {
+        boot_ns: h.ts_ns,
+        pid: h.pid,
+        tgid: h.tgid,
+        ppid: h.ppid,
+        ns_pid: h.ns_pid,
+        uid: h.uid,
+        gid: h.gid,
+        comm: c_string(&h.comm),
+        cgroup_id: h.cgroup_id,
+        mnt_ns: h.mnt_ns,
+        pid_ns: h.pid_ns,
+        net_ns: h.net_ns,
+        uts_ns: h.uts_ns,
+    }
+}
+
+/// The bytes up to the first NUL (or all of them), lossily as UTF-8.
+fn c_string(bytes: &[u8]) -> String {
+    let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+    String::from_utf8_lossy(&bytes[..end]).into_owned()
+}
+
+fn non_empty(s: String) -> Option<String> {
+    (!s.is_empty()).then_some(s)
+}
+
+/// Splits a NUL-separated argument block; a trailing NUL ends the last one.
+fn split_args(block: &[u8]) -> Vec<String> {
+    let block = block.strip_suffix(&[0]).unwrap_or(block);
+    if block.is_empty() {
+        return Vec::new();
+    }
+    block
+        .split(|&b| b == 0)
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn as_bytes<T: Pod>(v: &T) -> Vec<u8> {
+        pod_bytes(v).to_vec()
+    }
+
+    fn header(kind: u32) -> RawHeader {
+        let mut comm = [0u8; COMM_LEN];
+        comm[..4].copy_from_slice(b"true");
+        RawHeader {
+            ts_ns: 5,
+            cgroup_id: 7,
+            kind,
+            pid: 100,
+            tgid: 100,
+            ppid: 99,
+            ns_pid: 1,
+            uid: 0,
+            gid: 0,
+            mnt_ns: 4026532000,
+            pid_ns: 4026532001,
+            net_ns: 4026531840,
+            uts_ns: 4026531838,
+            _pad: 0,
+            comm,
+        }
+    }
+
+    #[test]
+    fn decodes_exec_with_argv() {
+        let mut raw = RawExecEvent {
+            hdr: header(EVENT_EXEC),
+            args_len: 0,
+            args_truncated: 0,
+            filename: [0; FILENAME_LEN],
+            args: [0xAA; ARGS_LEN],
+        };
+        raw.filename[..12].copy_from_slice(b"/bin/busybox");
+        let block = b"busybox\0true\0";
+        raw.args[..block.len()].copy_from_slice(block);
+        raw.args_len = block.len() as u32;
+        let Event::Exec(p, e) = decode(&as_bytes(&raw)).unwrap() else {
+            panic!("not an exec");
+        };
+        assert_eq!(p.comm, "true");
+        assert_eq!(p.mnt_ns, 4026532000);
+        assert_eq!(e.filename, "/bin/busybox");
+        assert_eq!(e.argv, ["busybox", "true"]);
+        assert!(!e.argv_truncated);
+    }
+
+    #[test]
+    fn decodes_failed_mount() {
+        let mut raw = RawMountEvent {
+            hdr: header(EVENT_MOUNT),
+            ret: -19,
+            flags: 0,
+            attr: 0,
+            dfd: 0,
+            dfd2: 0,
+            op: 1,
+            _pad: 0,
+            source: [0; PATH_LEN],
+            target: [0; PATH_LEN],
+            fstype: [0; FSTYPE_LEN],
+        };
+        raw.source[..4].copy_from_slice(b"none");
+        raw.target[..4].copy_from_slice(b"/mnt");
+        raw.fstype[..5].copy_from_slice(b"bogus");
+        let Event::Mount(_, m) = decode(&as_bytes(&raw)).unwrap() else {
+            panic!("not a mount");
+        };
+        assert_eq!(m.operation, MountOp::Mount);
+        assert_eq!(m.fstype.as_deref(), Some("bogus"));
+        assert_eq!(m.target.as_deref(), Some("/mnt"));
+        assert!(!m.ok());
+    }
+
+    #[test]
+    fn rejects_short_and_unknown_records() {
+        assert!(matches!(
+            decode(&[0; 10]),
+            Err(DecodeError::TooShort { .. })
+        ));
+        let exec_hdr_only = as_bytes(&header(EVENT_EXEC));
+        assert!(matches!(
+            decode(&exec_hdr_only),
+            Err(DecodeError::TooShort { .. })
+        ));
+        assert_eq!(
+            decode(&as_bytes(&header(9))),
+            Err(DecodeError::UnknownKind(9))
+        );
+        let mut raw = as_bytes(&RawMountEvent {
+            hdr: header(EVENT_MOUNT),
+            ret: 0,
+            flags: 0,
+            attr: 0,
+            dfd: 0,
+            dfd2: 0,
+            op: 0,
+            _pad: 0,
+            source: [0; PATH_LEN],
+            target: [0; PATH_LEN],
+            fstype: [0; FSTYPE_LEN],
+        });
+        assert_eq!(decode(&raw), Err(DecodeError::UnknownMountOp(0)));
+        raw[offset_of!(RawMountEvent, op)] = 42;
+        assert_eq!(decode(&raw), Err(DecodeError::UnknownMountOp(42)));
+    }
+
+    #[test]
+    fn splits_argument_blocks() {
+        assert!(split_args(b"").is_empty());
+        assert_eq!(split_args(b"a\0\0b\0"), ["a", "", "b"]);
+        assert_eq!(split_args(b"trunc"), ["trunc"]);
+    }
+}

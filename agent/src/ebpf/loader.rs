@@ -1,0 +1,611 @@
+//! Loads and attaches the eBPF programs, reads the ring buffer from tokio,
+//! and keeps the counters that `/metrics` shows.
+
+use super::attribution::{Attributor, ContainerLookup};
+use super::events::{self, LOST_EXEC, LOST_MOUNT};
+use super::metrics::{EventCounters, encode_counter_by, encode_gauge_by};
+use super::record::EventRecord;
+use aya::maps::{MapData, PerCpuArray, RingBuf};
+use aya::programs::{BtfTracePoint, RawTracePoint};
+use aya::{Btf, Ebpf, EbpfLoader};
+use prometheus_client::encoding::DescriptorEncoder;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+use tokio::io::unix::AsyncFd;
+use tokio::sync::broadcast;
+use tokio::task::JoinHandle;
+
+/// The compiled programs (empty when built without clang: see build.rs).
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/events.bpf.o"));
+
+/// Errors of loading and attaching the tracer.
+#[derive(Debug, thiserror::Error)]
+pub enum EbpfError {
+    #[error("the eBPF programs were not built (no clang at build time)")]
+    NotBuilt,
+    #[error("cannot load the eBPF object")]
+    Load(#[source] aya::EbpfError),
+    #[error("ring buffer size {0} is not a power of two of at least one page")]
+    RingSize(u32),
+    #[error("the eBPF object has no {0}")]
+    Missing(&'static str),
+    #[error("map {name}")]
+    Map {
+        name: &'static str,
+        #[source]
+        source: aya::maps::MapError,
+    },
+    #[error("no exec hook could be attached: {0}")]
+    NoExecHook(String),
+    #[error("cannot register the ring buffer with tokio")]
+    Register(#[source] std::io::Error),
+    #[error("cannot enable BPF run-time statistics")]
+    Stats(#[source] aya::sys::SyscallError),
+    #[error("the loader task failed")]
+    Join(#[source] tokio::task::JoinError),
+}
+
+/// Settings of the tracer.
+#[derive(Clone, Debug)]
+pub struct TracerConfig {
+    /// Try `tp_btf/sched_process_exec` before `raw_tp/sched_process_exec`.
+    /// Off forces the raw_tp fallback (tests use this to prove it works).
+    pub prefer_tp_btf: bool,
+    /// Trace the mount family at `sys_exit`. That hook runs on every syscall
+    /// of every process (measured here: about 100 ns on a null syscall), so it
+    /// can be turned off.
+    pub trace_mounts: bool,
+    /// Ring buffer size in bytes: a power of two, a multiple of the page size.
+    pub ring_buffer_bytes: u32,
+    /// Series of containers and namespaces that are gone are dropped this
+    /// long after their last event.
+    pub series_grace: Duration,
+    /// Capacity of the broadcast channel for live event subscribers.
+    pub subscriber_queue: usize,
+    /// Where /proc is (tests may point elsewhere).
+    pub proc_root: PathBuf,
+}
+
+impl Default for TracerConfig {
+    fn default() -> Self {
+        TracerConfig {
+            prefer_tp_btf: true,
+            trace_mounts: true,
+            ring_buffer_bytes: 4 << 20,
+            series_grace: Duration::from_secs(300),
+            subscriber_queue: 4096,
+            proc_root: PathBuf::from("/proc"),
+        }
+    }
+}
+
+/// One program and whether it is live.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProgramStatus {
+    /// The hook, e.g. `tp_btf/sched_process_exec`.
+    pub hook: &'static str,
+    pub attached: bool,
+    /// Why it is not attached, when it was tried.
+    pub error: Option<String>,
+}
+
+struct Shared {
+    counters: Mutex<EventCounters>,
+    attributor: Mutex<Attributor>,
+    lost: Mutex<PerCpuArray<MapData, u64>>,
+    events_tx: broadcast::Sender<Arc<EventRecord>>,
+    programs: Vec<ProgramStatus>,
+    received: AtomicU64,
+    decode_errors: AtomicU64,
+    grace: Duration,
+    boot_to_unix_ns: i128,
+}
+
+/// The running tracer. Dropping it stops the reader and detaches the programs.
+///
+/// Share it (`Arc<Tracer>`) between the metrics collector and the control socket.
+pub struct Tracer {
+    shared: Arc<Shared>,
+    reader: JoinHandle<()>,
+    // Owns the programs and their links: keep it until the reader is stopped.
+    ebpf: Ebpf,
+}
+
+impl std::fmt::Debug for Tracer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tracer")
+            .field("programs", &self.shared.programs)
+            .field("received", &self.received())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Tracer {
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// An error with its causes, on one line.
+pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = err.to_string();
+    let mut cur = err.source();
+    while let Some(e) = cur {
+        out.push_str(": ");
+        out.push_str(&e.to_string());
+        cur = e.source();
+    }
+    out
+}
+
+impl Tracer {
+    /// Loads (off the async runtime), attaches, logs which hooks are live and
+    /// starts the ring-buffer reader. Must be called inside a tokio runtime.
+    pub async fn start(
+        config: TracerConfig,
+        lookup: Arc<dyn ContainerLookup>,
+    ) -> Result<Tracer, EbpfError> {
+        let cfg = config.clone();
+        let (ebpf, programs) = tokio::task::spawn_blocking(move || load(&cfg))
+            .await
+            .map_err(EbpfError::Join)??;
+        Self::finish(ebpf, programs, config, lookup)
+    }
+
+    /// Like [`Tracer::start`], but a failure is one warning and `None`: the
+    /// agent goes on without event tracing.
+    pub async fn start_or_warn(
+        config: TracerConfig,
+        lookup: Arc<dyn ContainerLookup>,
+    ) -> Option<Tracer> {
+        match Self::start(config, lookup).await {
+            Ok(t) => Some(t),
+            Err(err) => {
+                tracing::warn!(
+                    error = %error_chain(&err),
+                    "eBPF event tracing is off; serving cgroup metrics only"
+                );
+                None
+            }
+        }
+    }
+
+    fn finish(
+        mut ebpf: Ebpf,
+        programs: Vec<ProgramStatus>,
+        config: TracerConfig,
+        lookup: Arc<dyn ContainerLookup>,
+    ) -> Result<Tracer, EbpfError> {
+        let ring = ebpf
+            .take_map("events")
+            .ok_or(EbpfError::Missing("map events"))?;
+        let ring = RingBuf::try_from(ring).map_err(|source| EbpfError::Map {
+            name: "events",
+            source,
+        })?;
+        let lost = ebpf
+            .take_map("lost_events")
+            .ok_or(EbpfError::Missing("map lost_events"))?;
+        let lost = PerCpuArray::try_from(lost).map_err(|source| EbpfError::Map {
+            name: "lost_events",
+            source,
+        })?;
+        // SAFETY: the ring buffer owns its file descriptor, which stays open
+        // and the same until the AsyncFd (and with it the RingBuf) is dropped.
+        let fd = unsafe { AsyncFd::register(ring) }.map_err(|e| EbpfError::Register(e.into()))?;
+        let (events_tx, _) = broadcast::channel(config.subscriber_queue.max(1));
+        let shared = Arc::new(Shared {
+            counters: Mutex::new(EventCounters::default()),
+            attributor: Mutex::new(Attributor::new(lookup, &config.proc_root)),
+            lost: Mutex::new(lost),
+            events_tx,
+            programs,
+            received: AtomicU64::new(0),
+            decode_errors: AtomicU64::new(0),
+            grace: config.series_grace,
+            boot_to_unix_ns: boot_to_unix_offset_ns(),
+        });
+        let reader = tokio::spawn(read_loop(fd, Arc::clone(&shared)));
+        Ok(Tracer {
+            shared,
+            reader,
+            ebpf,
+        })
+    }
+
+    /// Every program the tracer knows, attached or not.
+    pub fn programs(&self) -> &[ProgramStatus] {
+        &self.shared.programs
+    }
+
+    /// Run count and time of each attached program (zero unless
+    /// [`enable_run_time_stats`] is in force).
+    pub fn program_stats(&self) -> Vec<ProgramRunStats> {
+        self.shared
+            .programs
+            .iter()
+            .filter(|p| p.attached)
+            .filter_map(|p| {
+                let i = HOOKS.iter().position(|h| *h == p.hook)?;
+                let info = self.ebpf.program(PROGRAMS[i])?.info().ok()?;
+                Some(ProgramRunStats {
+                    hook: p.hook,
+                    run_count: info.run_count(),
+                    run_time: info.run_time(),
+                })
+            })
+            .collect()
+    }
+
+    /// A live feed of attributed events. A subscriber that falls behind by
+    /// more than the queue gets `RecvError::Lagged` and goes on.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<EventRecord>> {
+        self.shared.events_tx.subscribe()
+    }
+
+    /// The sending side, for servers that subscribe per connection.
+    pub fn event_sender(&self) -> broadcast::Sender<Arc<EventRecord>> {
+        self.shared.events_tx.clone()
+    }
+
+    /// Records taken from the ring buffer so far.
+    pub fn received(&self) -> u64 {
+        self.shared.received.load(Ordering::Relaxed)
+    }
+
+    /// Records the kernel could not deliver (ring buffer full), as (exec, mount).
+    pub fn lost(&self) -> (u64, u64) {
+        let lost = lock(&self.shared.lost);
+        let sum = |slot| lost.get(&slot, 0).map(|v| v.iter().sum()).unwrap_or(0);
+        (sum(LOST_EXEC), sum(LOST_MOUNT))
+    }
+
+    /// Exec and mount counts per container, namespace and host.
+    pub fn with_counters<R>(&self, f: impl FnOnce(&EventCounters) -> R) -> R {
+        f(&lock(&self.shared.counters))
+    }
+
+    /// Writes `agent_ebpf_program_attached 0` for every hook: call at scrape
+    /// time instead of [`Tracer::encode_metrics`] when the tracer could not
+    /// start, so that "tracing is off" can be alerted on.
+    pub fn encode_unavailable(encoder: &mut DescriptorEncoder) -> std::fmt::Result {
+        let hooks: Vec<(&str, i64)> = HOOKS.iter().map(|h| (*h, 0)).collect();
+        encode_gauge_by(
+            encoder,
+            "agent_ebpf_program_attached",
+            "1 when the eBPF program on this hook is attached",
+            "program",
+            &hooks,
+        )
+    }
+
+    /// Writes every `agent_ebpf_*`, `agent_exec_events_total` and
+    /// `agent_mount_events_total` family. Call from a prometheus-client
+    /// `Collector::encode` at scrape time.
+    pub fn encode_metrics(&self, encoder: &mut DescriptorEncoder) -> std::fmt::Result {
+        let hooks: Vec<(&str, i64)> = self
+            .shared
+            .programs
+            .iter()
+            .map(|p| (p.hook, i64::from(p.attached)))
+            .collect();
+        encode_gauge_by(
+            encoder,
+            "agent_ebpf_program_attached",
+            "1 when the eBPF program on this hook is attached",
+            "program",
+            &hooks,
+        )?;
+        let (lost_exec, lost_mount) = self.lost();
+        encode_counter_by(
+            encoder,
+            "agent_ebpf_events_lost",
+            "Events dropped in the kernel because the ring buffer was full",
+            "type",
+            &[("exec", lost_exec), ("mount", lost_mount)],
+        )?;
+        encode_counter_by(
+            encoder,
+            "agent_ebpf_events_received",
+            "Records read from the ring buffer, and records that failed to decode",
+            "outcome",
+            &[
+                (
+                    "decoded",
+                    self.received().saturating_sub(self.decode_errors()),
+                ),
+                ("invalid", self.decode_errors()),
+            ],
+        )?;
+        self.shared.prune();
+        lock(&self.shared.counters).encode(encoder)
+    }
+
+    fn decode_errors(&self) -> u64 {
+        self.shared.decode_errors.load(Ordering::Relaxed)
+    }
+}
+
+/// Every hook the tracer knows, in the order [`Tracer::programs`] lists them.
+pub const HOOKS: [&str; 4] = [
+    "tp_btf/sched_process_exec",
+    "raw_tp/sched_process_exec",
+    "tp_btf/sys_exit",
+    "raw_tp/sys_exit",
+];
+
+/// The program (C function in events.bpf.c) behind each of [`HOOKS`].
+const PROGRAMS: [&str; 4] = ["exec_btf", "exec_raw", "mount_exit_btf", "mount_exit_raw"];
+
+/// How often an attached program ran and for how long, as the kernel counts
+/// it while run-time statistics are on ([`enable_run_time_stats`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProgramRunStats {
+    pub hook: &'static str,
+    pub run_count: u64,
+    pub run_time: Duration,
+}
+
+/// Turns on the kernel's BPF run-time statistics (run count and time of
+/// every program) while the returned descriptor is open. They cost two clock
+/// reads per program run: for measurements, not for production.
+pub fn enable_run_time_stats() -> Result<std::os::fd::OwnedFd, EbpfError> {
+    aya::sys::enable_stats(aya::sys::Stats::RunTime).map_err(EbpfError::Stats)
+}
+
+const NOT_TRIED: &str = "not tried (prefer_tp_btf is off)";
+
+fn load(config: &TracerConfig) -> Result<(Ebpf, Vec<ProgramStatus>), EbpfError> {
+    if OBJECT.is_empty() {
+        return Err(EbpfError::NotBuilt);
+    }
+    // SAFETY: sysconf has no preconditions.
+    let page = u32::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
+    let size = config.ring_buffer_bytes;
+    if !size.is_power_of_two() || size < page {
+        return Err(EbpfError::RingSize(size));
+    }
+    let mut ebpf = EbpfLoader::new()
+        .map_max_entries("events", config.ring_buffer_bytes)
+        .load(OBJECT)
+        .map_err(EbpfError::Load)?;
+    let mut programs = Vec::new();
+
+    // exec: tp_btf first, raw_tp if the kernel refuses it.
+    let btf = if config.prefer_tp_btf {
+        attach_btf(&mut ebpf, "exec_btf", "sched_process_exec")
+    } else {
+        Err(NOT_TRIED.to_owned())
+    };
+    let btf_ok = btf.is_ok();
+    programs.push(status("tp_btf/sched_process_exec", btf));
+    if btf_ok {
+        programs.push(ProgramStatus {
+            hook: "raw_tp/sched_process_exec",
+            attached: false,
+            error: None,
+        });
+    } else {
+        let raw = attach_raw(&mut ebpf, "exec_raw", "sched_process_exec");
+        if let Err(e) = &raw {
+            return Err(EbpfError::NoExecHook(format!(
+                "tp_btf: {}; raw_tp: {e}",
+                programs[0].error.as_deref().unwrap_or("?")
+            )));
+        }
+        programs.push(status("raw_tp/sched_process_exec", raw));
+    }
+
+    // the mount family, at sys_exit: tp_btf first, raw_tp if refused.
+    if config.trace_mounts {
+        let btf = if config.prefer_tp_btf {
+            attach_btf(&mut ebpf, "mount_exit_btf", "sys_exit")
+        } else {
+            Err(NOT_TRIED.to_owned())
+        };
+        let btf_ok = btf.is_ok();
+        programs.push(status("tp_btf/sys_exit", btf));
+        let raw = if btf_ok {
+            Err("not needed".to_owned())
+        } else {
+            attach_raw(&mut ebpf, "mount_exit_raw", "sys_exit")
+        };
+        programs.push(status("raw_tp/sys_exit", raw));
+    } else {
+        for hook in ["tp_btf/sys_exit", "raw_tp/sys_exit"] {
+            programs.push(ProgramStatus {
+                hook,
+                attached: false,
+                error: Some("mount tracing is turned off".to_owned()),
+            });
+        }
+    }
+
+    // A fallback that was not needed, or a hook not tried, is no error.
+    for p in &mut programs {
+        if p.error
+            .as_deref()
+            .is_some_and(|e| e == NOT_TRIED || e == "not needed")
+        {
+            p.error = None;
+        }
+    }
+    for p in &programs {
+        match (&p.attached, &p.error) {
+            (true, _) => tracing::info!(hook = p.hook, "eBPF program attached"),
+            (false, Some(e)) => {
+                tracing::warn!(hook = p.hook, error = %e, "eBPF program not attached")
+            }
+            (false, None) => tracing::debug!(hook = p.hook, "eBPF fallback not needed"),
+        }
+    }
+    Ok((ebpf, programs))
+}
+
+fn status(hook: &'static str, r: Result<(), String>) -> ProgramStatus {
+    ProgramStatus {
+        hook,
+        attached: r.is_ok(),
+        error: r.err(),
+    }
+}
+
+fn attach_btf(ebpf: &mut Ebpf, name: &str, tracepoint: &str) -> Result<(), String> {
+    let btf = Btf::from_sys_fs().map_err(|e| format!("kernel BTF: {}", error_chain(&e)))?;
+    let prog = ebpf
+        .program_mut(name)
+        .ok_or_else(|| format!("no program {name}"))?;
+    let prog: &mut BtfTracePoint = prog.try_into().map_err(|e| error_chain(&e))?;
+    prog.load(tracepoint, &btf).map_err(|e| error_chain(&e))?;
+    prog.attach().map_err(|e| error_chain(&e))?;
+    Ok(())
+}
+
+fn attach_raw(ebpf: &mut Ebpf, name: &str, tracepoint: &str) -> Result<(), String> {
+    let prog = ebpf
+        .program_mut(name)
+        .ok_or_else(|| format!("no program {name}"))?;
+    let prog: &mut RawTracePoint = prog.try_into().map_err(|e| error_chain(&e))?;
+    prog.load().map_err(|e| error_chain(&e))?;
+    prog.attach(tracepoint).map_err(|e| error_chain(&e))?;
+    Ok(())
+}
+
+/// How often the reader drains the ring buffer when the kernel did not wake
+/// it (it only wakes it when the buffer is an eighth full).
+const DRAIN_INTERVAL: Duration = Duration::from_millis(50);
+const PRUNE_INTERVAL: Duration = Duration::from_secs(60);
+
+async fn read_loop(mut fd: AsyncFd<RingBuf<MapData>>, shared: Arc<Shared>) {
+    let mut tick = tokio::time::interval(DRAIN_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Pruning also runs at scrape time; this bounds memory when nobody scrapes.
+    let mut last_prune = std::time::Instant::now();
+    loop {
+        if last_prune.elapsed() >= PRUNE_INTERVAL {
+            shared.prune();
+            last_prune = std::time::Instant::now();
+        }
+        tokio::select! {
+            ready = fd.readable_mut() => match ready {
+                Ok(mut guard) => {
+                    drain(guard.get_inner_mut(), &shared);
+                    guard.clear_ready();
+                }
+                Err(err) => {
+                    tracing::error!(error = %err, "eBPF ring buffer: cannot wait; event tracing stops");
+                    return;
+                }
+            },
+            _ = tick.tick() => drain(fd.get_mut(), &shared),
+        }
+    }
+}
+
+fn drain(ring: &mut RingBuf<MapData>, shared: &Shared) {
+    while let Some(item) = ring.next() {
+        shared.handle(&item);
+    }
+}
+
+impl Shared {
+    /// Drops series and cache entries of containers and namespaces gone for
+    /// longer than the grace period.
+    fn prune(&self) {
+        let mut counters = lock(&self.counters);
+        let mut attributor = lock(&self.attributor);
+        counters.prune(self.grace, &attributor);
+        attributor.expire(self.grace);
+    }
+
+    fn handle(&self, bytes: &[u8]) {
+        self.received.fetch_add(1, Ordering::Relaxed);
+        let event = match events::decode(bytes) {
+            Ok(e) => e,
+            Err(err) => {
+                let n = self.decode_errors.fetch_add(1, Ordering::Relaxed);
+                if n.is_power_of_two() || n == 0 {
+                    tracing::warn!(error = %err, count = n + 1, "invalid eBPF record dropped");
+                }
+                return;
+            }
+        };
+        let p = event.process();
+        let (labels, subject) = lock(&self.attributor).attribute(p.mnt_ns, p.tgid, p.ppid);
+        lock(&self.counters).record(&labels, &subject, &event);
+        if self.events_tx.receiver_count() > 0 {
+            let record = EventRecord::new(&event, labels, self.boot_to_unix_ns);
+            // No subscriber left in between is fine.
+            let _ = self.events_tx.send(Arc::new(record));
+        }
+    }
+}
+
+/// CLOCK_REALTIME − CLOCK_BOOTTIME, to turn the kernel's boot-time stamps into
+/// wall-clock time.
+fn boot_to_unix_offset_ns() -> i128 {
+    fn now(clock: libc::clockid_t) -> i128 {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: `ts` is a valid, writable timespec; clock_gettime only writes it.
+        let rc = unsafe { libc::clock_gettime(clock, &mut ts) };
+        if rc != 0 {
+            return 0;
+        }
+        i128::from(ts.tv_sec) * 1_000_000_000 + i128::from(ts.tv_nsec)
+    }
+    now(libc::CLOCK_REALTIME) - now(libc::CLOCK_BOOTTIME)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prometheus_client::collector::Collector;
+    use prometheus_client::registry::Registry;
+
+    #[derive(Debug)]
+    struct Off;
+
+    impl Collector for Off {
+        fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
+            Tracer::encode_unavailable(&mut encoder)
+        }
+    }
+
+    #[test]
+    fn without_a_tracer_every_hook_reads_zero() {
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(Off));
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &registry).unwrap();
+        for hook in HOOKS {
+            assert!(
+                out.contains(&format!(
+                    "agent_ebpf_program_attached{{program=\"{hook}\"}} 0\n"
+                )),
+                "{out}"
+            );
+        }
+    }
+
+    #[test]
+    fn error_chain_is_one_line() {
+        let err = EbpfError::Map {
+            name: "events",
+            source: aya::maps::MapError::InvalidName {
+                name: "x".to_owned(),
+            },
+        };
+        let line = error_chain(&err);
+        assert!(line.starts_with("map events: "), "{line}");
+        assert!(!line.contains('\n'));
+    }
+}

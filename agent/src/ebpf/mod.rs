@@ -1,0 +1,52 @@
+//! eBPF exec and mount tracing.
+//!
+//! - `ebpf/events.bpf.c` (built by `agent/build.rs`) hooks `sched_process_exec`
+//!   and the mount family of syscalls and writes records to a ring buffer;
+//! - [`events`] is the `#[repr(C)]` mirror of those records and their decoding;
+//! - [`loader`] loads and attaches the programs with aya and reads the ring
+//!   buffer from tokio ([`Tracer`]);
+//! - [`attribution`] maps a record's namespace to a container, a namespace or
+//!   the host; [`metrics`] counts and encodes them; [`record`] is the event as
+//!   the control socket streams it.
+//!
+//! Wiring in `agent serve` (inside the tokio runtime):
+//!
+//! ```ignore
+//! let lookup: Arc<dyn ContainerLookup> = discovery.clone(); // cgroup path -> container
+//! let tracer = Tracer::start_or_warn(TracerConfig::default(), lookup).await.map(Arc::new);
+//! // at scrape time, in the Collector:
+//! match &tracer {
+//!     Some(t) => t.encode_metrics(&mut encoder)?,
+//!     None => Tracer::encode_unavailable(&mut encoder)?,
+//! }
+//! // the control socket:
+//! let listener = server::control::bind(Path::new(server::control::DEFAULT_SOCKET))?;
+//! tokio::spawn(server::control::serve(listener, tracer.as_ref().map(|t| t.event_sender())));
+//! ```
+
+pub mod attribution;
+pub mod events;
+pub mod loader;
+pub mod metrics;
+pub mod record;
+
+pub use attribution::{ContainerLabels, ContainerLookup, NoContainers, StaticLookup};
+pub use loader::{EbpfError, ProgramStatus, Tracer, TracerConfig};
+pub use record::{EventKind, EventRecord};
+
+/// Puts the tracer's families into a scrape: its counters when it runs, the
+/// "nothing attached" families when it could not start.
+#[derive(Debug, Clone)]
+pub struct TracerCollector(pub Option<std::sync::Arc<Tracer>>);
+
+impl prometheus_client::collector::Collector for TracerCollector {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::DescriptorEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        match &self.0 {
+            Some(t) => t.encode_metrics(&mut encoder),
+            None => Tracer::encode_unavailable(&mut encoder),
+        }
+    }
+}

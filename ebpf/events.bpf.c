@@ -1,0 +1,339 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR Apache-2.0)
+/*
+ * Exec and mount-family events for the agent.
+ *
+ *   tp_btf/sched_process_exec   exec (preferred: BTF-typed, cheapest)
+ *   raw_tp/sched_process_exec   exec fallback
+ *   tp_btf/sys_exit             the mount family (preferred: reads pt_regs directly)
+ *   raw_tp/sys_exit             the mount family fallback (probe-reads pt_regs)
+ *
+ * The mount family is taken at sys_exit alone: on x86_64 the argument
+ * registers in pt_regs are intact at exit, so arguments and result come in
+ * one record from one hook. A sys_enter + sys_exit pair costs every syscall
+ * of every process twice (measured: ~140 ns on getppid against ~70 ns), and
+ * copying the strings at entry is no safer (the kernel copies them later
+ * still). The fast path (not a mount syscall) is one load and a comparison.
+ *
+ * Records are submitted without waking the reader until the ring buffer is
+ * an eighth full; the reader also drains on a short timer. One wake-up per
+ * exec would cost more than the exec hook itself.
+ *
+ * Arguments are taken BPF_PROG-style (ctx as an array of u64) rather than
+ * through ctx->args[i]: aya 0.14 cannot relocate bpf_raw_tracepoint_args.
+ * Kernel structures are read with CO-RE (BPF_CORE_READ) against the minimal
+ * types below, which works for both tp_btf and raw_tp.
+ */
+#include <linux/types.h>
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_core_read.h>
+
+#include "agent_events.h"
+
+char LICENSE[] SEC("license") = "GPL";
+
+/* ---- Minimal CO-RE kernel types: only the fields read here. ---- */
+#define __pai __attribute__((preserve_access_index))
+
+struct ns_common {
+	unsigned int inum;
+} __pai;
+struct mnt_namespace {
+	struct ns_common ns;
+} __pai;
+struct pid_namespace {
+	struct ns_common ns;
+} __pai;
+struct net {
+	struct ns_common ns;
+} __pai;
+struct uts_namespace {
+	struct ns_common ns;
+} __pai;
+struct nsproxy {
+	struct uts_namespace *uts_ns;
+	struct mnt_namespace *mnt_ns;
+	struct net *net_ns;
+} __pai;
+struct upid {
+	int nr;
+	struct pid_namespace *ns;
+} __pai;
+struct pid {
+	unsigned int level;
+	struct upid numbers[1];
+} __pai;
+struct mm_struct {
+	unsigned long arg_start;
+	unsigned long arg_end;
+} __pai;
+struct task_struct {
+	int pid;
+	int tgid;
+	struct task_struct *real_parent;
+	struct nsproxy *nsproxy;
+	struct mm_struct *mm;
+	struct pid *thread_pid;
+} __pai;
+struct linux_binprm {
+	const char *filename;
+} __pai;
+struct pt_regs {
+	unsigned long di;
+	unsigned long si;
+	unsigned long dx;
+	unsigned long r10;
+	unsigned long r8;
+	unsigned long orig_ax;
+} __pai;
+
+/* ---- Maps ---- */
+
+/* Size is overridden by the loader (EbpfLoader::map_max_entries). */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 22);
+} events SEC(".maps");
+
+/* Records that did not fit in the ring buffer, per AGENT_LOST_* slot. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, AGENT_LOST_SLOTS);
+	__type(key, __u32);
+	__type(value, __u64);
+} lost_events SEC(".maps");
+
+/* ---- Helpers ---- */
+
+static __always_inline __u64 wakeup_flags(void)
+{
+	__u64 avail = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA);
+	__u64 size = bpf_ringbuf_query(&events, BPF_RB_RING_SIZE);
+	return avail >= size / 8 ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
+}
+
+static __always_inline void count_lost(__u32 slot)
+{
+	__u64 *n = bpf_map_lookup_elem(&lost_events, &slot);
+	if (n)
+		*n += 1;
+}
+
+static __always_inline void fill_header(struct agent_event_header *h, __u32 kind)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	__u64 uid_gid = bpf_get_current_uid_gid();
+
+	h->ts_ns = bpf_ktime_get_boot_ns();
+	h->cgroup_id = bpf_get_current_cgroup_id();
+	h->kind = kind;
+	h->pid = (__u32)pid_tgid;
+	h->tgid = pid_tgid >> 32;
+	h->ppid = BPF_CORE_READ(task, real_parent, tgid);
+	h->uid = (__u32)uid_gid;
+	h->gid = uid_gid >> 32;
+	h->mnt_ns = BPF_CORE_READ(task, nsproxy, mnt_ns, ns.inum);
+	h->net_ns = BPF_CORE_READ(task, nsproxy, net_ns, ns.inum);
+	h->uts_ns = BPF_CORE_READ(task, nsproxy, uts_ns, ns.inum);
+	h->_pad = 0;
+
+	/* The task's own pid namespace is the one at its struct pid's level
+	 * (nsproxy->pid_ns_for_children is where its *children* go). */
+	struct pid *tp = BPF_CORE_READ(task, thread_pid);
+	unsigned int level = BPF_CORE_READ(tp, level);
+	struct upid up = {};
+	if (tp && level < 64) {
+		void *at = (void *)tp + bpf_core_field_offset(struct pid, numbers) +
+			   (__u64)level * sizeof(struct upid);
+		bpf_probe_read_kernel(&up, sizeof(up), at);
+	}
+	h->ns_pid = up.nr;
+	h->pid_ns = up.ns ? BPF_CORE_READ(up.ns, ns.inum) : 0;
+
+	bpf_get_current_comm(h->comm, sizeof(h->comm));
+}
+
+/* ---- exec ---- */
+
+static __always_inline int handle_exec(struct task_struct *task, struct linux_binprm *bprm)
+{
+	struct agent_exec_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e) {
+		count_lost(AGENT_LOST_EXEC);
+		return 0;
+	}
+	fill_header(&e->hdr, AGENT_EVENT_EXEC);
+
+	const char *filename = BPF_CORE_READ(bprm, filename);
+	if (bpf_probe_read_kernel_str(e->filename, sizeof(e->filename), filename) < 0)
+		e->filename[0] = 0;
+
+	/* The new image's argument block is in place when sched_process_exec fires. */
+	struct mm_struct *mm = BPF_CORE_READ(task, mm);
+	unsigned long start = BPF_CORE_READ(mm, arg_start);
+	unsigned long end = BPF_CORE_READ(mm, arg_end);
+	__u64 len = end > start ? end - start : 0;
+	e->args_truncated = len > AGENT_ARGS_LEN;
+	if (len > AGENT_ARGS_LEN)
+		len = AGENT_ARGS_LEN;
+	if (bpf_probe_read_user(e->args, len, (const void *)start) != 0)
+		len = 0;
+	e->args_len = len;
+
+	bpf_ringbuf_submit(e, wakeup_flags());
+	return 0;
+}
+
+SEC("tp_btf/sched_process_exec")
+int BPF_PROG(exec_btf, struct task_struct *p, int old_pid, struct linux_binprm *bprm)
+{
+	return handle_exec(p, bprm);
+}
+
+SEC("raw_tp/sched_process_exec")
+int BPF_PROG(exec_raw, struct task_struct *p, int old_pid, struct linux_binprm *bprm)
+{
+	return handle_exec(p, bprm);
+}
+
+/* ---- the mount family ---- */
+
+#if !defined(__TARGET_ARCH_x86)
+#error "only x86_64 is supported: syscall numbers and pt_regs below are x86_64's"
+#endif
+#define NR_mount 165
+#define NR_umount2 166
+/* The new mount API has the same numbers on every architecture. */
+#define NR_open_tree 428
+#define NR_move_mount 429
+#define NR_fsopen 430
+#define NR_fsconfig 431
+#define NR_fsmount 432
+#define NR_mount_setattr 442
+
+static __always_inline __u32 mount_op(long id)
+{
+	switch (id) {
+	case NR_mount:
+		return AGENT_MOUNT_OP_MOUNT;
+	case NR_umount2:
+		return AGENT_MOUNT_OP_UMOUNT2;
+	case NR_fsopen:
+		return AGENT_MOUNT_OP_FSOPEN;
+	case NR_fsconfig:
+		return AGENT_MOUNT_OP_FSCONFIG;
+	case NR_fsmount:
+		return AGENT_MOUNT_OP_FSMOUNT;
+	case NR_move_mount:
+		return AGENT_MOUNT_OP_MOVE_MOUNT;
+	case NR_open_tree:
+		return AGENT_MOUNT_OP_OPEN_TREE;
+	case NR_mount_setattr:
+		return AGENT_MOUNT_OP_MOUNT_SETATTR;
+	default:
+		return 0;
+	}
+}
+
+static __always_inline void read_user_str(char *dst, __u32 size, unsigned long src)
+{
+	if (!src || bpf_probe_read_user_str(dst, size, (const void *)src) < 0)
+		dst[0] = 0;
+}
+
+/* One record per mount-family syscall, written straight into the ring buffer. */
+static __always_inline int mount_event(__u32 op, long ret, unsigned long a0, unsigned long a1,
+				       unsigned long a2, unsigned long a3, unsigned long a4)
+{
+	struct agent_mount_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e) {
+		count_lost(AGENT_LOST_MOUNT);
+		return 0;
+	}
+	fill_header(&e->hdr, AGENT_EVENT_MOUNT);
+	e->op = op;
+	e->ret = ret;
+	e->flags = 0;
+	e->attr = 0;
+	e->dfd = 0;
+	e->dfd2 = 0;
+	e->_pad = 0;
+	e->source[0] = 0;
+	e->target[0] = 0;
+	e->fstype[0] = 0;
+
+	switch (op) {
+	case AGENT_MOUNT_OP_MOUNT:
+		read_user_str(e->source, sizeof(e->source), a0);
+		read_user_str(e->target, sizeof(e->target), a1);
+		read_user_str(e->fstype, sizeof(e->fstype), a2);
+		e->flags = a3;
+		break;
+	case AGENT_MOUNT_OP_UMOUNT2:
+		read_user_str(e->target, sizeof(e->target), a0);
+		e->flags = a1;
+		break;
+	case AGENT_MOUNT_OP_FSOPEN:
+		read_user_str(e->fstype, sizeof(e->fstype), a0);
+		e->flags = a1;
+		break;
+	case AGENT_MOUNT_OP_FSCONFIG:
+		e->dfd = (int)a0;
+		e->attr = a1; /* cmd */
+		read_user_str(e->target, sizeof(e->target), a2); /* key */
+		/* value is a string only for FSCONFIG_SET_STRING (1) and _SET_PATH(_EMPTY) (3, 4) */
+		if (a1 == 1 || a1 == 3 || a1 == 4)
+			read_user_str(e->source, sizeof(e->source), a3);
+		e->dfd2 = (int)a4;
+		break;
+	case AGENT_MOUNT_OP_FSMOUNT:
+		e->dfd = (int)a0;
+		e->flags = a1;
+		e->attr = a2;
+		break;
+	case AGENT_MOUNT_OP_MOVE_MOUNT:
+		e->dfd = (int)a0;
+		read_user_str(e->source, sizeof(e->source), a1);
+		e->dfd2 = (int)a2;
+		read_user_str(e->target, sizeof(e->target), a3);
+		e->flags = a4;
+		break;
+	case AGENT_MOUNT_OP_OPEN_TREE:
+		e->dfd = (int)a0;
+		read_user_str(e->source, sizeof(e->source), a1);
+		e->flags = a2;
+		break;
+	case AGENT_MOUNT_OP_MOUNT_SETATTR:
+		e->dfd = (int)a0;
+		read_user_str(e->target, sizeof(e->target), a1);
+		e->flags = a2;
+		break;
+	}
+
+	bpf_ringbuf_submit(e, wakeup_flags());
+	return 0;
+}
+
+/* tp_btf: pt_regs is a trusted BTF pointer, read with plain (CO-RE) loads. */
+SEC("tp_btf/sys_exit")
+int BPF_PROG(mount_exit_btf, struct pt_regs *regs, long ret)
+{
+	__u32 op = mount_op(regs->orig_ax);
+	if (!op)
+		return 0;
+	return mount_event(op, ret, regs->di, regs->si, regs->dx, regs->r10, regs->r8);
+}
+
+/* raw_tp: pt_regs must be probe-read. */
+SEC("raw_tp/sys_exit")
+int BPF_PROG(mount_exit_raw, struct pt_regs *regs, long ret)
+{
+	__u32 op = mount_op(BPF_CORE_READ(regs, orig_ax));
+	if (!op)
+		return 0;
+	return mount_event(op, ret, BPF_CORE_READ(regs, di), BPF_CORE_READ(regs, si),
+			   BPF_CORE_READ(regs, dx), BPF_CORE_READ(regs, r10),
+			   BPF_CORE_READ(regs, r8));
+}

@@ -1,0 +1,112 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR Apache-2.0) */
+/*
+ * The event records that the agent's eBPF programs put into the ring buffer.
+ *
+ * This is the ONE definition of the wire format. agent/src/ebpf/events.rs
+ * mirrors it with #[repr(C)] structs whose sizes and field offsets are checked
+ * at compile time; change both together.
+ *
+ * Every record starts with struct agent_event_header; `kind` says which
+ * record follows. Strings are NUL-terminated (or truncated at the bound);
+ * argv is the process's argument block, arguments separated by NUL bytes.
+ */
+#ifndef AGENT_EVENTS_H
+#define AGENT_EVENTS_H
+
+#define AGENT_COMM_LEN 16
+#define AGENT_FILENAME_LEN 256
+#define AGENT_ARGS_LEN 512
+#define AGENT_PATH_LEN 256
+#define AGENT_FSTYPE_LEN 32
+
+/* agent_event_header.kind */
+#define AGENT_EVENT_EXEC 1
+#define AGENT_EVENT_MOUNT 2
+
+/* agent_mount_event.op: one per traced syscall of the mount family */
+#define AGENT_MOUNT_OP_MOUNT 1
+#define AGENT_MOUNT_OP_UMOUNT2 2
+#define AGENT_MOUNT_OP_FSOPEN 3
+#define AGENT_MOUNT_OP_FSCONFIG 4
+#define AGENT_MOUNT_OP_FSMOUNT 5
+#define AGENT_MOUNT_OP_MOVE_MOUNT 6
+#define AGENT_MOUNT_OP_OPEN_TREE 7
+#define AGENT_MOUNT_OP_MOUNT_SETATTR 8
+
+/* Indexes into the per-CPU `lost_events` counter array (records the ring buffer could not take). */
+#define AGENT_LOST_EXEC 0
+#define AGENT_LOST_MOUNT 1
+#define AGENT_LOST_SLOTS 2
+
+struct agent_event_header {
+	__u64 ts_ns;     /* bpf_ktime_get_boot_ns() */
+	__u64 cgroup_id; /* bpf_get_current_cgroup_id(): the cgroup2 (unified) id */
+	__u32 kind;      /* AGENT_EVENT_* */
+	__u32 pid;       /* thread id, as the host sees it */
+	__u32 tgid;      /* process id, as the host sees it */
+	__u32 ppid;      /* real parent's tgid */
+	__u32 ns_pid;    /* thread id inside its own pid namespace */
+	__u32 uid;
+	__u32 gid;
+	__u32 mnt_ns;    /* namespace inode numbers, as in /proc/<pid>/ns/<kind> */
+	__u32 pid_ns;
+	__u32 net_ns;
+	__u32 uts_ns;
+	__u32 _pad;
+	char comm[AGENT_COMM_LEN];
+};
+
+/* From sched_process_exec: the exec has succeeded. */
+struct agent_exec_event {
+	struct agent_event_header hdr;
+	__u32 args_len;  /* bytes of `args` that are valid */
+	__u32 args_truncated; /* 1 when the argument block was longer than AGENT_ARGS_LEN */
+	char filename[AGENT_FILENAME_LEN];
+	char args[AGENT_ARGS_LEN];
+};
+
+/*
+ * From sys_exit of the mount family: arguments (still in pt_regs) and result.
+ * Which of source/target/fstype/flags are set depends on the syscall:
+ *   mount(source, target, fstype, flags, data)
+ *   umount2(target, flags)
+ *   fsopen(fstype, flags)
+ *   fsconfig(fd, cmd, key -> target, value -> source, aux -> dfd)
+ *   fsmount(fd, flags, attr_flags -> attr)
+ *   move_mount(from_dfd -> dfd, from_path -> source, to_dfd -> dfd2, to_path -> target, flags)
+ *   open_tree(dfd, path -> source, flags)
+ *   mount_setattr(dfd, path -> target, flags)
+ */
+struct agent_mount_event {
+	struct agent_event_header hdr;
+	__s64 ret;       /* syscall return value: >= 0 ok, -errno on failure */
+	__u64 flags;
+	__u64 attr;      /* fsmount attr_flags, fsconfig cmd */
+	__s32 dfd;
+	__s32 dfd2;
+	__u32 op;        /* AGENT_MOUNT_OP_* */
+	__u32 _pad;
+	char source[AGENT_PATH_LEN];
+	char target[AGENT_PATH_LEN];
+	char fstype[AGENT_FSTYPE_LEN];
+};
+
+/*
+ * The layout is pinned: agent/src/ebpf/events.rs asserts the same numbers on
+ * its #[repr(C)] mirror, so a change on one side fails the build of both.
+ */
+_Static_assert(sizeof(struct agent_event_header) == 80, "header size");
+_Static_assert(__builtin_offsetof(struct agent_event_header, kind) == 16, "kind offset");
+_Static_assert(__builtin_offsetof(struct agent_event_header, mnt_ns) == 44, "mnt_ns offset");
+_Static_assert(__builtin_offsetof(struct agent_event_header, comm) == 64, "comm offset");
+_Static_assert(sizeof(struct agent_exec_event) == 856, "exec size");
+_Static_assert(__builtin_offsetof(struct agent_exec_event, filename) == 88, "filename offset");
+_Static_assert(__builtin_offsetof(struct agent_exec_event, args) == 344, "args offset");
+_Static_assert(sizeof(struct agent_mount_event) == 664, "mount size");
+_Static_assert(__builtin_offsetof(struct agent_mount_event, ret) == 80, "ret offset");
+_Static_assert(__builtin_offsetof(struct agent_mount_event, op) == 112, "op offset");
+_Static_assert(__builtin_offsetof(struct agent_mount_event, source) == 120, "source offset");
+_Static_assert(__builtin_offsetof(struct agent_mount_event, target) == 376, "target offset");
+_Static_assert(__builtin_offsetof(struct agent_mount_event, fstype) == 632, "fstype offset");
+
+#endif /* AGENT_EVENTS_H */
