@@ -203,7 +203,10 @@ async fn rescan_in_background(state: Arc<ServerState>, every: Duration) {
 /// first poll is not fatal) and returns a future that completes on either.
 fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{SignalKind, signal};
-    let handlers = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()));
+    let handlers = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    );
     async move {
         let (Ok(mut term), Ok(mut int)) = handlers else {
             tracing::warn!("cannot install signal handlers; stop with SIGKILL");
