@@ -27,13 +27,24 @@ pub fn host_hierarchy() -> Hierarchy {
     Hierarchy::detect("/sys/fs/cgroup").expect("cgroup filesystem at /sys/fs/cgroup")
 }
 
-/// A free TCP port on loopback (bound, then released).
+/// A free TCP port on loopback, picked below the ephemeral range (32768+) so that the
+/// many client connections of a test run cannot take it between the check and the
+/// server's bind.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let seed = std::process::id().wrapping_mul(2_654_435_761)
+        ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
+    loop {
+        let n = seed.wrapping_add(NEXT.fetch_add(7919, Ordering::Relaxed));
+        let port = 20_000 + (n % 12_000) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// A real cgroup, created in every controller the agent reads, removed on drop
@@ -332,6 +343,28 @@ impl AgentProcess {
     /// Starts the agent with extra arguments and waits until /healthz answers.
     fn start_with(extra: &[&str], traced: bool) -> AgentProcess {
         let state = tempfile::tempdir().unwrap();
+        for _ in 0..4 {
+            match Self::try_start(extra, traced, &state) {
+                Some(child_and_addr) => {
+                    let (child, addr) = child_and_addr;
+                    return AgentProcess {
+                        addr,
+                        child,
+                        _state: state,
+                    };
+                }
+                None => eprintln!("agent could not bind its port; retrying on another"),
+            }
+        }
+        panic!("agent could not start on any of 4 ports");
+    }
+
+    /// Starts the agent once; `None` if it exited at once (its port was taken).
+    fn try_start(
+        extra: &[&str],
+        traced: bool,
+        state: &tempfile::TempDir,
+    ) -> Option<(Child, String)> {
         let addr = format!("127.0.0.1:{}", free_port());
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_agent"));
         cmd.args(["serve", "--listen", &addr, "--rescan-interval", "200ms"])
@@ -351,18 +384,20 @@ impl AgentProcess {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("starting the agent binary");
-        let mut agent = AgentProcess {
-            addr,
-            child,
-            _state: state,
-        };
+        let mut child = child;
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            if let Ok((200, _)) = http_get(&agent.addr, "/healthz", &[]) {
-                return agent;
+            if let Ok(Some(status)) = child.try_wait() {
+                assert_eq!(status.code(), Some(1), "agent exited early: {status}");
+                return None;
             }
-            if let Ok(Some(status)) = agent.child.try_wait() {
-                panic!("agent exited early: {status}");
+            if let Ok((200, _)) = http_get(&addr, "/healthz", &[]) {
+                // The answer must come from this agent, not from another test's.
+                std::thread::sleep(Duration::from_millis(50));
+                if let Ok(None) = child.try_wait() {
+                    return Some((child, addr));
+                }
+                continue;
             }
             assert!(
                 Instant::now() < deadline,
