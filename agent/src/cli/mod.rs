@@ -1,6 +1,15 @@
 //! Command line: one file per subcommand, each returning `anyhow::Result`.
 
+mod image;
+mod inspect;
+mod kill;
+mod launch;
+mod logs;
+mod ps;
+mod rm;
 mod serve;
+mod state_dir;
+mod stop;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -18,6 +27,22 @@ pub struct Cli {
 pub enum Command {
     /// Run the node daemon: discover cgroups, serve /metrics and /healthz.
     Serve(serve::ServeArgs),
+    /// Run a command in a new container from an image.
+    Launch(Box<launch::LaunchArgs>),
+    /// List containers.
+    Ps(ps::PsArgs),
+    /// Show a container's config, state, namespaces, cgroup and overlay dirs as JSON.
+    Inspect(inspect::InspectArgs),
+    /// Stop containers: SIGTERM, then SIGKILL after a grace period.
+    Stop(stop::StopArgs),
+    /// Send a signal to containers.
+    Kill(kill::KillArgs),
+    /// Remove containers.
+    Rm(rm::RmArgs),
+    /// Print a detached container's output.
+    Logs(logs::LogsArgs),
+    /// Import, list and remove images.
+    Image(image::ImageArgs),
 }
 
 /// Entry point of the binary: run the subcommand, print errors as one line.
@@ -25,6 +50,14 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => serve::run(args),
+        Command::Launch(args) => launch::run(*args),
+        Command::Ps(args) => ps::run(args),
+        Command::Inspect(args) => inspect::run(args),
+        Command::Stop(args) => stop::run(args),
+        Command::Kill(args) => kill::run(args),
+        Command::Rm(args) => rm::run(args),
+        Command::Logs(args) => logs::run(args),
+        Command::Image(args) => image::run(args),
     };
     match result {
         Ok(code) => code,
