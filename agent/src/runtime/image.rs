@@ -99,7 +99,15 @@ pub fn import(
     let _lock = sys::lock_exclusive(&paths.lock_file())?;
     let scratch = Scratch::new(paths)?;
     let record = if meta.is_dir() {
-        import_dir(paths, &source, tag.as_deref(), name, &scratch, progress)?
+        import_dir(
+            paths,
+            &source,
+            &source,
+            tag.as_deref(),
+            name,
+            &scratch,
+            progress,
+        )?
     } else {
         match sniff_archive(&source)? {
             SourceKind::RootfsTar => {
@@ -113,8 +121,9 @@ pub fn import(
                 import_dir(
                     paths,
                     &dir,
+                    &source,
                     tag.as_deref(),
-                    Some(&default_name(&source, name)),
+                    name,
                     &scratch,
                     progress,
                 )
@@ -138,21 +147,22 @@ fn relabel(e: Error, source: &Path) -> Error {
 fn import_dir(
     paths: &Paths,
     dir: &Path,
+    origin: &Path,
     tag: Option<&str>,
     name: Option<&str>,
     scratch: &Scratch,
     progress: Progress<'_>,
 ) -> Result<ImageRecord> {
     if dir.join("oci-layout").is_file() && dir.join("index.json").is_file() {
-        import_oci_layout(paths, dir, tag, name, progress)
+        import_oci_layout(paths, dir, origin, tag, name, progress)
     } else if dir.join("manifest.json").is_file() && !dir.join("bin").exists() {
-        import_docker_archive(paths, dir, name, progress)
+        import_docker_archive(paths, dir, origin, name, progress)
     } else {
         let tar_path = scratch.path.join("rootfs.tar");
         progress(&format!("packing directory {}", dir.display()));
         pack_dir(dir, &tar_path)?;
         let file = std::fs::File::open(&tar_path).at("open", &tar_path)?;
-        import_rootfs_tar(paths, file, dir, default_name(dir, name), progress)
+        import_rootfs_tar(paths, file, origin, default_name(origin, name), progress)
     }
 }
 
@@ -712,6 +722,7 @@ const REF_ANNOTATION: &str = "org.opencontainers.image.ref.name";
 fn import_oci_layout(
     paths: &Paths,
     layout: &Path,
+    origin: &Path,
     tag: Option<&str>,
     name: Option<&str>,
     progress: Progress<'_>,
@@ -794,7 +805,7 @@ fn import_oci_layout(
         .collect();
     let diff_ids = config.rootfs().diff_ids().clone();
     let layers = import_layers(paths, &blobs, &diff_ids, progress)?;
-    let dir_name = layout
+    let dir_name = origin
         .file_name()
         .and_then(|n| n.to_str())
         .unwrap_or("image");
@@ -805,7 +816,7 @@ fn import_oci_layout(
             "{}:{r}",
             default_name(Path::new(dir_name), None).trim_end_matches(":latest")
         ),
-        (None, None) => default_name(layout, None),
+        (None, None) => default_name(origin, None),
     };
     save_record(
         paths,
@@ -829,6 +840,7 @@ struct DockerManifestEntry {
 fn import_docker_archive(
     paths: &Paths,
     dir: &Path,
+    origin: &Path,
     name: Option<&str>,
     progress: Progress<'_>,
 ) -> Result<ImageRecord> {
@@ -863,7 +875,7 @@ fn import_docker_archive(
     let name = name
         .map(normalize_reference)
         .or_else(|| entry.repo_tags.as_ref()?.first().cloned())
-        .unwrap_or_else(|| default_name(dir, None));
+        .unwrap_or_else(|| default_name(origin, None));
     save_record(
         paths,
         format!("sha256:{}", sha256_hex(&config_bytes)),
