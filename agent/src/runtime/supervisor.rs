@@ -55,8 +55,25 @@ impl Drop for Creation<'_> {
     }
 }
 
-/// Launches a container. Must be called while the process is single-threaded.
+/// Fails unless this process has exactly one thread (forking a multi-threaded
+/// process can deadlock the child on a lock held by a thread that was not copied).
+pub fn ensure_single_threaded() -> Result<()> {
+    let tasks = std::fs::read_dir("/proc/self/task")
+        .at("read", "/proc/self/task")?
+        .count();
+    if tasks == 1 {
+        Ok(())
+    } else {
+        Err(Error::Invalid(format!(
+            "launch must run before any thread starts (this process has {tasks} threads)"
+        )))
+    }
+}
+
+/// Launches a container. Must be called while the process is single-threaded (it
+/// checks): from the `agent launch` command, never from inside an async runtime.
 pub fn launch(paths: &Paths, opts: &LaunchOptions) -> Result<Launched> {
+    ensure_single_threaded()?;
     super::ensure_layout(paths)?;
     let id = super::random_id()?;
     let mut creation = Creation {
