@@ -471,7 +471,8 @@ fn init_user_workdir_env_and_hardening() {
             "grep -E '^(CapBnd|CapEff|NoNewPrivs)' /proc/self/status; \
              wc -c < /proc/timer_list; touch /sys/x 2>/dev/null && echo sys-rw || echo sys-ro; \
              echo 1 > /proc/sys/kernel/domainname 2>/dev/null && echo procsys-rw || echo procsys-ro; \
-             ls /dev | wc -l",
+             mknod /tmp/kmsg c 1 11; head -c 1 /tmp/kmsg >/dev/null 2>&1 && echo mknod-open || echo mknod-inert; \
+             echo x > /dev/null && head -c 4 /dev/zero | wc -c",
         ])
         .ok();
     let lines: Vec<&str> = run.stdout.lines().collect();
@@ -481,6 +482,11 @@ fn init_user_workdir_env_and_hardening() {
     assert_eq!(lines[3], "0", "/proc/timer_list is masked");
     assert_eq!(lines[4], "sys-ro");
     assert_eq!(lines[5], "procsys-ro");
+    assert_eq!(
+        lines[6], "mknod-inert",
+        "a device node made in the container opened"
+    );
+    assert_eq!(lines[7], "4", "/dev/null and /dev/zero work");
     assert!(env.container_dirs().is_empty(), "--rm leaves nothing");
 }
 
@@ -573,6 +579,20 @@ fn image_store_shares_layers_and_reads_all_formats() {
     ])
     .ok();
     env.launch(&["--rm", "tarball", "cat", "/etc/removed"]).ok();
+    let zst = env.dir.path().join("rootfs.tar.zst");
+    std::fs::write(
+        &zst,
+        zstd::encode_all(&support::top_layer().tar[..], 3).unwrap(),
+    )
+    .unwrap();
+    env.agent(&["image", "import", "--name", "zst", zst.to_str().unwrap()])
+        .ok();
+    let zst_layers = env.overlay_dirs();
+    assert_eq!(
+        zst_layers.len(),
+        3,
+        "a zstd layer was added: {zst_layers:?}"
+    );
     let dir = env.dir.path().join("rootdir");
     std::fs::create_dir_all(dir.join("bin")).unwrap();
     std::fs::copy("/bin/busybox", dir.join("bin/busybox")).unwrap();
@@ -608,7 +628,7 @@ fn image_store_shares_layers_and_reads_all_formats() {
     env.agent(&["rm", "user"]).ok();
     env.agent(&["image", "rm", "-f", "busybox"]).ok();
     // The tarball image shares the base layer's chain id; it keeps it alive.
-    env.agent(&["image", "rm", "saved:1", "tarball", "fromdir"])
+    env.agent(&["image", "rm", "saved:1", "tarball", "fromdir", "zst"])
         .ok();
     assert!(env.overlay_dirs().is_empty(), "{:?}", env.overlay_dirs());
     assert!(support::list_dir(&env.state.join("overlay2/l")).is_empty());

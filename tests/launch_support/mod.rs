@@ -20,7 +20,7 @@ static HOST: RwLock<()> = RwLock::new(());
 pub const APPLETS: &[&str] = &[
     "sh", "ls", "cat", "echo", "sleep", "true", "false", "hostname", "id", "ps", "mount", "dd",
     "head", "tr", "wc", "kill", "env", "pwd", "touch", "mkdir", "stat", "grep", "seq", "test",
-    "ip", "nproc", "rm", "readlink",
+    "ip", "nproc", "rm", "readlink", "mknod",
 ];
 
 /// Why privileged tests cannot run here, if they cannot.

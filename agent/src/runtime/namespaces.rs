@@ -57,6 +57,16 @@ pub struct ChildContext<'a> {
 /// The child's entry point: waits for the parent to place it in its cgroup, sets the
 /// container up and execs. Never returns.
 pub fn child_main(ctx: &ChildContext<'_>, mut sync: File, mut errors: File) -> ! {
+    // If the supervisor dies, so does the container: it never runs unsupervised.
+    if sys::prctl(
+        libc::PR_SET_PDEATHSIG,
+        libc::SIGKILL as libc::c_ulong,
+        "pdeathsig",
+    )
+    .is_err()
+    {
+        sys::exit_now(1);
+    }
     let mut go = [0u8; 1];
     if !matches!(sync.read(&mut go), Ok(1)) {
         // The parent gave up (or died) before releasing us.
@@ -171,13 +181,22 @@ fn mount_filesystems(root: &Path) -> Result<()> {
         Some("tmpfs"),
         &dev,
         Some("tmpfs"),
-        MS_NOSUID | MS_STRICTATIME,
+        MS_NOSUID | MS_NODEV | MS_STRICTATIME,
         Some("mode=755,size=65536k"),
     )?;
-    for (name, major, minor) in spec::DEVICES {
+    // The device nodes are bind mounts of the host's: each is its own mount without
+    // `nodev`, while `/dev` itself and the overlay root are `nodev`. So a node the
+    // container makes with mknod(2) cannot be opened, on cgroup v1 and v2 alike,
+    // without depending on a device cgroup.
+    for (name, _, _) in spec::DEVICES {
+        let host = Path::new("/dev").join(name);
+        if !host.exists() {
+            continue;
+        }
         let p = dev.join(name);
-        sys::mknod(&p, libc::S_IFCHR | 0o666, *major, *minor)?;
+        File::create(&p).at("create", &p)?;
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o666)).at("chmod", &p)?;
+        sys::bind(&host, &p, 0)?;
     }
     let pts = dev.join("pts");
     std::fs::create_dir(&pts).at("create directory", &pts)?;

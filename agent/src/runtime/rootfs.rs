@@ -98,11 +98,13 @@ impl ContainerLayer {
                 self.lower_links.len()
             )));
         }
+        // nodev: device nodes inside the image or made by the container stay inert
+        // (the real ones are bind-mounted onto /dev).
         sys::mount(
             Some("overlay"),
             &self.merged,
             Some("overlay"),
-            0,
+            libc::MS_NODEV,
             Some(&data),
         )
     }
