@@ -985,11 +985,17 @@ pub fn list(paths: &Paths) -> Result<Vec<ImageRecord>> {
 pub fn resolve(paths: &Paths, reference: &str) -> Result<ImageRecord> {
     let all = list(paths)?;
     let normalized = normalize_reference(reference);
-    if let Some(r) = all
-        .iter()
-        .find(|r| r.names.iter().any(|n| n == reference || *n == normalized))
-    {
-        return Ok(r.clone());
+    // Docker Hub names may be stored fully qualified (`docker save`, skopeo).
+    let candidates = [
+        reference.to_string(),
+        normalized.clone(),
+        format!("docker.io/{normalized}"),
+        format!("docker.io/library/{normalized}"),
+    ];
+    for c in &candidates {
+        if let Some(r) = all.iter().find(|r| r.names.contains(c)) {
+            return Ok(r.clone());
+        }
     }
     let key = reference.strip_prefix("sha256:").unwrap_or(reference);
     if key.len() >= 4 && key.chars().all(|c| c.is_ascii_hexdigit()) {
