@@ -22,6 +22,7 @@
 //!   "finished_at": null,                 // set when exited
 //!   "pid": 12345,                        // host pid of the container's PID 1, null when not running
 //!   "supervisor_pid": 12340,             // the `agent launch` process that waits for it
+//!   "supervisor_started": 123456,        // its start time in clock ticks (pid-reuse guard)
 //!   "exit_code": null,                   // 0-255; 128+signal when killed
 //!   "signal": null,                      // the killing signal number, if any
 //!   "oom_killed": false,                 // the memory cgroup recorded an OOM kill
@@ -153,6 +154,10 @@ pub struct ContainerState {
     pub pid: Option<i32>,
     /// Pid of the supervising `agent` process.
     pub supervisor_pid: Option<i32>,
+    /// Its start time (clock ticks since boot, `/proc/<pid>/stat` field 22), so a
+    /// reused pid is not mistaken for it.
+    #[serde(default)]
+    pub supervisor_started: Option<u64>,
     /// Exit code (128+signal when killed by a signal).
     pub exit_code: Option<i32>,
     /// Signal that killed the process.
@@ -202,9 +207,20 @@ impl ContainerState {
 
     /// Whether the supervising process still exists.
     pub fn supervisor_alive(&self) -> bool {
-        self.supervisor_pid
-            .is_some_and(|p| Path::new(&format!("/proc/{p}")).exists())
+        match (self.supervisor_pid, self.supervisor_started) {
+            (Some(pid), Some(started)) => process_start_ticks(pid) == Some(started),
+            (Some(pid), None) => Path::new(&format!("/proc/{pid}")).exists(),
+            (None, _) => false,
+        }
     }
+}
+
+/// Start time of a process in clock ticks since boot (`/proc/<pid>/stat` field 22).
+pub fn process_start_ticks(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces and parentheses).
+    let rest = &stat[stat.rfind(')')? + 2..];
+    rest.split_whitespace().nth(19)?.parse().ok()
 }
 
 /// Path of a container's `state.json`.
@@ -331,6 +347,7 @@ mod tests {
             finished_at: None,
             pid: None,
             supervisor_pid: None,
+            supervisor_started: None,
             exit_code: Some(0),
             signal: None,
             oom_killed: false,
@@ -367,6 +384,21 @@ mod tests {
         assert_eq!(find(&paths, "abd").unwrap().name, "two");
         assert!(matches!(find(&paths, "ab"), Err(Error::Invalid(_))));
         assert!(matches!(find(&paths, "zzz"), Err(Error::NotFound(_))));
+    }
+
+    #[test]
+    fn own_start_time_is_read() {
+        let me = std::process::id() as i32;
+        let mut s = sample("x", "x", 0.0);
+        s.supervisor_pid = Some(me);
+        s.supervisor_started = process_start_ticks(me);
+        assert!(s.supervisor_started.is_some());
+        assert!(s.supervisor_alive());
+        s.supervisor_started = s.supervisor_started.map(|t| t + 1);
+        assert!(
+            !s.supervisor_alive(),
+            "a different start time is another process"
+        );
     }
 
     #[test]

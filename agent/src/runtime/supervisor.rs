@@ -177,6 +177,7 @@ fn detached_supervisor(
         return 1;
     }
     st.supervisor_pid = Some(std::process::id() as i32);
+    st.supervisor_started = state::process_start_ticks(std::process::id() as i32);
     let mut ready = Some(ready);
     let result = supervise(paths, spec, layer, &cg, &mut st, |outcome| {
         if let Some(mut r) = ready.take() {
@@ -204,6 +205,7 @@ fn initial_state(spec: &LaunchSpec, layer: &ContainerLayer) -> ContainerState {
         finished_at: None,
         pid: None,
         supervisor_pid: Some(std::process::id() as i32),
+        supervisor_started: state::process_start_ticks(std::process::id() as i32),
         exit_code: None,
         signal: None,
         oom_killed: false,
