@@ -313,6 +313,21 @@ fn corrupt(path: &Path, e: impl std::fmt::Display) -> Error {
     }
 }
 
+/// An error and its sources on one line (tar wraps the real cause).
+fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        let msg = s.to_string();
+        if !out.contains(&msg) {
+            out.push_str(": ");
+            out.push_str(&msg);
+        }
+        cur = s.source();
+    }
+    out
+}
+
 /// Extracts an (uncompressed or compressed) archive of image files into `dir`.
 fn extract_plain(archive: &Path, dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir).at("create directory", dir)?;
@@ -468,14 +483,23 @@ fn unpack_layer<R: Read>(reader: R, dest: &Path, origin: &Path) -> Result<()> {
             continue;
         }
         let file_name = rel.file_name().and_then(|n| n.to_str()).unwrap_or("");
-        let parent = dest.join(rel.parent().unwrap_or(Path::new("")));
+        let rel_parent = rel.parent().unwrap_or(Path::new(""));
+        let special = file_name.starts_with(".wh.") || {
+            let k = entry.header().entry_type();
+            k.is_character_special() || k.is_block_special() || k.is_fifo()
+        };
+        // Entries handled here (not by tar's own checked unpacking) must not reach
+        // through a symlink out of the layer.
+        let parent = if special {
+            safe_parent(dest, rel_parent, origin)?
+        } else {
+            dest.join(rel_parent)
+        };
         if file_name == ".wh..wh..opq" {
-            std::fs::create_dir_all(&parent).at("create directory", &parent)?;
             sys::lsetxattr(&parent, "trusted.overlay.opaque", b"y")?;
             continue;
         }
         if let Some(hidden) = file_name.strip_prefix(".wh.") {
-            std::fs::create_dir_all(&parent).at("create directory", &parent)?;
             let target = parent.join(hidden);
             remove_any(&target)?;
             sys::mknod(&target, libc::S_IFCHR | 0o600, 0, 0)?;
@@ -483,8 +507,7 @@ fn unpack_layer<R: Read>(reader: R, dest: &Path, origin: &Path) -> Result<()> {
         }
         let kind = entry.header().entry_type();
         if kind.is_character_special() || kind.is_block_special() || kind.is_fifo() {
-            let target = dest.join(&rel);
-            std::fs::create_dir_all(&parent).at("create directory", &parent)?;
+            let target = parent.join(file_name);
             remove_any(&target)?;
             let header = entry.header();
             let mode = header.mode().map_err(|e| corrupt(origin, e))? & 0o7777;
@@ -505,7 +528,7 @@ fn unpack_layer<R: Read>(reader: R, dest: &Path, origin: &Path) -> Result<()> {
         }
         let inside = entry
             .unpack_in(dest)
-            .map_err(|e| corrupt(origin, format!("{}: {e}", rel.display())))?;
+            .map_err(|e| corrupt(origin, format!("{}: {}", rel.display(), chain(&e))))?;
         if !inside {
             return Err(corrupt(
                 origin,
@@ -514,6 +537,26 @@ fn unpack_layer<R: Read>(reader: R, dest: &Path, origin: &Path) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// `dest/rel`, creating missing directories, refusing any component that is not a
+/// real directory (a symlink could point out of the layer).
+fn safe_parent(dest: &Path, rel: &Path, origin: &Path) -> Result<PathBuf> {
+    let mut cur = dest.to_path_buf();
+    for c in rel.components() {
+        cur.push(c);
+        match std::fs::symlink_metadata(&cur) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => {
+                return Err(corrupt(
+                    origin,
+                    format!("layer entry below a non-directory: {}", rel.display()),
+                ));
+            }
+            Err(_) => std::fs::create_dir(&cur).at("create directory", &cur)?,
+        }
+    }
+    Ok(cur)
 }
 
 fn remove_any(path: &Path) -> Result<()> {
@@ -1109,6 +1152,44 @@ mod tests {
         assert_eq!(chain_id(None, a), a);
         let expected = format!("sha256:{}", sha256_hex(b"sha256:aa sha256:bb"));
         assert_eq!(chain_id(Some(a), "sha256:bb"), expected);
+    }
+
+    #[test]
+    fn whiteouts_cannot_reach_through_symlinks() {
+        let t = tempfile::tempdir().unwrap();
+        let outside = t.path().join("outside");
+        std::fs::create_dir(&outside).unwrap();
+        std::fs::write(outside.join("victim"), "keep").unwrap();
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Symlink);
+        h.set_path("etc").unwrap();
+        h.set_link_name(&outside).unwrap();
+        h.set_size(0);
+        h.set_mode(0o777);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
+        h.set_cksum();
+        b.append(&h, std::io::empty()).unwrap();
+        let mut h = tar::Header::new_gnu();
+        h.set_path("etc/.wh.victim").unwrap();
+        h.set_size(0);
+        h.set_mode(0o644);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
+        h.set_cksum();
+        b.append(&h, std::io::empty()).unwrap();
+        let data = b.into_inner().unwrap();
+        let dest = t.path().join("diff");
+        std::fs::create_dir(&dest).unwrap();
+        let err = unpack_layer(&data[..], &dest, Path::new("layer.tar")).unwrap_err();
+        assert!(err.to_string().contains("non-directory"), "{err}");
+        assert_eq!(
+            std::fs::read_to_string(outside.join("victim")).unwrap(),
+            "keep"
+        );
     }
 
     #[test]
