@@ -271,7 +271,8 @@ fn limits_are_written_and_cpu_throttling_shows() {
 fn pids_limit_stops_a_fork_bomb() {
     require_privileges!();
     let env = Env::new();
-    // The inner shell forks until fork fails; PID 1 then keeps the survivors alive.
+    // The inner shell forks until fork fails (bounded, in case the limit were missing);
+    // PID 1 then keeps the survivors alive.
     env.launch(&[
         "-d",
         "--name",
@@ -281,7 +282,7 @@ fn pids_limit_stops_a_fork_bomb() {
         "busybox",
         "sh",
         "-c",
-        "sh -c 'while :; do sleep 60 & done' 2>/dev/null; echo stopped; sleep 60",
+        "sh -c 'i=0; while [ $i -lt 200 ]; do sleep 60 & i=$((i+1)); done' 2>/dev/null; echo stopped; sleep 60",
     ])
     .ok();
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -332,10 +333,10 @@ fn exit_codes_and_signals() {
         "busybox",
         "sh",
         "-c",
-        "trap 'exit 7' TERM; while :; do sleep 0.1; done",
+        "trap 'exit 7' TERM; touch /ready; while :; do sleep 0.1; done",
     ])
     .ok();
-    std::thread::sleep(Duration::from_millis(300));
+    env.wait_file("t", "ready");
     env.agent(&["kill", "-s", "TERM", "t"]).ok();
     assert_eq!(env.wait_exited("t", 10)["exit_code"], 7);
 
@@ -348,21 +349,26 @@ fn exit_codes_and_signals() {
             "busybox",
             "sh",
             "-c",
-            "trap 'exit 9' TERM; echo ready; while :; do sleep 0.1; done",
+            "trap 'exit 9' TERM; touch /ready; while :; do sleep 0.1; done",
         ])
         .spawn()
         .unwrap();
-    let pid = child.id() as i32;
+    let mut child = support::KillOnDrop(child);
+    let pid = child.0.id() as i32;
     let deadline = Instant::now() + Duration::from_secs(10);
-    while env.agent(&["inspect", "fwd"]).code != 0 || env.inspect("fwd")["status"] != "running" {
+    while env.agent(&["inspect", "fwd"]).code != 0 {
         assert!(Instant::now() < deadline, "fwd never started");
         std::thread::sleep(Duration::from_millis(20));
     }
-    std::thread::sleep(Duration::from_millis(200));
+    env.wait_file("fwd", "ready");
     // SAFETY: plain signal to our own child.
     unsafe { libc::kill(pid, libc::SIGTERM) };
-    let out = child.wait_with_output().unwrap();
-    assert_eq!(out.status.code(), Some(9), "{out:?}");
+    let status = child.wait_timeout(Duration::from_secs(15));
+    assert_eq!(
+        status.and_then(|s| s.code()),
+        Some(9),
+        "SIGTERM was not forwarded"
+    );
     for name in ["k", "t", "fwd"] {
         env.agent(&["rm", name]).ok();
     }
@@ -402,10 +408,10 @@ fn stop_kills_a_process_that_ignores_sigterm() {
         "busybox",
         "sh",
         "-c",
-        "trap 'exit 0' TERM; while :; do sleep 0.1; done",
+        "trap 'exit 0' TERM; touch /ready; while :; do sleep 0.1; done",
     ])
     .ok();
-    std::thread::sleep(Duration::from_millis(300));
+    env.wait_file("polite", "ready");
     let start = Instant::now();
     env.agent(&["stop", "-t", "10", "polite"]).ok();
     assert!(start.elapsed() < Duration::from_secs(5));

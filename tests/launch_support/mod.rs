@@ -177,6 +177,20 @@ impl Env {
         }
     }
 
+    /// Waits until the container has created `/rel` (seen in its upper dir).
+    pub fn wait_file(&self, name: &str, rel: &str) {
+        let v = self.inspect(name);
+        let path = PathBuf::from(v["rootfs"]["upperdir"].as_str().expect("upperdir")).join(rel);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !path.exists() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{name} never created /{rel}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
     /// Directories in the store's `overlay2/` (excluding `l`).
     pub fn overlay_dirs(&self) -> Vec<String> {
         list_dir(&self.state.join("overlay2"))
@@ -188,6 +202,35 @@ impl Env {
     /// Container directories in the store.
     pub fn container_dirs(&self) -> Vec<String> {
         list_dir(&self.state.join("containers"))
+    }
+}
+
+/// A child process killed (and reaped) if the test ends before it does.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl KillOnDrop {
+    /// Waits up to `timeout` for the child; `None` if it is still running.
+    pub fn wait_timeout(
+        &mut self,
+        timeout: std::time::Duration,
+    ) -> Option<std::process::ExitStatus> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = self.0.try_wait() {
+                return Some(status);
+            }
+            if std::time::Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 

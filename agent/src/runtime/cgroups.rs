@@ -371,9 +371,8 @@ mod tests {
     }
 
     #[test]
-    fn v2_limits_are_written_into_a_fixture_tree() {
-        // A plain directory stands in for the cgroup2 root: the files the kernel would
-        // create are pre-made so the writes can be checked.
+    fn v2_create_names_missing_controller_files_and_cleans_up() {
+        // A plain directory stands in for the cgroup2 root.
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
         std::fs::write(root.join("cgroup.controllers"), "cpu memory pids\n").unwrap();
@@ -382,9 +381,8 @@ mod tests {
         };
         let id = "c0ffee";
         let cg_dir = root.join(SUBTREE).join(id);
-        // Pre-create the limit files in a sibling and move them in after mkdir would be
-        // racy; instead create the parent and let create() make the leaf, then check
-        // that missing controller files are reported.
+        // A plain directory has none of the files a real controller would create, so
+        // asking for limits must fail with the missing file named, leaving nothing.
         let limits = Limits {
             memory_bytes: Some(64 << 20),
             memory_swap_bytes: Some(64 << 20),
