@@ -165,8 +165,15 @@ fn two_containers_from_one_image_are_isolated() {
     assert_ne!(va["namespaces"]["mnt"], vb["namespaces"]["mnt"]);
     assert_ne!(va["namespaces"]["net"], vb["namespaces"]["net"]);
     assert!(va["live_namespaces"].is_object());
+    // --network host shares the host's network namespace.
+    env.launch(&["--name", "h", "--network", "host", "busybox", "true"])
+        .ok();
+    use std::os::unix::fs::MetadataExt;
+    let host_net = std::fs::metadata("/proc/self/ns/net").unwrap().ino();
+    assert_eq!(env.inspect("h")["namespaces"]["net"], host_net);
+    assert_ne!(vb["namespaces"]["net"], host_net);
     env.agent(&["rm", "-f", "a"]).ok();
-    env.agent(&["rm", "b"]).ok();
+    env.agent(&["rm", "b", "h"]).ok();
     assert!(env.container_dirs().is_empty());
 }
 
