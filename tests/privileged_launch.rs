@@ -244,6 +244,20 @@ fn limits_are_written_and_cpu_throttling_shows() {
             "100000"
         );
     }
+    // Inside, the container sees its own cgroup (read-only) at /sys/fs/cgroup.
+    let run = env
+        .launch(&[
+            "--rm",
+            "--memory",
+            "48Mi",
+            "busybox",
+            "sh",
+            "-c",
+            "cat /sys/fs/cgroup/memory.max 2>/dev/null || cat /sys/fs/cgroup/memory/memory.limit_in_bytes; \
+             touch /sys/fs/cgroup/x 2>/dev/null && echo cg-rw || echo cg-ro",
+        ])
+        .ok();
+    assert_eq!(run.stdout, format!("{}\ncg-ro\n", 48u64 << 20), "{run:#?}");
     let stat = cgroup_file(&v, "cpu", "cpu.stat", "cpu.stat");
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {

@@ -83,6 +83,7 @@ pub fn parse_v1_mounts(mountinfo: &str, root: &Path) -> BTreeMap<PathBuf, Vec<St
 pub struct ContainerCgroup {
     info: CgroupInfo,
     memory_dir: Option<PathBuf>,
+    layout: Option<Layout>,
 }
 
 fn write(path: &Path, value: &str) -> Result<()> {
@@ -114,6 +115,7 @@ impl ContainerCgroup {
                     dirs: vec![root.join(SUBTREE).join(id)],
                 },
                 memory_dir: Some(root.join(SUBTREE).join(id)),
+                layout: Some(layout.clone()),
             },
             Layout::V1 { .. } => ContainerCgroup {
                 info: CgroupInfo {
@@ -122,6 +124,7 @@ impl ContainerCgroup {
                     dirs: Vec::new(),
                 },
                 memory_dir: None,
+                layout: Some(layout.clone()),
             },
         };
         let result = match layout {
@@ -262,7 +265,13 @@ impl ContainerCgroup {
         ContainerCgroup {
             info: info.clone(),
             memory_dir,
+            layout: None,
         }
+    }
+
+    /// The host layout it was created in (`None` when re-opened from state).
+    pub fn layout(&self) -> Option<&Layout> {
+        self.layout.as_ref()
     }
 
     /// What goes into `state.json`.

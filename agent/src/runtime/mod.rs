@@ -147,17 +147,28 @@ impl Paths {
     }
 }
 
-/// Creates the store's directories if missing.
+/// Creates the store's directories if missing. Only root may look inside
+/// `containers/` (logs, environment in `config.json`) and `tmp/`; the rest is
+/// traversable like Docker's `/var/lib/docker`.
 pub fn ensure_layout(paths: &Paths) -> Result<()> {
-    for dir in [
-        paths.root().to_path_buf(),
-        paths.overlay(),
-        paths.links(),
-        paths.images(),
-        paths.containers(),
-        paths.tmp(),
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    for (dir, mode) in [
+        (paths.root().to_path_buf(), 0o711),
+        (paths.overlay(), 0o711),
+        (paths.links(), 0o700),
+        (paths.images(), 0o700),
+        (paths.containers(), 0o700),
+        (paths.tmp(), 0o700),
     ] {
-        std::fs::create_dir_all(&dir).at("create directory", &dir)?;
+        if dir.is_dir() {
+            continue;
+        }
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(mode)
+            .create(&dir)
+            .at("create directory", &dir)?;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode)).at("chmod", &dir)?;
     }
     Ok(())
 }

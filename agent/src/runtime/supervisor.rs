@@ -320,6 +320,7 @@ fn start(
         layer,
         paths,
         container_dir: paths.container(&spec.id),
+        cgroup_layout: cg.layout(),
     };
     let pid = sys::clone_fork(namespaces::clone_flags(spec.network))?;
     if pid == 0 {
