@@ -471,6 +471,33 @@ fn init_user_workdir_env_and_hardening() {
     );
     env.launch(&["--rm", "--init", "busybox", "sh", "-c", "exit 5"])
         .expect_code(5);
+    // Detached with --init: launch returns at once, and no descriptor of ours leaks in.
+    let start = Instant::now();
+    env.launch(&[
+        "-d",
+        "--init",
+        "--name",
+        "di",
+        "busybox",
+        "sh",
+        "-c",
+        "ls /proc/self/fd | wc -l; sleep 60",
+    ])
+    .ok();
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "launch -d --init blocked"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut logs = String::new();
+    while logs.is_empty() {
+        assert!(Instant::now() < deadline, "no output from di");
+        std::thread::sleep(Duration::from_millis(20));
+        logs = env.agent(&["logs", "di"]).ok().stdout;
+    }
+    // stdin, stdout, stderr and ls's own directory handle.
+    assert_eq!(logs.trim(), "4", "descriptors leaked into the container");
+    env.agent(&["rm", "-f", "di"]).ok();
 
     let run = env
         .launch(&[

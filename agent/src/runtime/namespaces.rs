@@ -76,9 +76,33 @@ pub fn child_main(ctx: &ChildContext<'_>, mut sync: File, mut errors: File) -> !
         sys::exit_now(1);
     }
     drop(sync);
+    // Nothing of the supervisor's (pipes, the lock file, the caller's descriptors)
+    // may leak into the container, nor keep a pipe open in an `--init` that never
+    // execs.
+    {
+        use std::os::fd::AsRawFd;
+        close_fds_except(errors.as_raw_fd());
+    }
     let err = setup_and_exec(ctx, &mut errors);
     let _ = writeln!(errors, "{err}");
     sys::exit_now(127)
+}
+
+/// Closes every descriptor above stderr except `keep`. Runs in the forked child,
+/// which never returns to the frames owning those descriptors.
+fn close_fds_except(keep: i32) {
+    let fds: Vec<i32> = match std::fs::read_dir("/proc/self/fd") {
+        Ok(rd) => rd
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse().ok())
+            .collect(),
+        Err(_) => return,
+    };
+    for fd in fds {
+        if fd > 2 && fd != keep {
+            sys::close(fd);
+        }
+    }
 }
 
 fn setup_and_exec(ctx: &ChildContext<'_>, errors: &mut File) -> Error {

@@ -127,8 +127,12 @@ pub fn launch(paths: &Paths, opts: &LaunchOptions) -> Result<Launched> {
             }
             _child => {
                 drop(ready_w);
+                // One line: "ok" or the error.
                 let mut msg = String::new();
-                let _ = ready_r.read_to_string(&mut msg);
+                let _ = std::io::BufRead::read_line(
+                    &mut std::io::BufReader::new(&mut ready_r),
+                    &mut msg,
+                );
                 creation.armed = false;
                 if msg.trim() == "ok" {
                     Ok(Launched::Detached { id })

@@ -494,6 +494,13 @@ pub fn dup2(from: i32, to: i32) -> Result<()> {
     check_sys(ret as libc::c_long, "dup2").map(drop)
 }
 
+/// `close(2)`, ignoring errors (the descriptor listing may include its own, now
+/// closed, directory handle).
+pub fn close(fd: i32) {
+    // SAFETY: closing a descriptor number; callers guarantee nothing will use it again.
+    unsafe { libc::close(fd) };
+}
+
 /// Sets the process's umask.
 pub fn umask(mask: libc::mode_t) {
     // SAFETY: umask cannot fail.
