@@ -41,6 +41,8 @@
 //! }
 //! ```
 //!
+//! `namespaces` is read while the process is alive; `cgroup` (entered only after the
+//! process is released) can be missing for a command that exits at once.
 //! A limit that is `null` is unlimited. `lowerdirs` is top-most layer first (as in
 //! the overlay mount option). Unknown fields must be ignored by readers.
 

@@ -340,8 +340,12 @@ fn start(
         let _ = sys::waitpid(pid, 0);
         return Err(e);
     }
-    // Record the pid before releasing the child, so `stop`/`kill` can find it.
+    // Record the pid before releasing the child, so `stop`/`kill` can find it, and
+    // its namespaces while it is sure to be alive (a short command may be gone by
+    // the time exec is confirmed). It enters its cgroup namespace only once released.
     st.pid = Some(pid);
+    let mut ns = namespaces::namespace_inodes(pid);
+    ns.remove("cgroup");
     sync_w
         .write_all(b"1")
         .at("release container process", "sync pipe")?;
@@ -358,7 +362,8 @@ fn start(
     }
     st.status = Status::Running;
     st.started_at = Some(super::now_unix());
-    st.namespaces = namespaces::namespace_inodes(pid);
+    ns.extend(namespaces::namespace_inodes(pid));
+    st.namespaces = ns;
     state::save(paths, st)?;
     Ok(pid)
 }
