@@ -52,7 +52,8 @@ const CONTAINER_METRICS: &[&str] = &[
     // Containers started by `agent launch` (provisional names).
     "agent_container_info",
     "agent_container_exit_code",
-    "agent_container_restarts_total",
+    "agent_container_running",
+    "agent_container_oom_killed",
 ];
 
 /// The agent's own families (no container labels).

@@ -32,8 +32,8 @@ const PENDING_PANELS: &[(&str, &str)] = &[
         "eBPF mount tracing not landed (agent_mount_events_total)",
     ),
     (
-        "Restarts",
-        "agent launch not landed (agent_container_restarts_total)",
+        "Restarts (new ids per name, 15m)",
+        "agent launch not landed (agent_container_running)",
     ),
     (
         "Last exit code",
@@ -56,7 +56,7 @@ fn is_pending_metric(name: &str) -> bool {
         "agent_exec_events_total"
             | "agent_mount_events_total"
             | "agent_container_exit_code"
-            | "agent_container_restarts_total"
+            | "agent_container_running"
     ) || name.starts_with("agent_ebpf_")
 }
 

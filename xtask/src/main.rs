@@ -3,9 +3,10 @@
 //! - `cargo xtask run [SERVE FLAGS…]`: install what is missing, build, run `agent serve`.
 //! - `cargo xtask test`: install what is missing, then fmt, clippy and every test
 //!   (privileged and end-to-end ones need root, as in CI).
-//! - `cargo xtask bench [scrape|exec]`: the scrape-path and event-path benchmarks.
+//! - `cargo xtask bench [scrape|exec|launch]`: the scrape, event and launch paths.
 
 mod bench_exec;
+mod bench_launch;
 mod bench_scrape;
 mod packages;
 
@@ -75,13 +76,16 @@ fn main() -> std::process::ExitCode {
         Some("bench") => match args.get(1).map(String::as_str) {
             Some("scrape") => bench_scrape::run(&args[2..]),
             Some("exec") => bench_exec::run(),
+            Some("launch") => bench_launch::run(),
             Some(other) => Err(anyhow::anyhow!(
-                "unknown benchmark {other:?} (try: scrape, exec)"
+                "unknown benchmark {other:?} (try: scrape, exec, launch)"
             )),
-            None => bench_scrape::run(&[]).and_then(|()| bench_exec::run()),
+            None => bench_scrape::run(&[])
+                .and_then(|()| bench_exec::run())
+                .and_then(|()| bench_launch::run()),
         },
         _ => Err(anyhow::anyhow!(
-            "usage: cargo xtask <run [serve flags…] | test | bench [scrape|exec]>"
+            "usage: cargo xtask <run [serve flags…] | test | bench [scrape|exec|launch]>"
         )),
     };
     match result {

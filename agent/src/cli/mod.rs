@@ -1,7 +1,16 @@
 //! Command line: one file per subcommand, each returning `anyhow::Result`.
 
 mod events;
+mod image;
+mod inspect;
+mod kill;
+mod launch;
+mod logs;
+mod ps;
+mod rm;
 mod serve;
+mod state_dir;
+mod stop;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -21,6 +30,22 @@ pub enum Command {
     Serve(serve::ServeArgs),
     /// Stream exec and mount events from the running `agent serve`.
     Events(events::EventsArgs),
+    /// Run a command in a new container from an image.
+    Launch(Box<launch::LaunchArgs>),
+    /// List containers.
+    Ps(ps::PsArgs),
+    /// Show a container's config, state, namespaces, cgroup and overlay dirs as JSON.
+    Inspect(inspect::InspectArgs),
+    /// Stop containers: SIGTERM, then SIGKILL after a grace period.
+    Stop(stop::StopArgs),
+    /// Send a signal to containers.
+    Kill(kill::KillArgs),
+    /// Remove containers.
+    Rm(rm::RmArgs),
+    /// Print a detached container's output.
+    Logs(logs::LogsArgs),
+    /// Import, list and remove images.
+    Image(image::ImageArgs),
 }
 
 /// Entry point of the binary: run the subcommand, print errors as one line.
@@ -29,6 +54,14 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve::run(args),
         Command::Events(args) => events::run(args),
+        Command::Launch(args) => launch::run(*args),
+        Command::Ps(args) => ps::run(args),
+        Command::Inspect(args) => inspect::run(args),
+        Command::Stop(args) => stop::run(args),
+        Command::Kill(args) => kill::run(args),
+        Command::Rm(args) => rm::run(args),
+        Command::Logs(args) => logs::run(args),
+        Command::Image(args) => image::run(args),
     };
     match result {
         Ok(code) => code,

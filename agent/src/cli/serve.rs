@@ -2,7 +2,7 @@
 
 use crate::cgroup::{Filter, Hierarchy, MetadataSource, Tracker};
 use crate::ebpf::{Tracer, TracerCollector, TracerConfig};
-use crate::metrics::Exporter;
+use crate::metrics::{Exporter, LaunchedCollector};
 use crate::server::{self, ServerState, control};
 use anyhow::Context;
 use clap::{Args, ValueEnum};
@@ -162,6 +162,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         };
         let mut registry = Registry::default();
         registry.register_collector(Box::new(TracerCollector(tracer.clone())));
+        registry.register_collector(Box::new(LaunchedCollector::new(args.state_dir.clone())));
         let exporter = Exporter::new(tracker, registry);
         let state = Arc::new(ServerState::new(exporter));
         tokio::spawn(rescan_in_background(state.clone(), args.rescan_interval));

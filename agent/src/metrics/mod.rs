@@ -3,9 +3,11 @@
 
 mod cgroup_families;
 pub mod exposition;
+mod launched;
 
 pub use cgroup_families::{FAMILIES, Family};
 pub use exposition::Format;
+pub use launched::LaunchedCollector;
 
 use crate::cgroup::{Runtime, Sample, Tracker};
 use exposition::{Kind, Writer, push_label, sanitize_label_name};

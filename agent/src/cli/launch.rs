@@ -1,0 +1,88 @@
+//! `agent launch`: run a command in a container made from an image.
+
+use super::state_dir::StateDir;
+use crate::runtime::spec::LaunchOptions;
+use crate::runtime::supervisor::{self, Launched};
+use clap::Args;
+use std::process::ExitCode;
+
+#[derive(Debug, Args)]
+pub struct LaunchArgs {
+    #[command(flatten)]
+    state: StateDir,
+    /// Container name (unique).
+    #[arg(long)]
+    name: Option<String>,
+    /// Memory limit, e.g. 256Mi.
+    #[arg(long, short = 'm', allow_hyphen_values = true)]
+    memory: Option<String>,
+    /// Memory plus swap limit (-1: unlimited swap).
+    #[arg(long, allow_hyphen_values = true)]
+    memory_swap: Option<String>,
+    /// CPU quota in CPUs, e.g. 0.5.
+    #[arg(long, allow_hyphen_values = true)]
+    cpus: Option<String>,
+    /// Maximum number of processes and threads.
+    #[arg(long, allow_hyphen_values = true)]
+    pids_limit: Option<String>,
+    /// Hostname inside the container (default: the short id).
+    #[arg(long)]
+    hostname: Option<String>,
+    /// Environment variable KEY=VALUE (or KEY to copy it from here).
+    #[arg(long = "env", short = 'e')]
+    env: Vec<String>,
+    /// Working directory inside the container.
+    #[arg(long, short = 'w')]
+    workdir: Option<String>,
+    /// User (name, uid, name:group or uid:gid) from the image's /etc/passwd.
+    #[arg(long, short = 'u')]
+    user: Option<String>,
+    /// Label KEY=VALUE.
+    #[arg(long = "label", short = 'l')]
+    labels: Vec<String>,
+    /// Network: none (own namespace, loopback only) or host.
+    #[arg(long, default_value = "none")]
+    network: String,
+    /// Run in the background; output goes to `agent logs`.
+    #[arg(long, short = 'd')]
+    detach: bool,
+    /// Remove the container when it exits.
+    #[arg(long)]
+    rm: bool,
+    /// Run a tiny init as PID 1 that forwards signals and reaps zombies.
+    #[arg(long)]
+    init: bool,
+    /// Image reference or id.
+    image: String,
+    /// Command and arguments (default: the image's Entrypoint and Cmd).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    command: Vec<String>,
+}
+
+pub fn run(args: LaunchArgs) -> anyhow::Result<ExitCode> {
+    let opts = LaunchOptions {
+        name: args.name,
+        memory: args.memory,
+        memory_swap: args.memory_swap,
+        cpus: args.cpus,
+        pids_limit: args.pids_limit,
+        hostname: args.hostname,
+        env: args.env,
+        workdir: args.workdir,
+        user: args.user,
+        labels: args.labels,
+        network: Some(args.network),
+        detach: args.detach,
+        auto_remove: args.rm,
+        init: args.init,
+        image: args.image,
+        command: args.command,
+    };
+    match supervisor::launch(&args.state.paths(), &opts)? {
+        Launched::Detached { id } => {
+            println!("{id}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Launched::Exited { exit_code, .. } => Ok(ExitCode::from(exit_code.clamp(0, 255) as u8)),
+    }
+}

@@ -1,0 +1,27 @@
+//! `agent rm`: remove containers (their layer, cgroup and state).
+
+use super::state_dir::StateDir;
+use crate::runtime::supervisor;
+use clap::Args;
+use std::process::ExitCode;
+
+#[derive(Debug, Args)]
+pub struct RmArgs {
+    #[command(flatten)]
+    state: StateDir,
+    /// Kill a running container first.
+    #[arg(long, short = 'f')]
+    force: bool,
+    /// Container ids, id prefixes or names.
+    #[arg(required = true)]
+    containers: Vec<String>,
+}
+
+pub fn run(args: RmArgs) -> anyhow::Result<ExitCode> {
+    let paths = args.state.paths();
+    for c in &args.containers {
+        supervisor::remove(&paths, c, args.force)?;
+        println!("{c}");
+    }
+    Ok(ExitCode::SUCCESS)
+}

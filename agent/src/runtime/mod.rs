@@ -1,0 +1,199 @@
+//! The container runtime behind `agent launch`: what Docker's overlay2 driver and
+//! runc do underneath, in one place.
+//!
+//! - [`image`]: the image store. OCI layouts, `docker save` archives, rootfs tarballs
+//!   and directories become content-addressed layers under `overlay2/<chain-id>/diff`
+//!   with Docker's `link`/`lower` files and `overlay2/l/` short links.
+//! - [`rootfs`]: a container's own overlay layer (`diff`, `work`, `merged`) and the
+//!   overlay mount itself.
+//! - [`namespaces`]: everything the container's first process does inside its fresh
+//!   namespaces before `execve`: mounts, `/dev`, `/proc` masking, `pivot_root`,
+//!   hostname, loopback, capabilities, `no_new_privs`, user switch.
+//! - [`cgroups`]: the container's cgroup under the agent's subtree (v1 and v2) and
+//!   its limits.
+//! - [`supervisor`]: clone into namespaces, wait, forward signals, record the exit.
+//! - [`state`]: `containers/<id>/state.json` (the schema `agent serve` reads) and the
+//!   store lock.
+//! - [`spec`]: user-facing launch options (limits, user, env) validated into the
+//!   OCI runtime `config.json`.
+//!
+//! The whole runtime shares one error type: its modules hand paths and state to each
+//! other constantly and the CLI only needs one line per failure.
+
+pub mod cgroups;
+pub mod image;
+pub mod namespaces;
+pub mod rootfs;
+pub mod spec;
+pub mod state;
+pub mod supervisor;
+mod sys;
+
+use std::path::{Path, PathBuf};
+
+/// Default state root (overridden by `--state-dir` / `AGENT_STATE_DIR`).
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/agent";
+
+/// Errors of the container runtime. Every I/O error names the path it failed on.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A filesystem or syscall operation on a path failed.
+    #[error("{op} {}: {source}", path.display())]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A syscall that is not about one path failed.
+    #[error("{op}: {source}")]
+    Sys {
+        op: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The user asked for something malformed.
+    #[error("{0}")]
+    Invalid(String),
+    /// An image, container or layer that does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// The request clashes with existing state (duplicate name, image in use…).
+    #[error("{0}")]
+    Conflict(String),
+    /// An image or layer whose content is broken.
+    #[error("corrupt image data {}: {reason}", path.display())]
+    Corrupt { path: PathBuf, reason: String },
+    /// JSON that could not be read or written.
+    #[error("{} : {source}", path.display())]
+    Json {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+/// Result of the runtime.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Attaches the failing path to an [`std::io::Result`].
+pub trait IoContext<T> {
+    /// Wraps the error as [`Error::Io`] with `op` and `path`.
+    fn at(self, op: &'static str, path: impl AsRef<Path>) -> Result<T>;
+}
+
+impl<T> IoContext<T> for std::io::Result<T> {
+    fn at(self, op: &'static str, path: impl AsRef<Path>) -> Result<T> {
+        self.map_err(|source| Error::Io {
+            op,
+            path: path.as_ref().to_path_buf(),
+            source,
+        })
+    }
+}
+
+impl Error {
+    /// A syscall failure with the current `errno`.
+    pub(crate) fn last_os(op: impl Into<String>) -> Self {
+        Error::Sys {
+            op: op.into(),
+            source: std::io::Error::last_os_error(),
+        }
+    }
+}
+
+/// Paths of a state root. Every other module derives its paths from here.
+#[derive(Debug, Clone)]
+pub struct Paths {
+    root: PathBuf,
+}
+
+impl Paths {
+    /// A state root at `root` (not created until needed).
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Paths { root: root.into() }
+    }
+    /// The state root.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+    /// `overlay2/`: one directory per layer (images' and containers').
+    pub fn overlay(&self) -> PathBuf {
+        self.root.join("overlay2")
+    }
+    /// `overlay2/l/`: short links to each layer's `diff`.
+    pub fn links(&self) -> PathBuf {
+        self.overlay().join("l")
+    }
+    /// `images/`: one JSON record per image.
+    pub fn images(&self) -> PathBuf {
+        self.root.join("images")
+    }
+    /// `containers/`: one directory per container.
+    pub fn containers(&self) -> PathBuf {
+        self.root.join("containers")
+    }
+    /// `containers/<id>/`.
+    pub fn container(&self, id: &str) -> PathBuf {
+        self.containers().join(id)
+    }
+    /// `tmp/`: scratch space for imports, on the same filesystem as the store.
+    pub fn tmp(&self) -> PathBuf {
+        self.root.join("tmp")
+    }
+    /// The lock file serialising changes to the store.
+    pub fn lock_file(&self) -> PathBuf {
+        self.root.join("lock")
+    }
+}
+
+/// Creates the store's directories if missing. Only root may look inside
+/// `containers/` (logs, environment in `config.json`) and `tmp/`; the rest is
+/// traversable like Docker's `/var/lib/docker`.
+pub fn ensure_layout(paths: &Paths) -> Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    for (dir, mode) in [
+        (paths.root().to_path_buf(), 0o711),
+        (paths.overlay(), 0o711),
+        (paths.links(), 0o700),
+        (paths.images(), 0o700),
+        (paths.containers(), 0o700),
+        (paths.tmp(), 0o700),
+    ] {
+        if dir.is_dir() {
+            continue;
+        }
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(mode)
+            .create(&dir)
+            .at("create directory", &dir)?;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode)).at("chmod", &dir)?;
+    }
+    Ok(())
+}
+
+/// A random 64-hex-digit id (like Docker's container ids).
+pub fn random_id() -> Result<String> {
+    let mut buf = [0u8; 32];
+    sys::getrandom(&mut buf)?;
+    Ok(hex(&buf))
+}
+
+/// Lower-case hex of `bytes`.
+pub fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(out, "{b:02x}");
+    }
+    out
+}
+
+/// Seconds since the Unix epoch, as a float.
+pub fn now_unix() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}

@@ -1,0 +1,493 @@
+//! Launching and supervising a container, and the lifecycle commands that act on one.
+//!
+//! Process model: the `agent launch` process is the supervisor. It validates the
+//! request, creates the container (state dir, overlay layer, cgroup with limits),
+//! `clone3`s the container's first process into new namespaces, moves it into the
+//! cgroup, releases it, and waits — forwarding SIGINT/SIGTERM/SIGHUP/SIGQUIT — until
+//! it exits; then it records the exit code, signal and OOM kill, removes the cgroup
+//! and, with `--rm`, everything else. With `-d` a forked, `setsid` supervisor does the
+//! waiting while the command line returns once the container runs.
+//!
+//! Everything here runs before any thread exists: `clone3`/`fork` in a
+//! multi-threaded process would copy locks held by threads that do not exist in the
+//! child.
+
+use super::cgroups::{self, ContainerCgroup};
+use super::namespaces::{self, ChildContext};
+use super::rootfs::{self, ContainerLayer};
+use super::spec::{self, LaunchOptions, LaunchSpec};
+use super::state::{self, ContainerState, RootfsInfo, STATE_VERSION, Status};
+use super::{Error, IoContext, Paths, Result, sys};
+use std::io::{Read, Write};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// Signals the supervisor forwards to the container.
+const FORWARDED: &[i32] = &[libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT];
+
+/// Result of `launch`.
+#[derive(Debug)]
+pub enum Launched {
+    /// Attached run finished: the container's exit code (128+signal when killed).
+    Exited { id: String, exit_code: i32 },
+    /// Detached: the container is running under a background supervisor.
+    Detached { id: String },
+}
+
+/// A container being created; removes everything it made unless disarmed.
+struct Creation<'a> {
+    paths: &'a Paths,
+    id: String,
+    cgroup: Option<ContainerCgroup>,
+    armed: bool,
+}
+
+impl Drop for Creation<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            if let Some(cg) = &self.cgroup {
+                cg.destroy();
+            }
+            let _ = rootfs::remove(self.paths, &self.id);
+            let _ = std::fs::remove_dir_all(self.paths.container(&self.id));
+        }
+    }
+}
+
+/// Fails unless this process has exactly one thread (forking a multi-threaded
+/// process can deadlock the child on a lock held by a thread that was not copied).
+pub fn ensure_single_threaded() -> Result<()> {
+    let tasks = std::fs::read_dir("/proc/self/task")
+        .at("read", "/proc/self/task")?
+        .count();
+    if tasks == 1 {
+        Ok(())
+    } else {
+        Err(Error::Invalid(format!(
+            "launch must run before any thread starts (this process has {tasks} threads)"
+        )))
+    }
+}
+
+/// Launches a container. Must be called while the process is single-threaded (it
+/// checks): from the `agent launch` command, never from inside an async runtime.
+pub fn launch(paths: &Paths, opts: &LaunchOptions) -> Result<Launched> {
+    ensure_single_threaded()?;
+    super::ensure_layout(paths)?;
+    let id = super::random_id()?;
+    let mut creation = Creation {
+        paths,
+        id: id.clone(),
+        cgroup: None,
+        armed: true,
+    };
+    let (spec, mut st, layer) = {
+        let _lock = sys::lock_exclusive(&paths.lock_file())?;
+        let spec = spec::validate(paths, opts, id.clone())?;
+        if state::list(paths.root())?
+            .iter()
+            .any(|c| c.name == spec.name)
+        {
+            creation.armed = false;
+            return Err(Error::Conflict(format!(
+                "the container name {} is already in use",
+                spec.name
+            )));
+        }
+        let dir = paths.container(&id);
+        std::fs::create_dir(&dir).at("create container directory", &dir)?;
+        let layer = ContainerLayer::create(paths, &id, &spec.image)?;
+        let st = initial_state(&spec, &layer);
+        state::save(paths, &st)?;
+        (spec, st, layer)
+    };
+    let dir = paths.container(&id);
+    write_etc_files(&dir, &spec)?;
+    let cgroup_layout = cgroups::detect(&cgroups::root())?;
+    let cg = ContainerCgroup::create(&cgroup_layout, &id, &spec.limits)?;
+    st.cgroup = Some(cg.info().clone());
+    creation.cgroup = Some(cg.clone());
+    let config = spec::oci_config(&spec, &layer.merged, &cg.info().path)?;
+    spec::write_oci_config(&dir, &config)?;
+    state::save(paths, &st)?;
+
+    if spec.detach {
+        let log = dir.join("container.log");
+        st.log_path = Some(log.clone());
+        state::save(paths, &st)?;
+        let (mut ready_r, ready_w) = sys::pipe()?;
+        match sys::fork()? {
+            0 => {
+                drop(ready_r);
+                // The detached supervisor owns cleanup from here on.
+                creation.armed = false;
+                let code = detached_supervisor(paths, &spec, &layer, cg, st, &log, ready_w);
+                sys::exit_now(code);
+            }
+            _child => {
+                drop(ready_w);
+                // One line: "ok" or the error.
+                let mut msg = String::new();
+                let _ = std::io::BufRead::read_line(
+                    &mut std::io::BufReader::new(&mut ready_r),
+                    &mut msg,
+                );
+                creation.armed = false;
+                if msg.trim() == "ok" {
+                    Ok(Launched::Detached { id })
+                } else {
+                    let msg = msg.trim();
+                    Err(Error::Invalid(if msg.is_empty() {
+                        "the container supervisor exited before starting the container".into()
+                    } else {
+                        msg.to_string()
+                    }))
+                }
+            }
+        }
+    } else {
+        creation.armed = false;
+        let exit_code = supervise(paths, &spec, &layer, &cg, &mut st, |_| {})?;
+        Ok(Launched::Exited { id, exit_code })
+    }
+}
+
+fn detached_supervisor(
+    paths: &Paths,
+    spec: &LaunchSpec,
+    layer: &ContainerLayer,
+    cg: ContainerCgroup,
+    mut st: ContainerState,
+    log: &Path,
+    mut ready: std::fs::File,
+) -> i32 {
+    let setup = (|| -> Result<()> {
+        sys::setsid()?;
+        let null = std::fs::File::open("/dev/null").at("open", "/dev/null")?;
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .at("open log", log)?;
+        sys::dup2(null.as_raw_fd(), 0)?;
+        sys::dup2(out.as_raw_fd(), 1)?;
+        sys::dup2(out.as_raw_fd(), 2)?;
+        Ok(())
+    })();
+    if let Err(e) = setup {
+        let _ = writeln!(ready, "{e}");
+        fail_start(paths, &cg, &mut st, &e);
+        return 1;
+    }
+    st.supervisor_pid = Some(std::process::id() as i32);
+    st.supervisor_started = state::process_start_ticks(std::process::id() as i32);
+    let mut ready = Some(ready);
+    let result = supervise(paths, spec, layer, &cg, &mut st, |outcome| {
+        if let Some(mut r) = ready.take() {
+            let _ = match outcome {
+                Ok(()) => writeln!(r, "ok"),
+                Err(e) => writeln!(r, "{e}"),
+            };
+        }
+    });
+    result.unwrap_or(1)
+}
+
+fn initial_state(spec: &LaunchSpec, layer: &ContainerLayer) -> ContainerState {
+    ContainerState {
+        version: STATE_VERSION,
+        id: spec.id.clone(),
+        name: spec.name.clone(),
+        image: spec.image_ref.clone(),
+        image_id: spec.image.id.clone(),
+        command: spec.argv.clone(),
+        labels: spec.labels.clone(),
+        status: Status::Created,
+        created_at: super::now_unix(),
+        started_at: None,
+        finished_at: None,
+        pid: None,
+        supervisor_pid: Some(std::process::id() as i32),
+        supervisor_started: state::process_start_ticks(std::process::id() as i32),
+        exit_code: None,
+        signal: None,
+        oom_killed: false,
+        error: None,
+        limits: spec.limits.clone(),
+        cgroup: None,
+        rootfs: RootfsInfo {
+            upperdir: layer.upper.clone(),
+            workdir: layer.work.clone(),
+            merged: layer.merged.clone(),
+            lowerdirs: layer.lowerdirs.clone(),
+        },
+        namespaces: Default::default(),
+        network: spec.network.as_str().into(),
+        hostname: spec.hostname.clone(),
+        detached: spec.detach,
+        auto_remove: spec.auto_remove,
+        init: spec.init,
+        log_path: None,
+    }
+}
+
+fn write_etc_files(dir: &Path, spec: &LaunchSpec) -> Result<()> {
+    let hostname = format!("{}\n", spec.hostname);
+    let hosts = match spec.network {
+        spec::Network::Host => std::fs::read_to_string("/etc/hosts").unwrap_or_default(),
+        spec::Network::None => format!(
+            "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{}\n",
+            spec.hostname
+        ),
+    };
+    let resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    for (name, content) in [
+        ("hostname", hostname),
+        ("hosts", hosts),
+        ("resolv.conf", resolv),
+    ] {
+        let p = dir.join(name);
+        std::fs::write(&p, content).at("write", &p)?;
+    }
+    Ok(())
+}
+
+/// Records a failed start and removes what the start created.
+fn fail_start(paths: &Paths, cg: &ContainerCgroup, st: &mut ContainerState, err: &Error) {
+    cg.destroy();
+    let _ = rootfs::remove(paths, &st.id);
+    let _ = std::fs::remove_dir_all(paths.container(&st.id));
+    st.error = Some(err.to_string());
+}
+
+/// Starts the container and waits for it. `on_start` is told whether it started.
+/// Returns the exit code (128+signal when killed).
+fn supervise(
+    paths: &Paths,
+    spec: &LaunchSpec,
+    layer: &ContainerLayer,
+    cg: &ContainerCgroup,
+    st: &mut ContainerState,
+    mut on_start: impl FnMut(std::result::Result<(), &Error>),
+) -> Result<i32> {
+    let mut blocked = FORWARDED.to_vec();
+    blocked.push(libc::SIGCHLD);
+    sys::sigmask(libc::SIG_BLOCK, &blocked)?;
+    let started = start(paths, spec, layer, cg, st);
+    let pid = match started {
+        Ok(pid) => {
+            on_start(Ok(()));
+            pid
+        }
+        Err(e) => {
+            fail_start(paths, cg, st, &e);
+            on_start(Err(&e));
+            return Err(e);
+        }
+    };
+    let exit = wait_forwarding(pid)?;
+    let (code, signal) = match exit {
+        sys::Exit::Code(c) => (c, None),
+        sys::Exit::Signal(s) => (128 + s, Some(s)),
+    };
+    st.status = Status::Exited;
+    st.exit_code = Some(code);
+    st.signal = signal;
+    st.oom_killed = cg.oom_kills() > 0;
+    st.finished_at = Some(super::now_unix());
+    st.pid = None;
+    cg.destroy();
+    if spec.auto_remove {
+        rootfs::remove(paths, &st.id)?;
+        let dir = paths.container(&st.id);
+        std::fs::remove_dir_all(&dir).at("remove", &dir)?;
+    } else {
+        state::save(paths, st)?;
+    }
+    Ok(code)
+}
+
+/// Clones the container process, places it in its cgroup, releases it and waits
+/// until it has exec'd. Returns its host pid.
+fn start(
+    paths: &Paths,
+    spec: &LaunchSpec,
+    layer: &ContainerLayer,
+    cg: &ContainerCgroup,
+    st: &mut ContainerState,
+) -> Result<i32> {
+    let (sync_r, mut sync_w) = sys::pipe()?;
+    let (mut err_r, err_w) = sys::pipe()?;
+    let ctx = ChildContext {
+        spec,
+        layer,
+        paths,
+        container_dir: paths.container(&spec.id),
+        cgroup_layout: cg.layout(),
+    };
+    let pid = sys::clone_fork(namespaces::clone_flags(spec.network))?;
+    if pid == 0 {
+        drop(sync_w);
+        drop(err_r);
+        namespaces::child_main(&ctx, sync_r, err_w);
+    }
+    drop(sync_r);
+    drop(err_w);
+    let placed = cg.add_process(pid);
+    if let Err(e) = placed {
+        let _ = sys::kill(pid, libc::SIGKILL);
+        let _ = sys::waitpid(pid, 0);
+        return Err(e);
+    }
+    // Record the pid before releasing the child, so `stop`/`kill` can find it, and
+    // its namespaces while it is sure to be alive (a short command may be gone by
+    // the time exec is confirmed). It enters its cgroup namespace only once released.
+    st.pid = Some(pid);
+    let mut ns = namespaces::namespace_inodes(pid);
+    ns.remove("cgroup");
+    sync_w
+        .write_all(b"1")
+        .at("release container process", "sync pipe")?;
+    drop(sync_w);
+    let mut msg = String::new();
+    let _ = err_r.read_to_string(&mut msg);
+    if !msg.trim().is_empty() {
+        let _ = sys::waitpid(pid, 0);
+        st.pid = None;
+        return Err(Error::Invalid(format!(
+            "starting the container: {}",
+            msg.trim()
+        )));
+    }
+    st.status = Status::Running;
+    st.started_at = Some(super::now_unix());
+    ns.extend(namespaces::namespace_inodes(pid));
+    st.namespaces = ns;
+    state::save(paths, st)?;
+    Ok(pid)
+}
+
+/// Waits for `pid`, forwarding the blocked signals to it.
+fn wait_forwarding(pid: i32) -> Result<sys::Exit> {
+    let mut waited = FORWARDED.to_vec();
+    waited.push(libc::SIGCHLD);
+    loop {
+        if let Some((_, exit)) = sys::waitpid(pid, libc::WNOHANG)? {
+            return Ok(exit);
+        }
+        match sys::sigtimedwait(&waited, Duration::from_secs(1))? {
+            Some(libc::SIGCHLD) | None => {}
+            Some(sig) => {
+                let _ = sys::kill(pid, sig);
+            }
+        }
+    }
+}
+
+/// Whether `st`'s recorded pid is still the container's PID 1 (guards against pid
+/// reuse after the container exited).
+fn pid_is_container(st: &ContainerState) -> Option<i32> {
+    let pid = st.pid?;
+    let want = st.namespaces.get("pid")?;
+    let now = namespaces::namespace_inodes(pid);
+    (now.get("pid") == Some(want)).then_some(pid)
+}
+
+/// Sends `signal` to a running container's PID 1.
+pub fn kill(paths: &Paths, key: &str, signal: i32) -> Result<ContainerState> {
+    let st = state::find(paths, key)?;
+    if !st.is_running() {
+        return Err(Error::Conflict(format!(
+            "container {} is not running",
+            st.name
+        )));
+    }
+    let pid = pid_is_container(&st)
+        .ok_or_else(|| Error::Conflict(format!("container {} is not running", st.name)))?;
+    sys::kill(pid, signal)?;
+    Ok(st)
+}
+
+/// Waits until the container is no longer running; `false` on timeout.
+pub fn wait_exited(paths: &Paths, id: &str, timeout: Duration) -> Result<bool> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match state::load(paths, id) {
+            Ok(st) if st.is_running() || st.status == Status::Created && st.supervisor_alive() => {}
+            Ok(_) => return Ok(true),
+            Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(true);
+            }
+            Err(e) => return Err(e),
+        }
+        if Instant::now() >= deadline {
+            return Ok(false);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// SIGTERM, then SIGKILL after `timeout`, like `docker stop`.
+pub fn stop(paths: &Paths, key: &str, timeout: Duration) -> Result<ContainerState> {
+    let st = state::find(paths, key)?;
+    if !st.is_running() {
+        return Ok(st);
+    }
+    if let Some(pid) = pid_is_container(&st) {
+        sys::kill(pid, libc::SIGTERM)?;
+        if !wait_exited(paths, &st.id, timeout)?
+            && let Some(pid) = pid_is_container(&st)
+        {
+            sys::kill(pid, libc::SIGKILL)?;
+        }
+    }
+    if !wait_exited(paths, &st.id, Duration::from_secs(10))? {
+        return Err(Error::Conflict(format!(
+            "container {} did not exit after SIGKILL",
+            st.name
+        )));
+    }
+    state::load(paths, &st.id).or(Ok(st))
+}
+
+/// Removes a container: refused while running unless `force` (which kills it).
+pub fn remove(paths: &Paths, key: &str, force: bool) -> Result<ContainerState> {
+    let st = state::find(paths, key)?;
+    if st.is_running() {
+        if !force {
+            return Err(Error::Conflict(format!(
+                "container {} is running; stop it first or use rm -f",
+                st.name
+            )));
+        }
+        if let Some(pid) = pid_is_container(&st) {
+            sys::kill(pid, libc::SIGKILL)?;
+        }
+        wait_exited(paths, &st.id, Duration::from_secs(10))?;
+    }
+    let _lock = sys::lock_exclusive(&paths.lock_file())?;
+    // A supervisor that died leaves its cgroup; destroying it kills what is left.
+    if let Some(info) = &st.cgroup {
+        ContainerCgroup::from_info(info).destroy();
+    }
+    rootfs::remove(paths, &st.id)?;
+    let dir = paths.container(&st.id);
+    match std::fs::remove_dir_all(&dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e).at("remove", &dir),
+        _ => {}
+    }
+    Ok(st)
+}
+
+/// The log file of a container (detached containers only).
+pub fn log_path(paths: &Paths, key: &str) -> Result<(ContainerState, PathBuf)> {
+    let st = state::find(paths, key)?;
+    let path = st.log_path.clone().ok_or_else(|| {
+        Error::NotFound(format!(
+            "container {} was not detached: its output went to the terminal",
+            st.name
+        ))
+    })?;
+    Ok((st, path))
+}

@@ -1,0 +1,519 @@
+//! Thin, safe wrappers over the raw syscalls the runtime needs. All of the runtime's
+//! `unsafe` lives here, each block with the reason it is sound.
+
+use super::{Error, IoContext, Result};
+use std::ffi::{CStr, CString};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+fn cpath(path: &Path) -> Result<CString> {
+    CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| Error::Invalid(format!("path contains a NUL byte: {}", path.display())))
+}
+
+fn cstr(s: &str) -> Result<CString> {
+    CString::new(s).map_err(|_| Error::Invalid(format!("string contains a NUL byte: {s:?}")))
+}
+
+fn check(ret: libc::c_int, op: &'static str, path: &Path) -> Result<()> {
+    if ret < 0 {
+        Err(std::io::Error::last_os_error()).at(op, path)
+    } else {
+        Ok(())
+    }
+}
+
+fn check_sys(ret: libc::c_long, op: &str) -> Result<libc::c_long> {
+    if ret < 0 {
+        Err(Error::last_os(op))
+    } else {
+        Ok(ret)
+    }
+}
+
+/// Fills `buf` from the kernel's random pool.
+pub fn getrandom(buf: &mut [u8]) -> Result<()> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        // SAFETY: the pointer and length describe the unfilled tail of `buf`.
+        let n =
+            unsafe { libc::getrandom(buf[filled..].as_mut_ptr().cast(), buf.len() - filled, 0) };
+        if n < 0 {
+            let err = std::io::Error::last_os_error();
+            if err.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(Error::Sys {
+                op: "getrandom".into(),
+                source: err,
+            });
+        }
+        filled += n as usize;
+    }
+    Ok(())
+}
+
+/// `mount(2)`.
+pub fn mount(
+    source: Option<&str>,
+    target: &Path,
+    fstype: Option<&str>,
+    flags: libc::c_ulong,
+    data: Option<&str>,
+) -> Result<()> {
+    let source = source.map(cstr).transpose()?;
+    let fstype = fstype.map(cstr).transpose()?;
+    let data = data.map(cstr).transpose()?;
+    let target_c = cpath(target)?;
+    let ptr = |c: &Option<CString>| c.as_ref().map_or(std::ptr::null(), |c| c.as_ptr());
+    // SAFETY: all pointers are NUL-terminated strings that outlive the call, or null
+    // where mount(2) accepts null.
+    let ret = unsafe {
+        libc::mount(
+            ptr(&source),
+            target_c.as_ptr(),
+            ptr(&fstype),
+            flags,
+            ptr(&data).cast(),
+        )
+    };
+    check(ret, "mount", target)
+}
+
+/// `mount(2)` with a path as the source (bind mounts).
+pub fn bind(source: &Path, target: &Path, flags: libc::c_ulong) -> Result<()> {
+    let src = cpath(source)?;
+    let tgt = cpath(target)?;
+    // SAFETY: both strings are NUL-terminated and outlive the call; fstype and data
+    // may be null for bind mounts.
+    let ret = unsafe {
+        libc::mount(
+            src.as_ptr(),
+            tgt.as_ptr(),
+            std::ptr::null(),
+            flags | libc::MS_BIND,
+            std::ptr::null(),
+        )
+    };
+    check(ret, "bind mount onto", target)
+}
+
+/// `umount2(2)`.
+pub fn umount2(target: &Path, flags: libc::c_int) -> Result<()> {
+    let tgt = cpath(target)?;
+    // SAFETY: `tgt` is a NUL-terminated string that outlives the call.
+    let ret = unsafe { libc::umount2(tgt.as_ptr(), flags) };
+    check(ret, "unmount", target)
+}
+
+/// `pivot_root(2)`.
+pub fn pivot_root(new_root: &Path, put_old: &Path) -> Result<()> {
+    let new = cpath(new_root)?;
+    let old = cpath(put_old)?;
+    // SAFETY: both arguments are NUL-terminated strings that outlive the call.
+    let ret = unsafe { libc::syscall(libc::SYS_pivot_root, new.as_ptr(), old.as_ptr()) };
+    check(ret as libc::c_int, "pivot_root", new_root)
+}
+
+/// `sethostname(2)`.
+pub fn sethostname(name: &str) -> Result<()> {
+    // SAFETY: the pointer and length describe `name`'s bytes.
+    let ret = unsafe { libc::sethostname(name.as_ptr().cast(), name.len()) };
+    check_sys(ret as libc::c_long, "sethostname").map(drop)
+}
+
+/// `mknod(2)` for a device node.
+pub fn mknod(path: &Path, mode: libc::mode_t, major: u32, minor: u32) -> Result<()> {
+    let p = cpath(path)?;
+    // SAFETY: `p` is NUL-terminated and outlives the call.
+    let ret = unsafe { libc::mknod(p.as_ptr(), mode, libc::makedev(major, minor)) };
+    check(ret, "mknod", path)
+}
+
+/// `lsetxattr(2)`.
+pub fn lsetxattr(path: &Path, name: &str, value: &[u8]) -> Result<()> {
+    let p = cpath(path)?;
+    let n = cstr(name)?;
+    // SAFETY: the strings are NUL-terminated; value pointer/length describe `value`.
+    let ret = unsafe {
+        libc::lsetxattr(
+            p.as_ptr(),
+            n.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    };
+    check(ret, "set xattr on", path)
+}
+
+/// `lchown(2)`.
+pub fn lchown(path: &Path, uid: u32, gid: u32) -> Result<()> {
+    let p = cpath(path)?;
+    // SAFETY: `p` is NUL-terminated and outlives the call.
+    let ret = unsafe { libc::lchown(p.as_ptr(), uid, gid) };
+    check(ret, "chown", path)
+}
+
+/// `unshare(2)`.
+pub fn unshare(flags: libc::c_int) -> Result<()> {
+    // SAFETY: unshare takes only flags.
+    let ret = unsafe { libc::unshare(flags) };
+    check_sys(ret as libc::c_long, "unshare").map(drop)
+}
+
+/// `prctl(2)` with integer arguments.
+pub fn prctl(option: libc::c_int, arg2: libc::c_ulong, what: &str) -> Result<()> {
+    // SAFETY: the options used by the runtime take integer arguments only.
+    let ret = unsafe { libc::prctl(option, arg2, 0, 0, 0) };
+    check_sys(ret as libc::c_long, what).map(drop)
+}
+
+/// Sets the effective, permitted and inheritable capability sets (`capset(2)`, v3).
+pub fn capset(effective: u64, permitted: u64, inheritable: u64) -> Result<()> {
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: i32,
+    }
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+    let mut header = Header {
+        version: LINUX_CAPABILITY_VERSION_3,
+        pid: 0,
+    };
+    let split = |v: u64| [(v & 0xffff_ffff) as u32, (v >> 32) as u32];
+    let (e, p, i) = (split(effective), split(permitted), split(inheritable));
+    let data = [
+        Data {
+            effective: e[0],
+            permitted: p[0],
+            inheritable: i[0],
+        },
+        Data {
+            effective: e[1],
+            permitted: p[1],
+            inheritable: i[1],
+        },
+    ];
+    // SAFETY: header and a two-element data array are the v3 layout capset expects;
+    // both outlive the call.
+    let ret = unsafe { libc::syscall(libc::SYS_capset, &mut header, data.as_ptr()) };
+    check_sys(ret, "capset").map(drop)
+}
+
+/// `setgroups`, `setgid`, `setuid`, in that order.
+pub fn set_ids(uid: u32, gid: u32, groups: &[u32]) -> Result<()> {
+    // SAFETY: the pointer and length describe `groups`.
+    let ret = unsafe { libc::setgroups(groups.len(), groups.as_ptr()) };
+    check_sys(ret as libc::c_long, "setgroups")?;
+    // SAFETY: plain integer arguments.
+    let ret = unsafe { libc::setresgid(gid, gid, gid) };
+    check_sys(ret as libc::c_long, "setgid")?;
+    // SAFETY: plain integer arguments.
+    let ret = unsafe { libc::setresuid(uid, uid, uid) };
+    check_sys(ret as libc::c_long, "setuid").map(drop)
+}
+
+/// `kill(2)`. `Ok(false)` when the process no longer exists.
+pub fn kill(pid: i32, sig: i32) -> Result<bool> {
+    // SAFETY: plain integer arguments.
+    let ret = unsafe { libc::kill(pid, sig) };
+    if ret == 0 {
+        return Ok(true);
+    }
+    let err = std::io::Error::last_os_error();
+    if err.raw_os_error() == Some(libc::ESRCH) {
+        Ok(false)
+    } else {
+        Err(Error::Sys {
+            op: format!("kill({pid}, {sig})"),
+            source: err,
+        })
+    }
+}
+
+/// How a child ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// `exit(code)`.
+    Code(i32),
+    /// Killed by a signal.
+    Signal(i32),
+}
+
+/// `waitpid(pid, flags)`; `Ok(None)` when `WNOHANG` found nothing.
+pub fn waitpid(pid: i32, flags: libc::c_int) -> Result<Option<(i32, Exit)>> {
+    loop {
+        let mut status = 0;
+        // SAFETY: `status` is a valid out-pointer.
+        let ret = unsafe { libc::waitpid(pid, &mut status, flags) };
+        if ret < 0 {
+            let err = std::io::Error::last_os_error();
+            if err.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(Error::Sys {
+                op: format!("waitpid({pid})"),
+                source: err,
+            });
+        }
+        if ret == 0 {
+            return Ok(None);
+        }
+        if libc::WIFEXITED(status) {
+            return Ok(Some((ret, Exit::Code(libc::WEXITSTATUS(status)))));
+        }
+        if libc::WIFSIGNALED(status) {
+            return Ok(Some((ret, Exit::Signal(libc::WTERMSIG(status)))));
+        }
+        // Stopped/continued: keep waiting.
+    }
+}
+
+/// Arguments of `clone3(2)`.
+#[repr(C)]
+#[derive(Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+/// Fork-like `clone3(2)` into new namespaces: returns 0 in the child, the child's
+/// pid in the parent. Must only be called while the process is single-threaded.
+pub fn clone_fork(flags: u64) -> Result<i32> {
+    let mut args = CloneArgs {
+        flags,
+        exit_signal: libc::SIGCHLD as u64,
+        ..Default::default()
+    };
+    // SAFETY: with a null stack clone3 behaves like fork(2): the child continues on a
+    // copy of this stack. The caller guarantees no other threads exist, so no lock can
+    // be held by a thread missing in the child.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            &mut args as *mut CloneArgs,
+            std::mem::size_of::<CloneArgs>(),
+        )
+    };
+    check_sys(ret, "clone3").map(|pid| pid as i32)
+}
+
+/// `fork(2)`: 0 in the child. Must only be called while single-threaded.
+pub fn fork() -> Result<i32> {
+    // SAFETY: the caller guarantees the process is single-threaded.
+    let ret = unsafe { libc::fork() };
+    check_sys(ret as libc::c_long, "fork").map(|pid| pid as i32)
+}
+
+/// `setsid(2)`.
+pub fn setsid() -> Result<()> {
+    // SAFETY: no arguments.
+    let ret = unsafe { libc::setsid() };
+    check_sys(ret as libc::c_long, "setsid").map(drop)
+}
+
+/// Leaves the process immediately with `code`, without running destructors or
+/// flushing stdio (used in forked children).
+pub fn exit_now(code: i32) -> ! {
+    // SAFETY: _exit never returns and touches no Rust state.
+    unsafe { libc::_exit(code) }
+}
+
+/// Blocks (`how = SIG_BLOCK`), unblocks or sets the signal mask to `sigs`; an empty
+/// slice with `SIG_SETMASK` clears the mask.
+pub fn sigmask(how: libc::c_int, sigs: &[i32]) -> Result<()> {
+    let set = sigset(sigs);
+    // SAFETY: `set` is an initialised sigset; the old-set pointer may be null.
+    let ret = unsafe { libc::sigprocmask(how, &set, std::ptr::null_mut()) };
+    check_sys(ret as libc::c_long, "sigprocmask").map(drop)
+}
+
+fn sigset(sigs: &[i32]) -> libc::sigset_t {
+    // SAFETY: sigemptyset initialises the zeroed set; sigaddset only writes into it.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for &s in sigs {
+            libc::sigaddset(&mut set, s);
+        }
+        set
+    }
+}
+
+/// Every catchable signal (for blocking all of them in an init process).
+pub fn all_signals() -> Vec<i32> {
+    (1..=64)
+        .filter(|&s| s != libc::SIGKILL && s != libc::SIGSTOP && !(32..=33).contains(&s))
+        .collect()
+}
+
+/// Waits up to `timeout` for one of the blocked `sigs`; `Ok(None)` on timeout.
+pub fn sigtimedwait(sigs: &[i32], timeout: std::time::Duration) -> Result<Option<i32>> {
+    let set = sigset(sigs);
+    let ts = libc::timespec {
+        tv_sec: timeout.as_secs() as libc::time_t,
+        tv_nsec: timeout.subsec_nanos() as libc::c_long,
+    };
+    // SAFETY: `set` and `ts` are initialised and outlive the call; siginfo may be null.
+    let ret = unsafe { libc::sigtimedwait(&set, std::ptr::null_mut(), &ts) };
+    if ret < 0 {
+        let err = std::io::Error::last_os_error();
+        return match err.raw_os_error() {
+            Some(libc::EAGAIN) | Some(libc::EINTR) => Ok(None),
+            _ => Err(Error::Sys {
+                op: "sigtimedwait".into(),
+                source: err,
+            }),
+        };
+    }
+    Ok(Some(ret))
+}
+
+/// Resets every catchable signal's disposition to the default.
+pub fn reset_signal_handlers() {
+    for s in all_signals() {
+        // SAFETY: setting SIG_DFL is always valid for catchable signals; errors for
+        // reserved numbers are ignored.
+        unsafe {
+            libc::signal(s, libc::SIG_DFL);
+        }
+    }
+}
+
+/// `execve(2)`; returns only on failure.
+pub fn execve(path: &CStr, argv: &[CString], envp: &[CString]) -> Error {
+    let mut argv_p: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
+    argv_p.push(std::ptr::null());
+    let mut env_p: Vec<*const libc::c_char> = envp.iter().map(|a| a.as_ptr()).collect();
+    env_p.push(std::ptr::null());
+    // SAFETY: path, argv and envp are NUL-terminated strings in null-terminated arrays
+    // that outlive the call.
+    unsafe { libc::execve(path.as_ptr(), argv_p.as_ptr(), env_p.as_ptr()) };
+    Error::Sys {
+        op: format!("exec {}", path.to_string_lossy()),
+        source: std::io::Error::last_os_error(),
+    }
+}
+
+/// Brings the loopback interface up in the current network namespace.
+pub fn loopback_up() -> Result<()> {
+    // SAFETY: plain socket creation.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(Error::last_os("socket"));
+    }
+    // SAFETY: ifreq is plain data; zeroed is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in req.ifr_name.iter_mut().zip(b"lo\0") {
+        *dst = *src as libc::c_char;
+    }
+    // SAFETY: `fd` is a socket and `req` a valid ifreq for SIOCGIFFLAGS/SIOCSIFFLAGS;
+    // the union field written is the one these ioctls use.
+    let res = unsafe {
+        if libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut req) < 0 {
+            Err(Error::last_os("ioctl SIOCGIFFLAGS lo"))
+        } else {
+            req.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+            if libc::ioctl(fd, libc::SIOCSIFFLAGS, &req) < 0 {
+                Err(Error::last_os("ioctl SIOCSIFFLAGS lo"))
+            } else {
+                Ok(())
+            }
+        }
+    };
+    // SAFETY: `fd` is owned here and closed once.
+    unsafe { libc::close(fd) };
+    res
+}
+
+/// An exclusive `flock(2)` held until drop.
+pub struct FileLock {
+    _file: std::fs::File,
+}
+
+/// Takes an exclusive lock on `path` (created if missing), waiting for it.
+pub fn lock_exclusive(path: &Path) -> Result<FileLock> {
+    use std::os::fd::AsRawFd;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .at("open lock file", path)?;
+    loop {
+        // SAFETY: the descriptor is open for the duration of the call.
+        let ret = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
+        if ret == 0 {
+            break;
+        }
+        let err = std::io::Error::last_os_error();
+        if err.kind() != std::io::ErrorKind::Interrupted {
+            return Err(err).at("lock", path);
+        }
+    }
+    Ok(FileLock { _file: file })
+}
+
+/// A pipe with both ends close-on-exec: (read, write).
+pub fn pipe() -> Result<(std::fs::File, std::fs::File)> {
+    use std::os::fd::FromRawFd;
+    let mut fds = [0; 2];
+    // SAFETY: `fds` is a valid two-element out array.
+    let ret = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) };
+    check_sys(ret as libc::c_long, "pipe2")?;
+    // SAFETY: pipe2 returned two fresh descriptors that nothing else owns.
+    Ok(unsafe {
+        (
+            std::fs::File::from_raw_fd(fds[0]),
+            std::fs::File::from_raw_fd(fds[1]),
+        )
+    })
+}
+
+/// `dup2(2)`.
+pub fn dup2(from: i32, to: i32) -> Result<()> {
+    // SAFETY: plain descriptor numbers; dup2 validates them.
+    let ret = unsafe { libc::dup2(from, to) };
+    check_sys(ret as libc::c_long, "dup2").map(drop)
+}
+
+/// `close(2)`, ignoring errors (the descriptor listing may include its own, now
+/// closed, directory handle).
+pub fn close(fd: i32) {
+    // SAFETY: closing a descriptor number; callers guarantee nothing will use it again.
+    unsafe { libc::close(fd) };
+}
+
+/// Sets the process's umask.
+pub fn umask(mask: libc::mode_t) {
+    // SAFETY: umask cannot fail.
+    unsafe { libc::umask(mask) };
+}
+
+/// Filesystem magic number of `path` (`statfs(2)`).
+pub fn fs_magic(path: &Path) -> Result<i64> {
+    let p = cpath(path)?;
+    // SAFETY: statfs is plain data; zeroed is valid and the kernel fills it.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `p` is NUL-terminated; `st` is a valid out-pointer.
+    let ret = unsafe { libc::statfs(p.as_ptr(), &mut st) };
+    check(ret, "statfs", path)?;
+    Ok(st.f_type as i64)
+}
