@@ -1,6 +1,9 @@
 //! The container's cgroup, under the agent's own subtree: `/agent/<id>` in every v1
 //! hierarchy, or `<root>/agent/<id>` on the unified (v2) hierarchy with the
-//! controllers enabled in `cgroup.subtree_control` on the way down.
+//! controllers enabled in `cgroup.subtree_control` on the way down. On a hybrid
+//! host (v1 controllers plus a cgroup2 mount such as `unified/`) the cgroup is also
+//! created on the cgroup2 mount, without limits, as runc does: that is where the
+//! kernel keeps the container's PSI files.
 //!
 //! Limits are written before the container's process is moved in, so the command
 //! never runs unbounded.
@@ -25,6 +28,8 @@ pub enum Layout {
     /// Per-controller hierarchies: mount point → controllers on it.
     V1 {
         hierarchies: BTreeMap<PathBuf, Vec<String>>,
+        /// The cgroup2 mount of a hybrid host (`<root>/unified`), if any.
+        unified: Option<PathBuf>,
     },
 }
 
@@ -45,7 +50,23 @@ pub fn detect(root: &Path) -> Result<Layout> {
             root.display()
         )));
     }
-    Ok(Layout::V1 { hierarchies })
+    let unified = parse_unified_mount(&mountinfo, root);
+    Ok(Layout::V1 {
+        hierarchies,
+        unified,
+    })
+}
+
+/// The cgroup2 mount point below `root` on a hybrid host, from mountinfo text.
+pub fn parse_unified_mount(mountinfo: &str, root: &Path) -> Option<PathBuf> {
+    mountinfo.lines().find_map(|line| {
+        let (pre, post) = line.split_once(" - ")?;
+        if post.split_whitespace().next() != Some("cgroup2") {
+            return None;
+        }
+        let mp = PathBuf::from(pre.split_whitespace().nth(4)?);
+        (mp.starts_with(root) && mp != root).then_some(mp)
+    })
 }
 
 /// v1 mount points under `root` and their controllers, from mountinfo text.
@@ -129,7 +150,10 @@ impl ContainerCgroup {
         };
         let result = match layout {
             Layout::V2 { root } => cg.create_v2(root, id, limits),
-            Layout::V1 { hierarchies } => cg.create_v1(hierarchies, id, limits),
+            Layout::V1 {
+                hierarchies,
+                unified,
+            } => cg.create_v1(hierarchies, unified.as_deref(), id, limits),
         };
         if let Err(e) = result {
             cg.destroy();
@@ -190,6 +214,7 @@ impl ContainerCgroup {
     fn create_v1(
         &mut self,
         hierarchies: &BTreeMap<PathBuf, Vec<String>>,
+        unified: Option<&Path>,
         id: &str,
         limits: &Limits,
     ) -> Result<()> {
@@ -236,6 +261,15 @@ impl ContainerCgroup {
             {
                 write(&dir.join("pids.max"), &p.to_string())?;
             }
+        }
+        if let Some(unified) = unified {
+            // No limits here (the v1 controllers hold them); processes are moved in
+            // with the rest, so the kernel accounts their pressure to this cgroup.
+            let parent = unified.join(SUBTREE);
+            let dir = parent.join(id);
+            mkdir_retry(&parent)?;
+            std::fs::create_dir(&dir).at("create cgroup", &dir)?;
+            self.info.dirs.push(dir);
         }
         let present = |c: &str| hierarchies.values().flatten().any(|x| x == c);
         for (c, wanted) in [
@@ -377,6 +411,15 @@ mod tests {
             ["cpu", "cpuacct"]
         );
         assert_eq!(m[Path::new("/sys/fs/cgroup/systemd")], ["name=systemd"]);
+        assert_eq!(
+            parse_unified_mount(text, Path::new("/sys/fs/cgroup")),
+            Some(PathBuf::from("/sys/fs/cgroup/unified"))
+        );
+        let v2_root = "41 23 0:38 / /sys/fs/cgroup rw,relatime - cgroup2 cgroup2 rw\n";
+        assert_eq!(
+            parse_unified_mount(v2_root, Path::new("/sys/fs/cgroup")),
+            None
+        );
     }
 
     #[test]

@@ -290,7 +290,7 @@ fn mount_cgroups(root: &Path, layout: &Layout) -> Result<()> {
     let flags = MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY;
     match layout {
         Layout::V2 { .. } => sys::mount(Some("cgroup2"), &target, Some("cgroup2"), flags, None),
-        Layout::V1 { hierarchies } => {
+        Layout::V1 { hierarchies, .. } => {
             sys::mount(
                 Some("tmpfs"),
                 &target,
