@@ -326,31 +326,41 @@ pub struct AgentProcess {
     pub addr: String,
     child: Child,
     _state: tempfile::TempDir,
+    /// The state root it reads launched containers from: `_state` unless given.
+    state_dir: PathBuf,
 }
 
 impl AgentProcess {
     /// Starts the agent without eBPF tracing (most tests read cgroups only, and
     /// tracing from several agents at once would only slow the machine down).
     pub fn start(extra: &[&str]) -> AgentProcess {
-        Self::start_with(extra, false)
+        Self::start_with(extra, false, None)
     }
 
     /// Starts the agent with its eBPF tracing.
     pub fn start_traced(extra: &[&str]) -> AgentProcess {
-        Self::start_with(extra, true)
+        Self::start_with(extra, true, None)
+    }
+
+    /// Starts the agent with its eBPF tracing on the state root `state_dir` (where
+    /// `agent launch` keeps its containers), so it names the containers launched there.
+    pub fn start_traced_in(state_dir: &Path, extra: &[&str]) -> AgentProcess {
+        Self::start_with(extra, true, Some(state_dir))
     }
 
     /// Starts the agent with extra arguments and waits until /healthz answers.
-    fn start_with(extra: &[&str], traced: bool) -> AgentProcess {
+    fn start_with(extra: &[&str], traced: bool, state_dir: Option<&Path>) -> AgentProcess {
         let state = tempfile::tempdir().unwrap();
+        let state_dir = state_dir.unwrap_or(state.path()).to_path_buf();
         for _ in 0..4 {
-            match Self::try_start(extra, traced, &state) {
+            match Self::try_start(extra, traced, &state, &state_dir) {
                 Some(child_and_addr) => {
                     let (child, addr) = child_and_addr;
                     return AgentProcess {
                         addr,
                         child,
                         _state: state,
+                        state_dir,
                     };
                 }
                 None => eprintln!("agent could not bind its port; retrying on another"),
@@ -364,12 +374,13 @@ impl AgentProcess {
         extra: &[&str],
         traced: bool,
         state: &tempfile::TempDir,
+        state_dir: &Path,
     ) -> Option<(Child, String)> {
         let addr = format!("127.0.0.1:{}", free_port());
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_agent"));
         cmd.args(["serve", "--listen", &addr, "--rescan-interval", "200ms"])
             .arg("--state-dir")
-            .arg(state.path());
+            .arg(state_dir);
         cmd.arg("--control-socket")
             .arg(state.path().join("control.sock"));
         if !traced {
@@ -412,9 +423,9 @@ impl AgentProcess {
         self._state.path().join("control.sock")
     }
 
-    /// The agent's state root (a temporary directory).
+    /// The agent's state root (a temporary directory unless given).
     pub fn state_dir(&self) -> &Path {
-        self._state.path()
+        &self.state_dir
     }
 
     /// Records a container the way `agent launch` does, so the agent labels it.
