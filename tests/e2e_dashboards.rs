@@ -1,76 +1,43 @@
-//! End to end for issue 5: Debian's real Prometheus scrapes the real agent while three
-//! real cgroups misbehave — one near its memory limit, one whose child gets OOM-killed,
-//! one CPU-throttled. Every query of `dashboards/agent.json`, with the Grafana variables
-//! substituted, must run without error and return data, and the memory, OOM and
-//! throttling alerts of `dashboards/alerts.yml` must reach the firing state.
+//! End to end for issue 5: Debian's real Prometheus scrapes the real agent (eBPF
+//! tracing on) while real `agent launch -d` containers from a busybox image misbehave:
+//! one near its memory limit, one whose child gets OOM-killed (and which execs and
+//! mounts a tmpfs), one CPU-throttled, and one that exits non-zero and is launched
+//! again under the same name. Every query of `dashboards/agent.json`, with the Grafana
+//! variables substituted, must run without error and return data, and the memory, OOM,
+//! throttling, exit-code and restart alerts of `dashboards/alerts.yml` must reach the
+//! firing state.
 //!
-//! Needs root (real cgroups) and `/usr/bin/prometheus` (or `$PROMETHEUS`).
+//! Needs root (containers, eBPF), `/bin/busybox`, overlayfs and `/usr/bin/prometheus`
+//! (or `$PROMETHEUS`). The containers live in a temporary state root that the agent
+//! under test reads; `launch_support::Env` force-removes them (processes, cgroups,
+//! mounts) on drop, also when the test fails.
 
 mod common;
 #[path = "support/dashboard_queries.rs"]
 mod dashboard_queries;
+#[path = "launch_support/mod.rs"]
+mod launch_support;
 
 use common::prometheus::{Config, Prometheus, value_of};
-use common::{AgentProcess, Hog, TestCgroup, require_root};
+use common::{AgentProcess, require_root};
 use dashboard_queries::{Variables, metric_names};
-use serde_json::Value;
+use launch_support::Env;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
-
-/// Panels whose metrics come from features that have not landed on this branch yet:
-/// their queries must still run without error, but may return no data. Each entry is
-/// (panel title, reason). Only panels whose every query uses a metric of
-/// [`is_pending_metric`] may be listed; the test checks that, so this list can never
-/// hide a panel that should work.
-const PENDING_PANELS: &[(&str, &str)] = &[
-    (
-        "Exec events",
-        "eBPF exec tracing not landed (agent_exec_events_total)",
-    ),
-    (
-        "Mount events",
-        "eBPF mount tracing not landed (agent_mount_events_total)",
-    ),
-    (
-        "Restarts (new ids per name, 15m)",
-        "agent launch not landed (agent_container_running)",
-    ),
-    (
-        "Last exit code",
-        "agent launch not landed (agent_container_exit_code)",
-    ),
-    (
-        "eBPF programs attached",
-        "eBPF loader not landed (agent_ebpf_program_attached)",
-    ),
-    (
-        "eBPF events lost",
-        "eBPF ring buffer not landed (agent_ebpf_events_lost_total)",
-    ),
-];
-
-/// Metric names of features not landed yet (eBPF events, `agent launch`).
-fn is_pending_metric(name: &str) -> bool {
-    matches!(
-        name,
-        "agent_exec_events_total"
-            | "agent_mount_events_total"
-            | "agent_container_exit_code"
-            | "agent_container_running"
-    ) || name.starts_with("agent_ebpf_")
-}
 
 /// PSI families: exported only where the kernel offers per-cgroup pressure files.
 fn is_psi_metric(name: &str) -> bool {
     name.starts_with("container_pressure_")
 }
 
-/// The alerts this test drives to the firing state, with the role of the cgroup
+/// The alerts this test drives to the firing state, with the role of the container
 /// that must fire each.
 const ALERTS: &[(&str, Role)] = &[
     ("ContainerMemoryNearLimit", Role::NearLimit),
     ("ContainerOOMKilled", Role::Oom),
     ("ContainerCPUThrottled", Role::Throttled),
+    ("LaunchedContainerExitedNonZero", Role::Exits),
+    ("LaunchedContainerRestarting", Role::Exits),
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,21 +45,24 @@ enum Role {
     NearLimit,
     Oom,
     Throttled,
+    Exits,
 }
 
-const MIB: u64 = 1 << 20;
+/// The exit code of the container that exits non-zero.
+const EXIT_CODE: i32 = 3;
 
-/// One cgroup with a name and an image in the agent's state, as `agent launch` records.
+/// A container launched for this test.
 struct Container {
     role: Role,
     name: String,
-    image: String,
-    cgroup: TestCgroup,
+    /// Its current id (a relaunch under the same name gets a new one).
+    id: String,
 }
 
 impl Container {
-    fn id(&self) -> &str {
-        &self.cgroup.path
+    /// The cgroup path the agent exports as the `id` label.
+    fn cgroup(&self) -> String {
+        format!("/agent/{}", self.id)
     }
 }
 
@@ -101,14 +71,14 @@ fn phase(start: Instant, what: &str) {
     eprintln!("[{:>6.2}s] {what}", start.elapsed().as_secs_f64());
 }
 
-/// Sets the v1 memory+swap limit too (where the kernel has it), so the kernel
-/// reclaims or kills instead of swapping.
-fn limit_swap(h: &agent::cgroup::Hierarchy, cg: &TestCgroup, bytes: u64) {
-    if h.is_v2() {
-        let _ = std::fs::write(h.root().join(&cg.path[1..]).join("memory.swap.max"), "0");
-    } else if let Some(dir) = h.dir(agent::cgroup::Controller::Memory, &cg.path) {
-        let _ = std::fs::write(dir.join("memory.memsw.limit_in_bytes"), bytes.to_string());
-    }
+/// `agent launch -d --name NAME ARGS… busybox sh -c SCRIPT`; returns the container.
+fn launch(env: &Env, role: Role, name: String, limits: &[&str], script: &str) -> Container {
+    let mut args = vec!["-d", "--name", &name, "--pids-limit", "16"];
+    args.extend_from_slice(limits);
+    args.extend_from_slice(&["busybox", "sh", "-c", script]);
+    let id = env.launch(&args).ok().stdout.trim().to_string();
+    assert_eq!(id.len(), 64, "launch -d prints the id: {id:?}");
+    Container { role, name, id }
 }
 
 fn alive(pid: i32) -> bool {
@@ -121,52 +91,68 @@ fn dashboards_and_alerts_against_real_prometheus() {
     if !require_root("dashboards_and_alerts_against_real_prometheus") {
         return;
     }
+    if let Some(reason) = launch_support::skip_reason() {
+        eprintln!("SKIPPED dashboards_and_alerts_against_real_prometheus: {reason}");
+        return;
+    }
     let start = Instant::now();
-    let h = common::host_hierarchy();
     let pid = std::process::id();
 
-    // Declared before the processes, the agent and Prometheus, so that those are
-    // dropped (killed and reaped) first and the cgroups are empty when removed.
-    let make = |role: Role, short: &str| Container {
-        role,
-        name: format!("dash-{short}-{pid}"),
-        image: format!("e2e/{short}:1"),
-        cgroup: TestCgroup::create_with_unified(&h, &format!("e2e-dash-{short}-{pid}")),
-    };
-    let near = make(Role::NearLimit, "mem");
-    let oom = make(Role::Oom, "oom");
-    let cpu = make(Role::Throttled, "cpu");
-    let containers = [&near, &oom, &cpu];
+    // Declared first, so dropped last: after Prometheus and the agent, `Env` removes
+    // every container of its state root (rm -f, then kills, cgroups and mounts).
+    let env = Env::new();
+    phase(start, "busybox image built and imported");
+    let agent = AgentProcess::start_traced_in(&env.state, &[]);
+    phase(start, "traced agent is up");
 
-    // Near its memory limit: 60 MiB of anonymous memory under a 64 MiB limit
-    // (working set ≈ 94 % of the limit), kept alive, idle.
-    near.cgroup.set_limits(64 * MIB, 100_000, 100_000, 16);
-    limit_swap(&h, &near.cgroup, 64 * MIB);
-    // OOM: a small process that stays, and later a child that outgrows 32 MiB.
-    oom.cgroup.set_limits(32 * MIB, 100_000, 100_000, 16);
-    limit_swap(&h, &oom.cgroup, 32 * MIB);
-    // Throttled: 10 ms of CPU per 100 ms period against a process that spins.
-    cpu.cgroup.set_limits(64 * MIB, 10_000, 100_000, 16);
+    // Near its memory limit: 59 MiB in a tmpfs file (shmem: charged to the cgroup,
+    // never reclaimable without swap) under a 64 MiB limit, kept alive, idle.
+    let near = launch(
+        &env,
+        Role::NearLimit,
+        format!("dash-mem-{pid}"),
+        &["--memory", "64Mi", "--memory-swap", "64Mi"],
+        "dd if=/dev/zero of=/dev/shm/fill bs=1M count=59 2>/dev/null; exec sleep 1000000",
+    );
+    // OOM: PID 1 waits for /tmp/go, then execs and mounts a tmpfs in a user and
+    // mount namespace of its own (the container has no CAP_SYS_ADMIN, as under
+    // Docker), then runs a child that asks for 64 MiB under a 32 MiB limit. The
+    // child volunteers for the OOM killer (raising oom_score_adj needs no
+    // privilege), is killed, and PID 1 stays.
+    let oom = launch(
+        &env,
+        Role::Oom,
+        format!("dash-oom-{pid}"),
+        &["--memory", "32Mi", "--memory-swap", "32Mi"],
+        "while [ ! -e /tmp/go ]; do sleep 0.1; done; \
+         busybox unshare -Urm sh -c 'mount -t tmpfs tmpfs /tmp && echo mounted'; \
+         sh -c 'echo 1000 > /proc/self/oom_score_adj; exec dd if=/dev/zero of=/dev/null bs=64M count=1'; \
+         echo child=$?; exec sleep 1000000",
+    );
+    // Throttled: a busy loop under a tenth of a CPU.
+    let cpu = launch(
+        &env,
+        Role::Throttled,
+        format!("dash-cpu-{pid}"),
+        &["--cpus", "0.1"],
+        "while :; do :; done",
+    );
+    // Exits non-zero at once; launched again under the same name below.
+    let exit_script = format!("exit {EXIT_CODE}");
+    let mut exits = launch(
+        &env,
+        Role::Exits,
+        format!("dash-exit-{pid}"),
+        &[],
+        &exit_script,
+    );
+    phase(start, "four containers launched");
+    let oom_pid = env.inspect(&oom.name)["pid"]
+        .as_i64()
+        .expect("the OOM container's pid") as i32;
+    let first_exit = env.wait_exited(&exits.name, 10);
+    assert_eq!(first_exit["exit_code"], EXIT_CODE, "{first_exit:#}");
 
-    let near_hog = Hog::fork(60 << 20, Duration::from_millis(1));
-    near.cgroup.add_pid(near_hog.pid);
-    near_hog.release_and_wait();
-    let keeper = Hog::fork(1 << 20, Duration::from_millis(1));
-    oom.cgroup.add_pid(keeper.pid);
-    keeper.release_and_wait();
-    let spinner = Hog::fork_spinning(1 << 20);
-    cpu.cgroup.add_pid(spinner.pid);
-    spinner.release_and_wait();
-    phase(start, "cgroups and their processes are up");
-
-    let agent = AgentProcess::start(&[]);
-    for c in containers {
-        let short_id = c.id().rsplit('/').next().unwrap();
-        agent.write_container_state(
-            short_id,
-            &serde_json::json!({"name": c.name, "image": c.image}).to_string(),
-        );
-    }
     let rules_yaml =
         std::fs::read_to_string(dashboard_queries::dashboards_dir().join("alerts.yml")).unwrap();
     let config = Config::new(&agent.addr)
@@ -174,46 +160,78 @@ fn dashboards_and_alerts_against_real_prometheus() {
     assert_eq!(config.scrape_interval, Duration::from_secs(1));
     assert_eq!(config.evaluation_interval, Duration::from_secs(1));
     let prom = Prometheus::start_with(&config);
-    phase(start, "agent and prometheus are up");
+    phase(start, "prometheus is up");
 
-    // Prometheus must have seen the OOM cgroup, named, with no OOM kill yet, before the
-    // kill: the counter then rises while it watches (increase() sees 0 → 1).
+    // Prometheus must have seen the OOM container, named, with no OOM kill yet, before
+    // the kill: the counter then rises while it watches (increase() sees 0 → 1). The
+    // first run of the exiting container must have been scraped too, so its relaunch
+    // counts as a restart.
     let oom_sel = format!(
         "container_oom_events_total{{id=\"{}\",name=\"{}\"}}",
-        oom.id(),
+        oom.cgroup(),
         oom.name
     );
     prom.wait_for(
         Duration::from_secs(20),
-        "scraping the named OOM cgroup",
+        "scraping the named OOM container and the exit code",
         |p| {
             p.query(&oom_sel)
                 .first()
                 .is_some_and(|s| value_of(s) == 0.0)
+                && p.query(&format!(
+                    "agent_container_exit_code{{id=\"{}\",name=\"{}\"}}",
+                    exits.cgroup(),
+                    exits.name
+                ))
+                .first()
+                .is_some_and(|s| value_of(s) == f64::from(EXIT_CODE))
         },
     );
     phase(
         start,
-        "prometheus has scraped the OOM cgroup before the kill",
+        "prometheus has scraped the OOM container before the kill, and the exit code",
     );
-    let victim = Hog::fork(64 << 20, Duration::from_millis(1));
-    // The OOM killer must pick the child, never the process that keeps the cgroup
-    // alive (raising a score needs no privilege; lowering one needs CAP_SYS_RESOURCE).
-    std::fs::write(format!("/proc/{}/oom_score_adj", victim.pid), "1000").unwrap();
-    oom.cgroup.add_pid(victim.pid);
-    victim.release();
-    let status = victim.wait_exit();
-    assert!(
-        libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGKILL,
-        "the child should be OOM-killed, wait status {status}"
-    );
-    assert!(
-        alive(keeper.pid),
-        "the OOM cgroup must keep its live process"
-    );
-    phase(start, "the child in the OOM cgroup was OOM-killed");
 
-    // The three alerts reach the firing state, each for its own container.
+    // The same name again, as a restart policy would do.
+    env.agent(&["rm", &exits.name]).ok();
+    exits = launch(&env, Role::Exits, exits.name.clone(), &[], &exit_script);
+    let second_exit = env.wait_exited(&exits.name, 10);
+    assert_eq!(second_exit["exit_code"], EXIT_CODE, "{second_exit:#}");
+    phase(
+        start,
+        "the exiting container was launched again under its name",
+    );
+
+    // Trigger the OOM container: exec, tmpfs mount, OOM kill of a child.
+    std::fs::write(format!("/proc/{oom_pid}/root/tmp/go"), "").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let log = loop {
+        let log = env.agent(&["logs", &oom.name]).ok().stdout;
+        if log.contains("child=") {
+            break log;
+        }
+        assert!(Instant::now() < deadline, "OOM container log: {log:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(
+        log.contains("mounted") && log.contains(&format!("child={}", 128 + libc::SIGKILL)),
+        "the tmpfs mount should succeed and the child be killed by SIGKILL: {log:?}"
+    );
+    assert!(alive(oom_pid), "the OOM container must keep its PID 1");
+    assert_eq!(env.inspect(&oom.name)["status"], "running");
+    phase(
+        start,
+        "the OOM container mounted a tmpfs and its child was OOM-killed",
+    );
+
+    let containers = [&near, &oom, &cpu, &exits];
+    let ids: Vec<String> = [&first_exit["id"], &second_exit["id"]]
+        .iter()
+        .filter_map(|v| v.as_str().map(str::to_string))
+        .chain([&near, &oom, &cpu].iter().map(|c| c.id.clone()))
+        .collect();
+    assert_eq!(ids.len(), 5);
+    // The alerts reach the firing state, each for its own container.
     let mut fired: Vec<(&str, f64)> = Vec::new();
     let alerts_deadline = Instant::now() + Duration::from_secs(40);
     loop {
@@ -225,7 +243,7 @@ fn dashboards_and_alerts_against_real_prometheus() {
             let c = containers.iter().find(|c| c.role == *role).unwrap();
             if let Some(a) = alerts.iter().find(|a| {
                 a["labels"]["alertname"] == *alert
-                    && a["labels"]["id"] == c.id()
+                    && a["labels"]["name"] == c.name.as_str()
                     && a["state"] == "firing"
             }) {
                 let summary = a["annotations"]["summary"].as_str().unwrap_or_default();
@@ -234,6 +252,10 @@ fn dashboards_and_alerts_against_real_prometheus() {
                     "{alert}: summary does not name the container {}: {a}",
                     c.name
                 );
+                // The exiting container ran under two ids; either may fire.
+                if c.role != Role::Exits {
+                    assert_eq!(a["labels"]["id"], c.cgroup().as_str(), "{alert}: {a}");
+                }
                 phase(
                     start,
                     &format!("{alert} firing (value {}): {summary}", a["value"]),
@@ -254,8 +276,11 @@ fn dashboards_and_alerts_against_real_prometheus() {
                 .iter()
                 .map(|a| {
                     format!(
-                        "{} {} {}",
-                        a["labels"]["alertname"], a["labels"]["id"], a["state"]
+                        "{} {} {} {}",
+                        a["labels"]["alertname"],
+                        a["labels"]["name"],
+                        a["labels"]["id"],
+                        a["state"]
                     )
                 })
                 .collect();
@@ -263,10 +288,56 @@ fn dashboards_and_alerts_against_real_prometheus() {
         }
         std::thread::sleep(Duration::from_millis(250));
     }
-    assert!(alive(keeper.pid) && alive(near_hog.pid) && alive(spinner.pid));
+    for c in [&near, &oom, &cpu] {
+        assert_eq!(
+            env.inspect(&c.name)["status"],
+            "running",
+            "{} still runs",
+            c.name
+        );
+    }
+
+    // The near-limit container holds more than 90 % of its limit.
+    let share = prom.query(&format!(
+        "container_memory_working_set_bytes{{id=\"{0}\"}} / container_spec_memory_limit_bytes{{id=\"{0}\"}}",
+        near.cgroup()
+    ));
+    let share = share.first().map(value_of).unwrap_or(0.0);
+    assert!(share > 0.9, "working set / limit = {share}");
+    eprintln!(
+        "near-limit container: working set {:.1} MiB = {:.1} % of 64 MiB",
+        share * 64.0,
+        share * 100.0
+    );
+
+    // The exec and the mount of the OOM container are counted under its name (they
+    // happened in a mount namespace of its own, found through its cgroup).
+    for (family, what) in [
+        ("agent_exec_events_total", "exec"),
+        ("agent_mount_events_total", "mount"),
+    ] {
+        let sel = format!("sum({family}{{name=\"{}\"}})", oom.name);
+        prom.wait_for(
+            Duration::from_secs(10),
+            &format!("counting the OOM container's {what} events"),
+            |p| p.query(&sel).first().is_some_and(|s| value_of(s) >= 1.0),
+        );
+    }
+    let mounts = prom.query(&format!(
+        "agent_mount_events_total{{name=\"{}\",operation=\"mount\",result=\"ok\"}}",
+        oom.name
+    ));
+    assert!(
+        mounts.first().is_some_and(|s| value_of(s) >= 1.0),
+        "the tmpfs mount is counted as a successful mount: {mounts:?}"
+    );
+    phase(
+        start,
+        "exec and mount events counted under the container's name",
+    );
 
     // Every dashboard query, with the variables as Grafana would set them: this agent's
-    // instance, and the three containers selected (a multi-value regex).
+    // instance, and the four containers selected (a multi-value regex).
     let dashboard = dashboard_queries::load_dashboard();
     let mut vars = Variables::new(&agent.addr, config.scrape_interval);
     vars.container = format!(
@@ -277,23 +348,30 @@ fn dashboards_and_alerts_against_real_prometheus() {
             .collect::<Vec<_>>()
             .join("|")
     );
-    // PSI lives on the cgroup2 mount; a plain-v1 host has none to export.
+    // PSI lives on the cgroup2 mount (the root on v2, `unified/` on a hybrid host).
+    let h = common::host_hierarchy();
     let psi_available = h
-        .unified_dir(oom.id())
+        .unified_dir(&oom.cgroup())
         .is_some_and(|d| d.join("cpu.pressure").exists());
+    // Where the cgroup2 mount has PSI (v2, or this kind of hybrid host), `agent
+    // launch` must place its containers there too, as runc does.
+    let host_psi = h
+        .unified_dir("/")
+        .is_some_and(|d| d.join("cpu.pressure").exists());
+    assert!(
+        psi_available || !host_psi,
+        "the cgroup2 mount has PSI files but the launched container has none there"
+    );
     if !psi_available {
         eprintln!(
-            "NOTE: no per-cgroup PSI files on this host (no cgroup2 mount with pressure \
-             files): the pressure panels may return no data"
+            "NOTE: the launched containers have no PSI files on this host (no cgroup2 \
+             mount with pressure files): the pressure panels may return no data"
         );
     }
 
-    check_pending_panels(&dashboard);
     let queries = dashboard_queries::panel_queries(&dashboard);
-
     let mut failures = Vec::new();
     let mut checked = 0;
-    let mut skipped = BTreeSet::new();
     let query_start = Instant::now();
     for q in &queries {
         let promql = vars
@@ -317,18 +395,9 @@ fn dashboards_and_alerts_against_real_prometheus() {
                 || s.is_string()
                 || s.is_array()
         });
-        if let Some((_, reason)) = PENDING_PANELS.iter().find(|(t, _)| *t == q.panel_title) {
-            if skipped.insert(q.panel_title.clone()) {
-                eprintln!("SKIPPED panel {} {:?}: {reason}", q.panel_id, q.panel_title);
-            }
-            if has_data {
-                eprintln!("NOTE: pending {q} returns data now: take it off PENDING_PANELS");
-            }
-            continue;
-        }
         let psi_only = !psi_available && metric_names(&promql).iter().all(|n| is_psi_metric(n));
         if !has_data && psi_only {
-            eprintln!("SKIPPED {q}: this host's kernel has no per-cgroup PSI files");
+            eprintln!("SKIPPED {q}: this host's containers have no PSI files");
             continue;
         }
         checked += 1;
@@ -354,10 +423,14 @@ fn dashboards_and_alerts_against_real_prometheus() {
                     .iter()
                     .filter_map(|s| s["metric"][label].as_str().map(str::to_string))
                     .collect();
-                // The variable must offer what this test selects.
+                // The variable must offer what this test selects (of the containers,
+                // those with a cgroup now: the exited one has none).
                 let wanted: Vec<&str> = match v.name.as_str() {
                     "instance" => vec![agent.addr.as_str()],
-                    "container" => containers.iter().map(|c| c.name.as_str()).collect(),
+                    "container" => [&near, &oom, &cpu]
+                        .iter()
+                        .map(|c| c.name.as_str())
+                        .collect(),
                     _ => vec![],
                 };
                 if values.is_empty() || wanted.iter().any(|w| !values.contains(*w)) {
@@ -372,9 +445,8 @@ fn dashboards_and_alerts_against_real_prometheus() {
     phase(
         start,
         &format!(
-            "{checked} panel and variable queries checked in {:.2}s, {} pending panels skipped",
+            "{checked} panel and variable queries checked in {:.2}s",
             query_start.elapsed().as_secs_f64(),
-            skipped.len()
         ),
     );
     assert!(
@@ -385,28 +457,60 @@ fn dashboards_and_alerts_against_real_prometheus() {
     );
 
     // A few panels must show exactly what this test did.
-    let instant = |title: &str| -> f64 {
+    let instant = |title: &str| -> Vec<serde_json::Value> {
         let q = queries
             .iter()
             .find(|q| q.panel_title == title)
             .unwrap_or_else(|| panic!("no panel {title:?}"));
-        let r = prom.query(&vars.substitute(&q.expr).unwrap());
-        r.first().map(value_of).unwrap_or(f64::NAN)
+        prom.query(&vars.substitute(&q.expr).unwrap())
     };
-    assert_eq!(instant("Containers"), 3.0, "three containers selected");
-    assert!(
-        instant("OOM kills in range") >= 1.0,
-        "the OOM kill is shown"
-    );
+    let first = |title: &str| instant(title).first().map(value_of).unwrap_or(f64::NAN);
     assert_eq!(
-        instant("Near memory limit"),
+        first("Containers"),
+        3.0,
+        "three running containers selected"
+    );
+    assert!(first("OOM kills in range") >= 1.0, "the OOM kill is shown");
+    assert_eq!(
+        first("Near memory limit"),
         1.0,
         "exactly one container near its limit"
     );
+    let by_name = |title: &str, name: &str| -> f64 {
+        instant(title)
+            .iter()
+            .find(|s| s["metric"]["name"] == name)
+            .map(value_of)
+            .unwrap_or(f64::NAN)
+    };
+    assert_eq!(
+        by_name("Restarts (new ids per name, 15m)", &exits.name),
+        1.0,
+        "one relaunch under the same name"
+    );
+    assert_eq!(
+        by_name("Restarts (new ids per name, 15m)", &near.name),
+        0.0,
+        "no restart of a container launched once"
+    );
+    assert_eq!(
+        by_name("Last exit code", &exits.name),
+        f64::from(EXIT_CODE),
+        "the exit code is shown"
+    );
+    let attached: Vec<String> = instant("eBPF programs attached")
+        .iter()
+        .filter(|s| value_of(s) == 1.0)
+        .map(|s| s["metric"].to_string())
+        .collect();
+    assert!(
+        !attached.is_empty(),
+        "the traced agent has eBPF programs attached"
+    );
+    eprintln!("eBPF programs attached: {attached:?}");
     let throttled = prom.query(&format!(
-        "rate(container_cpu_cfs_throttled_periods_total{{id=\"{}\"}}[5s]) / rate(container_cpu_cfs_periods_total{{id=\"{}\"}}[5s])",
-        cpu.id(),
-        cpu.id()
+        "rate(container_cpu_cfs_throttled_periods_total{{id=\"{0}\"}}[5s]) / rate(container_cpu_cfs_periods_total{{id=\"{0}\"}}[5s])",
+        cpu.cgroup()
     ));
     assert!(
         throttled.first().map(value_of).unwrap_or(0.0) > 0.5,
@@ -419,37 +523,16 @@ fn dashboards_and_alerts_against_real_prometheus() {
     phase(start, "done");
     drop(prom);
     drop(agent);
-}
-
-/// The pending list only holds panels that exist and whose every query uses a metric
-/// of a feature not landed yet, so it cannot hide a panel that should return data.
-fn check_pending_panels(dashboard: &Value) {
-    let vars = Variables::new("127.0.0.1:9", Duration::from_secs(1));
-    let queries = dashboard_queries::panel_queries(dashboard);
-    for (title, reason) in PENDING_PANELS {
-        let panel: Vec<_> = queries.iter().filter(|q| q.panel_title == *title).collect();
-        assert!(
-            !panel.is_empty(),
-            "PENDING_PANELS names {title:?}, which has no query in the dashboard"
-        );
-        for q in panel {
-            let names = metric_names(&vars.substitute(&q.expr).unwrap());
-            assert!(
-                names.iter().any(|n| is_pending_metric(n)),
-                "{q} is on PENDING_PANELS ({reason}) but uses none of the pending \
-                 metrics: {names:?}; it must return data, take it off the list"
-            );
-        }
-    }
-}
-
-/// Runs without root: the pending list is checked on every `cargo test`.
-#[test]
-fn pending_panels_only_use_unlanded_metrics() {
-    assert!(is_pending_metric("agent_ebpf_program_attached"));
-    assert!(is_pending_metric("agent_container_exit_code"));
-    assert!(!is_pending_metric("agent_container_info"));
-    assert!(!is_pending_metric("container_oom_events_total"));
-    assert!(!is_pending_metric("agent_scrape_errors_total"));
-    check_pending_panels(&dashboard_queries::load_dashboard());
+    let state_root = env.dir.path().to_string_lossy().into_owned();
+    drop(env);
+    // Nothing of the containers is left: no cgroup in any hierarchy, no mount, no
+    // process (a process would keep its cgroup).
+    let cgroups: Vec<_> = launch_support::agent_cgroups()
+        .into_iter()
+        .filter(|p| ids.iter().any(|id| p.ends_with(id)))
+        .collect();
+    assert!(cgroups.is_empty(), "cgroups left behind: {cgroups:?}");
+    let mounts = launch_support::mounts_containing(&state_root);
+    assert!(mounts.is_empty(), "mounts left behind: {mounts:#?}");
+    phase(start, "cleaned up");
 }
