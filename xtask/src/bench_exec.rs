@@ -347,7 +347,7 @@ fn reader_cost() -> anyhow::Result<()> {
         for _ in 0..n {
             let ev = events::decode(&bytes).context("decode")?;
             let p = ev.process();
-            let (labels, subject) = attributor.attribute(p.mnt_ns, p.tgid, p.ppid);
+            let (labels, subject) = attributor.attribute(p.mnt_ns, p.tgid, p.ppid, p.cgroup_id);
             counters.record(&labels, &subject, &ev);
         }
         Ok(t0.elapsed().as_nanos() as f64 / f64::from(n))

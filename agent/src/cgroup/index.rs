@@ -6,13 +6,21 @@ use super::discovery::{Filter, classify};
 use super::metadata::MetadataSource;
 use super::{Discovered, Hierarchy};
 use crate::ebpf::{ContainerLabels, ContainerLookup};
-use std::collections::HashMap;
-use std::sync::RwLock;
+use std::collections::{HashMap, HashSet};
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::sync::{Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 /// cgroup path → container labels, shared between the tracker and the eBPF reader.
 #[derive(Debug)]
 pub struct ContainerIndex {
     known: RwLock<HashMap<String, ContainerLabels>>,
+    /// cgroup2 directory inode → container cgroup path.
+    by_id: RwLock<CgroupIds>,
+    /// Ids asked for and not found since the last scan, and when the cgroup2 tree
+    /// was last walked for one: a miss costs a hash lookup, not a walk.
+    misses: Mutex<(HashSet<u64>, Option<Instant>)>,
     hierarchy: Hierarchy,
     filter: Filter,
     metadata: MetadataSource,
@@ -22,6 +30,8 @@ impl ContainerIndex {
     pub fn new(hierarchy: Hierarchy, filter: Filter, metadata: MetadataSource) -> Self {
         ContainerIndex {
             known: RwLock::new(HashMap::new()),
+            by_id: RwLock::new(CgroupIds::default()),
+            misses: Mutex::new((HashSet::new(), None)),
             hierarchy,
             filter,
             metadata,
@@ -30,7 +40,61 @@ impl ContainerIndex {
 
     /// Replaces the table with what the latest scan found.
     pub fn replace(&self, entries: HashMap<String, ContainerLabels>) {
+        if let Some(unified) = self.hierarchy.unified_dir("/") {
+            let old = std::mem::take(&mut *self.by_id.write().unwrap_or_else(|p| p.into_inner()));
+            let mut ids = CgroupIds::default();
+            for path in entries.keys() {
+                // Only new paths cost a stat; known ones keep their inode.
+                let id = old
+                    .by_path
+                    .get(path)
+                    .copied()
+                    .or_else(|| inode(&unified, path));
+                if let Some(id) = id {
+                    ids.insert(id, path.clone());
+                }
+            }
+            *self.by_id.write().unwrap_or_else(|p| p.into_inner()) = ids;
+        }
+        self.misses
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .0
+            .clear();
         *self.known.write().unwrap_or_else(|p| p.into_inner()) = entries;
+    }
+
+    fn path_of_id(&self, id: u64) -> Option<String> {
+        if let Some(p) = self
+            .by_id
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .by_id
+            .get(&id)
+        {
+            return Some(p.clone());
+        }
+        let unified = self.hierarchy.unified_dir("/")?;
+        let mut misses = self.misses.lock().unwrap_or_else(|p| p.into_inner());
+        if misses.0.contains(&id) {
+            return None;
+        }
+        // A container started since the last scan: walk the cgroup2 tree for
+        // container cgroups, at most every WALK_EVERY.
+        if misses.1.is_some_and(|t| t.elapsed() < WALK_EVERY) {
+            return None;
+        }
+        misses.1 = Some(Instant::now());
+        let found = walk_containers(&unified, &self.filter);
+        let mut ids = self.by_id.write().unwrap_or_else(|p| p.into_inner());
+        for (path, ino) in found {
+            ids.insert(ino, path);
+        }
+        let hit = ids.by_id.get(&id).cloned();
+        if hit.is_none() {
+            misses.0.insert(id);
+        }
+        hit
     }
 
     fn known(&self, path: &str) -> Option<ContainerLabels> {
@@ -75,7 +139,65 @@ fn ancestors(path: &str) -> impl Iterator<Item = &str> {
     })
 }
 
+/// Both directions of cgroup2 inode ↔ cgroup path.
+#[derive(Debug, Default)]
+struct CgroupIds {
+    by_id: HashMap<u64, String>,
+    by_path: HashMap<String, u64>,
+}
+
+impl CgroupIds {
+    fn insert(&mut self, id: u64, path: String) {
+        self.by_path.insert(path.clone(), id);
+        self.by_id.insert(id, path);
+    }
+}
+
+/// How often a miss may trigger a walk of the cgroup2 tree.
+const WALK_EVERY: Duration = Duration::from_millis(20);
+
+fn inode(unified: &Path, path: &str) -> Option<u64> {
+    std::fs::metadata(unified.join(path.trim_start_matches('/')))
+        .ok()
+        .map(|m| m.ino())
+}
+
+/// Container cgroups on the cgroup2 mount with their inodes (the ids BPF records).
+fn walk_containers(unified: &Path, filter: &Filter) -> Vec<(String, u64)> {
+    let mut out = Vec::new();
+    let mut stack = vec![(unified.to_path_buf(), String::new(), 0usize)];
+    while let Some((dir, rel, depth)) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            if !e.file_type().is_ok_and(|t| t.is_dir()) {
+                continue;
+            }
+            let Some(name) = e.file_name().to_str().map(str::to_owned) else {
+                continue;
+            };
+            let child = format!("{rel}/{name}");
+            if filter.select(&child).is_some()
+                && let Ok(m) = e.metadata()
+            {
+                out.push((child.clone(), m.ino()));
+            }
+            if depth < 16 {
+                stack.push((e.path(), child, depth + 1));
+            }
+        }
+    }
+    out
+}
+
 impl ContainerLookup for ContainerIndex {
+    fn container_for_cgroup_id(&self, id: u64) -> Option<(ContainerLabels, String)> {
+        let path = self.path_of_id(id)?;
+        let labels = self.container_for_cgroup_path(&path)?;
+        Some((labels, path))
+    }
+
     fn container_for_cgroup_path(&self, path: &str) -> Option<ContainerLabels> {
         // A process may sit in a child cgroup of its container (systemd inside a
         // container, a pod's pause process): the nearest tracked ancestor owns it.
@@ -133,5 +255,45 @@ mod tests {
         idx.replace(HashMap::new());
         fs::remove_dir_all(t.path().join("memory/agent/web")).unwrap();
         assert_eq!(idx.container_for_cgroup_path("/agent/web"), None);
+    }
+
+    #[test]
+    fn by_cgroup2_inode_without_a_live_process() {
+        let t = tempfile::tempdir().unwrap();
+        for dir in ["memory/agent/web", "unified/agent/web", "unified/docker"] {
+            fs::create_dir_all(t.path().join(dir)).unwrap();
+        }
+        fs::write(t.path().join("memory/cgroup.procs"), "").unwrap();
+        fs::write(t.path().join("unified/cgroup.controllers"), "").unwrap();
+        let idx = ContainerIndex::new(
+            Hierarchy::detect(t.path()).unwrap(),
+            Filter::default(),
+            MetadataSource {
+                docker_root: t.path().join("docker"),
+                state_dir: t.path().join("state"),
+            },
+        );
+        let ino = |p: &str| fs::metadata(t.path().join(p)).unwrap().ino();
+        // Not scanned yet: found by walking the cgroup2 tree.
+        let (labels, path) = idx
+            .container_for_cgroup_id(ino("unified/agent/web"))
+            .unwrap();
+        assert_eq!(
+            (labels.id.as_str(), path.as_str()),
+            ("/agent/web", "/agent/web")
+        );
+        // Not a container, and asked twice: the second answer comes from the miss set.
+        assert!(idx.container_for_cgroup_id(ino("unified/docker")).is_none());
+        assert!(idx.container_for_cgroup_id(ino("unified/docker")).is_none());
+        // After a scan it is known directly.
+        let mut known = HashMap::new();
+        known.insert("/agent/web".to_string(), labels.clone());
+        idx.replace(known);
+        assert_eq!(
+            idx.container_for_cgroup_id(ino("unified/agent/web"))
+                .unwrap()
+                .0,
+            labels
+        );
     }
 }

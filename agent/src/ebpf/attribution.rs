@@ -56,6 +56,14 @@ pub trait ContainerLookup: Send + Sync {
     /// `path` is the cgroup path as `/proc/<pid>/cgroup` shows it, e.g.
     /// `/docker/0123…` or `/system.slice/docker-0123….scope`.
     fn container_for_cgroup_path(&self, path: &str) -> Option<ContainerLabels>;
+
+    /// The container whose cgroup2 directory has inode `id` (what
+    /// `bpf_get_current_cgroup_id()` recorded), with its cgroup path. This needs
+    /// no live process, so it also attributes the events of a container that
+    /// exited before they were read. `None` when unknown.
+    fn container_for_cgroup_id(&self, _id: u64) -> Option<(ContainerLabels, String)> {
+        None
+    }
 }
 
 /// Knows no containers: every namespace other than the host's gets its own series.
@@ -233,9 +241,21 @@ impl Attributor {
     ///
     /// A short-lived command has often exited before its exec event is read;
     /// its parent, when it lives in the same mount namespace, stands in for it.
-    pub fn attribute(&mut self, mnt_ns: u32, tgid: u32, ppid: u32) -> (ContainerLabels, Subject) {
+    pub fn attribute(
+        &mut self,
+        mnt_ns: u32,
+        tgid: u32,
+        ppid: u32,
+        cgroup_id: u64,
+    ) -> (ContainerLabels, Subject) {
         if Some(mnt_ns) == self.host_mnt_ns {
             return (ContainerLabels::host(), Subject::Host);
+        }
+        // The recorded cgroup2 id names the container directly (always on v2; on
+        // hybrid hosts for containers that also live on the unified mount, as the
+        // agent's own and runc's do): no process needs to be alive to ask.
+        if let Some((labels, cgroup_path)) = self.lookup.container_for_cgroup_id(cgroup_id) {
+            return (labels, Subject::Container { cgroup_path });
         }
         let now = Instant::now();
         if let Some(entry) = self.cache.get(&mnt_ns) {
@@ -249,7 +269,18 @@ impl Attributor {
                 .alive()
                 .unwrap_or_else(|| self.in_namespace(entry.holder.pid, mnt_ns));
             if fresh && held {
+                // A container's name can arrive after its first event (its
+                // runtime writes it a moment later): take the current labels.
+                let current = match &entry.subject {
+                    Subject::Container { cgroup_path } => {
+                        self.lookup.container_for_cgroup_path(cgroup_path)
+                    }
+                    _ => None,
+                };
                 let entry = self.cache.get_mut(&mnt_ns).expect("present");
+                if let Some(labels) = current {
+                    entry.labels = labels;
+                }
                 entry.last_used = now;
                 return (entry.labels.clone(), entry.subject.clone());
             }
@@ -402,14 +433,20 @@ mod tests {
         // No 1/ns/mnt or self/ns/mnt under the fake root: no host namespace.
         assert_eq!(a.host_mnt_ns(), None);
         a.host_mnt_ns = Some(1);
-        assert_eq!(a.attribute(1, 10, 0).0, ContainerLabels::host());
-        assert_eq!(a.attribute(100, 10, 0).0, web);
+        assert_eq!(a.attribute(1, 10, 0, 0).0, ContainerLabels::host());
+        assert_eq!(a.attribute(100, 10, 0, 0).0, web);
         // Cached per namespace: a pid that is gone still maps to the container.
-        assert_eq!(a.attribute(100, 999, 0).0, web);
-        assert_eq!(a.attribute(200, 11, 0).0, ContainerLabels::namespace(200));
+        assert_eq!(a.attribute(100, 999, 0, 0).0, web);
+        assert_eq!(
+            a.attribute(200, 11, 0, 0).0,
+            ContainerLabels::namespace(200)
+        );
         // A namespace first seen through a process that already exited, whose
         // parent cannot be checked to share its namespace.
-        assert_eq!(a.attribute(300, 998, 10).0, ContainerLabels::namespace(300));
+        assert_eq!(
+            a.attribute(300, 998, 10, 0).0,
+            ContainerLabels::namespace(300)
+        );
         assert!(a.alive(
             &Subject::Container {
                 cgroup_path: "/docker/abc".into()

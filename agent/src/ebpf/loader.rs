@@ -537,7 +537,8 @@ impl Shared {
             }
         };
         let p = event.process();
-        let (labels, subject) = lock(&self.attributor).attribute(p.mnt_ns, p.tgid, p.ppid);
+        let (labels, subject) =
+            lock(&self.attributor).attribute(p.mnt_ns, p.tgid, p.ppid, p.cgroup_id);
         lock(&self.counters).record(&labels, &subject, &event);
         if self.events_tx.receiver_count() > 0 {
             let record = EventRecord::new(&event, labels, self.boot_to_unix_ns);
