@@ -543,7 +543,7 @@ fn container_execs_and_mounts_are_counted_streamed_and_labelled() {
         .filter_map(|e| e.mount.as_ref().map(|m| (e.process.mnt_ns as u64, m)))
         .collect();
     assert_eq!(command_mounts.len(), 5, "{command_mounts:#?}");
-    let private = (libc::MS_REC | libc::MS_PRIVATE) as u64;
+    let private = libc::MS_REC | libc::MS_PRIVATE;
     let expected = [
         (mnt_ns, Some("tmpfs"), "/tmp", 0, Some(libc::EPERM)),
         (mnt_ns, Some(BOGUS_FS), "/tmp", 0, Some(libc::EPERM)),
