@@ -73,7 +73,7 @@ impl Default for TracerConfig {
         TracerConfig {
             prefer_tp_btf: true,
             trace_mounts: true,
-            ring_buffer_bytes: 4 << 20,
+            ring_buffer_bytes: 1 << 20,
             series_grace: Duration::from_secs(300),
             subscriber_queue: 4096,
             proc_root: PathBuf::from("/proc"),
