@@ -6,6 +6,8 @@
  *   raw_tp/sched_process_exec   exec fallback
  *   tp_btf/sys_exit             the mount family (preferred: reads pt_regs directly)
  *   raw_tp/sys_exit             the mount family fallback (probe-reads pt_regs)
+ *   tp_btf/cgroup_mkdir         new cgroup2 directories: id and path (optional)
+ *   raw_tp/cgroup_mkdir         the same, fallback
  *
  * The mount family is taken at sys_exit alone: on x86_64 the argument
  * registers in pt_regs are intact at exit, so arguments and result come in
@@ -78,6 +80,16 @@ struct task_struct {
 } __pai;
 struct linux_binprm {
 	const char *filename;
+} __pai;
+struct kernfs_node {
+	__u64 id;
+} __pai;
+struct cgroup_root {
+	int hierarchy_id;
+} __pai;
+struct cgroup {
+	struct kernfs_node *kn;
+	struct cgroup_root *root;
 } __pai;
 struct pt_regs {
 	unsigned long di;
@@ -336,4 +348,43 @@ int BPF_PROG(mount_exit_raw, struct pt_regs *regs, long ret)
 	return mount_event(op, ret, BPF_CORE_READ(regs, di), BPF_CORE_READ(regs, si),
 			   BPF_CORE_READ(regs, dx), BPF_CORE_READ(regs, r10),
 			   BPF_CORE_READ(regs, r8));
+}
+
+/* ---- cgroup2 directories ---- */
+
+/*
+ * Only the default hierarchy (cgroup2, hierarchy_id 0) is reported: its ids
+ * are the ones bpf_get_current_cgroup_id() records. The path comes from the
+ * tracepoint (the kernel formats it relative to the hierarchy's root).
+ */
+static __always_inline int handle_cgroup_mkdir(struct cgroup *cgrp, const char *path)
+{
+	if (BPF_CORE_READ(cgrp, root, hierarchy_id) != 0)
+		return 0;
+	struct agent_cgroup_mkdir_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e) {
+		count_lost(AGENT_LOST_CGROUP);
+		return 0;
+	}
+	fill_header(&e->hdr, AGENT_EVENT_CGROUP_MKDIR);
+	e->id = BPF_CORE_READ(cgrp, kn, id);
+	if (bpf_probe_read_kernel_str(e->path, sizeof(e->path), path) < 0)
+		e->path[0] = 0;
+	/* Wake the reader now (mkdirs are rare): it looks the container's
+	 * metadata up while its state file is still there, which for a
+	 * short-lived container may not be so a batch interval later. */
+	bpf_ringbuf_submit(e, BPF_RB_FORCE_WAKEUP);
+	return 0;
+}
+
+SEC("tp_btf/cgroup_mkdir")
+int BPF_PROG(cgroup_mkdir_btf, struct cgroup *cgrp, const char *path)
+{
+	return handle_cgroup_mkdir(cgrp, path);
+}
+
+SEC("raw_tp/cgroup_mkdir")
+int BPF_PROG(cgroup_mkdir_raw, struct cgroup *cgrp, const char *path)
+{
+	return handle_cgroup_mkdir(cgrp, path);
 }

@@ -22,6 +22,7 @@
 /* agent_event_header.kind */
 #define AGENT_EVENT_EXEC 1
 #define AGENT_EVENT_MOUNT 2
+#define AGENT_EVENT_CGROUP_MKDIR 3
 
 /* agent_mount_event.op: one per traced syscall of the mount family */
 #define AGENT_MOUNT_OP_MOUNT 1
@@ -36,7 +37,8 @@
 /* Indexes into the per-CPU `lost_events` counter array (records the ring buffer could not take). */
 #define AGENT_LOST_EXEC 0
 #define AGENT_LOST_MOUNT 1
-#define AGENT_LOST_SLOTS 2
+#define AGENT_LOST_CGROUP 2
+#define AGENT_LOST_SLOTS 3
 
 struct agent_event_header {
 	__u64 ts_ns;     /* bpf_ktime_get_boot_ns() */
@@ -92,6 +94,20 @@ struct agent_mount_event {
 };
 
 /*
+ * From the cgroup_mkdir tracepoint, for the default (cgroup2) hierarchy only:
+ * a new cgroup's id (its kernfs node id, what bpf_get_current_cgroup_id()
+ * records for its processes) and its path relative to the cgroup2 root. It is
+ * in the ring buffer before any event of a process in that cgroup, so the
+ * reader learns the id even when the directory is gone by the time it reads.
+ * The header describes the process that made the directory.
+ */
+struct agent_cgroup_mkdir_event {
+	struct agent_event_header hdr;
+	__u64 id;        /* cgrp->kn->id */
+	char path[AGENT_PATH_LEN];
+};
+
+/*
  * The layout is pinned: agent/src/ebpf/events.rs asserts the same numbers on
  * its #[repr(C)] mirror, so a change on one side fails the build of both.
  */
@@ -108,5 +124,8 @@ _Static_assert(__builtin_offsetof(struct agent_mount_event, op) == 112, "op offs
 _Static_assert(__builtin_offsetof(struct agent_mount_event, source) == 120, "source offset");
 _Static_assert(__builtin_offsetof(struct agent_mount_event, target) == 376, "target offset");
 _Static_assert(__builtin_offsetof(struct agent_mount_event, fstype) == 632, "fstype offset");
+_Static_assert(sizeof(struct agent_cgroup_mkdir_event) == 344, "cgroup mkdir size");
+_Static_assert(__builtin_offsetof(struct agent_cgroup_mkdir_event, id) == 80, "cgroup id offset");
+_Static_assert(__builtin_offsetof(struct agent_cgroup_mkdir_event, path) == 88, "cgroup path offset");
 
 #endif /* AGENT_EVENTS_H */

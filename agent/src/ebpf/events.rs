@@ -16,11 +16,14 @@ pub const FSTYPE_LEN: usize = 32;
 
 pub const EVENT_EXEC: u32 = 1;
 pub const EVENT_MOUNT: u32 = 2;
+pub const EVENT_CGROUP_MKDIR: u32 = 3;
 
 /// Index of the exec slot in the kernel's `lost_events` per-CPU array.
 pub const LOST_EXEC: u32 = 0;
 /// Index of the mount slot in the kernel's `lost_events` per-CPU array.
 pub const LOST_MOUNT: u32 = 1;
+/// Index of the cgroup-mkdir slot in the kernel's `lost_events` per-CPU array.
+pub const LOST_CGROUP: u32 = 2;
 
 /// `struct agent_event_header`.
 #[repr(C)]
@@ -71,6 +74,15 @@ pub struct RawMountEvent {
     pub fstype: [u8; FSTYPE_LEN],
 }
 
+/// `struct agent_cgroup_mkdir_event`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct RawCgroupMkdirEvent {
+    pub hdr: RawHeader,
+    pub id: u64,
+    pub path: [u8; PATH_LEN],
+}
+
 // The same numbers are asserted with _Static_assert in agent_events.h.
 const _: () = {
     assert!(size_of::<RawHeader>() == 80);
@@ -86,6 +98,9 @@ const _: () = {
     assert!(offset_of!(RawMountEvent, source) == 120);
     assert!(offset_of!(RawMountEvent, target) == 376);
     assert!(offset_of!(RawMountEvent, fstype) == 632);
+    assert!(size_of::<RawCgroupMkdirEvent>() == 344);
+    assert!(offset_of!(RawCgroupMkdirEvent, id) == 80);
+    assert!(offset_of!(RawCgroupMkdirEvent, path) == 88);
 };
 
 /// Plain-old-data records: every bit pattern of `size_of::<Self>()` bytes is a
@@ -100,6 +115,8 @@ unsafe impl Pod for RawHeader {}
 unsafe impl Pod for RawExecEvent {}
 // SAFETY: as above.
 unsafe impl Pod for RawMountEvent {}
+// SAFETY: as above.
+unsafe impl Pod for RawCgroupMkdirEvent {}
 
 /// The bytes of a record, as the kernel would write them.
 fn pod_bytes<T: Pod>(v: &T) -> &[u8] {
@@ -118,6 +135,13 @@ impl RawExecEvent {
 
 impl RawMountEvent {
     /// The record's bytes (for tests and benchmarks of the decoder).
+    pub fn as_bytes(&self) -> &[u8] {
+        pod_bytes(self)
+    }
+}
+
+impl RawCgroupMkdirEvent {
+    /// The record's bytes (for tests of the decoder).
     pub fn as_bytes(&self) -> &[u8] {
         pod_bytes(self)
     }
@@ -248,7 +272,17 @@ impl MountInfo {
     }
 }
 
-/// A decoded ring-buffer record.
+/// A new directory in the cgroup2 hierarchy.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CgroupMkdir {
+    /// Its id (kernfs node id = directory inode), as `bpf_get_current_cgroup_id()`
+    /// records it for the processes in it.
+    pub id: u64,
+    /// Its path relative to the cgroup2 root, e.g. `/agent/web`.
+    pub path: String,
+}
+
+/// A decoded exec or mount record.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
     Exec(ProcessInfo, ExecInfo),
@@ -263,7 +297,38 @@ impl Event {
     }
 }
 
-/// Decodes one ring-buffer record.
+/// A decoded ring-buffer record: an event of a process, or a cgroup2
+/// directory that the reader should learn before the events that follow.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Record {
+    Event(Event),
+    CgroupMkdir(ProcessInfo, CgroupMkdir),
+}
+
+/// Decodes one ring-buffer record of any kind.
+pub fn decode_record(bytes: &[u8]) -> Result<Record, DecodeError> {
+    let hdr: RawHeader = read_pod(bytes).ok_or(DecodeError::TooShort {
+        what: "header",
+        len: bytes.len(),
+    })?;
+    if hdr.kind != EVENT_CGROUP_MKDIR {
+        return decode(bytes).map(Record::Event);
+    }
+    let raw: RawCgroupMkdirEvent = read_pod(bytes).ok_or(DecodeError::TooShort {
+        what: "cgroup mkdir record",
+        len: bytes.len(),
+    })?;
+    Ok(Record::CgroupMkdir(
+        process(&raw.hdr),
+        CgroupMkdir {
+            id: raw.id,
+            path: c_string(&raw.path),
+        },
+    ))
+}
+
+/// Decodes one exec or mount record (a cgroup mkdir record is
+/// [`DecodeError::UnknownKind`] here: see [`decode_record`]).
 pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
     let hdr: RawHeader = read_pod(bytes).ok_or(DecodeError::TooShort {
         what: "header",
@@ -462,6 +527,60 @@ mod tests {
         assert_eq!(decode(&raw), Err(DecodeError::UnknownMountOp(0)));
         raw[offset_of!(RawMountEvent, op)] = 42;
         assert_eq!(decode(&raw), Err(DecodeError::UnknownMountOp(42)));
+    }
+
+    #[test]
+    fn decodes_cgroup_mkdir() {
+        let mut raw = RawCgroupMkdirEvent {
+            hdr: header(EVENT_CGROUP_MKDIR),
+            id: 12345,
+            path: [0xAA; PATH_LEN],
+        };
+        raw.path[..11].copy_from_slice(b"/agent/web\0");
+        let bytes = as_bytes(&raw);
+        let Record::CgroupMkdir(p, m) = decode_record(&bytes).unwrap() else {
+            panic!("not a cgroup mkdir");
+        };
+        assert_eq!(p.comm, "true");
+        assert_eq!(
+            m,
+            CgroupMkdir {
+                id: 12345,
+                path: "/agent/web".into()
+            }
+        );
+        // Not an exec or mount event.
+        assert_eq!(
+            decode(&bytes),
+            Err(DecodeError::UnknownKind(EVENT_CGROUP_MKDIR))
+        );
+        // Truncated, or without a NUL: bounded.
+        assert!(matches!(
+            decode_record(&bytes[..100]),
+            Err(DecodeError::TooShort { .. })
+        ));
+        raw.path = [b'a'; PATH_LEN];
+        let Record::CgroupMkdir(_, m) = decode_record(&as_bytes(&raw)).unwrap() else {
+            panic!("not a cgroup mkdir");
+        };
+        assert_eq!(m.path.len(), PATH_LEN);
+        // Other kinds go through decode.
+        let Record::Event(Event::Mount(..)) = decode_record(&as_bytes(&RawMountEvent {
+            hdr: header(EVENT_MOUNT),
+            ret: 0,
+            flags: 0,
+            attr: 0,
+            dfd: 0,
+            dfd2: 0,
+            op: 1,
+            _pad: 0,
+            source: [0; PATH_LEN],
+            target: [0; PATH_LEN],
+            fstype: [0; FSTYPE_LEN],
+        }))
+        .unwrap() else {
+            panic!("not a mount");
+        };
     }
 
     #[test]
