@@ -750,7 +750,14 @@ async fn tracer_restarts_and_raw_tp_fallback_works() {
         .filter(|p| p.attached)
         .map(|p| p.hook)
         .collect();
-    assert_eq!(attached, ["raw_tp/sched_process_exec", "raw_tp/sys_exit"]);
+    assert_eq!(
+        attached,
+        [
+            "raw_tp/sched_process_exec",
+            "raw_tp/sys_exit",
+            "raw_tp/cgroup_mkdir"
+        ]
+    );
     let ev = one_exec(&second, "second").await;
     assert_eq!(ev.exec.as_ref().unwrap().filename, BUSYBOX);
     assert_ne!(ev.process.mnt_ns, 0);

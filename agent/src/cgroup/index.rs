@@ -21,10 +21,26 @@ pub struct ContainerIndex {
     /// Ids asked for and not found since the last scan, and when the cgroup2 tree
     /// was last walked for one: a miss costs a hash lookup, not a walk.
     misses: Mutex<(HashSet<u64>, Option<Instant>)>,
+    /// Container cgroups learned from cgroup2 mkdir records: id → (container
+    /// path, labels looked up at learn time, when). They outlive scans and the
+    /// directory, so a container gone before its events were read still has
+    /// its name.
+    learned: Mutex<HashMap<u64, Learned>>,
     hierarchy: Hierarchy,
     filter: Filter,
     metadata: MetadataSource,
 }
+
+#[derive(Debug, Clone)]
+struct Learned {
+    path: String,
+    labels: ContainerLabels,
+    at: Instant,
+}
+
+/// Learned ids are kept this long, and at most LEARNED_MAX of them.
+const LEARNED_TTL: Duration = Duration::from_secs(600);
+const LEARNED_MAX: usize = 8192;
 
 impl ContainerIndex {
     pub fn new(hierarchy: Hierarchy, filter: Filter, metadata: MetadataSource) -> Self {
@@ -32,6 +48,7 @@ impl ContainerIndex {
             known: RwLock::new(HashMap::new()),
             by_id: RwLock::new(CgroupIds::default()),
             misses: Mutex::new((HashSet::new(), None)),
+            learned: Mutex::new(HashMap::new()),
             hierarchy,
             filter,
             metadata,
@@ -64,6 +81,43 @@ impl ContainerIndex {
         *self.known.write().unwrap_or_else(|p| p.into_inner()) = entries;
     }
 
+    fn learned(&self, id: u64) -> Option<Learned> {
+        self.learned
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&id)
+            .cloned()
+    }
+
+    /// The labels of a learned container whose metadata was not there yet at
+    /// learn time: looked up again (once found, remembered).
+    fn learned_labels(&self, id: u64, l: Learned) -> ContainerLabels {
+        if !l.labels.name.is_empty() {
+            return l.labels;
+        }
+        let Some(meta) = self
+            .filter
+            .select(&l.path)
+            .and_then(|d| self.metadata.lookup(&d))
+        else {
+            return l.labels;
+        };
+        let labels = ContainerLabels {
+            id: l.path.clone(),
+            name: meta.name,
+            image: meta.image,
+        };
+        if let Some(e) = self
+            .learned
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_mut(&id)
+        {
+            e.labels = labels.clone();
+        }
+        labels
+    }
+
     fn path_of_id(&self, id: u64) -> Option<String> {
         if let Some(p) = self
             .by_id
@@ -73,6 +127,9 @@ impl ContainerIndex {
             .get(&id)
         {
             return Some(p.clone());
+        }
+        if let Some(l) = self.learned(id) {
+            return Some(l.path);
         }
         let unified = self.hierarchy.unified_dir("/")?;
         let mut misses = self.misses.lock().unwrap_or_else(|p| p.into_inner());
@@ -194,8 +251,54 @@ fn walk_containers(unified: &Path, filter: &Filter) -> Vec<(String, u64)> {
 impl ContainerLookup for ContainerIndex {
     fn container_for_cgroup_id(&self, id: u64) -> Option<(ContainerLabels, String)> {
         let path = self.path_of_id(id)?;
-        let labels = self.container_for_cgroup_path(&path)?;
+        // A learned container may be gone (directory and state file): it keeps
+        // the labels it was learned with.
+        let labels = self
+            .container_for_cgroup_path(&path)
+            .or_else(|| self.learned(id).map(|l| self.learned_labels(id, l)))?;
         Some((labels, path))
+    }
+
+    fn learn_cgroup(&self, id: u64, path: &str) {
+        // The container's own cgroup or one below it (its nearest selected ancestor).
+        let Some(d) = ancestors(path).find_map(|p| self.filter.select(p)) else {
+            return;
+        };
+        // Named now: a short-lived container's state file may be gone by the
+        // time its events are attributed.
+        let labels = self.known(&d.path).unwrap_or_else(|| {
+            let meta = self.metadata.lookup(&d).unwrap_or_default();
+            ContainerLabels {
+                id: d.path.clone(),
+                name: meta.name,
+                image: meta.image,
+            }
+        });
+        let mut learned = self.learned.lock().unwrap_or_else(|p| p.into_inner());
+        if learned.len() >= LEARNED_MAX {
+            learned.retain(|_, l| l.at.elapsed() < LEARNED_TTL);
+            if learned.len() >= LEARNED_MAX {
+                // Still full: forget the oldest half.
+                let mut ats: Vec<Instant> = learned.values().map(|l| l.at).collect();
+                ats.sort_unstable();
+                let cut = ats[ats.len() / 2];
+                learned.retain(|_, l| l.at > cut);
+            }
+        }
+        learned.insert(
+            id,
+            Learned {
+                path: d.path,
+                labels,
+                at: Instant::now(),
+            },
+        );
+        drop(learned);
+        self.misses
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .0
+            .remove(&id);
     }
 
     fn container_for_cgroup_path(&self, path: &str) -> Option<ContainerLabels> {
@@ -255,6 +358,61 @@ mod tests {
         idx.replace(HashMap::new());
         fs::remove_dir_all(t.path().join("memory/agent/web")).unwrap();
         assert_eq!(idx.container_for_cgroup_path("/agent/web"), None);
+    }
+
+    #[test]
+    fn learned_ids_outlive_their_directory_and_state() {
+        let t = tempfile::tempdir().unwrap();
+        fs::create_dir_all(t.path().join("memory")).unwrap();
+        fs::create_dir_all(t.path().join("unified")).unwrap();
+        fs::write(t.path().join("memory/cgroup.procs"), "").unwrap();
+        fs::write(t.path().join("unified/cgroup.controllers"), "").unwrap();
+        let state = t.path().join("state");
+        fs::create_dir_all(state.join("containers/q1")).unwrap();
+        fs::write(
+            state.join("containers/q1/state.json"),
+            r#"{"name":"q1","image":"bb:1"}"#,
+        )
+        .unwrap();
+        let idx = ContainerIndex::new(
+            Hierarchy::detect(t.path()).unwrap(),
+            Filter::default(),
+            MetadataSource {
+                docker_root: t.path().join("docker"),
+                state_dir: state.clone(),
+            },
+        );
+        // Not a container: ignored.
+        idx.learn_cgroup(7, "/user.slice");
+        assert!(idx.container_for_cgroup_id(7).is_none());
+        // Learned (named at learn time), then its state file goes: no
+        // directory ever existed here, yet the id resolves with its name.
+        idx.learn_cgroup(42, "/agent/q1");
+        idx.learn_cgroup(43, "/agent/q1/sub");
+        fs::remove_dir_all(state.join("containers/q1")).unwrap();
+        let want = ContainerLabels {
+            id: "/agent/q1".into(),
+            name: "q1".into(),
+            image: "bb:1".into(),
+        };
+        assert_eq!(
+            idx.container_for_cgroup_id(42),
+            Some((want.clone(), "/agent/q1".into()))
+        );
+        assert_eq!(idx.container_for_cgroup_id(43).unwrap().0, want);
+        // A scan does not forget it.
+        idx.replace(HashMap::new());
+        assert_eq!(idx.container_for_cgroup_id(42).unwrap().0, want);
+        // Learned before its state file was written: named once it is there.
+        idx.learn_cgroup(44, "/agent/q2");
+        assert_eq!(idx.container_for_cgroup_id(44).unwrap().0.name, "");
+        fs::create_dir_all(state.join("containers/q2")).unwrap();
+        fs::write(
+            state.join("containers/q2/state.json"),
+            r#"{"name":"q2","image":"bb:1"}"#,
+        )
+        .unwrap();
+        assert_eq!(idx.container_for_cgroup_id(44).unwrap().0.name, "q2");
     }
 
     #[test]

@@ -64,6 +64,12 @@ pub trait ContainerLookup: Send + Sync {
     fn container_for_cgroup_id(&self, _id: u64) -> Option<(ContainerLabels, String)> {
         None
     }
+
+    /// A cgroup2 directory was made: `id` is its inode (the id its processes'
+    /// events will carry), `path` its path relative to the cgroup2 root.
+    /// Called in ring-buffer order, so before that cgroup's events are
+    /// attributed, even when the directory is gone by then.
+    fn learn_cgroup(&self, _id: u64, _path: &str) {}
 }
 
 /// Knows no containers: every namespace other than the host's gets its own series.

@@ -2,7 +2,7 @@
 //! and keeps the counters that `/metrics` shows.
 
 use super::attribution::{Attributor, ContainerLookup};
-use super::events::{self, LOST_EXEC, LOST_MOUNT};
+use super::events::{self, LOST_CGROUP, LOST_EXEC, LOST_MOUNT, Record};
 use super::metrics::{EventCounters, encode_counter_by, encode_gauge_by};
 use super::record::EventRecord;
 use aya::maps::{MapData, PerCpuArray, RingBuf};
@@ -94,6 +94,8 @@ pub struct ProgramStatus {
 struct Shared {
     counters: Mutex<EventCounters>,
     attributor: Mutex<Attributor>,
+    /// Learns cgroup2 ids from cgroup mkdir records.
+    lookup: Arc<dyn ContainerLookup>,
     lost: Mutex<PerCpuArray<MapData, u64>>,
     events_tx: broadcast::Sender<Arc<EventRecord>>,
     programs: Vec<ProgramStatus>,
@@ -202,7 +204,8 @@ impl Tracer {
         let (events_tx, _) = broadcast::channel(config.subscriber_queue.max(1));
         let shared = Arc::new(Shared {
             counters: Mutex::new(EventCounters::default()),
-            attributor: Mutex::new(Attributor::new(lookup, &config.proc_root)),
+            attributor: Mutex::new(Attributor::new(Arc::clone(&lookup), &config.proc_root)),
+            lookup,
             lost: Mutex::new(lost),
             events_tx,
             programs,
@@ -308,7 +311,11 @@ impl Tracer {
             "agent_ebpf_events_lost",
             "Events dropped in the kernel because the ring buffer was full",
             "type",
-            &[("exec", lost_exec), ("mount", lost_mount)],
+            &[
+                ("exec", lost_exec),
+                ("mount", lost_mount),
+                ("cgroup_mkdir", self.lost_cgroup_mkdir()),
+            ],
         )?;
         encode_counter_by(
             encoder,
@@ -327,21 +334,38 @@ impl Tracer {
         lock(&self.shared.counters).encode(encoder)
     }
 
+    /// cgroup mkdir records the kernel could not deliver (ring buffer full).
+    pub fn lost_cgroup_mkdir(&self) -> u64 {
+        let lost = lock(&self.shared.lost);
+        lost.get(&LOST_CGROUP, 0)
+            .map(|v| v.iter().sum())
+            .unwrap_or(0)
+    }
+
     fn decode_errors(&self) -> u64 {
         self.shared.decode_errors.load(Ordering::Relaxed)
     }
 }
 
 /// Every hook the tracer knows, in the order [`Tracer::programs`] lists them.
-pub const HOOKS: [&str; 4] = [
+pub const HOOKS: [&str; 6] = [
     "tp_btf/sched_process_exec",
     "raw_tp/sched_process_exec",
     "tp_btf/sys_exit",
     "raw_tp/sys_exit",
+    "tp_btf/cgroup_mkdir",
+    "raw_tp/cgroup_mkdir",
 ];
 
 /// The program (C function in events.bpf.c) behind each of [`HOOKS`].
-const PROGRAMS: [&str; 4] = ["exec_btf", "exec_raw", "mount_exit_btf", "mount_exit_raw"];
+const PROGRAMS: [&str; 6] = [
+    "exec_btf",
+    "exec_raw",
+    "mount_exit_btf",
+    "mount_exit_raw",
+    "cgroup_mkdir_btf",
+    "cgroup_mkdir_raw",
+];
 
 /// How often an attached program ran and for how long, as the kernel counts
 /// it while run-time statistics are on ([`enable_run_time_stats`]).
@@ -426,6 +450,23 @@ fn load(config: &TracerConfig) -> Result<(Ebpf, Vec<ProgramStatus>), EbpfError> 
             });
         }
     }
+
+    // New cgroup2 directories, so that the ids of containers gone before
+    // their events are read can still be attributed. Optional: without it,
+    // ids are learned by stat'ing the cgroup2 tree.
+    let btf = if config.prefer_tp_btf {
+        attach_btf(&mut ebpf, "cgroup_mkdir_btf", "cgroup_mkdir")
+    } else {
+        Err(NOT_TRIED.to_owned())
+    };
+    let btf_ok = btf.is_ok();
+    programs.push(status("tp_btf/cgroup_mkdir", btf));
+    let raw = if btf_ok {
+        Err("not needed".to_owned())
+    } else {
+        attach_raw(&mut ebpf, "cgroup_mkdir_raw", "cgroup_mkdir")
+    };
+    programs.push(status("raw_tp/cgroup_mkdir", raw));
 
     // A fallback that was not needed, or a hook not tried, is no error.
     for p in &mut programs {
@@ -526,8 +567,14 @@ impl Shared {
 
     fn handle(&self, bytes: &[u8]) {
         self.received.fetch_add(1, Ordering::Relaxed);
-        let event = match events::decode(bytes) {
-            Ok(e) => e,
+        let event = match events::decode_record(bytes) {
+            Ok(Record::Event(e)) => e,
+            Ok(Record::CgroupMkdir(_, m)) => {
+                // Not an event of its own: it only tells the lookup which
+                // cgroup path an id is, before that cgroup's events follow.
+                self.lookup.learn_cgroup(m.id, &m.path);
+                return;
+            }
             Err(err) => {
                 let n = self.decode_errors.fetch_add(1, Ordering::Relaxed);
                 if n.is_power_of_two() || n == 0 {
