@@ -4,11 +4,14 @@
 //! - `cargo xtask test`: install what is missing, then fmt, clippy and every test
 //!   (privileged and end-to-end ones need root, as in CI).
 //! - `cargo xtask bench [scrape|exec|launch]`: the scrape, event and launch paths.
+//! - `cargo xtask vm-test [--capture-fixtures]`: the privileged tests inside a qemu VM
+//!   running Debian's cloud kernel on cgroup v2 (see `vm/mod.rs`).
 
 mod bench_exec;
 mod bench_launch;
 mod bench_scrape;
 mod packages;
+mod vm;
 
 use anyhow::{Context, bail};
 use std::path::PathBuf;
@@ -73,6 +76,7 @@ fn main() -> std::process::ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("test") => test(),
         Some("run") => run(&args[1..]),
+        Some("vm-test") => vm::run(&args[1..]),
         Some("bench") => match args.get(1).map(String::as_str) {
             Some("scrape") => bench_scrape::run(&args[2..]),
             Some("exec") => bench_exec::run(),
@@ -85,7 +89,7 @@ fn main() -> std::process::ExitCode {
                 .and_then(|()| bench_launch::run()),
         },
         _ => Err(anyhow::anyhow!(
-            "usage: cargo xtask <run [serve flags…] | test | bench [scrape|exec|launch]>"
+            "usage: cargo xtask <run [serve flags…] | test | bench [scrape|exec|launch] | vm-test [--capture-fixtures]>"
         )),
     };
     match result {

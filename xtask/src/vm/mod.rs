@@ -1,0 +1,297 @@
+//! `cargo xtask vm-test`: the privileged tests on real cgroup v2 and a stock
+//! distribution kernel (Debian's cloud kernel) under qemu TCG.
+//!
+//! - `kernel`: fetch and unpack the kernel package, resolve modules, read its config
+//! - `build`: build the test binaries and the agent (`cargo test --no-run`)
+//! - `initramfs`: busybox, init.sh, binaries and their libraries into a cpio archive
+//! - `qemu`: boot it, stream the serial console, enforce the timeout
+//! - `results`: parse the console into per-binary and per-test results
+//! - `fixtures`: `--capture-fixtures` unpacks the guest's capture into tests/fixtures
+//!
+//! A new privileged test binary joins by adding its `[[test]]` name to [`TESTS`].
+
+mod build;
+mod fixtures;
+mod initramfs;
+mod kernel;
+mod qemu;
+mod results;
+
+use anyhow::{Context, bail};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// The test binaries the guest runs, in this order (`[[test]]` names in agent/Cargo.toml).
+pub const TESTS: &[&str] = &["privileged_cgroup", "e2e_prometheus"];
+
+/// Host programs some tests run, copied in (with their libraries) when the host has
+/// them; a test that finds one missing skips or fails on its own terms.
+const HOST_PROGRAMS: &[&str] = &["/usr/bin/prometheus"];
+
+/// Kernel modules the guest loads (with their dependencies): overlay for container
+/// root filesystems, virtio-blk for the capture disk.
+const MODULES: &[&str] = &["overlay", "virtio_pci", "virtio_blk"];
+
+/// The Debian packages the rig runs on the host.
+pub const PACKAGES: &[&str] = &[
+    "qemu-system-x86",
+    "busybox-static",
+    "cpio",
+    "kmod",
+    "binutils",
+];
+
+/// Controllers enabled in the root's subtree_control (the capture adds cpuset, as the
+/// original capture had it).
+const CONTROLLERS: &str = "memory cpu io pids";
+const CAPTURE_CONTROLLERS: &str = "memory cpu io pids cpuset";
+
+/// libtest flags for every binary: one test at a time (TCG runs ~10x slower than the
+/// host and timing windows in the tests assume an idle machine), with the output of
+/// passing tests shown so their skip reasons reach the console.
+const TEST_ARGS: &str = "--test-threads=1 --show-output";
+
+struct Options {
+    capture: bool,
+    timeout: Duration,
+    test_timeout: Duration,
+    memory_mib: u32,
+    cpus: u32,
+}
+
+fn parse_args(args: &[String]) -> anyhow::Result<Options> {
+    let mut o = Options {
+        capture: false,
+        timeout: Duration::from_secs(900),
+        test_timeout: Duration::from_secs(600),
+        memory_mib: 2048,
+        cpus: 2,
+    };
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut value = |what: &str| -> anyhow::Result<u64> {
+            let v = it
+                .next()
+                .with_context(|| format!("{a} needs a value ({what})"))?;
+            v.parse()
+                .with_context(|| format!("{a} {v:?}: not a number of {what}"))
+        };
+        match a.as_str() {
+            "--capture-fixtures" => o.capture = true,
+            "--timeout" => o.timeout = Duration::from_secs(value("seconds")?),
+            "--test-timeout" => o.test_timeout = Duration::from_secs(value("seconds")?),
+            "--memory" => o.memory_mib = value("MiB")? as u32,
+            "--cpus" => o.cpus = value("CPUs")? as u32,
+            other => bail!(
+                "unknown vm-test option {other:?} (try: --capture-fixtures, --timeout SECS, \
+                 --test-timeout SECS, --memory MIB, --cpus N)"
+            ),
+        }
+    }
+    Ok(o)
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| crate::workspace_root().join("target"))
+}
+
+pub fn run(args: &[String]) -> anyhow::Result<()> {
+    let opts = parse_args(args)?;
+    let started = Instant::now();
+    crate::packages::ensure(PACKAGES)?;
+    let work = target_dir().join("vm");
+    std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
+
+    let kernel = kernel::fetch(&work.join("kernel"))?;
+    eprintln!("xtask: vm: kernel {} ({})", kernel.release, kernel.package);
+    eprintln!("xtask: vm: hook options in {}:", kernel.config.display());
+    for line in kernel.hook_config()? {
+        eprintln!("xtask: vm:   {line}");
+    }
+
+    let mut fs = initramfs::Initramfs::new(&work.join("root"))?;
+    let mut plan = format!(
+        "MODE={}\nCONTROLLERS=\"{}\"\nTEST_TIMEOUT={}\nTEST_ARGS=\"{TEST_ARGS}\"\n",
+        if opts.capture { "capture" } else { "test" },
+        if opts.capture {
+            CAPTURE_CONTROLLERS
+        } else {
+            CONTROLLERS
+        },
+        opts.test_timeout.as_secs(),
+    );
+    let modules = kernel.modules_in_load_order(MODULES)?;
+    for (name, path) in &modules {
+        fs.add_module(name, path)?;
+    }
+    plan.push_str(&format!(
+        "MODULES=\"{}\"\n",
+        modules
+            .iter()
+            .map(|(n, _)| n.as_str())
+            .collect::<Vec<_>>()
+            .join(" ")
+    ));
+
+    if !opts.capture {
+        let built = build::build(TESTS)?;
+        fs.add_executable(&built.agent, true)?;
+        let mut entries = Vec::new();
+        for (name, exe) in &built.tests {
+            fs.add_executable(exe, true)?;
+            entries.push(format!("{name}={}", exe.display()));
+        }
+        for p in HOST_PROGRAMS {
+            let p = Path::new(p);
+            if p.exists() {
+                fs.add_executable(p, false)?;
+            } else {
+                eprintln!(
+                    "xtask: vm: {} not on the host; tests that need it will say so",
+                    p.display()
+                );
+            }
+        }
+        fs.mkdir(&built.workdir)?;
+        plan.push_str(&format!(
+            "WORKDIR=\"{}\"\nTESTS=\"{}\"\n",
+            built.workdir.display(),
+            entries.join(" ")
+        ));
+    }
+    fs.write("vmtest/plan", &plan, 0o644)?;
+    let image = work.join("initramfs.cpio");
+    let size = fs.pack(&image)?;
+    eprintln!(
+        "xtask: vm: initramfs {} ({} MiB); booting (timeout {}s)",
+        image.display(),
+        size >> 20,
+        opts.timeout.as_secs()
+    );
+
+    let disk = work.join("capture.img");
+    if opts.capture {
+        fixtures::blank_disk(&disk)?;
+    }
+    let log = work.join("console.log");
+    let machine = qemu::Machine {
+        kernel: &kernel.vmlinuz,
+        initramfs: &image,
+        memory_mib: opts.memory_mib,
+        cpus: opts.cpus,
+        disk: opts.capture.then(|| disk.clone()),
+        timeout: opts.timeout,
+        log: &log,
+    };
+    let outcome = machine.run()?;
+    let report = results::parse(&outcome.console);
+
+    eprintln!();
+    eprintln!(
+        "xtask: vm: ===== summary ({:.0}s in the VM, {:.0}s in all; console log {}) =====",
+        outcome.elapsed.as_secs_f64(),
+        started.elapsed().as_secs_f64(),
+        log.display()
+    );
+    let mut problems = Vec::new();
+    match &report.booted {
+        Some(b) => eprintln!("xtask: vm: guest kernel {b}"),
+        None => problems.push("the VM did not come up (no BOOTED line on the console)".to_string()),
+    }
+    if let Some(c) = &report.cgroup {
+        eprintln!("xtask: vm: cgroup2 {c}");
+    }
+    for h in &report.hooks {
+        eprintln!("xtask: vm: hook {h}");
+    }
+    if let Some(f) = &report.fatal {
+        problems.push(format!("guest init failed: {f}"));
+    }
+
+    if opts.capture {
+        match &report.capture {
+            Some(Ok(())) => {
+                fixtures::install(&disk, &crate::workspace_root())?;
+                eprintln!(
+                    "xtask: vm: recaptured {}; check it with: cargo test -p agent --lib",
+                    fixtures::FIXTURE_DIR
+                );
+            }
+            Some(Err(why)) => problems.push(format!("fixture capture failed: {why}")),
+            None => problems.push("the guest never reported a capture".into()),
+        }
+    } else {
+        for name in TESTS {
+            let Some(b) = report.binaries.iter().find(|b| b.name == *name) else {
+                problems.push(format!("{name}: never started"));
+                eprintln!("xtask: vm: NOT RUN   {name}");
+                continue;
+            };
+            let passed = b.tests.iter().filter(|(_, r)| r == "ok").count();
+            let failed: Vec<&str> = b
+                .tests
+                .iter()
+                .filter(|(_, r)| r == "FAILED")
+                .map(|(t, _)| t.as_str())
+                .collect();
+            let verdict = match b.rc {
+                Some(0) => "PASS",
+                Some(_) => "FAIL",
+                None => "HUNG",
+            };
+            eprintln!(
+                "xtask: vm: {verdict:<7} {name}: {passed} passed, {} failed, {} skipped{}",
+                failed.len(),
+                b.skipped.len(),
+                if b.timed_out {
+                    " (killed by the per-binary timeout)"
+                } else {
+                    ""
+                }
+            );
+            for (t, r) in &b.tests {
+                let skip = b.skipped.iter().find(|(s, _)| s == t);
+                match skip {
+                    Some((_, why)) => eprintln!("xtask: vm:     SKIP {t}: {why}"),
+                    None => eprintln!("xtask: vm:     {r:<4} {t}"),
+                }
+            }
+            for l in &b.leftovers {
+                eprintln!("xtask: vm:     left behind: cgroup {l}");
+            }
+            match b.rc {
+                Some(0) => {}
+                Some(rc) => problems.push(format!(
+                    "{name}: exit status {rc}{}",
+                    if failed.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" (failed: {})", failed.join(", "))
+                    }
+                )),
+                None => problems.push(format!("{name}: no result (the guest stopped or hung)")),
+            }
+        }
+    }
+    if outcome.timed_out {
+        problems.push(format!("timed out after {}s", opts.timeout.as_secs()));
+    } else if !report.done {
+        problems.push("the guest stopped before finishing (no DONE line)".into());
+    }
+    if let Some(status) = outcome.exit
+        && !status.success()
+    {
+        problems.push(format!("qemu exited with {status}"));
+    }
+    if problems.is_empty() {
+        eprintln!(
+            "xtask: vm: all passed ({:.0}s)",
+            started.elapsed().as_secs_f64()
+        );
+        Ok(())
+    } else {
+        bail!("vm-test: {}", problems.join("; "))
+    }
+}
