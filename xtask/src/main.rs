@@ -2,7 +2,7 @@
 //!
 //! - `cargo xtask run [SERVE FLAGS…]`: install what is missing, build, run `agent serve`.
 //! - `cargo xtask test`: install what is missing, then fmt, clippy and every test
-//!   (privileged and end-to-end ones need root, as in CI).
+//!   (privileged and end-to-end ones need root, as in CI), then `vm-test`.
 //! - `cargo xtask bench [scrape|exec|launch]`: the scrape, event and launch paths.
 //! - `cargo xtask vm-test [--capture-fixtures]`: the privileged tests inside a qemu VM
 //!   running Debian's cloud kernel on cgroup v2 (see `vm/mod.rs`).
@@ -58,7 +58,11 @@ fn test() -> anyhow::Result<()> {
     ])?;
     // One test binary at a time per file, tests inside it in parallel: privileged
     // tests use distinct cgroup names and ports, so they do not collide.
-    cargo(&["test", "--workspace", "--no-fail-fast"])
+    let host = cargo(&["test", "--workspace", "--no-fail-fast"]);
+    // The privileged tests again, on cgroup v2 and a stock Debian kernel under qemu
+    // TCG. It reuses the test binaries just built; about 40 s on 2 cores.
+    let vm = vm::run(&[]);
+    host.and(vm)
 }
 
 fn run(args: &[String]) -> anyhow::Result<()> {
