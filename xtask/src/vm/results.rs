@@ -114,12 +114,14 @@ pub fn parse(console: &str) -> Report {
             output_of = Some(name.to_string());
             continue;
         }
-        // The tests' own skip lines: "SKIPPED name: reason" or "SKIP: reason".
+        // The tests' own skip lines: "SKIPPED name: reason", "SKIPPED: reason",
+        // "SKIP: reason".
         let trimmed = line.trim_start();
         let reason = trimmed
-            .strip_prefix("SKIPPED ")
-            .or_else(|| trimmed.strip_prefix("SKIP: "))
-            .or_else(|| trimmed.strip_prefix("SKIP "));
+            .strip_prefix("SKIPPED")
+            .or_else(|| trimmed.strip_prefix("SKIP"))
+            .filter(|r| r.starts_with([':', ' ']))
+            .map(|r| r.trim_start_matches(':').trim());
         if let Some(reason) = reason {
             let test = output_of.clone().unwrap_or_else(|| "?".into());
             if !b.skipped.iter().any(|(t, _)| *t == test) {
@@ -156,6 +158,9 @@ successes:
 
 ---- a stdout ----
 SKIPPED a: needs root
+---- c stdout ----
+SKIPPED: no cgroup2 at /sys/fs/cgroup/unified
+SKIPPING is not a skip line
 
 failures:
 @@VMTEST END privileged_cgroup rc=101
@@ -182,7 +187,13 @@ test p ... ";
                 ("c".into(), "ignored".into())
             ]
         );
-        assert_eq!(b.skipped, [("a".into(), "a: needs root".into())]);
+        assert_eq!(
+            b.skipped,
+            [
+                ("a".into(), "a: needs root".into()),
+                ("c".into(), "no cgroup2 at /sys/fs/cgroup/unified".into())
+            ]
+        );
         assert_eq!(b.leftovers, ["/agent"]);
         let hung = &r.binaries[1];
         assert_eq!(hung.name, "e2e_prometheus");
