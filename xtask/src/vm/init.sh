@@ -73,17 +73,14 @@ hooks() {
     # A real kprobe on path_mount through tracefs, removed again.
     if echo 'p:vmtest/path_mount path_mount' >> $t/kprobe_events 2>/dev/null; then
         echo '-:vmtest/path_mount' >> $t/kprobe_events
-        say "HOOK kprobe yes path_mount attached via $t/kprobe_events"
+        say "HOOK kprobe-tracefs yes path_mount registered in $t/kprobe_events"
     else
-        say "HOOK kprobe no"
+        say "HOOK kprobe-tracefs no"
     fi
-    # fentry/fexit need the function in ftrace's list and BTF for it.
-    for f in path_mount do_move_mount security_sb_mount bprm_execve; do
-        if grep -qx "$f" $t/available_filter_functions 2>/dev/null; then
-            say "HOOK fentry-target yes $f"
-        else
-            say "HOOK fentry-target no $f"
-        fi
+    # The real test: load and attach one empty program per hook kind.
+    for p in $PROBES; do
+        r=$(/vmtest/hook_probe_loader /vmtest/probes/$p.bpf.o 2>&1)
+        say "HOOK attach-$p $(echo "$r" | tail -n 1)"
     done
 }
 hooks

@@ -105,7 +105,12 @@ impl Initramfs {
     /// Copies an executable to the same path in the guest, with its shared libraries.
     pub fn add_executable(&mut self, host: &Path, strip: bool) -> anyhow::Result<()> {
         self.copy(host, host, strip)?;
-        for lib in shared_libraries(host)? {
+        self.add_libraries(host)
+    }
+
+    /// Copies the shared libraries `exe` needs to their host paths in the guest.
+    pub fn add_libraries(&mut self, exe: &Path) -> anyhow::Result<()> {
+        for lib in shared_libraries(exe)? {
             if self.libraries.insert(lib.clone()) {
                 // The libraries' own dependencies are in ldd's (transitive) list.
                 self.copy(&lib, &lib, false)?;

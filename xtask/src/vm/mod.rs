@@ -5,6 +5,8 @@
 //! - `build`: build the test binaries and the agent (`cargo test --no-run`)
 //! - `initramfs`: busybox, init.sh, binaries and their libraries into a cpio archive
 //! - `qemu`: boot it, stream the serial console, enforce the timeout
+//! - `probes`: one tiny eBPF object per hook kind and a libbpf loader that attaches
+//!   them in the guest
 //! - `results`: parse the console into per-binary and per-test results
 //! - `fixtures`: `--capture-fixtures` unpacks the guest's capture into tests/fixtures
 //!
@@ -14,6 +16,7 @@ mod build;
 mod fixtures;
 mod initramfs;
 mod kernel;
+mod probes;
 mod qemu;
 mod results;
 
@@ -161,6 +164,25 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
             entries.join(" ")
         ));
     }
+    let hook_probes = probes::build(&work.join("probes"))?;
+    for (name, obj) in &hook_probes {
+        fs.copy(
+            obj,
+            Path::new(&format!("/vmtest/probes/{name}.bpf.o")),
+            false,
+        )?;
+    }
+    let loader = probes::build_loader(&work.join("probes"))?;
+    fs.copy(&loader, Path::new("/vmtest/hook_probe_loader"), false)?;
+    fs.add_libraries(&loader)?;
+    plan.push_str(&format!(
+        "PROBES=\"{}\"\n",
+        hook_probes
+            .iter()
+            .map(|(n, _)| n.as_str())
+            .collect::<Vec<_>>()
+            .join(" ")
+    ));
     fs.write("vmtest/plan", &plan, 0o644)?;
     let image = work.join("initramfs.cpio");
     let size = fs.pack(&image)?;
