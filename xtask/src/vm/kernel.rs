@@ -93,6 +93,16 @@ pub fn fetch(cache: &Path) -> anyhow::Result<Kernel> {
         // The package ships no modules.dep (its postinst runs depmod); make one here.
         output(Command::new("depmod").arg("-b").arg(&root).arg(&release))?;
         std::fs::write(&stamp, "")?;
+        // Older kernel packages (superseded by a Debian update) are ~100 MB each.
+        for old in std::fs::read_dir(cache)?.flatten() {
+            if old.path() != dir && old.file_type().is_ok_and(|t| t.is_dir()) {
+                eprintln!(
+                    "xtask: vm: removing the superseded {}",
+                    old.path().display()
+                );
+                let _ = std::fs::remove_dir_all(old.path());
+            }
+        }
     }
     let release = release_of(&root)?;
     Ok(Kernel {

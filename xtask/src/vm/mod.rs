@@ -106,6 +106,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     crate::packages::ensure(PACKAGES)?;
     let work = target_dir().join("vm");
     std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
+    let _lock = lock(&work)?;
 
     let kernel = kernel::fetch(&work.join("kernel"))?;
     eprintln!("xtask: vm: kernel {} ({})", kernel.release, kernel.package);
@@ -316,4 +317,29 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     } else {
         bail!("vm-test: {}", problems.join("; "))
     }
+}
+
+/// Holds an exclusive lock on `dir/.lock` for the life of the returned file: two
+/// vm-test runs would otherwise build their initramfs in the same staging tree.
+fn lock(dir: &Path) -> anyhow::Result<std::fs::File> {
+    use std::os::fd::AsRawFd;
+    let path = dir.join(".lock");
+    let file =
+        std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
+    // SAFETY: flock on a file descriptor this function owns.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        eprintln!(
+            "xtask: vm: another vm-test is using {}; waiting for it",
+            dir.display()
+        );
+        // SAFETY: as above, now blocking.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            bail!(
+                "locking {}: {}",
+                path.display(),
+                std::io::Error::last_os_error()
+            );
+        }
+    }
+    Ok(file)
 }
