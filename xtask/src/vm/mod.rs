@@ -252,7 +252,12 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
                 eprintln!("xtask: vm: NOT RUN   {name}");
                 continue;
             };
-            let passed = b.tests.iter().filter(|(_, r)| r == "ok").count();
+            let skipped = |t: &str| b.skipped.iter().any(|(s, _)| s == t);
+            let passed = b
+                .tests
+                .iter()
+                .filter(|(t, r)| r == "ok" && !skipped(t))
+                .count();
             let failed: Vec<&str> = b
                 .tests
                 .iter()

@@ -124,6 +124,11 @@ pub fn parse(console: &str) -> Report {
             .map(|r| r.trim_start_matches(':').trim());
         if let Some(reason) = reason {
             let test = output_of.clone().unwrap_or_else(|| "?".into());
+            // "SKIPPED name: reason" names the test again.
+            let reason = reason
+                .strip_prefix(test.as_str())
+                .and_then(|r| r.strip_prefix(':'))
+                .map_or(reason, str::trim);
             if !b.skipped.iter().any(|(t, _)| *t == test) {
                 b.skipped.push((test, reason.to_string()));
             }
@@ -190,7 +195,7 @@ test p ... ";
         assert_eq!(
             b.skipped,
             [
-                ("a".into(), "a: needs root".into()),
+                ("a".into(), "needs root".into()),
                 ("c".into(), "no cgroup2 at /sys/fs/cgroup/unified".into())
             ]
         );
