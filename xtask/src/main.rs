@@ -93,7 +93,7 @@ fn main() -> std::process::ExitCode {
                 .and_then(|()| bench_launch::run()),
         },
         _ => Err(anyhow::anyhow!(
-            "usage: cargo xtask <run [serve flags…] | test | bench [scrape|exec|launch] | vm-test [--capture-fixtures]>"
+            "usage: cargo xtask <run [serve flags…] | test | bench [scrape|exec|launch] | vm-test [TEST…] [--capture-fixtures]>"
         )),
     };
     match result {

@@ -55,6 +55,8 @@ const CAPTURE_CONTROLLERS: &str = "memory cpu io pids cpuset";
 const TEST_ARGS: &str = "--test-threads=1 --show-output";
 
 struct Options {
+    /// The binaries to run: all of [`TESTS`] unless some are named.
+    tests: Vec<&'static str>,
     capture: bool,
     timeout: Duration,
     test_timeout: Duration,
@@ -64,6 +66,7 @@ struct Options {
 
 fn parse_args(args: &[String]) -> anyhow::Result<Options> {
     let mut o = Options {
+        tests: Vec::new(),
         capture: false,
         timeout: Duration::from_secs(900),
         test_timeout: Duration::from_secs(600),
@@ -85,11 +88,21 @@ fn parse_args(args: &[String]) -> anyhow::Result<Options> {
             "--test-timeout" => o.test_timeout = Duration::from_secs(value("seconds")?),
             "--memory" => o.memory_mib = value("MiB")? as u32,
             "--cpus" => o.cpus = value("CPUs")? as u32,
+            name if !name.starts_with('-') => match TESTS.iter().find(|t| **t == name) {
+                Some(t) => o.tests.push(t),
+                None => bail!(
+                    "no test binary {name:?} in the VM list (have: {})",
+                    TESTS.join(", ")
+                ),
+            },
             other => bail!(
-                "unknown vm-test option {other:?} (try: --capture-fixtures, --timeout SECS, \
+                "unknown vm-test option {other:?} (try: [TEST…] --capture-fixtures, --timeout SECS, \
                  --test-timeout SECS, --memory MIB, --cpus N)"
             ),
         }
+    }
+    if o.tests.is_empty() {
+        o.tests = TESTS.to_vec();
     }
     Ok(o)
 }
@@ -140,7 +153,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     ));
 
     if !opts.capture {
-        let built = build::build(TESTS)?;
+        let built = build::build(&opts.tests)?;
         fs.add_executable(&built.agent, true)?;
         let mut entries = Vec::new();
         for (name, exe) in &built.tests {
@@ -246,7 +259,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
             None => problems.push("the guest never reported a capture".into()),
         }
     } else {
-        for name in TESTS {
+        for name in &opts.tests {
             let Some(b) = report.binaries.iter().find(|b| b.name == *name) else {
                 problems.push(format!("{name}: never started"));
                 eprintln!("xtask: vm: NOT RUN   {name}");
