@@ -119,6 +119,24 @@ impl Initramfs {
         Ok(())
     }
 
+    /// Copies a directory tree (regular files and directories) to `guest_path`.
+    pub fn copy_tree(&mut self, host: &Path, guest_path: &Path) -> anyhow::Result<()> {
+        self.mkdir(guest_path)?;
+        for entry in
+            std::fs::read_dir(host).with_context(|| format!("reading {}", host.display()))?
+        {
+            let entry = entry?;
+            let (from, to) = (entry.path(), guest_path.join(entry.file_name()));
+            let kind = entry.file_type()?;
+            if kind.is_dir() {
+                self.copy_tree(&from, &to)?;
+            } else if kind.is_file() {
+                self.copy(&from, &to, false)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Copies a kernel module into /vmtest/modules/<name>.ko.
     pub fn add_module(&mut self, name: &str, host: &Path) -> anyhow::Result<()> {
         self.copy(

@@ -25,7 +25,17 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 /// The test binaries the guest runs, in this order (`[[test]]` names in agent/Cargo.toml).
-pub const TESTS: &[&str] = &["privileged_cgroup", "e2e_prometheus"];
+pub const TESTS: &[&str] = &[
+    "privileged_cgroup",
+    "privileged_docker",
+    "cli_serve",
+    "e2e_prometheus",
+    "e2e_dashboards",
+];
+
+/// Workspace directories tests read at run time (through `CARGO_MANIFEST_DIR`),
+/// copied to the same paths in the guest.
+const DATA_DIRS: &[&str] = &["dashboards"];
 
 /// Host programs some tests run, copied in (with their libraries) when the host has
 /// them; a test that finds one missing skips or fails on its own terms.
@@ -171,6 +181,10 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
                 );
             }
         }
+        for d in DATA_DIRS {
+            let dir = crate::workspace_root().join(d);
+            fs.copy_tree(&dir, &dir)?;
+        }
         fs.mkdir(&built.workdir)?;
         plan.push_str(&format!(
             "WORKDIR=\"{}\"\nTESTS=\"{}\"\n",
@@ -297,6 +311,9 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
                 match skip {
                     Some((_, why)) => eprintln!("xtask: vm:     SKIP {t}: {why}"),
                     None => eprintln!("xtask: vm:     {r:<4} {t}"),
+                }
+                for (_, what) in b.partial.iter().filter(|(p, _)| p == t) {
+                    eprintln!("xtask: vm:            skipped part: {what}");
                 }
             }
             for l in &b.leftovers {

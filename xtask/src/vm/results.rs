@@ -12,6 +12,9 @@ pub struct Binary {
     pub tests: Vec<(String, String)>,
     /// (test name, reason) for tests that passed only by skipping.
     pub skipped: Vec<(String, String)>,
+    /// (test name, what) for parts a test skipped while checking the rest
+    /// ("SKIPPED panel 31 …" from a test not named so).
+    pub partial: Vec<(String, String)>,
     pub leftovers: Vec<String>,
 }
 
@@ -124,13 +127,20 @@ pub fn parse(console: &str) -> Report {
             .map(|r| r.trim_start_matches(':').trim());
         if let Some(reason) = reason {
             let test = output_of.clone().unwrap_or_else(|| "?".into());
-            // "SKIPPED name: reason" names the test again.
-            let reason = reason
+            // "SKIPPED name: reason" and "SKIPPED: reason" skip the whole test;
+            // "SKIPPED <something else>" is one part of it.
+            let bare = trimmed.starts_with("SKIP:") || trimmed.starts_with("SKIPPED:");
+            let named = reason
                 .strip_prefix(test.as_str())
                 .and_then(|r| r.strip_prefix(':'))
-                .map_or(reason, str::trim);
-            if !b.skipped.iter().any(|(t, _)| *t == test) {
-                b.skipped.push((test, reason.to_string()));
+                .map(str::trim);
+            let whole = named.or(bare.then_some(reason));
+            match whole {
+                Some(why) if !b.skipped.iter().any(|(t, _)| *t == test) => {
+                    b.skipped.push((test, why.to_string()))
+                }
+                Some(_) => {}
+                None => b.partial.push((test, reason.to_string())),
             }
         }
     }
@@ -166,6 +176,8 @@ SKIPPED a: needs root
 ---- c stdout ----
 SKIPPED: no cgroup2 at /sys/fs/cgroup/unified
 SKIPPING is not a skip line
+---- d stdout ----
+SKIPPED panel 31 \"Exec events\": not landed
 
 failures:
 @@VMTEST END privileged_cgroup rc=101
@@ -198,6 +210,10 @@ test p ... ";
                 ("a".into(), "needs root".into()),
                 ("c".into(), "no cgroup2 at /sys/fs/cgroup/unified".into())
             ]
+        );
+        assert_eq!(
+            b.partial,
+            [("d".into(), "panel 31 \"Exec events\": not landed".into())]
         );
         assert_eq!(b.leftovers, ["/agent"]);
         let hung = &r.binaries[1];
