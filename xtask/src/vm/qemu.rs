@@ -94,9 +94,7 @@ impl Machine<'_> {
         let err_tx = tx.clone();
         let out_thread = std::thread::spawn(move || {
             for line in BufReader::new(stdout).split(b'\n').map_while(Result::ok) {
-                let line = String::from_utf8_lossy(&line)
-                    .trim_end_matches('\r')
-                    .to_string();
+                let line = strip_ansi(String::from_utf8_lossy(&line).trim_end_matches('\r'));
                 if tx.send(line).is_err() {
                     break;
                 }
@@ -152,5 +150,38 @@ impl Machine<'_> {
             exit,
             elapsed: start.elapsed(),
         })
+    }
+}
+
+/// Drops ANSI escape sequences (ESC [ … final byte): the guest console is a tty, so
+/// log output comes colored, which the saved log and the parser do not want.
+fn strip_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            if chars.next() == Some('[') {
+                for c in chars.by_ref() {
+                    if ('@'..='~').contains(&c) {
+                        break;
+                    }
+                }
+            }
+            continue;
+        }
+        out.push(c);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn strip_ansi() {
+        assert_eq!(
+            super::strip_ansi("\u{1b}[2m2026\u{1b}[0m \u{1b}[32m INFO\u{1b}[0m ok"),
+            "2026  INFO ok"
+        );
+        assert_eq!(super::strip_ansi("plain"), "plain");
     }
 }
