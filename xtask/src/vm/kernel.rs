@@ -221,3 +221,50 @@ impl Kernel {
             .collect())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn modules_come_after_their_dependencies_and_builtins_are_skipped() {
+        let dir = std::env::temp_dir().join(format!("xtask-kernel-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("modules.dep"),
+            "kernel/fs/overlayfs/overlay.ko:\n\
+             kernel/drivers/block/virtio_blk.ko: kernel/drivers/virtio/virtio.ko kernel/drivers/virtio/virtio_ring.ko\n\
+             kernel/drivers/virtio/virtio_ring.ko:\n\
+             kernel/drivers/virtio/virtio.ko: kernel/drivers/virtio/virtio_ring.ko\n\
+             kernel/drivers/virtio/virtio-pci.ko: kernel/drivers/virtio/virtio.ko kernel/drivers/virtio/virtio_ring.ko\n",
+        )
+        .unwrap();
+        std::fs::write(dir.join("modules.builtin"), "kernel/fs/fuse/fuse.ko\n").unwrap();
+        let k = Kernel {
+            release: "test".into(),
+            package: "test".into(),
+            vmlinuz: dir.join("vmlinuz"),
+            config: dir.join("config"),
+            modules: dir.clone(),
+        };
+        let order: Vec<String> = k
+            .modules_in_load_order(&["overlay", "virtio_pci", "virtio_blk", "fuse"])
+            .unwrap()
+            .into_iter()
+            .map(|(m, _)| m)
+            .collect();
+        assert_eq!(
+            order,
+            [
+                "overlay",
+                "virtio_ring",
+                "virtio",
+                "virtio_pci",
+                "virtio_blk"
+            ]
+        );
+        let err = k.modules_in_load_order(&["nope"]).unwrap_err();
+        assert_eq!(err.to_string(), "no kernel module nope");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
