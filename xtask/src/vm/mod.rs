@@ -45,13 +45,17 @@ const HOST_PROGRAMS: &[&str] = &["/usr/bin/prometheus"];
 /// root filesystems, virtio-blk for the capture disk.
 const MODULES: &[&str] = &["overlay", "virtio_pci", "virtio_blk"];
 
-/// The Debian packages the rig runs on the host.
+/// The Debian packages the rig runs on the host (the kernel package is downloaded,
+/// not installed; see `kernel`).
 pub const PACKAGES: &[&str] = &[
     "qemu-system-x86",
     "busybox-static",
     "cpio",
     "kmod",
     "binutils",
+    "clang-19",
+    "libbpf-dev",
+    "prometheus",
 ];
 
 /// Controllers enabled in the root's subtree_control (the capture adds cpuset, as the
