@@ -27,6 +27,8 @@ use std::time::{Duration, Instant};
 /// The test binaries the guest runs, in this order (`[[test]]` names in agent/Cargo.toml).
 pub const TESTS: &[&str] = &[
     "privileged_cgroup",
+    "privileged_launch",
+    "privileged_ebpf",
     "privileged_docker",
     "cli_serve",
     "e2e_prometheus",
