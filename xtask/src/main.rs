@@ -60,7 +60,7 @@ fn test() -> anyhow::Result<()> {
     // tests use distinct cgroup names and ports, so they do not collide.
     let host = cargo(&["test", "--workspace", "--no-fail-fast"]);
     // The privileged tests again, on cgroup v2 and a stock Debian kernel under qemu
-    // TCG. It reuses the test binaries just built; about a minute on 2 cores.
+    // TCG. It reuses the test binaries just built; 3.5-4 min on 2 cores.
     let vm = vm::run(&[]);
     host.and(vm)
 }
