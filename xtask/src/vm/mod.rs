@@ -29,6 +29,7 @@ pub const TESTS: &[&str] = &[
     "privileged_cgroup",
     "privileged_launch",
     "privileged_ebpf",
+    "privileged_launch_observed",
     "privileged_docker",
     "cli_serve",
     "e2e_prometheus",
