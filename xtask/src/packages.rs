@@ -39,6 +39,18 @@ pub const PACKAGES: &[(&str, &str, &str)] = &[
         "docker.io",
         "a real third-party runtime for discovery tests",
     ),
+    (
+        "/usr/bin/qemu-system-x86_64",
+        "qemu-system-x86",
+        "the VM test rig (cargo xtask vm-test)",
+    ),
+    ("/usr/bin/cpio", "cpio", "the VM test rig's initramfs"),
+    (
+        "/usr/sbin/depmod",
+        "kmod",
+        "the VM test rig's kernel modules",
+    ),
+    ("/usr/bin/strip", "binutils", "the VM test rig's initramfs"),
 ];
 
 /// The packages `serve` itself needs at run time (none beyond the kernel) and at

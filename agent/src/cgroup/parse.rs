@@ -216,37 +216,66 @@ mod tests {
     const V1: &str = "cgroup-v1-hybrid-6.18/fx1";
     const V1_OOM: &str = "cgroup-v1-hybrid-6.18/fx2";
 
+    /// The value of `key` in a flat-keyed fixture file, read the simplest way, to
+    /// check the parser against. The v2 fixtures are recaptured by `cargo xtask
+    /// vm-test --capture-fixtures`, so kernel-measured values are compared with the
+    /// file and with what the capture did, never with numbers copied from one capture.
+    fn naive(rel: &str, key: &str) -> u64 {
+        let text = String::from_utf8(fixture(rel)).unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix(key)?.strip_prefix(' ')?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {key} in {rel}"))
+    }
+
     #[test]
     fn v2_cpu_stat() {
-        let s = keyed(&fixture(&format!("{V2}/cpu.stat")));
-        assert_eq!(get(&s, "usage_usec"), 3_115_300);
-        assert_eq!(get(&s, "user_usec"), 1_559_769);
-        assert_eq!(get(&s, "system_usec"), 1_555_531);
-        assert_eq!(get(&s, "nr_periods"), 67);
-        assert_eq!(get(&s, "nr_throttled"), 62);
-        assert_eq!(get(&s, "throttled_usec"), 6_023_334);
+        let file = format!("{V2}/cpu.stat");
+        let s = keyed(&fixture(&file));
+        for key in [
+            "usage_usec",
+            "user_usec",
+            "system_usec",
+            "nr_periods",
+            "nr_throttled",
+            "throttled_usec",
+        ] {
+            assert_eq!(get(&s, key), naive(&file, key), "{key}");
+        }
+        // The holder burned CPU for 3 s under a half-CPU quota: throttled.
+        let usage = get(&s, "usage_usec");
+        assert!(usage >= 500_000, "usage {usage} us");
+        assert!(
+            usage.abs_diff(get(&s, "user_usec") + get(&s, "system_usec")) <= 2,
+            "usage is user + system"
+        );
+        assert!(get(&s, "nr_throttled") > 0);
+        assert!(get(&s, "nr_throttled") <= get(&s, "nr_periods"));
+        assert!(get(&s, "throttled_usec") > 0);
     }
 
     #[test]
     fn v2_memory_files() {
-        assert_eq!(
-            single_u64(&fixture(&format!("{V2}/memory.current"))),
-            Ok(12_869_632)
-        );
+        let current = single_u64(&fixture(&format!("{V2}/memory.current"))).unwrap();
+        let text = String::from_utf8(fixture(&format!("{V2}/memory.current"))).unwrap();
+        assert_eq!(current.to_string(), text.trim());
         assert_eq!(
             limit_or_max(&fixture(&format!("{V2}/memory.max"))),
             Ok(64 << 20)
         );
-        assert_eq!(
-            single_u64(&fixture(&format!("{V2}/memory.peak"))),
-            Ok(29_511_680)
-        );
-        let stat = keyed(&fixture(&format!("{V2}/memory.stat")));
-        assert_eq!(get(&stat, "anon"), 53_248);
-        assert_eq!(get(&stat, "file"), 12_582_912);
-        assert_eq!(get(&stat, "file_mapped"), 0);
+        let peak = single_u64(&fixture(&format!("{V2}/memory.peak"))).unwrap();
+        assert!(peak >= current, "peak {peak} < current {current}");
+        let stat_file = format!("{V2}/memory.stat");
+        let stat = keyed(&fixture(&stat_file));
+        for key in ["anon", "file", "shmem", "file_mapped", "inactive_file"] {
+            assert_eq!(get(&stat, key), naive(&stat_file, key), "{key}");
+        }
+        // The holder keeps 12 MiB of tmpfs and an 8 MiB shell variable.
+        assert!(get(&stat, "shmem") >= 12 << 20);
+        assert!(get(&stat, "file") >= get(&stat, "shmem"));
+        assert!(get(&stat, "anon") >= 8 << 20);
+        assert!(current >= (20 << 20), "current {current}");
         let events = keyed(&fixture(&format!("{V2}/memory.events")));
-        assert_eq!(get(&events, "max"), 76);
+        assert!(get(&events, "max") > 0, "the oomer hit its limit");
         assert_eq!(get(&events, "oom_kill"), 1);
         let oomer = keyed(&fixture(&format!("{V2}/oomer/memory.events")));
         assert_eq!(get(&oomer, "oom_kill"), 1);
@@ -275,8 +304,14 @@ mod tests {
     #[test]
     fn v2_pressure() {
         let p = pressure(&fixture(&format!("{V2}/cpu.pressure"))).unwrap();
-        assert_eq!(p.some_total_us, 3_290_120);
-        assert_eq!(p.full_total_us, Some(2_823_257));
+        // Throttling stalls the holder: CPU pressure, some and full.
+        assert!(p.some_total_us > 0);
+        assert!(
+            p.full_total_us
+                .is_some_and(|f| f > 0 && f <= p.some_total_us)
+        );
+        let text = String::from_utf8(fixture(&format!("{V2}/cpu.pressure"))).unwrap();
+        assert!(text.contains(&format!("total={}\n", p.some_total_us)));
         let m = pressure(&fixture(&format!("{V2}/memory.pressure"))).unwrap();
         assert!(m.full_total_us.is_some());
         pressure(&fixture(&format!("{V2}/io.pressure"))).unwrap();
