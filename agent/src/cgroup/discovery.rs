@@ -12,7 +12,6 @@
 
 use super::{CgroupError, Hierarchy};
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
-use std::path::Path;
 
 /// Who created a cgroup.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -217,27 +216,6 @@ pub(crate) fn is_vanished(e: &std::io::Error) -> bool {
     vanished(e)
 }
 
-/// The cgroup path of a process, from `/proc/<pid>/cgroup`: the v2 (`0::`) line on v2,
-/// otherwise the memory controller's line.
-pub fn cgroup_of_pid(proc_root: &Path, pid: u32, hierarchy: &Hierarchy) -> Option<String> {
-    let text = std::fs::read_to_string(proc_root.join(pid.to_string()).join("cgroup")).ok()?;
-    parse_proc_cgroup(&text, hierarchy.is_v2())
-}
-
-/// Parses `/proc/<pid>/cgroup` contents; see [`cgroup_of_pid`].
-pub fn parse_proc_cgroup(text: &str, v2: bool) -> Option<String> {
-    text.lines().find_map(|line| {
-        let mut parts = line.splitn(3, ':');
-        let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
-        let wanted = if v2 {
-            controllers.is_empty()
-        } else {
-            controllers.split(',').any(|c| c == "memory")
-        };
-        wanted.then(|| path.to_string())
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -332,24 +310,5 @@ mod tests {
             paths,
             vec!["/agent/c1".to_string(), format!("/docker/{ID}")]
         );
-    }
-
-    #[test]
-    fn proc_cgroup_lines() {
-        let v1 = std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../tests/fixtures/cgroup-v1-hybrid-6.18/fx1/proc-pid-cgroup"
-        ))
-        .unwrap();
-        let path = parse_proc_cgroup(&v1, false).unwrap();
-        assert!(path.starts_with("/docker/"), "{path}");
-        let v2 = std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../tests/fixtures/cgroup-v2-debian-6.1/proc-self/cgroup"
-        ))
-        .unwrap();
-        assert!(parse_proc_cgroup(&v2, true).is_some());
-        assert_eq!(parse_proc_cgroup("garbage", true), None);
-        assert_eq!(parse_proc_cgroup("", false), None);
     }
 }

@@ -461,4 +461,23 @@ mod tests {
         ));
         assert!(!a.alive(&Subject::Namespace { pid: 998 }, 300));
     }
+
+    #[test]
+    fn proc_cgroup_lines_from_real_kernels() {
+        let v1 = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../tests/fixtures/cgroup-v1-hybrid-6.18/fx1/proc-pid-cgroup"
+        ))
+        .unwrap();
+        let path = cgroup_path_from_proc(&v1).unwrap();
+        assert!(path.starts_with("/docker/"), "{path}");
+        let v2 = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../tests/fixtures/cgroup-v2-debian-6.1/proc-self/cgroup"
+        ))
+        .unwrap();
+        assert!(cgroup_path_from_proc(&v2).is_some());
+        assert_eq!(cgroup_path_from_proc("garbage"), None);
+        assert_eq!(cgroup_path_from_proc(""), None);
+    }
 }
