@@ -400,49 +400,30 @@ fn load(config: &TracerConfig) -> Result<(Ebpf, Vec<ProgramStatus>), EbpfError> 
         .load(OBJECT)
         .map_err(EbpfError::Load)?;
     let mut programs = Vec::new();
-
-    // exec: tp_btf first, raw_tp if the kernel refuses it.
+    // The kernel's BTF is megabytes: parse it once for every tp_btf program.
     let btf = if config.prefer_tp_btf {
-        attach_btf(&mut ebpf, "exec_btf", "sched_process_exec")
+        Btf::from_sys_fs().map_err(|e| format!("kernel BTF: {}", error_chain(&e)))
     } else {
         Err(NOT_TRIED.to_owned())
     };
-    let btf_ok = btf.is_ok();
-    programs.push(status("tp_btf/sched_process_exec", btf));
-    if btf_ok {
-        programs.push(ProgramStatus {
-            hook: "raw_tp/sched_process_exec",
-            attached: false,
-            error: None,
-        });
-    } else {
-        let raw = attach_raw(&mut ebpf, "exec_raw", "sched_process_exec");
-        if let Err(e) = &raw {
-            return Err(EbpfError::NoExecHook(format!(
-                "tp_btf: {}; raw_tp: {e}",
-                programs[0].error.as_deref().unwrap_or("?")
-            )));
-        }
-        programs.push(status("raw_tp/sched_process_exec", raw));
+    let mut attach = |programs: &mut Vec<ProgramStatus>, hooks: Hooks| {
+        attach_either(&mut ebpf, &btf, programs, hooks)
+    };
+
+    // exec: tp_btf first, raw_tp if the kernel refuses it. Without it, nothing.
+    if !attach(&mut programs, HOOK_EXEC) {
+        return Err(EbpfError::NoExecHook(format!(
+            "tp_btf: {}; raw_tp: {}",
+            programs[0].error.as_deref().unwrap_or("?"),
+            programs[1].error.as_deref().unwrap_or("?")
+        )));
     }
 
-    // the mount family, at sys_exit: tp_btf first, raw_tp if refused.
+    // the mount family, at sys_exit.
     if config.trace_mounts {
-        let btf = if config.prefer_tp_btf {
-            attach_btf(&mut ebpf, "mount_exit_btf", "sys_exit")
-        } else {
-            Err(NOT_TRIED.to_owned())
-        };
-        let btf_ok = btf.is_ok();
-        programs.push(status("tp_btf/sys_exit", btf));
-        let raw = if btf_ok {
-            Err("not needed".to_owned())
-        } else {
-            attach_raw(&mut ebpf, "mount_exit_raw", "sys_exit")
-        };
-        programs.push(status("raw_tp/sys_exit", raw));
+        attach(&mut programs, HOOK_MOUNT);
     } else {
-        for hook in ["tp_btf/sys_exit", "raw_tp/sys_exit"] {
+        for hook in [HOOK_MOUNT.btf_hook, HOOK_MOUNT.raw_hook] {
             programs.push(ProgramStatus {
                 hook,
                 attached: false,
@@ -454,19 +435,7 @@ fn load(config: &TracerConfig) -> Result<(Ebpf, Vec<ProgramStatus>), EbpfError> 
     // New cgroup2 directories, so that the ids of containers gone before
     // their events are read can still be attributed. Optional: without it,
     // ids are learned by stat'ing the cgroup2 tree.
-    let btf = if config.prefer_tp_btf {
-        attach_btf(&mut ebpf, "cgroup_mkdir_btf", "cgroup_mkdir")
-    } else {
-        Err(NOT_TRIED.to_owned())
-    };
-    let btf_ok = btf.is_ok();
-    programs.push(status("tp_btf/cgroup_mkdir", btf));
-    let raw = if btf_ok {
-        Err("not needed".to_owned())
-    } else {
-        attach_raw(&mut ebpf, "cgroup_mkdir_raw", "cgroup_mkdir")
-    };
-    programs.push(status("raw_tp/cgroup_mkdir", raw));
+    attach(&mut programs, HOOK_CGROUP_MKDIR);
 
     // A fallback that was not needed, or a hook not tried, is no error.
     for p in &mut programs {
@@ -497,13 +466,73 @@ fn status(hook: &'static str, r: Result<(), String>) -> ProgramStatus {
     }
 }
 
-fn attach_btf(ebpf: &mut Ebpf, name: &str, tracepoint: &str) -> Result<(), String> {
-    let btf = Btf::from_sys_fs().map_err(|e| format!("kernel BTF: {}", error_chain(&e)))?;
+/// One hook point with its tp_btf program and its raw_tp fallback.
+#[derive(Clone, Copy)]
+struct Hooks {
+    btf_prog: &'static str,
+    btf_hook: &'static str,
+    raw_prog: &'static str,
+    raw_hook: &'static str,
+    tracepoint: &'static str,
+}
+
+const HOOK_EXEC: Hooks = Hooks {
+    btf_prog: "exec_btf",
+    btf_hook: "tp_btf/sched_process_exec",
+    raw_prog: "exec_raw",
+    raw_hook: "raw_tp/sched_process_exec",
+    tracepoint: "sched_process_exec",
+};
+const HOOK_MOUNT: Hooks = Hooks {
+    btf_prog: "mount_exit_btf",
+    btf_hook: "tp_btf/sys_exit",
+    raw_prog: "mount_exit_raw",
+    raw_hook: "raw_tp/sys_exit",
+    tracepoint: "sys_exit",
+};
+const HOOK_CGROUP_MKDIR: Hooks = Hooks {
+    btf_prog: "cgroup_mkdir_btf",
+    btf_hook: "tp_btf/cgroup_mkdir",
+    raw_prog: "cgroup_mkdir_raw",
+    raw_hook: "raw_tp/cgroup_mkdir",
+    tracepoint: "cgroup_mkdir",
+};
+
+/// Attaches the tp_btf program, or the raw_tp one if that is refused; records
+/// both outcomes and returns whether either attached.
+fn attach_either(
+    ebpf: &mut Ebpf,
+    btf: &Result<Btf, String>,
+    programs: &mut Vec<ProgramStatus>,
+    h: Hooks,
+) -> bool {
+    let first = btf
+        .as_ref()
+        .map_err(Clone::clone)
+        .and_then(|btf| attach_btf(ebpf, h.btf_prog, h.tracepoint, btf));
+    let btf_ok = first.is_ok();
+    programs.push(status(h.btf_hook, first));
+    if btf_ok {
+        // No error: the fallback was simply not needed (logged at debug).
+        programs.push(ProgramStatus {
+            hook: h.raw_hook,
+            attached: false,
+            error: None,
+        });
+        return true;
+    }
+    let raw = attach_raw(ebpf, h.raw_prog, h.tracepoint);
+    let raw_ok = raw.is_ok();
+    programs.push(status(h.raw_hook, raw));
+    raw_ok
+}
+
+fn attach_btf(ebpf: &mut Ebpf, name: &str, tracepoint: &str, btf: &Btf) -> Result<(), String> {
     let prog = ebpf
         .program_mut(name)
         .ok_or_else(|| format!("no program {name}"))?;
     let prog: &mut BtfTracePoint = prog.try_into().map_err(|e| error_chain(&e))?;
-    prog.load(tracepoint, &btf).map_err(|e| error_chain(&e))?;
+    prog.load(tracepoint, btf).map_err(|e| error_chain(&e))?;
     prog.attach().map_err(|e| error_chain(&e))?;
     Ok(())
 }
