@@ -5,6 +5,8 @@
 //! Every test cleans up in `Drop` (child processes, the test cgroup, temp dirs),
 //! also when an assertion fails.
 
+mod common;
+
 use agent::ebpf::events::MountOp;
 use agent::ebpf::{
     ContainerLabels, EbpfError, EventKind, EventRecord, NoContainers, StaticLookup, Tracer,
@@ -814,24 +816,6 @@ async fn tracer_restarts_and_raw_tp_fallback_works() {
     assert_eq!(fsconfig.info.attr, 6, "FSCONFIG_CMD_CREATE");
 }
 
-/// Reads lines of a child's stdout on a thread, into a channel.
-fn line_reader(child: &mut std::process::Child) -> std::sync::mpsc::Receiver<String> {
-    use std::io::BufRead;
-    let stdout = child.stdout.take().expect("piped stdout");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-        {
-            if tx.send(line).is_err() {
-                return;
-            }
-        }
-    });
-    rx
-}
-
 /// Kills and reaps a child process on drop.
 struct KillOnDrop(std::process::Child);
 
@@ -876,8 +860,8 @@ async fn agent_events_streams_over_the_control_socket() {
 
     let mut json = agent_events(&socket, &["--json", "--type", "exec"]);
     let mut plain = agent_events(&socket, &["--container", "host"]);
-    let json_lines = line_reader(&mut json.0);
-    let plain_lines = line_reader(&mut plain.0);
+    let json_lines = common::stdout_lines(&mut json.0);
+    let plain_lines = common::stdout_lines(&mut plain.0);
     let deadline = Instant::now() + Duration::from_secs(10);
     while tracer.event_sender().receiver_count() < 2 {
         assert!(Instant::now() < deadline, "clients did not subscribe");

@@ -167,18 +167,7 @@ impl EventStream {
             .command(&["events", "--json", "--socket", socket.to_str().unwrap()])
             .spawn()
             .expect("spawn agent events");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in std::io::BufReader::new(stdout)
-                .lines()
-                .map_while(Result::ok)
-            {
-                if tx.send(line).is_err() {
-                    return;
-                }
-            }
-        });
+        let lines = common::stdout_lines(&mut child);
         let mut s = EventStream {
             _child: KillOnDrop(child),
             lines,

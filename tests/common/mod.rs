@@ -527,3 +527,21 @@ pub fn sample(exposition: &str, name: &str, id: &str) -> Option<f64> {
         rest.rsplit(' ').next()?.parse().ok()
     })
 }
+
+/// Reads lines of a child's stdout on a thread, into a channel.
+pub fn stdout_lines(child: &mut std::process::Child) -> std::sync::mpsc::Receiver<String> {
+    use std::io::BufRead;
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
