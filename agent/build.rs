@@ -1,10 +1,12 @@
 //! Compiles the C eBPF programs in `../ebpf` into `$OUT_DIR/events.bpf.o`.
 //!
 //! Uses `clang-19 -target bpf -g -O2` (the `CLANG` environment variable
-//! overrides the compiler) against the libbpf-dev headers. When no clang is
-//! installed, an empty stub object is written instead so that `cargo check`
-//! and clippy still work; the loader then reports that the programs were not
-//! built. A clang that is present but fails is a hard error.
+//! overrides the compiler) against the libbpf-dev headers. A missing clang is
+//! a hard error: an agent without its eBPF programs is never built silently.
+//! `AGENT_EBPF_STUB=1` allows an empty stub object instead (for `cargo check`
+//! or clippy on a machine without clang); the loader then says the programs
+//! were not built, and the build script runs again on every build until clang
+//! is there. A clang that is present but fails is a hard error too.
 
 use std::env;
 use std::io::ErrorKind;
@@ -12,6 +14,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 const PROGRAMS: &[&str] = &["events"];
+/// Set to 1 to allow a build without clang, with an empty eBPF object.
+const STUB_ENV: &str = "AGENT_EBPF_STUB";
 
 fn main() {
     let manifest = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));
@@ -20,6 +24,7 @@ fn main() {
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("OUT_DIR"));
 
     println!("cargo:rerun-if-env-changed=CLANG");
+    println!("cargo:rerun-if-env-changed={STUB_ENV}");
     println!("cargo:rerun-if-changed={}", include.display());
     for entry in std::fs::read_dir(&include)
         .expect("read ebpf/include")
@@ -62,10 +67,24 @@ fn main() {
             Ok(status) if status.success() => {}
             Ok(status) => panic!("{clang} failed on {} ({status})", src.display()),
             Err(err) if err.kind() == ErrorKind::NotFound => {
+                if env::var(STUB_ENV).as_deref() != Ok("1") {
+                    panic!(
+                        "{clang} not found, so the agent's eBPF programs cannot be built. \
+                         Install clang-19, llvm-19 and libbpf-dev (`cargo xtask run` and \
+                         `cargo xtask test` install them), set CLANG to another clang, or \
+                         set {STUB_ENV}=1 to build an agent without eBPF."
+                    );
+                }
                 println!(
-                    "cargo:warning={clang} not found: eBPF programs replaced by a stub (install clang-19 and libbpf-dev, or set CLANG)"
+                    "cargo:warning={clang} not found: eBPF programs replaced by a stub ({STUB_ENV}=1)"
                 );
                 write_stub(&out_dir, name);
+                // A path that never exists keeps this script rerunning on every
+                // build, so the stub is replaced as soon as clang is installed.
+                println!(
+                    "cargo:rerun-if-changed={}",
+                    out_dir.join("stub-until-clang-is-installed").display()
+                );
             }
             Err(err) => panic!("cannot run {clang}: {err}"),
         }

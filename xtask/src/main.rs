@@ -7,9 +7,6 @@
 //! - `cargo xtask vm-test [--capture-fixtures]`: the privileged tests inside a qemu VM
 //!   running Debian's cloud kernel on cgroup v2 (see `vm/mod.rs`).
 
-mod bench_exec;
-mod bench_launch;
-mod bench_scrape;
 mod packages;
 mod vm;
 
@@ -38,10 +35,39 @@ fn cargo(args: &[&str]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Builds the release binary and returns its path.
+/// Builds the release binary and returns its path. xtask itself does not depend
+/// on the agent crate, so this is the first build of it: the toolchain that
+/// its eBPF programs need is installed before it (see `run`).
 pub fn build_release_agent() -> anyhow::Result<PathBuf> {
     cargo(&["build", "--release", "-q", "-p", "agent", "--bin", "agent"])?;
     Ok(workspace_root().join("target/release/agent"))
+}
+
+/// `cargo xtask bench [scrape [N…] | exec | launch]`: installs what the
+/// benchmarks need, builds the release agent and `agent-bench`, runs it.
+fn bench(args: &[String]) -> anyhow::Result<()> {
+    packages::ensure(&packages::all())?;
+    let agent = build_release_agent()?;
+    cargo(&["build", "--release", "-q", "-p", "agent-bench"])?;
+    let runs: Vec<Vec<String>> = if args.is_empty() {
+        ["scrape", "exec", "launch"]
+            .iter()
+            .map(|b| vec![b.to_string()])
+            .collect()
+    } else {
+        vec![args.to_vec()]
+    };
+    for run in runs {
+        let status = Command::new(workspace_root().join("target/release/agent-bench"))
+            .args(&run)
+            .env("AGENT_BIN", &agent)
+            .status()
+            .context("running agent-bench")?;
+        if !status.success() {
+            bail!("bench {} failed ({status})", run.join(" "));
+        }
+    }
+    Ok(())
 }
 
 fn test() -> anyhow::Result<()> {
@@ -81,17 +107,7 @@ fn main() -> std::process::ExitCode {
         Some("test") => test(),
         Some("run") => run(&args[1..]),
         Some("vm-test") => vm::run(&args[1..]),
-        Some("bench") => match args.get(1).map(String::as_str) {
-            Some("scrape") => bench_scrape::run(&args[2..]),
-            Some("exec") => bench_exec::run(),
-            Some("launch") => bench_launch::run(),
-            Some(other) => Err(anyhow::anyhow!(
-                "unknown benchmark {other:?} (try: scrape, exec, launch)"
-            )),
-            None => bench_scrape::run(&[])
-                .and_then(|()| bench_exec::run())
-                .and_then(|()| bench_launch::run()),
-        },
+        Some("bench") => bench(&args[1..]),
         _ => Err(anyhow::anyhow!(
             "usage: cargo xtask <run [serve flags…] | test | bench [scrape|exec|launch] | vm-test [TEST…] [--capture-fixtures]>"
         )),

@@ -12,6 +12,13 @@ pub struct ImageArgs {
     command: ImageCommand,
 }
 
+impl ImageArgs {
+    /// `image ls` only prints what it reads.
+    pub fn only_reads(&self) -> bool {
+        matches!(self.command, ImageCommand::Ls { .. })
+    }
+}
+
 #[derive(Debug, Subcommand)]
 enum ImageCommand {
     /// Import an OCI layout (DIR or DIR:TAG), a docker save / OCI archive, or a

@@ -48,9 +48,32 @@ pub enum Command {
     Image(image::ImageArgs),
 }
 
+impl Command {
+    /// Commands that only print what they read: safe to end at any point.
+    fn only_reads(&self) -> bool {
+        matches!(
+            self,
+            Command::Events(_) | Command::Ps(_) | Command::Inspect(_) | Command::Logs(_)
+        ) || matches!(self, Command::Image(args) if args.only_reads())
+    }
+}
+
+/// `agent ps | head -1`: Rust ignores SIGPIPE, so a closed stdout would make
+/// `println!` panic. Commands that only read take the default action instead
+/// and end quietly, as `ls` does. Commands that change state (launch, rm,
+/// import, serve) keep ignoring it and finish their work.
+fn end_quietly_on_closed_stdout() {
+    // SAFETY: resetting a signal's disposition to the default has no
+    // preconditions; no handler is installed for SIGPIPE anywhere.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+}
+
 /// Entry point of the binary: run the subcommand, print errors as one line.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    if cli.command.only_reads() {
+        end_quietly_on_closed_stdout();
+    }
     let result = match cli.command {
         Command::Serve(args) => serve::run(args),
         Command::Events(args) => events::run(args),

@@ -17,13 +17,15 @@ use tokio::io::unix::AsyncFd;
 use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 
-/// The compiled programs (empty when built without clang: see build.rs).
+/// The compiled programs (empty only when built with AGENT_EBPF_STUB=1 and no clang: see build.rs).
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/events.bpf.o"));
 
 /// Errors of loading and attaching the tracer.
 #[derive(Debug, thiserror::Error)]
 pub enum EbpfError {
-    #[error("the eBPF programs were not built (no clang at build time)")]
+    #[error(
+        "this agent was built without its eBPF programs (AGENT_EBPF_STUB=1 and no clang at build time)"
+    )]
     NotBuilt,
     #[error("cannot load the eBPF object")]
     Load(#[source] aya::EbpfError),
@@ -446,14 +448,20 @@ fn load(config: &TracerConfig) -> Result<(Ebpf, Vec<ProgramStatus>), EbpfError> 
             p.error = None;
         }
     }
-    for p in &programs {
-        match (&p.attached, &p.error) {
-            (true, _) => tracing::info!(hook = p.hook, "eBPF program attached"),
-            (false, Some(e)) => {
-                tracing::warn!(hook = p.hook, error = %e, "eBPF program not attached")
-            }
-            (false, None) => tracing::debug!(hook = p.hook, "eBPF fallback not needed"),
-        }
+    // One start-up line that says which hooks are live, and which are not and why.
+    let live: Vec<&str> = programs
+        .iter()
+        .filter(|p| p.attached)
+        .map(|p| p.hook)
+        .collect();
+    let failed: Vec<String> = programs
+        .iter()
+        .filter_map(|p| p.error.as_ref().map(|e| format!("{} ({e})", p.hook)))
+        .collect();
+    if failed.is_empty() {
+        tracing::info!(live = %live.join(", "), "eBPF hooks attached");
+    } else {
+        tracing::warn!(live = %live.join(", "), not_attached = %failed.join("; "), "eBPF hooks attached, some not");
     }
     Ok((ebpf, programs))
 }

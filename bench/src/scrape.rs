@@ -311,7 +311,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
             })
             .collect::<Result<_, _>>()?
     };
-    let bin = crate::build_release_agent()?;
+    let bin = crate::agent_binary()?;
     let h = Hierarchy::detect("/sys/fs/cgroup")?;
     println!(
         "scrape benchmark: {} cgroups layout, {SCRAPES} scrapes per size (OpenMetrics, keep-alive), baseline = open+read+close of the same files once",

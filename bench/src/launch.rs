@@ -13,30 +13,6 @@ const RUNS: usize = 50;
 const WARMUP: usize = 3;
 const RUNC: &str = "/usr/sbin/runc";
 
-fn workspace_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("xtask lives in the workspace")
-        .to_path_buf()
-}
-
-/// The release `agent` binary (`AGENT_BIN` overrides; otherwise built here).
-fn agent_binary() -> anyhow::Result<PathBuf> {
-    if let Some(bin) = std::env::var_os("AGENT_BIN") {
-        return Ok(PathBuf::from(bin));
-    }
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = Command::new(cargo)
-        .args(["build", "--release", "-q", "-p", "agent", "--bin", "agent"])
-        .current_dir(workspace_root())
-        .status()
-        .context("running cargo build --release")?;
-    if !status.success() {
-        bail!("building the release agent failed ({status})");
-    }
-    Ok(workspace_root().join("target/release/agent"))
-}
-
 /// Scratch directory removed on drop (with whatever runc may have left).
 struct Scratch {
     dir: PathBuf,
@@ -145,7 +121,7 @@ pub fn run() -> anyhow::Result<()> {
     if !Path::new(RUNC).exists() {
         bail!("{RUNC} is missing (apt-get install runc)");
     }
-    let agent = agent_binary()?;
+    let agent = crate::agent_binary()?;
     let dir = std::env::temp_dir().join(format!("agent-bench-launch-{}", std::process::id()));
     let scratch = Scratch {
         runc_root: dir.join("runc-root"),

@@ -1,0 +1,44 @@
+//! `agent-bench`: the benchmarks behind `cargo xtask bench`, kept out of xtask so
+//! that building xtask never builds the agent (and its eBPF objects) before
+//! xtask has installed the toolchain.
+//!
+//! - `agent-bench scrape [N…]`: the scrape path over N real cgroups.
+//! - `agent-bench exec`: what eBPF exec and mount tracing cost.
+//! - `agent-bench launch`: `agent launch --rm` side by side with `runc run`.
+//!
+//! Run through `cargo xtask bench …`, which builds the release agent first and
+//! passes its path in `AGENT_BIN`.
+
+mod exec;
+mod launch;
+mod scrape;
+
+use std::path::PathBuf;
+
+/// The release `agent` binary that `cargo xtask bench` built (`AGENT_BIN`).
+fn agent_binary() -> anyhow::Result<PathBuf> {
+    std::env::var_os("AGENT_BIN")
+        .map(PathBuf::from)
+        .ok_or_else(|| {
+            anyhow::anyhow!("AGENT_BIN is not set: run this through `cargo xtask bench`")
+        })
+}
+
+fn main() -> std::process::ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("scrape") => scrape::run(&args[1..]),
+        Some("exec") => exec::run(),
+        Some("launch") => launch::run(),
+        _ => Err(anyhow::anyhow!(
+            "usage: agent-bench <scrape [N…] | exec | launch>"
+        )),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("bench: error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
