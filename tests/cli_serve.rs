@@ -1,5 +1,6 @@
 //! The `agent serve` command line: bad input gets one clear line and a non-zero exit;
-//! JSON logs are JSON; SIGTERM ends it cleanly; gzip is honoured. Needs no root.
+//! JSON logs are JSON; SIGTERM ends it cleanly; gzip is honoured. Also the reading
+//! commands' output into a closed pipe. Needs no root.
 
 mod common;
 
@@ -43,6 +44,37 @@ fn bad_flags_are_one_clear_line() {
         assert!(stderr.contains(want), "{args:?}: {stderr}");
         let error_lines = stderr.lines().filter(|l| l.contains("error")).count();
         assert_eq!(error_lines, 1, "{args:?}: one error line, got:\n{stderr}");
+    }
+}
+
+/// `agent ps -a | head -1`: a reader that went away ends the command quietly,
+/// with no panic message.
+#[test]
+fn closed_stdout_ends_reading_commands_quietly() {
+    let state = tempfile::tempdir().unwrap();
+    let state = state.path().to_str().unwrap();
+    let cases: &[&[&str]] = &[
+        &["ps", "-a", "--state-dir", state],
+        &["image", "ls", "--state-dir", state],
+    ];
+    for args in cases {
+        let (reader, writer) = std::io::pipe().unwrap();
+        // The reader is gone before the command writes its first line.
+        drop(reader);
+        let out = Command::new(env!("CARGO_BIN_EXE_agent"))
+            .args(*args)
+            .stdout(writer)
+            .output()
+            .expect("running agent");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert!(stderr.is_empty(), "{args:?}: {stderr}");
+        use std::os::unix::process::ExitStatusExt;
+        assert!(
+            out.status.success() || out.status.signal() == Some(libc::SIGPIPE),
+            "{args:?}: {:?}",
+            out.status
+        );
     }
 }
 
