@@ -1,6 +1,10 @@
 //! Privileged: a real Docker daemon (Debian's docker.io, started by the test on a
 //! private socket and data root) runs a real container; `agent serve` must find its
 //! cgroup and label it with the name, image and labels from Docker's own files.
+//!
+//! The test's dockerd runs in a network namespace of its own: its bridge, its
+//! iptables rules and its cleanup of them never touch the host's network, or a
+//! Docker that already runs on the machine (its `docker0` among them).
 
 mod common;
 
@@ -37,17 +41,13 @@ impl Dockerd {
             .filter(|p| !p.exists())
             .collect();
         let d = dir.path();
-        let child = Command::new("/usr/sbin/dockerd")
+        let child = Command::new("unshare")
+            .args(["--net", "--", "/usr/sbin/dockerd"])
             .arg(format!("--data-root={}", d.join("data").display()))
             .arg(format!("--exec-root={}", d.join("exec").display()))
             .arg(format!("--pidfile={}", d.join("dockerd.pid").display()))
             .arg(format!("--host=unix://{}", d.join("docker.sock").display()))
-            .args([
-                "--bridge=none",
-                "--iptables=false",
-                "--ip6tables=false",
-                "--ip-masq=false",
-            ])
+            .args(["--iptables=false", "--ip6tables=false", "--ip-masq=false"])
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(d.join("dockerd.log")).unwrap())
             .spawn()
@@ -150,9 +150,18 @@ fn docker_containers_are_found_and_named() {
         eprintln!("SKIPPED docker_containers_are_found_and_named: written for the v1 host layout");
         return;
     }
+    // A Docker already running on the host has its docker0 bridge; stand one in
+    // when there is none, so the test shows the test's dockerd leaves it alone.
+    let _docker0 = HostBridge::ensure("docker0");
+    let host_links_before = host_network_links();
     let Some(dockerd) = Dockerd::start() else {
         return;
     };
+    assert_eq!(
+        host_network_links(),
+        host_links_before,
+        "the test's dockerd changed the host's network interfaces"
+    );
     dockerd.import_busybox("agent-test/busybox:1");
     let name = format!("agent-test-{}", std::process::id());
     let (ok, id) = dockerd.docker(&[
@@ -212,4 +221,48 @@ fn docker_containers_are_found_and_named() {
     let (_, body) = http_get(&agent.addr, "/metrics", &[]).unwrap();
     let m = String::from_utf8(body).unwrap();
     assert!(sample(&m, "container_memory_usage_bytes", &cgroup).is_none());
+    drop(agent);
+    drop(dockerd);
+    assert_eq!(
+        host_network_links(),
+        host_links_before,
+        "the test's dockerd left the host's network interfaces changed"
+    );
+}
+
+/// A bridge on the host that this test created, removed on drop; none when the
+/// host already had one of that name.
+struct HostBridge(Option<String>);
+
+impl HostBridge {
+    fn ensure(name: &str) -> HostBridge {
+        if Path::new("/sys/class/net").join(name).exists() {
+            return HostBridge(None);
+        }
+        let ok = Command::new("ip")
+            .args(["link", "add", name, "type", "bridge"])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "ip link add {name} type bridge failed");
+        HostBridge(Some(name.to_owned()))
+    }
+}
+
+impl Drop for HostBridge {
+    fn drop(&mut self) {
+        if let Some(name) = &self.0 {
+            let _ = Command::new("ip").args(["link", "del", name]).status();
+        }
+    }
+}
+
+/// The host's network interfaces (a Docker already running keeps its `docker0`).
+fn host_network_links() -> Vec<String> {
+    let mut links: Vec<String> = std::fs::read_dir("/sys/class/net")
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    links.sort();
+    links
 }
