@@ -4,7 +4,7 @@
 
 #![allow(dead_code)]
 
-use agent::runtime::cgroups::ContainerCgroup;
+use agent::cgroup::ContainerCgroup;
 use agent::runtime::state;
 use sha2::{Digest, Sha256};
 use std::io::Write;

@@ -132,7 +132,7 @@ pub fn classify(path: &str) -> Option<(Runtime, Option<String>)> {
     let depth = path.split('/').filter(|c| !c.is_empty()).count();
     let id = |s: &str| Some(s.to_string());
 
-    if first == "agent" && depth == 2 {
+    if first == super::AGENT_SUBTREE && depth == 2 {
         return Some((Runtime::Agent, id(leaf)));
     }
     if path.contains("kubepods") {
@@ -181,7 +181,7 @@ pub fn scan(hierarchy: &Hierarchy, filter: &Filter) -> Result<Vec<Discovered>, C
         let entries = match std::fs::read_dir(&dir) {
             Ok(e) => e,
             Err(e) if depth > 0 && vanished(&e) => continue,
-            Err(source) => return Err(CgroupError::Io { path: dir, source }),
+            Err(source) => return Err(super::io_error("read", &dir)(source)),
         };
         for entry in entries.flatten() {
             // cgroupfs reports d_type, so this costs no extra stat per entry.

@@ -1,13 +1,17 @@
 //! Which cgroup layout this host has (v1, hybrid, v2) and where each controller lives.
+//! The one detector: the exporter reads through it and the runtime's cgroup manager
+//! creates through it.
 //!
 //! Detection looks only at the files under a given root, so tests point it at a
-//! fixture tree and the daemon at `/sys/fs/cgroup`.
+//! fixture tree and the daemon at `/sys/fs/cgroup`. A v1 hierarchy is a directory of
+//! the root holding `cgroup.procs`; its name says its controllers, as systemd and
+//! Docker mount them (`cpu,cpuacct`, `memory`, a named `systemd`).
 
 use super::CgroupError;
 use std::path::{Path, PathBuf};
 
 /// The layout of the cgroup mounts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Version {
     /// Legacy: one mount per controller, no cgroup2.
@@ -49,11 +53,61 @@ impl Controller {
     }
 }
 
+/// The default root of the cgroup mounts.
+pub const DEFAULT_ROOT: &str = "/sys/fs/cgroup";
+
+/// The kernel's v1 controllers; any other v1 hierarchy is a named one
+/// (`name=systemd`).
+const V1_CONTROLLERS: &[&str] = &[
+    "blkio",
+    "cpu",
+    "cpuacct",
+    "cpuset",
+    "devices",
+    "freezer",
+    "hugetlb",
+    "memory",
+    "misc",
+    "net_cls",
+    "net_prio",
+    "perf_event",
+    "pids",
+    "rdma",
+    "debug",
+];
+
+/// One v1 hierarchy: its mount directory and what is mounted there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct V1Mount {
+    /// The mount directory, e.g. `/sys/fs/cgroup/cpu,cpuacct`.
+    pub dir: PathBuf,
+    /// Its controllers (`cpu`, `cpuacct`), or `name=<name>` for a named hierarchy.
+    pub controllers: Vec<String>,
+}
+
+impl V1Mount {
+    /// The `-o` data that mounts this hierarchy again (in a container).
+    pub fn mount_data(&self) -> String {
+        if self.controllers.iter().all(|c| c.starts_with("name=")) {
+            format!("none,{}", self.controllers.join(","))
+        } else {
+            self.controllers.join(",")
+        }
+    }
+
+    /// True when `controller` is mounted here.
+    pub fn has(&self, controller: &str) -> bool {
+        self.controllers.iter().any(|c| c == controller)
+    }
+}
+
 /// A detected cgroup hierarchy rooted at a directory.
 #[derive(Debug, Clone)]
 pub struct Hierarchy {
     root: PathBuf,
     version: Version,
+    /// Every v1 hierarchy under the root (none on v2), each once.
+    v1: Vec<V1Mount>,
     memory: Option<PathBuf>,
     cpu: Option<PathBuf>,
     cpuacct: Option<PathBuf>,
@@ -72,6 +126,7 @@ impl Hierarchy {
         if root.join("cgroup.controllers").is_file() {
             return Ok(Hierarchy {
                 version: Version::V2,
+                v1: Vec::new(),
                 memory: None,
                 cpu: None,
                 cpuacct: None,
@@ -80,16 +135,20 @@ impl Hierarchy {
                 root,
             });
         }
-        let find = |names: &[&str]| {
-            names
-                .iter()
-                .map(|n| root.join(n))
-                .find(|p| p.join("cgroup.procs").is_file())
+        let v1 = v1_mounts(&root)?;
+        let find = |controller: &str| {
+            // The directory named after the controller alone when there is one
+            // (systemd links `cpu` to `cpu,cpuacct`), else the combined one.
+            let alone = root.join(controller);
+            if alone.join("cgroup.procs").is_file() {
+                return Some(alone);
+            }
+            v1.iter().find(|m| m.has(controller)).map(|m| m.dir.clone())
         };
-        let memory = find(&["memory"]);
-        let cpu = find(&["cpu", "cpu,cpuacct", "cpuacct,cpu"]);
-        let cpuacct = find(&["cpuacct", "cpu,cpuacct", "cpuacct,cpu"]);
-        let pids = find(&["pids"]);
+        let memory = find("memory");
+        let cpu = find("cpu");
+        let cpuacct = find("cpuacct");
+        let pids = find("pids");
         if memory.is_none() && cpu.is_none() && cpuacct.is_none() && pids.is_none() {
             return Err(CgroupError::NotCgroupRoot(root));
         }
@@ -101,12 +160,32 @@ impl Hierarchy {
                 Version::V1
             },
             root,
+            v1,
             memory,
             cpu,
             cpuacct,
             pids,
             unified,
         })
+    }
+
+    /// Detects the layout under `AGENT_CGROUP_ROOT`, or `/sys/fs/cgroup`.
+    pub fn detect_host() -> Result<Self, CgroupError> {
+        Self::detect(
+            std::env::var_os("AGENT_CGROUP_ROOT")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_ROOT)),
+        )
+    }
+
+    /// Every v1 hierarchy (empty on v2), each once.
+    pub fn v1_mounts(&self) -> &[V1Mount] {
+        &self.v1
+    }
+
+    /// The cgroup2 mount: the root on v2, `unified/` on hybrid, none on v1.
+    pub fn unified_root(&self) -> Option<&Path> {
+        self.unified.as_deref()
     }
 
     /// The directory detection started from.
@@ -172,6 +251,41 @@ impl Hierarchy {
     }
 }
 
+/// The v1 hierarchies under `root`: directories holding `cgroup.procs`, other
+/// than the cgroup2 `unified/`, deduplicated through their links.
+fn v1_mounts(root: &Path) -> Result<Vec<V1Mount>, CgroupError> {
+    let entries = std::fs::read_dir(root).map_err(super::io_error("read", root))?;
+    let mut seen = std::collections::HashSet::new();
+    let mut out = Vec::new();
+    let mut names: Vec<(String, PathBuf)> = entries
+        .flatten()
+        .filter_map(|e| Some((e.file_name().into_string().ok()?, e.path())))
+        .collect();
+    // Real directories before links to them, so `cpu,cpuacct` is the one kept.
+    names.sort_by_key(|(_, p)| (p.is_symlink(), p.clone()));
+    for (name, dir) in names {
+        if name == "unified" || !dir.join("cgroup.procs").is_file() {
+            continue;
+        }
+        let real = std::fs::canonicalize(&dir).unwrap_or_else(|_| dir.clone());
+        if !seen.insert(real) {
+            continue;
+        }
+        let controllers = name
+            .split(',')
+            .map(|c| {
+                if V1_CONTROLLERS.contains(&c) {
+                    c.to_owned()
+                } else {
+                    format!("name={c}")
+                }
+            })
+            .collect();
+        out.push(V1Mount { dir, controllers });
+    }
+    Ok(out)
+}
+
 /// Joins a cgroup path like `/docker/abc` under a mount directory.
 fn join_rel(base: &Path, rel: &str) -> PathBuf {
     let rel = rel.trim_start_matches('/');
@@ -226,6 +340,30 @@ mod tests {
         );
         assert_eq!(h.walk_root(), Some(t.path().join("memory").as_path()));
         assert_eq!(h.controller_dirs("/a").len(), 4);
+        assert_eq!(h.v1_mounts().len(), 4, "unified/ is not a v1 hierarchy");
+    }
+
+    #[test]
+    fn v1_mounts_are_listed_once_through_links_with_named_hierarchies() {
+        let t = tempfile::tempdir().unwrap();
+        for c in ["cpu,cpuacct", "memory", "systemd", "net_cls,net_prio"] {
+            touch(&t.path().join(c).join("cgroup.procs"));
+        }
+        std::os::unix::fs::symlink("cpu,cpuacct", t.path().join("cpu")).unwrap();
+        std::os::unix::fs::symlink("cpu,cpuacct", t.path().join("cpuacct")).unwrap();
+        let h = Hierarchy::detect(t.path()).unwrap();
+        let mut data: Vec<String> = h.v1_mounts().iter().map(V1Mount::mount_data).collect();
+        data.sort();
+        assert_eq!(
+            data,
+            [
+                "cpu,cpuacct",
+                "memory",
+                "net_cls,net_prio",
+                "none,name=systemd"
+            ]
+        );
+        assert_eq!(h.dir(Controller::Cpu, "/x"), Some(t.path().join("cpu/x")));
     }
 
     #[test]

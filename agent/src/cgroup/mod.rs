@@ -4,18 +4,20 @@
 pub mod discovery;
 pub mod hierarchy;
 pub mod index;
+pub mod manager;
 pub mod metadata;
 pub mod parse;
 pub mod stats;
 
 pub use discovery::{Discovered, Filter, Runtime};
-pub use hierarchy::{Controller, Hierarchy, Version};
+pub use hierarchy::{Controller, Hierarchy, V1Mount, Version};
 pub use index::ContainerIndex;
+pub use manager::{AGENT_SUBTREE, CgroupInfo, ContainerCgroup, Limits};
 pub use metadata::{ContainerMeta, MetadataSource};
 pub use stats::{CgroupStats, StatsError, StatsReader};
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -24,14 +26,28 @@ use std::time::{Duration, Instant};
 pub enum CgroupError {
     #[error("{0} is not a cgroup mount (no cgroup.controllers, no v1 controller directories)")]
     NotCgroupRoot(PathBuf),
-    #[error("{path}")]
+    #[error("cannot {op} {}", path.display())]
     Io {
+        op: &'static str,
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
     #[error("bad cgroup pattern {pattern:?}: {reason}")]
     BadPattern { pattern: String, reason: String },
+    #[error("cannot apply {option}: {} is missing (controller not enabled)", path.display())]
+    MissingControllerFile { option: &'static str, path: PathBuf },
+    #[error("cannot apply the {0} limit: no {0} cgroup hierarchy is mounted")]
+    NoHierarchy(&'static str),
+}
+
+/// Names the operation and path of a failed I/O call as a [`CgroupError::Io`].
+pub(crate) fn io_error(
+    op: &'static str,
+    path: &Path,
+) -> impl FnOnce(std::io::Error) -> CgroupError {
+    let path = path.to_path_buf();
+    move |source| CgroupError::Io { op, path, source }
 }
 
 /// A cgroup the agent follows: what discovery said, its metadata and open files.

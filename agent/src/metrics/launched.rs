@@ -31,7 +31,7 @@ impl LaunchedCollector {
 /// The labels of a launched container, the same as its cgroup series.
 fn labels(c: &ContainerState) -> [(&'static str, String); 3] {
     [
-        ("id", format!("/agent/{}", c.id)),
+        ("id", crate::cgroup::manager::agent_cgroup_path(&c.id)),
         ("name", c.name.clone()),
         ("image", c.image.clone()),
     ]

@@ -20,7 +20,6 @@
 //! The whole runtime shares one error type: its modules hand paths and state to each
 //! other constantly and the CLI only needs one line per failure.
 
-pub mod cgroups;
 pub mod image;
 pub mod namespaces;
 pub mod rootfs;
@@ -64,6 +63,9 @@ pub enum Error {
     /// An image or layer whose content is broken.
     #[error("corrupt image data {}: {reason}", path.display())]
     Corrupt { path: PathBuf, reason: String },
+    /// The container's cgroup could not be made or changed.
+    #[error(transparent)]
+    Cgroup(#[from] crate::cgroup::CgroupError),
     /// JSON that could not be read or written.
     #[error("{} : {source}", path.display())]
     Json {

@@ -8,10 +8,10 @@
 //! writes one line to the error pipe (close-on-exec, so a successful `execve` closes
 //! it with nothing written) and exits.
 
-use super::cgroups::Layout;
 use super::rootfs::ContainerLayer;
 use super::spec::{self, LaunchSpec, Network};
 use super::{Error, IoContext, Paths, Result, sys};
+use crate::cgroup::{Hierarchy, Version};
 use std::ffi::CString;
 use std::fs::File;
 use std::io::{Read, Write};
@@ -54,7 +54,7 @@ pub struct ChildContext<'a> {
     /// `containers/<id>/` (holds hostname, hosts, resolv.conf).
     pub container_dir: PathBuf,
     /// How the host mounts cgroups (to mount the container's view of them).
-    pub cgroup_layout: Option<&'a Layout>,
+    pub cgroup_hierarchy: Option<&'a Hierarchy>,
 }
 
 /// The child's entry point: waits for the parent to place it in its cgroup, sets the
@@ -154,8 +154,8 @@ fn prepare(ctx: &ChildContext<'_>) -> Result<Exec> {
     ctx.layer.mount(ctx.paths)?;
     let root = ctx.layer.merged.clone();
     mount_filesystems(&root)?;
-    if let Some(layout) = ctx.cgroup_layout {
-        mount_cgroups(&root, layout)?;
+    if let Some(hierarchy) = ctx.cgroup_hierarchy {
+        mount_cgroups(&root, hierarchy)?;
     }
     bind_etc_files(&root, &ctx.container_dir)?;
     enter_root(&root)?;
@@ -281,16 +281,16 @@ fn mount_filesystems(root: &Path) -> Result<()> {
 /// Mounts the container's own view of its cgroups, read-only, at `/sys/fs/cgroup`
 /// (the cgroup namespace makes each hierarchy's root the container's cgroup), so
 /// programs can read their limits as under Docker.
-fn mount_cgroups(root: &Path, layout: &Layout) -> Result<()> {
+fn mount_cgroups(root: &Path, hierarchy: &Hierarchy) -> Result<()> {
     use libc::{MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_RDONLY, MS_REMOUNT};
     let target = root.join("sys/fs/cgroup");
     if !target.is_dir() {
         return Ok(());
     }
     let flags = MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY;
-    match layout {
-        Layout::V2 { .. } => sys::mount(Some("cgroup2"), &target, Some("cgroup2"), flags, None),
-        Layout::V1 { hierarchies, .. } => {
+    match hierarchy.version() {
+        Version::V2 => sys::mount(Some("cgroup2"), &target, Some("cgroup2"), flags, None),
+        Version::V1 | Version::Hybrid => {
             sys::mount(
                 Some("tmpfs"),
                 &target,
@@ -298,17 +298,13 @@ fn mount_cgroups(root: &Path, layout: &Layout) -> Result<()> {
                 MS_NOSUID | MS_NODEV | MS_NOEXEC,
                 Some("mode=755,size=64k"),
             )?;
-            for (mount_point, controllers) in hierarchies {
-                let Some(name) = mount_point.file_name() else {
+            for m in hierarchy.v1_mounts() {
+                let Some(name) = m.dir.file_name() else {
                     continue;
                 };
                 let dir = target.join(name);
                 std::fs::create_dir(&dir).at("create directory", &dir)?;
-                let data = if controllers.iter().all(|c| c.starts_with("name=")) {
-                    format!("none,{}", controllers.join(","))
-                } else {
-                    controllers.join(",")
-                };
+                let data = m.mount_data();
                 sys::mount(Some("cgroup"), &dir, Some("cgroup"), flags, Some(&data))?;
             }
             sys::mount(None, &target, None, MS_REMOUNT | flags, None)

@@ -9,7 +9,7 @@
 
 use super::image::{self, ImageRecord};
 use super::{Error, IoContext, Paths, Result, sys};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// The directories of a container's layer.
 #[derive(Debug, Clone)]
@@ -113,14 +113,4 @@ impl ContainerLayer {
 /// Removes a container's layer directory and short link.
 pub fn remove(paths: &Paths, id: &str) -> Result<()> {
     image::remove_layer_dir(paths, id)
-}
-
-/// Whether anything is mounted at or below `path` in this mount namespace.
-pub fn is_mounted_below(path: &Path) -> bool {
-    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
-        return false;
-    };
-    info.lines()
-        .filter_map(|l| l.split_whitespace().nth(4))
-        .any(|mp| Path::new(mp).starts_with(path))
 }

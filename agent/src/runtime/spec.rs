@@ -5,8 +5,9 @@
 //! limit, an unknown user, a missing command) leaves nothing behind.
 
 use super::image::{self, ImageRecord};
-use super::state::{Limits, validate_name};
+use super::state::validate_name;
 use super::{Error, IoContext, Paths, Result};
+use crate::cgroup::Limits;
 use std::collections::BTreeMap;
 use std::path::Path;
 

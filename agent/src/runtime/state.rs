@@ -47,6 +47,7 @@
 //! the overlay mount option). Unknown fields must be ignored by readers.
 
 use super::{Error, IoContext, Paths, Result};
+use crate::cgroup::{CgroupInfo, Limits};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -75,42 +76,6 @@ impl std::fmt::Display for Status {
             Status::Exited => "exited",
         })
     }
-}
-
-/// Resource limits of a container; `None` means unlimited.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Limits {
-    /// Memory limit in bytes.
-    pub memory_bytes: Option<u64>,
-    /// Memory + swap limit in bytes (Docker's `--memory-swap`).
-    pub memory_swap_bytes: Option<u64>,
-    /// CFS quota per period, microseconds.
-    pub cpu_quota_us: Option<u64>,
-    /// CFS period, microseconds (set whenever a quota is).
-    pub cpu_period_us: Option<u64>,
-    /// Maximum number of tasks.
-    pub pids_max: Option<u64>,
-}
-
-/// Which cgroup hierarchy the container's cgroup lives in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum CgroupVersion {
-    /// Legacy per-controller hierarchies.
-    V1,
-    /// The unified hierarchy.
-    V2,
-}
-
-/// The container's cgroup.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct CgroupInfo {
-    /// v1 or v2.
-    pub version: CgroupVersion,
-    /// Path relative to each hierarchy root, e.g. `/agent/<id>`.
-    pub path: String,
-    /// Absolute directories created for it (one per v1 hierarchy, one on v2).
-    pub dirs: Vec<PathBuf>,
 }
 
 /// The container's overlay directories.

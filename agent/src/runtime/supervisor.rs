@@ -12,12 +12,12 @@
 //! multi-threaded process would copy locks held by threads that do not exist in the
 //! child.
 
-use super::cgroups::{self, ContainerCgroup};
 use super::namespaces::{self, ChildContext};
 use super::rootfs::{self, ContainerLayer};
 use super::spec::{self, LaunchOptions, LaunchSpec};
 use super::state::{self, ContainerState, RootfsInfo, STATE_VERSION, Status};
 use super::{Error, IoContext, Paths, Result, sys};
+use crate::cgroup::{ContainerCgroup, Hierarchy};
 use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
@@ -104,8 +104,8 @@ pub fn launch(paths: &Paths, opts: &LaunchOptions) -> Result<Launched> {
     };
     let dir = paths.container(&id);
     write_etc_files(&dir, &spec)?;
-    let cgroup_layout = cgroups::detect(&cgroups::root())?;
-    let cg = ContainerCgroup::create(&cgroup_layout, &id, &spec.limits)?;
+    let hierarchy = Hierarchy::detect_host()?;
+    let cg = ContainerCgroup::create(&hierarchy, &id, &spec.limits)?;
     st.cgroup = Some(cg.info().clone());
     creation.cgroup = Some(cg.clone());
     let config = spec::oci_config(&spec, &layer.merged, &cg.info().path)?;
@@ -324,7 +324,7 @@ fn start(
         layer,
         paths,
         container_dir: paths.container(&spec.id),
-        cgroup_layout: cg.layout(),
+        cgroup_hierarchy: cg.hierarchy(),
     };
     let pid = sys::clone_fork(namespaces::clone_flags(spec.network))?;
     if pid == 0 {
@@ -338,7 +338,7 @@ fn start(
     if let Err(e) = placed {
         let _ = sys::kill(pid, libc::SIGKILL);
         let _ = sys::waitpid(pid, 0);
-        return Err(e);
+        return Err(e.into());
     }
     // Record the pid before releasing the child, so `stop`/`kill` can find it, and
     // its namespaces while it is sure to be alive (a short command may be gone by

@@ -506,14 +506,3 @@ pub fn umask(mask: libc::mode_t) {
     // SAFETY: umask cannot fail.
     unsafe { libc::umask(mask) };
 }
-
-/// Filesystem magic number of `path` (`statfs(2)`).
-pub fn fs_magic(path: &Path) -> Result<i64> {
-    let p = cpath(path)?;
-    // SAFETY: statfs is plain data; zeroed is valid and the kernel fills it.
-    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
-    // SAFETY: `p` is NUL-terminated; `st` is a valid out-pointer.
-    let ret = unsafe { libc::statfs(p.as_ptr(), &mut st) };
-    check(ret, "statfs", path)?;
-    Ok(st.f_type as i64)
-}

@@ -8,95 +8,45 @@
 //! Limits are written before the container's process is moved in, so the command
 //! never runs unbounded.
 
-use super::state::{CgroupInfo, CgroupVersion, Limits};
-use super::{Error, IoContext, Result, sys};
-use std::collections::BTreeMap;
+use super::hierarchy::{Hierarchy, Version};
+use super::{CgroupError, io_error};
+use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-/// Default cgroup mount root.
-pub const DEFAULT_ROOT: &str = "/sys/fs/cgroup";
-/// The agent's subtree below each hierarchy root.
-pub const SUBTREE: &str = "agent";
-const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
+/// The agent's subtree below each hierarchy root: containers live at
+/// `/agent/<id>`. The one place that names it.
+pub const AGENT_SUBTREE: &str = "agent";
 
-/// How cgroups are mounted on this host.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Layout {
-    /// Unified hierarchy at this root.
-    V2 { root: PathBuf },
-    /// Per-controller hierarchies: mount point → controllers on it.
-    V1 {
-        hierarchies: BTreeMap<PathBuf, Vec<String>>,
-        /// The cgroup2 mount of a hybrid host (`<root>/unified`), if any.
-        unified: Option<PathBuf>,
-    },
+/// The cgroup path of the agent's container `id`.
+pub fn agent_cgroup_path(id: &str) -> String {
+    format!("/{AGENT_SUBTREE}/{id}")
 }
 
-/// Detects the layout under `root` (normally `/sys/fs/cgroup`). v1 hierarchies are
-/// read from `/proc/self/mountinfo`.
-pub fn detect(root: &Path) -> Result<Layout> {
-    if sys::fs_magic(root)? == CGROUP2_SUPER_MAGIC {
-        return Ok(Layout::V2 {
-            root: root.to_path_buf(),
-        });
-    }
-    let mountinfo =
-        std::fs::read_to_string("/proc/self/mountinfo").at("read", "/proc/self/mountinfo")?;
-    let hierarchies = parse_v1_mounts(&mountinfo, root);
-    if hierarchies.is_empty() {
-        return Err(Error::NotFound(format!(
-            "no cgroup hierarchies mounted under {}",
-            root.display()
-        )));
-    }
-    let unified = parse_unified_mount(&mountinfo, root);
-    Ok(Layout::V1 {
-        hierarchies,
-        unified,
-    })
+/// Resource limits of a container; `None` means unlimited.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Limits {
+    /// Memory limit in bytes.
+    pub memory_bytes: Option<u64>,
+    /// Memory + swap limit in bytes (Docker's `--memory-swap`).
+    pub memory_swap_bytes: Option<u64>,
+    /// CFS quota per period, microseconds.
+    pub cpu_quota_us: Option<u64>,
+    /// CFS period, microseconds (set whenever a quota is).
+    pub cpu_period_us: Option<u64>,
+    /// Maximum number of tasks.
+    pub pids_max: Option<u64>,
 }
 
-/// The cgroup2 mount point below `root` on a hybrid host, from mountinfo text.
-pub fn parse_unified_mount(mountinfo: &str, root: &Path) -> Option<PathBuf> {
-    mountinfo.lines().find_map(|line| {
-        let (pre, post) = line.split_once(" - ")?;
-        if post.split_whitespace().next() != Some("cgroup2") {
-            return None;
-        }
-        let mp = PathBuf::from(pre.split_whitespace().nth(4)?);
-        (mp.starts_with(root) && mp != root).then_some(mp)
-    })
-}
-
-/// v1 mount points under `root` and their controllers, from mountinfo text.
-pub fn parse_v1_mounts(mountinfo: &str, root: &Path) -> BTreeMap<PathBuf, Vec<String>> {
-    let mut out = BTreeMap::new();
-    for line in mountinfo.lines() {
-        let Some((pre, post)) = line.split_once(" - ") else {
-            continue;
-        };
-        let mut post = post.split_whitespace();
-        if post.next() != Some("cgroup") {
-            continue;
-        }
-        let _source = post.next();
-        let opts = post.next().unwrap_or("");
-        let Some(mount_point) = pre.split_whitespace().nth(4) else {
-            continue;
-        };
-        let mp = PathBuf::from(mount_point);
-        if !mp.starts_with(root) {
-            continue;
-        }
-        let controllers: Vec<String> = opts
-            .split(',')
-            .filter(|o| !matches!(*o, "rw" | "ro" | "relatime" | "nosuid" | "nodev" | "noexec"))
-            .map(str::to_string)
-            .collect();
-        out.insert(mp, controllers);
-    }
-    out
+/// The container's cgroup, as `state.json` records it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CgroupInfo {
+    /// The host's layout when it was made (`v1`, `hybrid` or `v2`).
+    pub version: Version,
+    /// Path relative to each hierarchy root, e.g. `/agent/<id>`.
+    pub path: String,
+    /// Absolute directories created for it (one per v1 hierarchy, one on v2).
+    pub dirs: Vec<PathBuf>,
 }
 
 /// The container's cgroup once created.
@@ -104,11 +54,22 @@ pub fn parse_v1_mounts(mountinfo: &str, root: &Path) -> BTreeMap<PathBuf, Vec<St
 pub struct ContainerCgroup {
     info: CgroupInfo,
     memory_dir: Option<PathBuf>,
-    layout: Option<Layout>,
+    /// The hierarchy it was created in (`None` when re-opened from state).
+    hierarchy: Option<Hierarchy>,
 }
 
+type Result<T> = std::result::Result<T, CgroupError>;
+
 fn write(path: &Path, value: &str) -> Result<()> {
-    std::fs::write(path, value).at("write", path)
+    std::fs::write(path, value).map_err(io_error("write", path))
+}
+
+fn create_dir(dir: &Path) -> Result<()> {
+    std::fs::create_dir(dir).map_err(io_error("create cgroup", dir))
+}
+
+fn read(path: &Path) -> Result<String> {
+    std::fs::read_to_string(path).map_err(io_error("read", path))
 }
 
 fn mkdir_retry(dir: &Path) -> Result<()> {
@@ -117,43 +78,29 @@ fn mkdir_retry(dir: &Path) -> Result<()> {
         match std::fs::create_dir_all(dir) {
             Ok(()) => return Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(e).at("create cgroup", dir),
+            Err(e) => return Err(io_error("create cgroup", dir)(e)),
         }
     }
-    std::fs::create_dir_all(dir).at("create cgroup", dir)
+    std::fs::create_dir_all(dir).map_err(io_error("create cgroup", dir))
 }
 
 impl ContainerCgroup {
-    /// Creates the cgroup of container `id` and writes `limits`. On failure nothing
-    /// is left behind.
-    pub fn create(layout: &Layout, id: &str, limits: &Limits) -> Result<Self> {
-        let rel = format!("/{SUBTREE}/{id}");
-        let mut cg = match layout {
-            Layout::V2 { root } => ContainerCgroup {
-                info: CgroupInfo {
-                    version: CgroupVersion::V2,
-                    path: rel.clone(),
-                    dirs: vec![root.join(SUBTREE).join(id)],
-                },
-                memory_dir: Some(root.join(SUBTREE).join(id)),
-                layout: Some(layout.clone()),
+    /// Creates the cgroup of container `id` in `hierarchy` and writes `limits`.
+    /// On failure nothing is left behind.
+    pub fn create(hierarchy: &Hierarchy, id: &str, limits: &Limits) -> Result<Self> {
+        let path = agent_cgroup_path(id);
+        let mut cg = ContainerCgroup {
+            info: CgroupInfo {
+                version: hierarchy.version(),
+                path,
+                dirs: Vec::new(),
             },
-            Layout::V1 { .. } => ContainerCgroup {
-                info: CgroupInfo {
-                    version: CgroupVersion::V1,
-                    path: rel.clone(),
-                    dirs: Vec::new(),
-                },
-                memory_dir: None,
-                layout: Some(layout.clone()),
-            },
+            memory_dir: None,
+            hierarchy: Some(hierarchy.clone()),
         };
-        let result = match layout {
-            Layout::V2 { root } => cg.create_v2(root, id, limits),
-            Layout::V1 {
-                hierarchies,
-                unified,
-            } => cg.create_v1(hierarchies, unified.as_deref(), id, limits),
+        let result = match (hierarchy.version(), hierarchy.unified_root()) {
+            (Version::V2, Some(root)) => cg.create_v2(root, id, limits),
+            _ => cg.create_v1(hierarchy, id, limits),
         };
         if let Err(e) = result {
             cg.destroy();
@@ -163,10 +110,11 @@ impl ContainerCgroup {
     }
 
     fn create_v2(&mut self, root: &Path, id: &str, limits: &Limits) -> Result<()> {
-        let parent = root.join(SUBTREE);
+        let parent = root.join(AGENT_SUBTREE);
         let dir = parent.join(id);
-        let available = std::fs::read_to_string(root.join("cgroup.controllers"))
-            .at("read", root.join("cgroup.controllers"))?;
+        self.info.dirs.push(dir.clone());
+        self.memory_dir = Some(dir.clone());
+        let available = read(&root.join("cgroup.controllers"))?;
         let wanted: Vec<&str> = ["cpu", "memory", "pids", "io"]
             .into_iter()
             .filter(|c| available.split_whitespace().any(|a| a == *c))
@@ -179,16 +127,13 @@ impl ContainerCgroup {
         for c in &wanted {
             let _ = write(&parent.join("cgroup.subtree_control"), &format!("+{c}"));
         }
-        std::fs::create_dir(&dir).at("create cgroup", &dir)?;
-        let need = |file: &str, what: &str| -> Result<PathBuf> {
-            let p = dir.join(file);
-            if p.exists() {
-                Ok(p)
+        create_dir(&dir)?;
+        let need = |file: &str, option: &'static str| -> Result<PathBuf> {
+            let path = dir.join(file);
+            if path.exists() {
+                Ok(path)
             } else {
-                Err(Error::NotFound(format!(
-                    "cannot apply {what}: {} is missing (controller not enabled)",
-                    p.display()
-                )))
+                Err(CgroupError::MissingControllerFile { option, path })
             }
         };
         if let Some(m) = limits.memory_bytes {
@@ -211,27 +156,21 @@ impl ContainerCgroup {
         Ok(())
     }
 
-    fn create_v1(
-        &mut self,
-        hierarchies: &BTreeMap<PathBuf, Vec<String>>,
-        unified: Option<&Path>,
-        id: &str,
-        limits: &Limits,
-    ) -> Result<()> {
-        for (mount, controllers) in hierarchies {
-            let parent = mount.join(SUBTREE);
+    fn create_v1(&mut self, hierarchy: &Hierarchy, id: &str, limits: &Limits) -> Result<()> {
+        for m in hierarchy.v1_mounts() {
+            let mount = &m.dir;
+            let parent = mount.join(AGENT_SUBTREE);
             let dir = parent.join(id);
             mkdir_retry(&parent)?;
-            std::fs::create_dir(&dir).at("create cgroup", &dir)?;
+            create_dir(&dir)?;
             self.info.dirs.push(dir.clone());
-            let has = |c: &str| controllers.iter().any(|x| x == c);
+            let has = |c: &str| m.has(c);
             if has("cpuset") {
                 for f in ["cpuset.cpus", "cpuset.mems"] {
                     for (from, to) in [(mount.as_path(), &parent), (&parent, &dir)] {
                         let cur = std::fs::read_to_string(to.join(f)).unwrap_or_default();
                         if cur.trim().is_empty() {
-                            let v =
-                                std::fs::read_to_string(from.join(f)).at("read", from.join(f))?;
+                            let v = read(&from.join(f))?;
                             write(&to.join(f), v.trim())?;
                         }
                     }
@@ -262,25 +201,23 @@ impl ContainerCgroup {
                 write(&dir.join("pids.max"), &p.to_string())?;
             }
         }
-        if let Some(unified) = unified {
+        if let Some(unified) = hierarchy.unified_root() {
             // No limits here (the v1 controllers hold them); processes are moved in
             // with the rest, so the kernel accounts their pressure to this cgroup.
-            let parent = unified.join(SUBTREE);
+            let parent = unified.join(AGENT_SUBTREE);
             let dir = parent.join(id);
             mkdir_retry(&parent)?;
-            std::fs::create_dir(&dir).at("create cgroup", &dir)?;
+            create_dir(&dir)?;
             self.info.dirs.push(dir);
         }
-        let present = |c: &str| hierarchies.values().flatten().any(|x| x == c);
+        let present = |c: &str| hierarchy.v1_mounts().iter().any(|m| m.has(c));
         for (c, wanted) in [
             ("memory", limits.memory_bytes.is_some()),
             ("cpu", limits.cpu_quota_us.is_some()),
             ("pids", limits.pids_max.is_some()),
         ] {
             if wanted && !present(c) {
-                return Err(Error::NotFound(format!(
-                    "cannot apply the {c} limit: no {c} cgroup hierarchy is mounted"
-                )));
+                return Err(CgroupError::NoHierarchy(c));
             }
         }
         Ok(())
@@ -289,8 +226,8 @@ impl ContainerCgroup {
     /// Re-opens a container's cgroup from its recorded state.
     pub fn from_info(info: &CgroupInfo) -> Self {
         let memory_dir = match info.version {
-            CgroupVersion::V2 => info.dirs.first().cloned(),
-            CgroupVersion::V1 => info
+            Version::V2 => info.dirs.first().cloned(),
+            Version::V1 | Version::Hybrid => info
                 .dirs
                 .iter()
                 .find(|d| d.join("memory.limit_in_bytes").exists())
@@ -299,13 +236,13 @@ impl ContainerCgroup {
         ContainerCgroup {
             info: info.clone(),
             memory_dir,
-            layout: None,
+            hierarchy: None,
         }
     }
 
-    /// The host layout it was created in (`None` when re-opened from state).
-    pub fn layout(&self) -> Option<&Layout> {
-        self.layout.as_ref()
+    /// The hierarchy it was created in (`None` when re-opened from state).
+    pub fn hierarchy(&self) -> Option<&Hierarchy> {
+        self.hierarchy.as_ref()
     }
 
     /// What goes into `state.json`.
@@ -327,8 +264,8 @@ impl ContainerCgroup {
             return 0;
         };
         let file = match self.info.version {
-            CgroupVersion::V2 => dir.join("memory.events"),
-            CgroupVersion::V1 => dir.join("memory.oom_control"),
+            Version::V2 => dir.join("memory.events"),
+            Version::V1 | Version::Hybrid => dir.join("memory.oom_control"),
         };
         std::fs::read_to_string(file)
             .unwrap_or_default()
@@ -359,12 +296,13 @@ impl ContainerCgroup {
                 continue;
             }
             loop {
-                if self.info.version == CgroupVersion::V2 && dir.join("cgroup.kill").exists() {
+                if dir.join("cgroup.kill").exists() {
                     let _ = std::fs::write(dir.join("cgroup.kill"), "1");
                 }
                 let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
                 for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
-                    let _ = sys::kill(pid, libc::SIGKILL);
+                    // SAFETY: kill(2) takes plain integers; a pid that has gone is ESRCH.
+                    let _ = unsafe { libc::kill(pid, libc::SIGKILL) };
                 }
                 match std::fs::remove_dir(dir) {
                     Ok(()) => break,
@@ -383,44 +321,9 @@ impl ContainerCgroup {
     }
 }
 
-/// The cgroup root in use: `AGENT_CGROUP_ROOT` or `/sys/fs/cgroup`.
-pub fn root() -> PathBuf {
-    std::env::var_os("AGENT_CGROUP_ROOT")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(DEFAULT_ROOT))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn v1_mounts_from_mountinfo() {
-        let text = "\
-31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755
-32 31 0:29 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu
-33 31 0:30 / /sys/fs/cgroup/cpu,cpuacct rw,nosuid - cgroup cgroup rw,cpu,cpuacct
-40 31 0:37 / /sys/fs/cgroup/systemd rw,relatime - cgroup cgroup rw,name=systemd
-41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw
-50 1 0:40 / /other/cgroup rw - cgroup cgroup rw,pids
-";
-        let m = parse_v1_mounts(text, Path::new("/sys/fs/cgroup"));
-        assert_eq!(m.len(), 3);
-        assert_eq!(
-            m[Path::new("/sys/fs/cgroup/cpu,cpuacct")],
-            ["cpu", "cpuacct"]
-        );
-        assert_eq!(m[Path::new("/sys/fs/cgroup/systemd")], ["name=systemd"]);
-        assert_eq!(
-            parse_unified_mount(text, Path::new("/sys/fs/cgroup")),
-            Some(PathBuf::from("/sys/fs/cgroup/unified"))
-        );
-        let v2_root = "41 23 0:38 / /sys/fs/cgroup rw,relatime - cgroup2 cgroup2 rw\n";
-        assert_eq!(
-            parse_unified_mount(v2_root, Path::new("/sys/fs/cgroup")),
-            None
-        );
-    }
 
     #[test]
     fn v2_create_names_missing_controller_files_and_cleans_up() {
@@ -428,11 +331,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
         std::fs::write(root.join("cgroup.controllers"), "cpu memory pids\n").unwrap();
-        let layout = Layout::V2 {
-            root: root.to_path_buf(),
-        };
+        let layout = Hierarchy::detect(root).unwrap();
         let id = "c0ffee";
-        let cg_dir = root.join(SUBTREE).join(id);
+        let cg_dir = root.join(AGENT_SUBTREE).join(id);
         // A plain directory has none of the files a real controller would create, so
         // asking for limits must fail with the missing file named, leaving nothing.
         let limits = Limits {
