@@ -7,11 +7,9 @@
 
 mod common;
 
+use agent::container::{ContainerLabels, NoContainers, StaticLookup};
 use agent::ebpf::events::MountOp;
-use agent::ebpf::{
-    ContainerLabels, EbpfError, EventKind, EventRecord, NoContainers, StaticLookup, Tracer,
-    TracerConfig,
-};
+use agent::ebpf::{EbpfError, EventKind, EventRecord, Tracer, TracerConfig};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::DescriptorEncoder;
 use prometheus_client::registry::Registry;
@@ -54,7 +52,7 @@ fn skip(reason: &str) {
 /// machine that should support it is a test failure, not a skip.
 async fn start(
     config: TracerConfig,
-    lookup: Arc<dyn agent::ebpf::ContainerLookup>,
+    lookup: Arc<dyn agent::container::ContainerLookup>,
 ) -> Option<Tracer> {
     if let Some(reason) = skip_reason() {
         skip(&reason);

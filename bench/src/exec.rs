@@ -11,7 +11,8 @@
 //! Needs root. `AGENT_BENCH_EXECS` (default 20000) and `AGENT_BENCH_SYSCALLS`
 //! (default 5000000) set the sizes.
 
-use agent::ebpf::{ContainerLabels, NoContainers, Tracer, TracerConfig};
+use agent::container::{ContainerLabels, NoContainers};
+use agent::ebpf::{Tracer, TracerConfig};
 use anyhow::{Context, bail};
 use std::os::unix::process::CommandExt;
 use std::process::Command;

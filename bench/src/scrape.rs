@@ -268,7 +268,8 @@ fn bench_n(bin: &PathBuf, h: &Hierarchy, n: usize) -> anyhow::Result<Row> {
 /// The same scrape inside this process, split into reading the files and encoding
 /// the exposition, to show where the time goes.
 fn in_process(h: &Hierarchy, parent: &str) -> anyhow::Result<(f64, f64)> {
-    use agent::cgroup::{Filter, MetadataSource, Tracker};
+    use agent::cgroup::Filter;
+    use agent::container::{MetadataSource, Tracker};
     let filter = Filter::new(&[format!("{parent}/*")], &[])?;
     let meta = MetadataSource {
         docker_root: "/nonexistent".into(),

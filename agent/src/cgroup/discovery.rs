@@ -12,6 +12,7 @@
 
 use super::{CgroupError, Hierarchy};
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
+use std::path::{Path, PathBuf};
 
 /// Who created a cgroup.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -167,16 +168,41 @@ pub fn classify(path: &str) -> Option<(Runtime, Option<String>)> {
     None
 }
 
-/// Walks the hierarchy and returns every selected cgroup, sorted by path.
-///
-/// Directories that vanish during the walk are skipped: containers come and go.
-pub fn scan(hierarchy: &Hierarchy, filter: &Filter) -> Result<Vec<Discovered>, CgroupError> {
+/// What a scan found: the selected cgroups, sorted by path, and the paths
+/// (lossily shown) of cgroups whose names are not UTF-8, which are not followed.
+#[derive(Debug, Default)]
+pub struct Scan {
+    pub found: Vec<Discovered>,
+    pub non_utf8: Vec<String>,
+}
+
+/// Walks the hierarchy and returns every selected cgroup.
+pub fn scan(hierarchy: &Hierarchy, filter: &Filter) -> Result<Scan, CgroupError> {
     let root = hierarchy
         .walk_root()
         .ok_or_else(|| CgroupError::NotCgroupRoot(hierarchy.root().to_path_buf()))?;
     let mut found = Vec::new();
-    let mut stack: Vec<(std::path::PathBuf, String, usize)> =
-        vec![(root.to_path_buf(), String::new(), 0)];
+    let non_utf8 = walk(root, |rel, _| {
+        if let Some(d) = filter.select(rel) {
+            found.push(d);
+        }
+    })?;
+    found.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(Scan { found, non_utf8 })
+}
+
+/// The one cgroup tree walker: calls `visit` with every cgroup directory below
+/// `root` (its path relative to `root`, like `/docker/<id>`, and its entry),
+/// at most [`MAX_DEPTH`] levels deep. Directories that vanish during the walk
+/// are skipped (containers come and go); only an unreadable `root` fails.
+/// Returns the paths of directories whose names are not UTF-8 (shown lossily):
+/// they cannot be labels, so they and their subtrees are not visited.
+pub fn walk(
+    root: &Path,
+    mut visit: impl FnMut(&str, &std::fs::DirEntry),
+) -> Result<Vec<String>, CgroupError> {
+    let mut non_utf8 = Vec::new();
+    let mut stack: Vec<(PathBuf, String, usize)> = vec![(root.to_path_buf(), String::new(), 0)];
     while let Some((dir, rel, depth)) = stack.pop() {
         let entries = match std::fs::read_dir(&dir) {
             Ok(e) => e,
@@ -190,18 +216,18 @@ pub fn scan(hierarchy: &Hierarchy, filter: &Filter) -> Result<Vec<Discovered>, C
                 continue;
             }
             let name = entry.file_name();
-            let Some(name) = name.to_str() else { continue };
+            let Some(name) = name.to_str() else {
+                non_utf8.push(format!("{rel}/{}", name.to_string_lossy()));
+                continue;
+            };
             let child = format!("{rel}/{name}");
-            if let Some(d) = filter.select(&child) {
-                found.push(d);
-            }
+            visit(&child, &entry);
             if depth < MAX_DEPTH {
                 stack.push((entry.path(), child, depth + 1));
             }
         }
     }
-    found.sort_by(|a, b| a.path.cmp(&b.path));
-    Ok(found)
+    Ok(non_utf8)
 }
 
 /// Deeper trees than this are not walked (kubepods nests five levels; this leaves room).
@@ -304,8 +330,9 @@ mod tests {
             fs::write(base.join("cgroup.procs"), "").unwrap();
         }
         let h = Hierarchy::detect(t.path()).unwrap();
-        let found = scan(&h, &Filter::default()).unwrap();
-        let paths: Vec<_> = found.iter().map(|d| d.path.as_str()).collect();
+        let scan = scan(&h, &Filter::default()).unwrap();
+        assert!(scan.non_utf8.is_empty());
+        let paths: Vec<_> = scan.found.iter().map(|d| d.path.as_str()).collect();
         assert_eq!(
             paths,
             vec!["/agent/c1".to_string(), format!("/docker/{ID}")]

@@ -5,6 +5,7 @@
 //! an open and a close per file per scrape. Files a kernel lacks (`memory.peak`,
 //! `memory.swap.current`, PSI) are simply absent from the set.
 
+use super::ScrapeErrorKind;
 use super::hierarchy::{Controller, Hierarchy, Version};
 use super::parse::{self, ParseError};
 use std::fs::File;
@@ -165,12 +166,12 @@ pub enum StatsError {
 }
 
 impl StatsError {
-    /// Short label value for `agent_scrape_errors_total{kind}`.
-    pub fn kind(&self) -> &'static str {
+    /// What `agent_scrape_errors_total{kind}` counts it as.
+    pub fn kind(&self) -> ScrapeErrorKind {
         match self {
-            StatsError::Vanished(_) => "vanished",
-            StatsError::Read { .. } => "read",
-            StatsError::Parse { .. } => "parse",
+            StatsError::Vanished(_) => ScrapeErrorKind::Vanished,
+            StatsError::Read { .. } => ScrapeErrorKind::Read,
+            StatsError::Parse { .. } => ScrapeErrorKind::Parse,
         }
     }
 }
@@ -637,7 +638,7 @@ mod tests {
         let s = reader
             .read(&mut Vec::new(), |e| kinds.push(e.kind()))
             .unwrap();
-        assert_eq!(kinds, vec!["parse", "parse"]);
+        assert_eq!(kinds, vec![ScrapeErrorKind::Parse, ScrapeErrorKind::Parse]);
         assert_eq!(s.memory_usage_bytes, None);
         assert_eq!(s.spec_memory_limit_bytes, Some(67_108_864.0));
     }

@@ -1,6 +1,7 @@
 //! `agent serve`: the node daemon.
 
-use crate::cgroup::{Filter, Hierarchy, MetadataSource, Tracker};
+use crate::cgroup::{Filter, Hierarchy};
+use crate::container::{MetadataSource, Tracker};
 use crate::ebpf::{Tracer, TracerCollector, TracerConfig};
 use crate::metrics::{Exporter, LaunchedCollector};
 use crate::server::{self, ServerState, control};

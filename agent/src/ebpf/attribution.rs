@@ -8,123 +8,11 @@
 //! `0::` line), asks a [`ContainerLookup`] which container owns that cgroup,
 //! and caches the answer per namespace.
 
-use serde::{Deserialize, Serialize};
+use crate::container::{ContainerLabels, ContainerLookup};
 use std::collections::HashMap;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::sync::RwLock;
 use std::time::{Duration, Instant};
-
-/// The labels every per-container series carries, as the cgroup families do.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct ContainerLabels {
-    /// cgroup path of a container (`/docker/<id>`), `/` for the host, or
-    /// `/ns/mnt:<inode>` for a mount namespace that belongs to no known container.
-    pub id: String,
-    /// Container name; `host` for the host; empty when unknown.
-    pub name: String,
-    pub image: String,
-}
-
-impl ContainerLabels {
-    /// The host's own namespace.
-    pub fn host() -> Self {
-        ContainerLabels {
-            id: "/".to_owned(),
-            name: "host".to_owned(),
-            image: String::new(),
-        }
-    }
-
-    /// A mount namespace that maps to no container.
-    pub fn namespace(mnt_ns: u32) -> Self {
-        ContainerLabels {
-            id: format!("/ns/mnt:{mnt_ns}"),
-            name: String::new(),
-            image: String::new(),
-        }
-    }
-}
-
-/// Container discovery, as seen from the event path: which container (if any)
-/// owns a cgroup. Implemented by the cgroup discovery of `agent serve`.
-///
-/// Called from the ring-buffer reader on the first event of each mount
-/// namespace (and when a cached answer needs checking): answer from memory,
-/// never block or do I/O here.
-pub trait ContainerLookup: Send + Sync {
-    /// `path` is the cgroup path as `/proc/<pid>/cgroup` shows it, e.g.
-    /// `/docker/0123…` or `/system.slice/docker-0123….scope`.
-    fn container_for_cgroup_path(&self, path: &str) -> Option<ContainerLabels>;
-
-    /// The container whose cgroup2 directory has inode `id` (what
-    /// `bpf_get_current_cgroup_id()` recorded), with its cgroup path. This needs
-    /// no live process, so it also attributes the events of a container that
-    /// exited before they were read. `None` when unknown.
-    fn container_for_cgroup_id(&self, _id: u64) -> Option<(ContainerLabels, String)> {
-        None
-    }
-
-    /// A cgroup2 directory was made: `id` is its inode (the id its processes'
-    /// events will carry), `path` its path relative to the cgroup2 root.
-    /// Called in ring-buffer order, so before that cgroup's events are
-    /// attributed, even when the directory is gone by then.
-    fn learn_cgroup(&self, _id: u64, _path: &str) {}
-}
-
-/// Knows no containers: every namespace other than the host's gets its own series.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct NoContainers;
-
-impl ContainerLookup for NoContainers {
-    fn container_for_cgroup_path(&self, _path: &str) -> Option<ContainerLabels> {
-        None
-    }
-}
-
-/// A table of cgroup path → container, matched on the path or any parent of
-/// it. The simple implementation for tests and for callers that register
-/// containers as they learn of them.
-#[derive(Debug, Default)]
-pub struct StaticLookup {
-    entries: RwLock<Vec<(String, ContainerLabels)>>,
-}
-
-impl StaticLookup {
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Registers (or replaces) the container whose cgroup is `path`.
-    pub fn insert(&self, path: impl Into<String>, labels: ContainerLabels) {
-        let path = path.into();
-        let mut entries = self.entries.write().unwrap_or_else(|e| e.into_inner());
-        entries.retain(|(p, _)| *p != path);
-        entries.push((path, labels));
-    }
-
-    /// Forgets the container whose cgroup is `path`.
-    pub fn remove(&self, path: &str) {
-        let mut entries = self.entries.write().unwrap_or_else(|e| e.into_inner());
-        entries.retain(|(p, _)| p != path);
-    }
-}
-
-impl ContainerLookup for StaticLookup {
-    fn container_for_cgroup_path(&self, path: &str) -> Option<ContainerLabels> {
-        let entries = self.entries.read().unwrap_or_else(|e| e.into_inner());
-        entries
-            .iter()
-            .filter(|(p, _)| {
-                path == p
-                    || path
-                        .strip_prefix(p.as_str())
-                        .is_some_and(|rest| rest.starts_with('/') || p.ends_with('/'))
-            })
-            .max_by_key(|(p, _)| p.len())
-            .map(|(_, labels)| labels.clone())
-    }
-}
 
 /// The cgroup path of a process from the contents of `/proc/<pid>/cgroup`:
 /// on v1 (and hybrid) the memory controller's line, else the unified `0::` line.
@@ -382,6 +270,7 @@ pub fn ns_inode(path: &Path) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::container::StaticLookup;
     use std::sync::Arc;
 
     const V1_HYBRID: &str =

@@ -1,10 +1,11 @@
 //! Loads and attaches the eBPF programs, reads the ring buffer from tokio,
 //! and keeps the counters that `/metrics` shows.
 
-use super::attribution::{Attributor, ContainerLookup};
+use super::attribution::Attributor;
 use super::events::{self, LOST_CGROUP, LOST_EXEC, LOST_MOUNT, Record};
 use super::metrics::{EventCounters, encode_counter_by, encode_gauge_by};
 use super::record::EventRecord;
+use crate::container::ContainerLookup;
 use aya::maps::{MapData, PerCpuArray, RingBuf};
 use aya::programs::{BtfTracePoint, RawTracePoint};
 use aya::{Btf, Ebpf, EbpfLoader};

@@ -5,8 +5,9 @@
 //! and namespaces that are gone are dropped after a grace period, so the
 //! number of series stays bounded by what lives on the node.
 
-use super::attribution::{Attributor, ContainerLabels, Subject};
+use super::attribution::{Attributor, Subject};
 use super::events::{Event, MountOp};
+use crate::container::ContainerLabels;
 use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
 use prometheus_client::metrics::MetricType;
 use std::collections::{BTreeMap, HashMap};
@@ -169,7 +170,7 @@ pub(crate) fn encode_gauge_by(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ebpf::attribution::NoContainers;
+    use crate::container::NoContainers;
     use crate::ebpf::events::{ExecInfo, MountInfo, ProcessInfo};
     use prometheus_client::collector::Collector;
     use prometheus_client::registry::Registry;

@@ -30,7 +30,6 @@ pub mod loader;
 pub mod metrics;
 pub mod record;
 
-pub use attribution::{ContainerLabels, ContainerLookup, NoContainers, StaticLookup};
 pub use loader::{EbpfError, ProgramStatus, Tracer, TracerConfig};
 pub use record::{EventKind, EventRecord};
 

@@ -1,8 +1,8 @@
 //! The attributed event as the control socket streams it (one JSON object
 //! per line) and `agent events` prints it.
 
-use super::attribution::ContainerLabels;
 use super::events::{Event, ExecInfo, MountInfo, ProcessInfo};
+use crate::container::ContainerLabels;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 

@@ -9,7 +9,8 @@ pub use cgroup_families::{FAMILIES, Family};
 pub use exposition::Format;
 pub use launched::LaunchedCollector;
 
-use crate::cgroup::{Runtime, Sample, Tracker};
+use crate::cgroup::{Runtime, ScrapeErrorKind};
+use crate::container::{Sample, Tracker};
 use exposition::{Kind, Writer, push_label, sanitize_label_name};
 use prometheus_client::registry::Registry;
 use std::sync::Mutex;
@@ -30,7 +31,6 @@ pub struct Exporter {
     last_size: AtomicUsize,
 }
 
-const ERROR_KINDS: [&str; 4] = ["discovery", "parse", "read", "vanished"];
 const RUNTIMES: [Runtime; 6] = [
     Runtime::Agent,
     Runtime::Docker,
@@ -145,10 +145,10 @@ impl Exporter {
             Kind::Counter,
             None,
         );
-        for kind in ERROR_KINDS {
-            let n = tracker.errors.get(kind).copied().unwrap_or(0);
+        for kind in ScrapeErrorKind::ALL {
+            let n = tracker.errors.get(&kind).copied().unwrap_or(0);
             let mut l = String::new();
-            push_label(&mut l, "kind", kind);
+            push_label(&mut l, "kind", kind.as_str());
             w.sample(&name, &l, "", n as f64);
         }
     }

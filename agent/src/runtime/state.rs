@@ -161,6 +161,41 @@ pub struct ContainerState {
 }
 
 impl ContainerState {
+    /// A stopped container with these names, for tests of code that reads state.
+    #[cfg(test)]
+    pub(crate) fn for_test(id: &str, name: &str, image: &str) -> ContainerState {
+        ContainerState {
+            version: STATE_VERSION,
+            id: id.into(),
+            name: name.into(),
+            image: image.into(),
+            image_id: "sha256:00".into(),
+            command: vec!["true".into()],
+            labels: BTreeMap::new(),
+            status: Status::Exited,
+            created_at: 0.0,
+            started_at: None,
+            finished_at: None,
+            pid: None,
+            supervisor_pid: None,
+            supervisor_started: None,
+            exit_code: Some(0),
+            signal: None,
+            oom_killed: false,
+            error: None,
+            limits: Limits::default(),
+            cgroup: None,
+            rootfs: RootfsInfo::default(),
+            namespaces: BTreeMap::new(),
+            network: "none".into(),
+            hostname: "h".into(),
+            detached: false,
+            auto_remove: false,
+            init: false,
+            log_path: None,
+        }
+    }
+
     /// The first 12 hex digits of the id.
     pub fn short_id(&self) -> &str {
         &self.id[..12.min(self.id.len())]
@@ -327,34 +362,8 @@ mod tests {
 
     fn sample(id: &str, name: &str, created: f64) -> ContainerState {
         ContainerState {
-            version: STATE_VERSION,
-            id: id.into(),
-            name: name.into(),
-            image: "busybox:latest".into(),
-            image_id: "sha256:00".into(),
-            command: vec!["true".into()],
-            labels: BTreeMap::new(),
-            status: Status::Exited,
             created_at: created,
-            started_at: None,
-            finished_at: None,
-            pid: None,
-            supervisor_pid: None,
-            supervisor_started: None,
-            exit_code: Some(0),
-            signal: None,
-            oom_killed: false,
-            error: None,
-            limits: Limits::default(),
-            cgroup: None,
-            rootfs: RootfsInfo::default(),
-            namespaces: BTreeMap::new(),
-            network: "none".into(),
-            hostname: "h".into(),
-            detached: false,
-            auto_remove: false,
-            init: false,
-            log_path: None,
+            ..ContainerState::for_test(id, name, "busybox:latest")
         }
     }
 

@@ -3,7 +3,7 @@
 //! No runtime API is called: Docker keeps `containers/<id>/config.v2.json` under its
 //! data root, and the agent keeps `containers/<id>/state.json` under its state root.
 
-use super::discovery::{Discovered, Runtime};
+use crate::cgroup::discovery::{Discovered, Runtime};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -65,23 +65,16 @@ impl MetadataSource {
         })
     }
 
+    /// The agent's own containers, through the runtime's typed state.
     fn agent(&self, id: &str) -> Option<ContainerMeta> {
-        let v = read_json(
-            self.state_dir
-                .join("containers")
-                .join(id)
-                .join("state.json"),
-        )?;
-        let s = |k: &str| {
-            v.get(k)
-                .and_then(|x| x.as_str())
-                .unwrap_or_default()
-                .to_string()
-        };
+        let paths = crate::runtime::Paths::new(&self.state_dir);
+        let st = crate::runtime::state::load(&paths, id)
+            .inspect_err(|e| tracing::debug!(error = %e, "unreadable container state"))
+            .ok()?;
         Some(ContainerMeta {
-            name: s("name"),
-            image: s("image"),
-            labels: string_map(v.get("labels")),
+            name: st.name,
+            image: st.image,
+            labels: st.labels.into_iter().take(MAX_LABELS).collect(),
         })
     }
 }

@@ -2,10 +2,10 @@
 //! path: an in-memory table the [`Tracker`](super::Tracker) refreshes on every scan,
 //! with a fallback for containers that started since the last scan.
 
-use super::discovery::{Filter, classify};
 use super::metadata::MetadataSource;
-use super::{Discovered, Hierarchy};
-use crate::ebpf::{ContainerLabels, ContainerLookup};
+use super::{ContainerLabels, ContainerLookup};
+use crate::cgroup::discovery::{Filter, classify, walk};
+use crate::cgroup::{Discovered, Hierarchy};
 use std::collections::{HashMap, HashSet};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
@@ -222,29 +222,13 @@ fn inode(unified: &Path, path: &str) -> Option<u64> {
 /// Container cgroups on the cgroup2 mount with their inodes (the ids BPF records).
 fn walk_containers(unified: &Path, filter: &Filter) -> Vec<(String, u64)> {
     let mut out = Vec::new();
-    let mut stack = vec![(unified.to_path_buf(), String::new(), 0usize)];
-    while let Some((dir, rel, depth)) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        for e in entries.flatten() {
-            if !e.file_type().is_ok_and(|t| t.is_dir()) {
-                continue;
-            }
-            let Some(name) = e.file_name().to_str().map(str::to_owned) else {
-                continue;
-            };
-            let child = format!("{rel}/{name}");
-            if filter.select(&child).is_some()
-                && let Ok(m) = e.metadata()
-            {
-                out.push((child.clone(), m.ino()));
-            }
-            if depth < 16 {
-                stack.push((e.path(), child, depth + 1));
-            }
+    let _ = walk(unified, |rel, e| {
+        if filter.select(rel).is_some()
+            && let Ok(m) = e.metadata()
+        {
+            out.push((rel.to_owned(), m.ino()));
         }
-    }
+    });
     out
 }
 
@@ -329,9 +313,9 @@ mod tests {
         fs::write(t.path().join("memory/cgroup.procs"), "").unwrap();
         let state = t.path().join("state");
         fs::create_dir_all(state.join("containers/web")).unwrap();
-        fs::write(
-            state.join("containers/web/state.json"),
-            r#"{"name":"web","image":"busybox"}"#,
+        crate::runtime::state::save(
+            &crate::runtime::Paths::new(&state),
+            &crate::runtime::state::ContainerState::for_test("web", "web", "busybox"),
         )
         .unwrap();
         let idx = ContainerIndex::new(
@@ -369,9 +353,9 @@ mod tests {
         fs::write(t.path().join("unified/cgroup.controllers"), "").unwrap();
         let state = t.path().join("state");
         fs::create_dir_all(state.join("containers/q1")).unwrap();
-        fs::write(
-            state.join("containers/q1/state.json"),
-            r#"{"name":"q1","image":"bb:1"}"#,
+        crate::runtime::state::save(
+            &crate::runtime::Paths::new(&state),
+            &crate::runtime::state::ContainerState::for_test("q1", "q1", "bb:1"),
         )
         .unwrap();
         let idx = ContainerIndex::new(
@@ -407,9 +391,9 @@ mod tests {
         idx.learn_cgroup(44, "/agent/q2");
         assert_eq!(idx.container_for_cgroup_id(44).unwrap().0.name, "");
         fs::create_dir_all(state.join("containers/q2")).unwrap();
-        fs::write(
-            state.join("containers/q2/state.json"),
-            r#"{"name":"q2","image":"bb:1"}"#,
+        crate::runtime::state::save(
+            &crate::runtime::Paths::new(&state),
+            &crate::runtime::state::ContainerState::for_test("q2", "q2", "bb:1"),
         )
         .unwrap();
         assert_eq!(idx.container_for_cgroup_id(44).unwrap().0.name, "q2");
