@@ -708,6 +708,12 @@ fn bad_input_leaves_nothing_behind() {
         (&["nosuchimage", "true"], "no such image"),
         (&["--memory", "12xb", "busybox", "true"], "--memory"),
         (&["--cpus", "-1", "busybox", "true"], "--cpus"),
+        // Docker's range is 0.01 to the number of CPUs.
+        (&["--cpus", "1e-9", "busybox", "true"], "from 0.01"),
+        (
+            &["--cpus", "100000", "busybox", "true"],
+            "CPUs are available",
+        ),
         (&["--pids-limit", "0", "busybox", "true"], "--pids-limit"),
         (&["--name", "taken", "busybox", "true"], "already in use"),
         (

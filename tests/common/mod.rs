@@ -428,10 +428,18 @@ impl AgentProcess {
         &self.state_dir
     }
 
-    /// Records a container the way `agent launch` does, so the agent labels it.
-    pub fn write_container_state(&self, id: &str, json: &str) {
+    /// Records an exited container the way `agent launch` does (a complete
+    /// `state.json`), so the agent labels cgroup `/agent/<id>` with its name,
+    /// image and labels (`labels` is a JSON object).
+    pub fn write_container_state(&self, id: &str, name: &str, image: &str, labels: &str) {
         let dir = self.state_dir().join("containers").join(id);
         std::fs::create_dir_all(&dir).unwrap();
+        let json = format!(
+            r#"{{"version":1,"id":{id:?},"name":{name:?},"image":{image:?},"image_id":"sha256:00",
+"command":["true"],"labels":{labels},"status":"exited","created_at":0.0,"exit_code":0,
+"limits":{{}},"rootfs":{{"upperdir":"","workdir":"","merged":"","lowerdirs":[]}},
+"network":"none","hostname":"h"}}"#
+        );
         std::fs::write(dir.join("state.json"), json).unwrap();
     }
 

@@ -3,6 +3,7 @@
 use super::state_dir::StateDir;
 use crate::runtime::spec::LaunchOptions;
 use crate::runtime::supervisor::{self, Launched};
+use crate::runtime::units::{ByteSize, Cpus, MemorySwap, Network, PidsLimit};
 use clap::Args;
 use std::process::ExitCode;
 
@@ -15,16 +16,16 @@ pub struct LaunchArgs {
     name: Option<String>,
     /// Memory limit, e.g. 256Mi.
     #[arg(long, short = 'm', allow_hyphen_values = true)]
-    memory: Option<String>,
+    memory: Option<ByteSize>,
     /// Memory plus swap limit (-1: unlimited swap).
     #[arg(long, allow_hyphen_values = true)]
-    memory_swap: Option<String>,
-    /// CPU quota in CPUs, e.g. 0.5.
+    memory_swap: Option<MemorySwap>,
+    /// CPU quota in CPUs, from 0.01 to the number of CPUs, e.g. 0.5.
     #[arg(long, allow_hyphen_values = true)]
-    cpus: Option<String>,
+    cpus: Option<Cpus>,
     /// Maximum number of processes and threads.
     #[arg(long, allow_hyphen_values = true)]
-    pids_limit: Option<String>,
+    pids_limit: Option<PidsLimit>,
     /// Hostname inside the container (default: the short id).
     #[arg(long)]
     hostname: Option<String>,
@@ -42,7 +43,7 @@ pub struct LaunchArgs {
     labels: Vec<String>,
     /// Network: none (own namespace, loopback only) or host.
     #[arg(long, default_value = "none")]
-    network: String,
+    network: Network,
     /// Run in the background; output goes to `agent logs`.
     #[arg(long, short = 'd')]
     detach: bool,
@@ -71,7 +72,7 @@ pub fn run(args: LaunchArgs) -> anyhow::Result<ExitCode> {
         workdir: args.workdir,
         user: args.user,
         labels: args.labels,
-        network: Some(args.network),
+        network: args.network,
         detach: args.detach,
         auto_remove: args.rm,
         init: args.init,

@@ -70,7 +70,23 @@ fn end_quietly_on_closed_stdout() {
 
 /// Entry point of the binary: run the subcommand, print errors as one line.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // --help and --version go to stdout, whole.
+        Err(e) if !e.use_stderr() => e.exit(),
+        Err(e) => {
+            // A malformed flag is one line, like every other error.
+            // clap's first paragraph, joined (the usage and hint that follow are dropped).
+            let text = e.to_string();
+            let first: Vec<&str> = text
+                .lines()
+                .take_while(|l| !l.trim().is_empty())
+                .map(str::trim)
+                .collect();
+            eprintln!("agent: {}", first.join(" "));
+            return ExitCode::from(2);
+        }
+    };
     if cli.command.only_reads() {
         end_quietly_on_closed_stdout();
     }

@@ -27,6 +27,7 @@ pub mod spec;
 pub mod state;
 pub mod supervisor;
 mod sys;
+pub mod units;
 
 use std::path::{Path, PathBuf};
 

@@ -6,6 +6,8 @@
 
 use super::image::{self, ImageRecord};
 use super::state::validate_name;
+pub use super::units::Network;
+use super::units::{ByteSize, Cpus, MemorySwap, PidsLimit};
 use super::{Error, IoContext, Paths, Result};
 use crate::cgroup::Limits;
 use std::collections::BTreeMap;
@@ -17,13 +19,13 @@ pub struct LaunchOptions {
     /// `--name`.
     pub name: Option<String>,
     /// `--memory` (e.g. `256Mi`, `1g`, `1048576`).
-    pub memory: Option<String>,
+    pub memory: Option<ByteSize>,
     /// `--memory-swap`: memory + swap, or `-1` for unlimited swap.
-    pub memory_swap: Option<String>,
+    pub memory_swap: Option<MemorySwap>,
     /// `--cpus` (fractional CPUs).
-    pub cpus: Option<String>,
+    pub cpus: Option<Cpus>,
     /// `--pids-limit`.
-    pub pids_limit: Option<String>,
+    pub pids_limit: Option<PidsLimit>,
     /// `--hostname`.
     pub hostname: Option<String>,
     /// `-e KEY=VALUE` (or `KEY` to copy from the caller's environment).
@@ -35,7 +37,7 @@ pub struct LaunchOptions {
     /// `--label KEY=VALUE`.
     pub labels: Vec<String>,
     /// `--network none|host`.
-    pub network: Option<String>,
+    pub network: Network,
     /// `-d`.
     pub detach: bool,
     /// `--rm`.
@@ -46,25 +48,6 @@ pub struct LaunchOptions {
     pub image: String,
     /// CMD….
     pub command: Vec<String>,
-}
-
-/// Network mode.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Network {
-    /// A fresh network namespace with only loopback, up.
-    None,
-    /// The host's network namespace.
-    Host,
-}
-
-impl Network {
-    /// `none` / `host`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Network::None => "none",
-            Network::Host => "host",
-        }
-    }
 }
 
 /// A fully validated launch.
@@ -106,66 +89,34 @@ pub struct LaunchSpec {
     pub init: bool,
 }
 
-/// Parses a byte size: an integer or decimal with an optional unit `b`, `k`/`ki`/`kb`,
-/// `m`/`mi`/`mb`, `g`/`gi`/`gb`, `t`… (case-insensitive; all binary, as Docker does).
-pub fn parse_bytes(s: &str) -> Result<u64> {
-    let bad = || {
-        Error::Invalid(format!(
-            "invalid size {s:?}: use a number with an optional unit (b, k, m, g, t; e.g. 256Mi)"
-        ))
-    };
-    let t = s.trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    if num.is_empty() || num.starts_with('.') {
-        return Err(bad());
-    }
-    let value: f64 = num.parse().map_err(|_| bad())?;
-    let mult: u64 = match unit.to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "ki" | "kb" | "kib" => 1 << 10,
-        "m" | "mi" | "mb" | "mib" => 1 << 20,
-        "g" | "gi" | "gb" | "gib" => 1 << 30,
-        "t" | "ti" | "tb" | "tib" => 1 << 40,
-        _ => return Err(bad()),
-    };
-    let bytes = value * mult as f64;
-    if !bytes.is_finite() || bytes >= u64::MAX as f64 {
-        return Err(bad());
-    }
-    Ok(bytes as u64)
-}
-
 /// Smallest memory limit accepted (Docker's minimum).
 pub const MIN_MEMORY: u64 = 6 << 20;
 /// CFS period used for `--cpus`.
 pub const CPU_PERIOD_US: u64 = 100_000;
 
-/// Validates the limit options into [`Limits`].
+/// Checks the limit options against each other into [`Limits`] (each value
+/// was parsed and bounded by its own type already).
 pub fn parse_limits(opts: &LaunchOptions) -> Result<Limits> {
     let mut limits = Limits::default();
-    if let Some(m) = &opts.memory {
-        let bytes = parse_bytes(m).map_err(|e| Error::Invalid(format!("--memory: {e}")))?;
+    if let Some(ByteSize(bytes)) = opts.memory {
         if bytes < MIN_MEMORY {
-            return Err(Error::Invalid(format!("--memory {m}: the minimum is 6MiB")));
+            return Err(Error::Invalid(format!(
+                "--memory {bytes}: the minimum is 6MiB"
+            )));
         }
         limits.memory_bytes = Some(bytes);
     }
-    match (&opts.memory_swap, limits.memory_bytes) {
+    match (opts.memory_swap, limits.memory_bytes) {
         (Some(_), None) => {
             return Err(Error::Invalid(
                 "--memory-swap needs --memory as well".into(),
             ));
         }
-        (Some(s), Some(_)) if s.trim() == "-1" => limits.memory_swap_bytes = None,
-        (Some(s), Some(mem)) => {
-            let bytes =
-                parse_bytes(s).map_err(|e| Error::Invalid(format!("--memory-swap: {e}")))?;
+        (Some(MemorySwap::Unlimited), Some(_)) => limits.memory_swap_bytes = None,
+        (Some(MemorySwap::Total(ByteSize(bytes))), Some(mem)) => {
             if bytes < mem {
                 return Err(Error::Invalid(format!(
-                    "--memory-swap {s} is smaller than --memory (it is memory plus swap)"
+                    "--memory-swap {bytes} is smaller than --memory (it is memory plus swap)"
                 )));
             }
             limits.memory_swap_bytes = Some(bytes);
@@ -174,39 +125,12 @@ pub fn parse_limits(opts: &LaunchOptions) -> Result<Limits> {
         (None, Some(mem)) => limits.memory_swap_bytes = Some(mem.saturating_mul(2)),
         (None, None) => {}
     }
-    if let Some(c) = &opts.cpus {
-        let cpus: f64 = c
-            .trim()
-            .parse()
-            .map_err(|_| Error::Invalid(format!("--cpus {c:?}: not a number (e.g. 0.5)")))?;
-        let available = std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1) as f64;
-        if !cpus.is_finite() || cpus <= 0.0 {
-            return Err(Error::Invalid(format!(
-                "--cpus {c}: must be greater than 0"
-            )));
-        }
-        if cpus > available {
-            return Err(Error::Invalid(format!(
-                "--cpus {c}: only {available} CPUs are available"
-            )));
-        }
-        let quota = ((cpus * CPU_PERIOD_US as f64).round() as u64).max(1000);
-        limits.cpu_quota_us = Some(quota);
+    if let Some(cpus) = opts.cpus {
+        limits.cpu_quota_us = Some(cpus.quota_us(CPU_PERIOD_US));
         limits.cpu_period_us = Some(CPU_PERIOD_US);
     }
-    if let Some(p) = &opts.pids_limit {
-        let n: i64 = p
-            .trim()
-            .parse()
-            .map_err(|_| Error::Invalid(format!("--pids-limit {p:?}: not an integer")))?;
-        if n <= 0 {
-            return Err(Error::Invalid(format!(
-                "--pids-limit {p}: must be at least 1"
-            )));
-        }
-        limits.pids_max = Some(n as u64);
+    if let Some(PidsLimit(n)) = opts.pids_limit {
+        limits.pids_max = Some(n);
     }
     Ok(limits)
 }
@@ -347,15 +271,7 @@ fn resolve_user_in(
 /// Validates `opts` against the store. Creates nothing.
 pub fn validate(paths: &Paths, opts: &LaunchOptions, id: String) -> Result<LaunchSpec> {
     let limits = parse_limits(opts)?;
-    let network = match opts.network.as_deref().unwrap_or("none") {
-        "none" => Network::None,
-        "host" => Network::Host,
-        other => {
-            return Err(Error::Invalid(format!(
-                "--network {other}: use none or host"
-            )));
-        }
-    };
+    let network = opts.network;
     let name = match &opts.name {
         Some(n) => {
             validate_name(n)?;
@@ -589,33 +505,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn byte_sizes() {
-        assert_eq!(parse_bytes("256Mi").unwrap(), 256 << 20);
-        assert_eq!(parse_bytes("1g").unwrap(), 1 << 30);
-        assert_eq!(parse_bytes("1.5k").unwrap(), 1536);
-        assert_eq!(parse_bytes("4096").unwrap(), 4096);
-        for bad in ["12xb", "", "-1", "m", ".5m", "1e3", "1 m x"] {
-            assert!(parse_bytes(bad).is_err(), "{bad}");
-        }
-    }
-
-    #[test]
     fn limits_are_validated() {
         let opts = |f: fn(&mut LaunchOptions)| {
             let mut o = LaunchOptions::default();
             f(&mut o);
             parse_limits(&o)
         };
-        assert!(opts(|o| o.memory = Some("12xb".into())).is_err());
-        assert!(opts(|o| o.memory = Some("1k".into())).is_err());
-        assert!(opts(|o| o.cpus = Some("-1".into())).is_err());
-        assert!(opts(|o| o.cpus = Some("0".into())).is_err());
-        assert!(opts(|o| o.pids_limit = Some("0".into())).is_err());
-        assert!(opts(|o| o.memory_swap = Some("1g".into())).is_err());
+        assert!(opts(|o| o.memory = Some(ByteSize(1024))).is_err());
+        assert!(opts(|o| o.memory_swap = Some(MemorySwap::Total(ByteSize(1 << 30)))).is_err());
         let l = opts(|o| {
-            o.memory = Some("64m".into());
-            o.cpus = Some("0.5".into());
-            o.pids_limit = Some("64".into());
+            o.memory = Some(ByteSize(64 << 20));
+            o.memory_swap = Some(MemorySwap::Total(ByteSize(32 << 20)));
+        });
+        assert!(l.is_err(), "swap total below memory");
+        let l = opts(|o| {
+            o.memory = Some(ByteSize(64 << 20));
+            o.cpus = "0.5".parse().ok();
+            o.pids_limit = Some(PidsLimit(64));
         })
         .unwrap();
         assert_eq!(l.memory_bytes, Some(64 << 20));
@@ -626,8 +532,8 @@ mod tests {
         );
         assert_eq!(l.pids_max, Some(64));
         let l = opts(|o| {
-            o.memory = Some("64m".into());
-            o.memory_swap = Some("-1".into());
+            o.memory = Some(ByteSize(64 << 20));
+            o.memory_swap = Some(MemorySwap::Unlimited);
         })
         .unwrap();
         assert_eq!(l.memory_swap_bytes, None);

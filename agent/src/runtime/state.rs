@@ -46,6 +46,7 @@
 //! A limit that is `null` is unlimited. `lowerdirs` is top-most layer first (as in
 //! the overlay mount option). Unknown fields must be ignored by readers.
 
+use super::units::Network;
 use super::{Error, IoContext, Paths, Result};
 use crate::cgroup::{CgroupInfo, Limits};
 use serde::{Deserialize, Serialize};
@@ -144,7 +145,7 @@ pub struct ContainerState {
     #[serde(default)]
     pub namespaces: BTreeMap<String, u64>,
     /// `none` or `host`.
-    pub network: String,
+    pub network: Network,
     /// The container's hostname.
     pub hostname: String,
     /// Launched with `-d`.
@@ -187,7 +188,7 @@ impl ContainerState {
             cgroup: None,
             rootfs: RootfsInfo::default(),
             namespaces: BTreeMap::new(),
-            network: "none".into(),
+            network: Network::None,
             hostname: "h".into(),
             detached: false,
             auto_remove: false,

@@ -223,7 +223,7 @@ fn initial_state(spec: &LaunchSpec, layer: &ContainerLayer) -> ContainerState {
             lowerdirs: layer.lowerdirs.clone(),
         },
         namespaces: Default::default(),
-        network: spec.network.as_str().into(),
+        network: spec.network,
         hostname: spec.hostname.clone(),
         detached: spec.detach,
         auto_remove: spec.auto_remove,
