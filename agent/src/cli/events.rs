@@ -1,8 +1,8 @@
 //! `agent events`: a live stream of exec and mount events from the running
 //! `agent serve`, read over its root-only control socket.
 
-use crate::ebpf::{EventKind, EventRecord};
-use crate::server::control::{DEFAULT_SOCKET, Request};
+use crate::ebpf::EventKind;
+use crate::server::control::{DEFAULT_SOCKET, Notice, Reply, Request};
 use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
 use std::io::{BufRead, BufReader, ErrorKind, Write};
@@ -56,23 +56,19 @@ pub fn run(args: EventsArgs) -> anyhow::Result<ExitCode> {
     let mut out = stdout.lock();
     for line in BufReader::new(&stream).lines() {
         let line = line.with_context(|| format!("reading {}", args.socket.display()))?;
-        let value: serde_json::Value = serde_json::from_str(&line)
-            .with_context(|| format!("bad line from the agent: {line}"))?;
-        if let Some(err) = value.get("error").and_then(|e| e.as_str()) {
-            bail!("{err}");
-        }
-        let printed = if value.get("notice").is_some() {
-            let missed = value.get("missed").and_then(|m| m.as_u64()).unwrap_or(0);
-            writeln!(
+        let reply =
+            Reply::parse(&line).with_context(|| format!("bad line from the agent: {line}"))?;
+        let printed = match reply {
+            Reply::Error { error } => bail!("{error}"),
+            Reply::Notice {
+                notice: Notice::Lagged,
+                missed,
+            } => writeln!(
                 std::io::stderr(),
                 "agent events: fell behind, {missed} events skipped"
-            )
-        } else if args.json {
-            writeln!(out, "{line}")
-        } else {
-            let record: EventRecord = serde_json::from_value(value)
-                .with_context(|| format!("bad event from the agent: {line}"))?;
-            writeln!(out, "{record}")
+            ),
+            Reply::Event(_) if args.json => writeln!(out, "{line}"),
+            Reply::Event(record) => writeln!(out, "{record}"),
         };
         match printed.and_then(|()| out.flush()) {
             Ok(()) => {}

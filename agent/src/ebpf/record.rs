@@ -219,6 +219,20 @@ mod tests {
         assert!(json.contains(r#""result":"error""#), "{json}");
         let back: EventRecord = serde_json::from_str(&json).unwrap();
         assert_eq!(back, rec);
+        // On the control socket, the same line is told apart from the other replies.
+        use crate::server::control::{Notice, Reply};
+        let reply = Reply::parse(&json).unwrap();
+        assert_eq!(reply, Reply::Event(Box::new(rec.clone())));
+        let lagged = Reply::parse(r#"{"notice":"lagged","missed":3}"#).unwrap();
+        assert_eq!(
+            lagged,
+            Reply::Notice {
+                notice: Notice::Lagged,
+                missed: 3
+            }
+        );
+        let error = Reply::parse(r#"{"error":"no"}"#).unwrap();
+        assert_eq!(error, Reply::Error { error: "no".into() });
         assert_eq!(back.mount.as_ref().unwrap().errno, Some(19));
         let line = rec.to_string();
         assert!(line.contains("type=bogusfs"), "{line}");

@@ -67,6 +67,45 @@ pub enum Request {
     },
 }
 
+/// A line the agent sends back. Untagged, so each kind is told by its fields:
+/// `{"error":"…"}`, `{"notice":"lagged","missed":N}`, or an [`EventRecord`].
+/// Read with [`Reply::parse`].
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum Reply {
+    /// The request failed; the agent hangs up after it.
+    Error { error: String },
+    /// The client fell behind and `missed` events were skipped.
+    Notice { notice: Notice, missed: u64 },
+    /// One event.
+    Event(Box<EventRecord>),
+}
+
+impl Reply {
+    /// Reads one line. (serde's untagged enums buffer values in a form that
+    /// cannot hold the record's 128-bit timestamp, so the record is read on its own.)
+    pub fn parse(line: &str) -> serde_json::Result<Reply> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Control {
+            Error { error: String },
+            Notice { notice: Notice, missed: u64 },
+        }
+        match serde_json::from_str::<Control>(line) {
+            Ok(Control::Error { error }) => Ok(Reply::Error { error }),
+            Ok(Control::Notice { notice, missed }) => Ok(Reply::Notice { notice, missed }),
+            Err(_) => serde_json::from_str(line).map(|r| Reply::Event(Box::new(r))),
+        }
+    }
+}
+
+/// What a [`Reply::Notice`] is about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Notice {
+    Lagged,
+}
+
 /// Binds the socket: creates its directory (mode 0700 when it creates it),
 /// replaces a stale socket file, refuses a live one, and makes it mode 0600.
 /// Must be called inside a tokio runtime.
@@ -195,10 +234,15 @@ async fn handle(
                         {
                             continue;
                         }
+                        // The same JSON as `Reply::Event`, without copying the record.
                         serde_json::to_string(&*ev).map_err(std::io::Error::other)?
                     }
-                    Err(broadcast::error::RecvError::Lagged(n)) => {
-                        format!(r#"{{"notice":"lagged","missed":{n}}}"#)
+                    Err(broadcast::error::RecvError::Lagged(missed)) => {
+                        let notice = Reply::Notice {
+                            notice: Notice::Lagged,
+                            missed,
+                        };
+                        serde_json::to_string(&notice).map_err(std::io::Error::other)?
                     }
                     Err(broadcast::error::RecvError::Closed) => return Ok(()),
                 };
@@ -213,7 +257,10 @@ async fn send_error(
     write: &mut tokio::net::unix::OwnedWriteHalf,
     message: &str,
 ) -> std::io::Result<()> {
-    let line = serde_json::json!({ "error": message }).to_string();
+    let reply = Reply::Error {
+        error: message.to_owned(),
+    };
+    let line = serde_json::to_string(&reply).map_err(std::io::Error::other)?;
     write.write_all(line.as_bytes()).await?;
     write.write_all(b"\n").await
 }
