@@ -76,6 +76,33 @@ pub fn sanitize_label_name(out: &mut String, key: &str) {
     );
 }
 
+/// Prometheus label names for container labels: `prefix` plus the key with every
+/// character outside `[A-Za-z0-9]` made `_`. Keys that sanitize to the same name
+/// (`a.b`, `a-b`, `a_b`) all stay: in the byte order of the original keys, the
+/// first gets the plain name and each later one the first free `_2`, `_3`, …
+/// suffix. So no value is dropped and the same labels always give the same names.
+pub fn container_label_names<'a, V>(
+    prefix: &str,
+    labels: impl IntoIterator<Item = (&'a String, V)>,
+) -> Vec<(String, V)> {
+    let mut sorted: Vec<(&String, V)> = labels.into_iter().collect();
+    sorted.sort_by(|a, b| a.0.cmp(b.0));
+    let mut taken = std::collections::HashSet::new();
+    let mut out = Vec::with_capacity(sorted.len());
+    for (k, v) in sorted {
+        let mut base = String::from(prefix);
+        sanitize_label_name(&mut base, k);
+        let mut name = base.clone();
+        let mut n = 2;
+        while !taken.insert(name.clone()) {
+            name = format!("{base}_{n}");
+            n += 1;
+        }
+        out.push((name, v));
+    }
+    out
+}
+
 /// Writes families into a text buffer.
 pub struct Writer<'a> {
     pub out: &'a mut String,
@@ -160,6 +187,24 @@ mod tests {
         assert_eq!(s, r#"name="a\"b\\c\nd}{,=""#);
         let mut k = String::new();
         sanitize_label_name(&mut k, "com.example/tier-1 ü");
+        let labels: std::collections::BTreeMap<String, &str> = [
+            ("a_b".to_string(), "3"),
+            ("a.b".to_string(), "2"),
+            ("a-b".to_string(), "1"),
+            ("a_b_2".to_string(), "4"),
+        ]
+        .into_iter()
+        .collect();
+        let names = container_label_names("container_label_", labels.iter().map(|(k, v)| (k, *v)));
+        assert_eq!(
+            names,
+            [
+                ("container_label_a_b".to_string(), "1"),
+                ("container_label_a_b_2".to_string(), "2"),
+                ("container_label_a_b_3".to_string(), "3"),
+                ("container_label_a_b_2_2".to_string(), "4"),
+            ]
+        );
         assert_eq!(k, "com_example_tier_1__");
     }
 

@@ -11,7 +11,7 @@ pub use launched::LaunchedCollector;
 
 use crate::cgroup::{Runtime, ScrapeErrorKind};
 use crate::container::{Sample, Tracker};
-use exposition::{Kind, Writer, push_label, sanitize_label_name};
+use exposition::{Kind, Writer, container_label_names, push_label};
 use prometheus_client::registry::Registry;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -191,14 +191,8 @@ fn write_cgroup_families(w: &mut Writer<'_>, samples: &[Sample<'_>]) {
         push_label(&mut l, "name", &t.meta.name);
         push_label(&mut l, "image", &t.meta.image);
         push_label(&mut l, "runtime", t.discovered.runtime.as_str());
-        let mut seen = std::collections::BTreeSet::new();
-        for (k, v) in &t.meta.labels {
-            let mut key = String::from("container_label_");
-            sanitize_label_name(&mut key, k);
-            // Two labels can sanitize to one name; keep the first, as cAdvisor does.
-            if seen.insert(key.clone()) {
-                push_label(&mut l, &key, v);
-            }
+        for (key, v) in container_label_names("container_label_", &t.meta.labels) {
+            push_label(&mut l, &key, v);
         }
         w.sample(&name, &l, "", 1.0);
     }
