@@ -6,10 +6,10 @@ use super::metadata::MetadataSource;
 use super::{ContainerLabels, ContainerLookup};
 use crate::cgroup::discovery::{Filter, classify, walk};
 use crate::cgroup::{Discovered, Hierarchy};
+use parking_lot::{Mutex, RwLock};
 use std::collections::{HashMap, HashSet};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
-use std::sync::{Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 /// cgroup path → container labels, shared between the tracker and the eBPF reader.
@@ -58,7 +58,7 @@ impl ContainerIndex {
     /// Replaces the table with what the latest scan found.
     pub fn replace(&self, entries: HashMap<String, ContainerLabels>) {
         if let Some(unified) = self.hierarchy.unified_dir("/") {
-            let old = std::mem::take(&mut *self.by_id.write().unwrap_or_else(|p| p.into_inner()));
+            let old = std::mem::take(&mut *self.by_id.write());
             let mut ids = CgroupIds::default();
             for path in entries.keys() {
                 // Only new paths cost a stat; known ones keep their inode.
@@ -71,22 +71,14 @@ impl ContainerIndex {
                     ids.insert(id, path.clone());
                 }
             }
-            *self.by_id.write().unwrap_or_else(|p| p.into_inner()) = ids;
+            *self.by_id.write() = ids;
         }
-        self.misses
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .0
-            .clear();
-        *self.known.write().unwrap_or_else(|p| p.into_inner()) = entries;
+        self.misses.lock().0.clear();
+        *self.known.write() = entries;
     }
 
     fn learned(&self, id: u64) -> Option<Learned> {
-        self.learned
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&id)
-            .cloned()
+        self.learned.lock().get(&id).cloned()
     }
 
     /// The labels of a learned container whose metadata was not there yet at
@@ -107,32 +99,21 @@ impl ContainerIndex {
             name: meta.name,
             image: meta.image,
         };
-        if let Some(e) = self
-            .learned
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get_mut(&id)
-        {
+        if let Some(e) = self.learned.lock().get_mut(&id) {
             e.labels = labels.clone();
         }
         labels
     }
 
     fn path_of_id(&self, id: u64) -> Option<String> {
-        if let Some(p) = self
-            .by_id
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .by_id
-            .get(&id)
-        {
+        if let Some(p) = self.by_id.read().by_id.get(&id) {
             return Some(p.clone());
         }
         if let Some(l) = self.learned(id) {
             return Some(l.path);
         }
         let unified = self.hierarchy.unified_dir("/")?;
-        let mut misses = self.misses.lock().unwrap_or_else(|p| p.into_inner());
+        let mut misses = self.misses.lock();
         if misses.0.contains(&id) {
             return None;
         }
@@ -143,7 +124,7 @@ impl ContainerIndex {
         }
         misses.1 = Some(Instant::now());
         let found = walk_containers(&unified, &self.filter);
-        let mut ids = self.by_id.write().unwrap_or_else(|p| p.into_inner());
+        let mut ids = self.by_id.write();
         for (path, ino) in found {
             ids.insert(ino, path);
         }
@@ -155,11 +136,7 @@ impl ContainerIndex {
     }
 
     fn known(&self, path: &str) -> Option<ContainerLabels> {
-        self.known
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(path)
-            .cloned()
+        self.known.read().get(path).cloned()
     }
 
     /// A container cgroup the last scan has not seen yet (a container whose first
@@ -178,10 +155,7 @@ impl ContainerIndex {
             name: meta.name,
             image: meta.image,
         };
-        self.known
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(d.path, labels.clone());
+        self.known.write().insert(d.path, labels.clone());
         Some(labels)
     }
 }
@@ -258,7 +232,7 @@ impl ContainerLookup for ContainerIndex {
                 image: meta.image,
             }
         });
-        let mut learned = self.learned.lock().unwrap_or_else(|p| p.into_inner());
+        let mut learned = self.learned.lock();
         if learned.len() >= LEARNED_MAX {
             learned.retain(|_, l| l.at.elapsed() < LEARNED_TTL);
             if learned.len() >= LEARNED_MAX {
@@ -278,11 +252,7 @@ impl ContainerLookup for ContainerIndex {
             },
         );
         drop(learned);
-        self.misses
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .0
-            .remove(&id);
+        self.misses.lock().0.remove(&id);
     }
 
     fn container_for_cgroup_path(&self, path: &str) -> Option<ContainerLabels> {

@@ -14,8 +14,8 @@ pub use index::ContainerIndex;
 pub use metadata::{ContainerMeta, MetadataSource};
 pub use tracker::{Sample, Tracked, Tracker};
 
+use parking_lot::RwLock;
 use serde::{Deserialize, Serialize};
-use std::sync::RwLock;
 
 /// The labels every per-container series carries, as the cgroup families do.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -100,21 +100,21 @@ impl StaticLookup {
     /// Registers (or replaces) the container whose cgroup is `path`.
     pub fn insert(&self, path: impl Into<String>, labels: ContainerLabels) {
         let path = path.into();
-        let mut entries = self.entries.write().unwrap_or_else(|e| e.into_inner());
+        let mut entries = self.entries.write();
         entries.retain(|(p, _)| *p != path);
         entries.push((path, labels));
     }
 
     /// Forgets the container whose cgroup is `path`.
     pub fn remove(&self, path: &str) {
-        let mut entries = self.entries.write().unwrap_or_else(|e| e.into_inner());
+        let mut entries = self.entries.write();
         entries.retain(|(p, _)| p != path);
     }
 }
 
 impl ContainerLookup for StaticLookup {
     fn container_for_cgroup_path(&self, path: &str) -> Option<ContainerLabels> {
-        let entries = self.entries.read().unwrap_or_else(|e| e.into_inner());
+        let entries = self.entries.read();
         entries
             .iter()
             .filter(|(p, _)| {

@@ -9,10 +9,11 @@ use crate::container::ContainerLookup;
 use aya::maps::{MapData, PerCpuArray, RingBuf};
 use aya::programs::{BtfTracePoint, RawTracePoint};
 use aya::{Btf, Ebpf, EbpfLoader};
+use parking_lot::Mutex;
 use prometheus_client::encoding::DescriptorEncoder;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::io::unix::AsyncFd;
 use tokio::sync::broadcast;
@@ -131,10 +132,6 @@ impl Drop for Tracer {
     fn drop(&mut self) {
         self.reader.abort();
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// An error with its causes, on one line.
@@ -267,14 +264,14 @@ impl Tracer {
 
     /// Records the kernel could not deliver (ring buffer full), as (exec, mount).
     pub fn lost(&self) -> (u64, u64) {
-        let lost = lock(&self.shared.lost);
+        let lost = self.shared.lost.lock();
         let sum = |slot| lost.get(&slot, 0).map(|v| v.iter().sum()).unwrap_or(0);
         (sum(LOST_EXEC), sum(LOST_MOUNT))
     }
 
     /// Exec and mount counts per container, namespace and host.
     pub fn with_counters<R>(&self, f: impl FnOnce(&EventCounters) -> R) -> R {
-        f(&lock(&self.shared.counters))
+        f(&self.shared.counters.lock())
     }
 
     /// Writes `agent_ebpf_program_attached 0` for every hook: call at scrape
@@ -334,12 +331,12 @@ impl Tracer {
             ],
         )?;
         self.shared.prune();
-        lock(&self.shared.counters).encode(encoder)
+        self.shared.counters.lock().encode(encoder)
     }
 
     /// cgroup mkdir records the kernel could not deliver (ring buffer full).
     pub fn lost_cgroup_mkdir(&self) -> u64 {
-        let lost = lock(&self.shared.lost);
+        let lost = self.shared.lost.lock();
         lost.get(&LOST_CGROUP, 0)
             .map(|v| v.iter().sum())
             .unwrap_or(0)
@@ -597,8 +594,8 @@ impl Shared {
     /// Drops series and cache entries of containers and namespaces gone for
     /// longer than the grace period.
     fn prune(&self) {
-        let mut counters = lock(&self.counters);
-        let mut attributor = lock(&self.attributor);
+        let mut counters = self.counters.lock();
+        let mut attributor = self.attributor.lock();
         counters.prune(self.grace, &attributor);
         attributor.expire(self.grace);
     }
@@ -623,8 +620,10 @@ impl Shared {
         };
         let p = event.process();
         let (labels, subject) =
-            lock(&self.attributor).attribute(p.mnt_ns, p.tgid, p.ppid, p.cgroup_id);
-        lock(&self.counters).record(&labels, &subject, &event);
+            self.attributor
+                .lock()
+                .attribute(p.mnt_ns, p.tgid, p.ppid, p.cgroup_id);
+        self.counters.lock().record(&labels, &subject, &event);
         if self.events_tx.receiver_count() > 0 {
             let record = EventRecord::new(&event, labels, self.boot_to_unix_ns);
             // No subscriber left in between is fine.

@@ -172,9 +172,10 @@ mod tests {
     use super::*;
     use crate::container::NoContainers;
     use crate::ebpf::events::{ExecInfo, MountInfo, ProcessInfo};
+    use parking_lot::Mutex;
     use prometheus_client::collector::Collector;
     use prometheus_client::registry::Registry;
-    use std::sync::{Arc, Mutex};
+    use std::sync::Arc;
 
     fn process(mnt_ns: u32) -> ProcessInfo {
         ProcessInfo {
@@ -227,7 +228,7 @@ mod tests {
 
     impl Collector for C {
         fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
-            self.0.lock().unwrap().encode(&mut encoder)
+            self.0.lock().encode(&mut encoder)
         }
     }
 
@@ -251,7 +252,7 @@ mod tests {
             cgroup_path: "/docker/abc".into(),
         };
         {
-            let mut g = c.lock().unwrap();
+            let mut g = c.lock();
             g.record(&web, &subject, &exec(10));
             g.record(&web, &subject, &exec(10));
             g.record(&web, &subject, &mount(10, 0));

@@ -3,13 +3,13 @@
 //! container's exit code and OOM kill stay visible until `agent rm`.
 
 use crate::runtime::state::{self, ContainerState};
+use parking_lot::Mutex;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::gauge::ConstGauge;
 use std::collections::HashSet;
 use std::path::PathBuf;
-use std::sync::Mutex;
 
 /// Reads `<state_dir>/containers/*/state.json` at scrape time.
 #[derive(Debug)]
@@ -40,7 +40,7 @@ fn labels(c: &ContainerState) -> [(&'static str, String); 3] {
 impl Collector for LaunchedCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let (containers, errors) = state::list_lenient(&self.state_dir);
-        let mut warned = self.warned.lock().unwrap_or_else(|p| p.into_inner());
+        let mut warned = self.warned.lock();
         for e in &errors {
             if warned.insert(e.to_string()) {
                 tracing::warn!(error = %e, "unreadable container state; skipped");

@@ -12,8 +12,8 @@ pub use launched::LaunchedCollector;
 use crate::cgroup::{Runtime, ScrapeErrorKind};
 use crate::container::{Sample, Tracker};
 use exposition::{Kind, Writer, container_label_names, push_label};
+use parking_lot::Mutex;
 use prometheus_client::registry::Registry;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Instant;
 
@@ -54,17 +54,12 @@ impl Exporter {
 
     /// Runs a discovery scan now (at start-up, so the first scrape is complete).
     pub fn refresh(&self) {
-        self.lock().refresh(true);
+        self.tracker.lock().refresh(true);
     }
 
     /// Runs a discovery scan if the rescan interval has passed.
     pub fn refresh_if_due(&self) {
-        self.lock().refresh(false);
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Tracker> {
-        // The tracker holds no invariant a panicking reader could break; keep serving.
-        self.tracker.lock().unwrap_or_else(|p| p.into_inner())
+        self.tracker.lock().refresh(false);
     }
 
     /// Reads every tracked cgroup and encodes the full exposition in `format`.
@@ -77,7 +72,7 @@ impl Exporter {
             format,
         };
         {
-            let mut tracker = self.lock();
+            let mut tracker = self.tracker.lock();
             let samples = tracker.collect();
             write_cgroup_families(&mut w, &samples);
             drop(samples);
