@@ -1,16 +1,16 @@
-//! Loads and attaches the eBPF programs, reads the ring buffer from tokio,
-//! and keeps the counters that `/metrics` shows.
+//! Loads and attaches the eBPF programs: the cheapest hook of each kind the
+//! kernel allows, with its fallback, and the [`Tracer`] that owns them.
 
 use super::attribution::Attributor;
-use super::events::{self, LOST_CGROUP, LOST_EXEC, LOST_MOUNT, Record};
-use super::metrics::{EventCounters, encode_counter_by, encode_gauge_by};
+use super::events::{LOST_CGROUP, LOST_EXEC, LOST_MOUNT};
+use super::metrics::EventCounters;
+use super::reader::{Shared, boot_to_unix_offset_ns, read_loop};
 use super::record::EventRecord;
 use crate::container::ContainerLookup;
-use aya::maps::{MapData, PerCpuArray, RingBuf};
+use aya::maps::{PerCpuArray, RingBuf};
 use aya::programs::{BtfTracePoint, RawTracePoint};
 use aya::{Btf, Ebpf, EbpfLoader};
 use parking_lot::Mutex;
-use prometheus_client::encoding::DescriptorEncoder;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -95,25 +95,11 @@ pub struct ProgramStatus {
     pub error: Option<String>,
 }
 
-struct Shared {
-    counters: Mutex<EventCounters>,
-    attributor: Mutex<Attributor>,
-    /// Learns cgroup2 ids from cgroup mkdir records.
-    lookup: Arc<dyn ContainerLookup>,
-    lost: Mutex<PerCpuArray<MapData, u64>>,
-    events_tx: broadcast::Sender<Arc<EventRecord>>,
-    programs: Vec<ProgramStatus>,
-    received: AtomicU64,
-    decode_errors: AtomicU64,
-    grace: Duration,
-    boot_to_unix_ns: i128,
-}
-
 /// The running tracer. Dropping it stops the reader and detaches the programs.
 ///
 /// Share it (`Arc<Tracer>`) between the metrics collector and the control socket.
 pub struct Tracer {
-    shared: Arc<Shared>,
+    pub(super) shared: Arc<Shared>,
     reader: JoinHandle<()>,
     // Owns the programs and their links: keep it until the reader is stopped.
     ebpf: Ebpf,
@@ -274,66 +260,6 @@ impl Tracer {
         f(&self.shared.counters.lock())
     }
 
-    /// Writes `agent_ebpf_program_attached 0` for every hook: call at scrape
-    /// time instead of [`Tracer::encode_metrics`] when the tracer could not
-    /// start, so that "tracing is off" can be alerted on.
-    pub fn encode_unavailable(encoder: &mut DescriptorEncoder) -> std::fmt::Result {
-        let hooks: Vec<(&str, i64)> = HOOKS.iter().map(|h| (*h, 0)).collect();
-        encode_gauge_by(
-            encoder,
-            "agent_ebpf_program_attached",
-            "1 when the eBPF program on this hook is attached",
-            "program",
-            &hooks,
-        )
-    }
-
-    /// Writes every `agent_ebpf_*`, `agent_exec_events_total` and
-    /// `agent_mount_events_total` family. Call from a prometheus-client
-    /// `Collector::encode` at scrape time.
-    pub fn encode_metrics(&self, encoder: &mut DescriptorEncoder) -> std::fmt::Result {
-        let hooks: Vec<(&str, i64)> = self
-            .shared
-            .programs
-            .iter()
-            .map(|p| (p.hook, i64::from(p.attached)))
-            .collect();
-        encode_gauge_by(
-            encoder,
-            "agent_ebpf_program_attached",
-            "1 when the eBPF program on this hook is attached",
-            "program",
-            &hooks,
-        )?;
-        let (lost_exec, lost_mount) = self.lost();
-        encode_counter_by(
-            encoder,
-            "agent_ebpf_events_lost",
-            "Events dropped in the kernel because the ring buffer was full",
-            "type",
-            &[
-                ("exec", lost_exec),
-                ("mount", lost_mount),
-                ("cgroup_mkdir", self.lost_cgroup_mkdir()),
-            ],
-        )?;
-        encode_counter_by(
-            encoder,
-            "agent_ebpf_events_received",
-            "Records read from the ring buffer, and records that failed to decode",
-            "outcome",
-            &[
-                (
-                    "decoded",
-                    self.received().saturating_sub(self.decode_errors()),
-                ),
-                ("invalid", self.decode_errors()),
-            ],
-        )?;
-        self.shared.prune();
-        self.shared.counters.lock().encode(encoder)
-    }
-
     /// cgroup mkdir records the kernel could not deliver (ring buffer full).
     pub fn lost_cgroup_mkdir(&self) -> u64 {
         let lost = self.shared.lost.lock();
@@ -342,7 +268,7 @@ impl Tracer {
             .unwrap_or(0)
     }
 
-    fn decode_errors(&self) -> u64 {
+    pub(super) fn decode_errors(&self) -> u64 {
         self.shared.decode_errors.load(Ordering::Relaxed)
     }
 }
@@ -553,107 +479,11 @@ fn attach_raw(ebpf: &mut Ebpf, name: &str, tracepoint: &str) -> Result<(), Strin
     Ok(())
 }
 
-/// How often the reader drains the ring buffer when the kernel did not wake
-/// it (it only wakes it when the buffer is an eighth full).
-const DRAIN_INTERVAL: Duration = Duration::from_millis(50);
-const PRUNE_INTERVAL: Duration = Duration::from_secs(60);
-
-async fn read_loop(mut fd: AsyncFd<RingBuf<MapData>>, shared: Arc<Shared>) {
-    let mut tick = tokio::time::interval(DRAIN_INTERVAL);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // Pruning also runs at scrape time; this bounds memory when nobody scrapes.
-    let mut last_prune = std::time::Instant::now();
-    loop {
-        if last_prune.elapsed() >= PRUNE_INTERVAL {
-            shared.prune();
-            last_prune = std::time::Instant::now();
-        }
-        tokio::select! {
-            ready = fd.readable_mut() => match ready {
-                Ok(mut guard) => {
-                    drain(guard.get_inner_mut(), &shared);
-                    guard.clear_ready();
-                }
-                Err(err) => {
-                    tracing::error!(error = %err, "eBPF ring buffer: cannot wait; event tracing stops");
-                    return;
-                }
-            },
-            _ = tick.tick() => drain(fd.get_mut(), &shared),
-        }
-    }
-}
-
-fn drain(ring: &mut RingBuf<MapData>, shared: &Shared) {
-    while let Some(item) = ring.next() {
-        shared.handle(&item);
-    }
-}
-
-impl Shared {
-    /// Drops series and cache entries of containers and namespaces gone for
-    /// longer than the grace period.
-    fn prune(&self) {
-        let mut counters = self.counters.lock();
-        let mut attributor = self.attributor.lock();
-        counters.prune(self.grace, &attributor);
-        attributor.expire(self.grace);
-    }
-
-    fn handle(&self, bytes: &[u8]) {
-        self.received.fetch_add(1, Ordering::Relaxed);
-        let event = match events::decode_record(bytes) {
-            Ok(Record::Event(e)) => e,
-            Ok(Record::CgroupMkdir(_, m)) => {
-                // Not an event of its own: it only tells the lookup which
-                // cgroup path an id is, before that cgroup's events follow.
-                self.lookup.learn_cgroup(m.id, &m.path);
-                return;
-            }
-            Err(err) => {
-                let n = self.decode_errors.fetch_add(1, Ordering::Relaxed);
-                if n.is_power_of_two() || n == 0 {
-                    tracing::warn!(error = %err, count = n + 1, "invalid eBPF record dropped");
-                }
-                return;
-            }
-        };
-        let p = event.process();
-        let (labels, subject) =
-            self.attributor
-                .lock()
-                .attribute(p.mnt_ns, p.tgid, p.ppid, p.cgroup_id);
-        self.counters.lock().record(&labels, &subject, &event);
-        if self.events_tx.receiver_count() > 0 {
-            let record = EventRecord::new(&event, labels, self.boot_to_unix_ns);
-            // No subscriber left in between is fine.
-            let _ = self.events_tx.send(Arc::new(record));
-        }
-    }
-}
-
-/// CLOCK_REALTIME − CLOCK_BOOTTIME, to turn the kernel's boot-time stamps into
-/// wall-clock time.
-fn boot_to_unix_offset_ns() -> i128 {
-    fn now(clock: libc::clockid_t) -> i128 {
-        let mut ts = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        // SAFETY: `ts` is a valid, writable timespec; clock_gettime only writes it.
-        let rc = unsafe { libc::clock_gettime(clock, &mut ts) };
-        if rc != 0 {
-            return 0;
-        }
-        i128::from(ts.tv_sec) * 1_000_000_000 + i128::from(ts.tv_nsec)
-    }
-    now(libc::CLOCK_REALTIME) - now(libc::CLOCK_BOOTTIME)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use prometheus_client::collector::Collector;
+    use prometheus_client::encoding::DescriptorEncoder;
     use prometheus_client::registry::Registry;
 
     #[derive(Debug)]

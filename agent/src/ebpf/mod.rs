@@ -3,8 +3,9 @@
 //! - `ebpf/events.bpf.c` (built by `agent/build.rs`) hooks `sched_process_exec`
 //!   and the mount family of syscalls and writes records to a ring buffer;
 //! - [`events`] is the `#[repr(C)]` mirror of those records and their decoding;
-//! - [`loader`] loads and attaches the programs with aya and reads the ring
-//!   buffer from tokio ([`Tracer`]);
+//! - [`loader`] loads and attaches the programs with aya ([`Tracer`]); `reader`
+//!   reads the ring buffer from tokio; `collector` puts the tracer's families
+//!   into a scrape;
 //! - [`attribution`] maps a record's namespace to a container, a namespace or
 //!   the host; [`metrics`] counts and encodes them; [`record`] is the event as
 //!   the control socket streams it.
@@ -25,27 +26,13 @@
 //! ```
 
 pub mod attribution;
+mod collector;
 pub mod events;
 pub mod loader;
 pub mod metrics;
+mod reader;
 pub mod record;
 
+pub use collector::TracerCollector;
 pub use loader::{EbpfError, ProgramStatus, Tracer, TracerConfig};
 pub use record::{EventKind, EventRecord};
-
-/// Puts the tracer's families into a scrape: its counters when it runs, the
-/// "nothing attached" families when it could not start.
-#[derive(Debug, Clone)]
-pub struct TracerCollector(pub Option<std::sync::Arc<Tracer>>);
-
-impl prometheus_client::collector::Collector for TracerCollector {
-    fn encode(
-        &self,
-        mut encoder: prometheus_client::encoding::DescriptorEncoder,
-    ) -> Result<(), std::fmt::Error> {
-        match &self.0 {
-            Some(t) => t.encode_metrics(&mut encoder),
-            None => Tracer::encode_unavailable(&mut encoder),
-        }
-    }
-}
