@@ -2,14 +2,14 @@
 //! JSON logs are JSON; SIGTERM ends it cleanly; gzip is honoured. Also the reading
 //! commands' output into a closed pipe. Needs no root.
 
-mod common;
+use agent_test_support as common;
 
 use common::{AgentProcess, http_get};
 use std::io::Read;
 use std::process::Command;
 
 fn agent(args: &[&str]) -> (i32, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_agent"))
+    let out = Command::new(common::agent_bin())
         .args(args)
         .output()
         .expect("running agent");
@@ -61,7 +61,7 @@ fn closed_stdout_ends_reading_commands_quietly() {
         let (reader, writer) = std::io::pipe().unwrap();
         // The reader is gone before the command writes its first line.
         drop(reader);
-        let out = Command::new(env!("CARGO_BIN_EXE_agent"))
+        let out = Command::new(common::agent_bin())
             .args(*args)
             .stdout(writer)
             .output()
@@ -90,7 +90,7 @@ fn listen_address_in_use_is_reported() {
 #[test]
 fn json_logs_and_clean_shutdown() {
     let addr = format!("127.0.0.1:{}", common::free_port());
-    let mut child = Command::new(env!("CARGO_BIN_EXE_agent"))
+    let mut child = Command::new(common::agent_bin())
         .args(["serve", "--listen", &addr, "--log-format", "json"])
         .stderr(std::process::Stdio::piped())
         .spawn()

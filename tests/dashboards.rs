@@ -5,8 +5,7 @@
 //! Needs `promtool` (Debian's `prometheus` package); `PROMTOOL` may name another binary.
 //! Runs in about a second and needs neither root nor a running Prometheus.
 
-#[path = "support/dashboard_queries.rs"]
-mod dashboard_queries;
+use agent_test_support::dashboard_queries;
 
 use dashboard_queries::{Variables, all_panels, dashboards_dir, metric_names};
 use serde_json::{Value, json};

@@ -12,11 +12,9 @@
 //! under test reads; `launch_support::Env` force-removes them (processes, cgroups,
 //! mounts) on drop, also when the test fails.
 
-mod common;
-#[path = "support/dashboard_queries.rs"]
-mod dashboard_queries;
-#[path = "launch_support/mod.rs"]
-mod launch_support;
+use agent_test_support as common;
+use agent_test_support::dashboard_queries;
+use agent_test_support::launch as launch_support;
 
 use common::prometheus::{Config, Prometheus, value_of};
 use common::{AgentProcess, require_root};

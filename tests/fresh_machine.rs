@@ -8,7 +8,7 @@
 //! 3-5 minutes on 2 cores. So it runs only as root and only where asked: in CI
 //! (`CI=true`) or with `AGENT_TEST_FRESH_MACHINE=1`. It clones the committed HEAD.
 
-mod common;
+use agent_test_support as common;
 
 use common::{free_port, http_get, require_root};
 use std::os::unix::process::CommandExt;

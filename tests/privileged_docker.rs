@@ -6,7 +6,7 @@
 //! iptables rules and its cleanup of them never touch the host's network, or a
 //! Docker that already runs on the machine (its `docker0` among them).
 
-mod common;
+use agent_test_support as common;
 
 use common::{AgentProcess, http_get, require_root, sample};
 use std::path::{Path, PathBuf};

@@ -5,7 +5,7 @@
 //! Every test cleans up in `Drop` (child processes, the test cgroup, temp dirs),
 //! also when an assertion fails.
 
-mod common;
+use agent_test_support as common;
 
 use agent::container::{ContainerLabels, NoContainers, StaticLookup};
 use agent::ebpf::events::MountOp;
@@ -826,7 +826,7 @@ impl Drop for KillOnDrop {
 
 fn agent_events(socket: &Path, extra: &[&str]) -> KillOnDrop {
     KillOnDrop(
-        std::process::Command::new(env!("CARGO_BIN_EXE_agent"))
+        std::process::Command::new(common::agent_bin())
             .arg("events")
             .arg("--socket")
             .arg(socket)
@@ -924,7 +924,7 @@ async fn agent_events_without_tracing_is_one_clear_error() {
     let server = tokio::spawn(control::serve(listener, None));
     let sock = socket.clone();
     let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_agent"))
+        std::process::Command::new(common::agent_bin())
             .args(["events", "--socket"])
             .arg(&sock)
             .output()
@@ -943,7 +943,7 @@ async fn agent_events_without_tracing_is_one_clear_error() {
     // The socket file outlives its server: the next bind replaces it.
     assert!(socket.exists());
     drop(control::bind(&socket).expect("a stale socket is replaced"));
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_agent"))
+    let out = std::process::Command::new(common::agent_bin())
         .args(["events", "--socket", "/nonexistent/agent.sock"])
         .output()
         .unwrap();

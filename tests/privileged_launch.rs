@@ -4,8 +4,8 @@
 //! `/bin/busybox`. Every test cleans up in `Drop` (see `launch_support`), also when it
 //! fails. Without root or overlayfs the tests print why and skip.
 
-#[path = "launch_support/mod.rs"]
-mod support;
+use agent_test_support::launch as support;
+use agent_test_support::require_privileges;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};

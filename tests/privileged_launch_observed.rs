@@ -10,10 +10,9 @@
 //! `agent events` client are killed), so it holds when an assertion fails too; the
 //! end of each test also checks that nothing was left behind.
 
-#[path = "launch_support/mod.rs"]
-mod support;
+use agent_test_support::launch as support;
 
-mod common;
+use agent_test_support as common;
 
 use agent::ebpf::EventRecord;
 use agent::ebpf::events::MountOp;

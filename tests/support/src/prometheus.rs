@@ -2,7 +2,7 @@
 //! loopback with its own temporary directory, for end-to-end tests. Killed and its
 //! directory removed on drop, also when a test fails.
 
-use super::{free_port, http_get};
+use crate::{free_port, http_get};
 use serde_json::Value;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};

@@ -1,8 +1,11 @@
 //! Shared pieces of the privileged and end-to-end tests: root checks, real cgroups
 //! that remove themselves, a memory/CPU hog process, the agent binary as a child, a real
-//! Prometheus server ([`prometheus`]) and a minimal HTTP client. Everything cleans up in `Drop`, also when a test fails.
-#![allow(dead_code)]
+//! Prometheus server ([`prometheus`]) and a minimal HTTP client; the launch tests'
+//! state dirs and images ([`launch`]); the dashboard's queries
+//! ([`dashboard_queries`]). Everything cleans up in `Drop`, also when a test fails.
 
+pub mod dashboard_queries;
+pub mod launch;
 pub mod prometheus;
 
 use agent::cgroup::Hierarchy;
@@ -11,6 +14,24 @@ use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+/// The `agent` binary of this build. Cargo builds a package's binaries before its
+/// integration tests and puts them beside their `deps/` directory (a library
+/// cannot see `CARGO_BIN_EXE_agent`, which only the test crates get).
+pub fn agent_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test's own path");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("the test runs from target/<profile>/deps");
+    let bin = dir.join("agent");
+    assert!(
+        bin.is_file(),
+        "{} is missing: build it with `cargo build -p agent` (cargo test does)",
+        bin.display()
+    );
+    bin
+}
 
 /// True when running as root; otherwise prints why the test is skipped.
 pub fn require_root(test: &str) -> bool {
@@ -377,7 +398,7 @@ impl AgentProcess {
         state_dir: &Path,
     ) -> Option<(Child, String)> {
         let addr = format!("127.0.0.1:{}", free_port());
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_agent"));
+        let mut cmd = Command::new(agent_bin());
         cmd.args(["serve", "--listen", &addr, "--rescan-interval", "200ms"])
             .arg("--state-dir")
             .arg(state_dir);

@@ -2,8 +2,6 @@
 //! image built here from Debian's static busybox, a runner for the real `agent`
 //! binary, and cleanup in `Drop` that holds even when a test fails.
 
-#![allow(dead_code)]
-
 use agent::cgroup::ContainerCgroup;
 use agent::runtime::state;
 use sha2::{Digest, Sha256};
@@ -43,7 +41,7 @@ pub fn skip_reason() -> Option<String> {
 #[macro_export]
 macro_rules! require_privileges {
     () => {
-        if let Some(reason) = support::skip_reason() {
+        if let Some(reason) = $crate::launch::skip_reason() {
             eprintln!("SKIPPED: {reason}");
             return;
         }
@@ -97,6 +95,8 @@ pub struct Env {
 
 impl Env {
     /// A fresh state dir with `busybox:latest` imported, sharing the host.
+    // Not `Default`: it builds a state dir and an image on the host.
+    #[allow(clippy::new_without_default)]
     pub fn new() -> Self {
         let guard = Guard::Shared(HOST.read().unwrap_or_else(|e| e.into_inner()));
         Self::with_guard(guard)
@@ -139,7 +139,7 @@ impl Env {
 
     /// The `agent ARGS` command, not yet started.
     pub fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_agent"));
+        let mut cmd = Command::new(crate::agent_bin());
         cmd.args(args)
             .env("AGENT_STATE_DIR", &self.state)
             .stdin(Stdio::null())

@@ -1,7 +1,6 @@
 //! The queries of `dashboards/agent.json`, ready to run against a real Prometheus.
 //!
-//! Shared by the dashboard lint (`tests/dashboards.rs`) and end-to-end tests. Include it
-//! with `#[path = "support/dashboard_queries.rs"] mod dashboard_queries;`, then:
+//! Shared by the dashboard lint (`tests/dashboards.rs`) and end-to-end tests:
 //!
 //! ```ignore
 //! let dashboard = dashboard_queries::load_dashboard();
@@ -17,7 +16,6 @@
 //!
 //! `alert_rules_with_for` rewrites every `for:` of `dashboards/alerts.yml`, so that an
 //! end-to-end run can see alerts with long `for:` durations reach the firing state.
-#![allow(dead_code)] // each test crate that includes this module uses a different part
 
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
@@ -27,7 +25,7 @@ use std::time::Duration;
 /// `dashboards/` at the root of the workspace.
 pub fn dashboards_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
+        .join("../..")
         .join("dashboards")
 }
 
