@@ -11,6 +11,7 @@ mod packages;
 mod vm;
 
 use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -45,17 +46,20 @@ pub fn build_release_agent() -> anyhow::Result<PathBuf> {
 
 /// `cargo xtask bench [scrape [N…] | exec | launch]`: installs what the
 /// benchmarks need, builds the release agent and `agent-bench`, runs it.
-fn bench(args: &[String]) -> anyhow::Result<()> {
+fn bench(which: Option<Bench>) -> anyhow::Result<()> {
     packages::ensure(&packages::all())?;
     let agent = build_release_agent()?;
     cargo(&["build", "--release", "-q", "-p", "agent-bench"])?;
-    let runs: Vec<Vec<String>> = if args.is_empty() {
-        ["scrape", "exec", "launch"]
-            .iter()
-            .map(|b| vec![b.to_string()])
-            .collect()
-    } else {
-        vec![args.to_vec()]
+    let runs: Vec<Vec<String>> = match which {
+        Some(b) => vec![b.args()],
+        None => [
+            Bench::Scrape { sizes: Vec::new() },
+            Bench::Exec,
+            Bench::Launch,
+        ]
+        .iter()
+        .map(Bench::args)
+        .collect(),
     };
     for run in runs {
         let status = Command::new(workspace_root().join("target/release/agent-bench"))
@@ -87,7 +91,7 @@ fn test() -> anyhow::Result<()> {
     let host = cargo(&["test", "--workspace", "--no-fail-fast"]);
     // The privileged tests again, on cgroup v2 and a stock Debian kernel under qemu
     // TCG. It reuses the test binaries just built; 3.5-4 min on 2 cores.
-    let vm = vm::run(&[]);
+    let vm = vm::run(vm::Options::default());
     host.and(vm)
 }
 
@@ -101,16 +105,61 @@ fn run(args: &[String]) -> anyhow::Result<()> {
     Err(err).with_context(|| format!("executing {}", bin.display()))
 }
 
+/// Build helpers, the test suite, benchmarks and the VM rig of the agent.
+#[derive(Debug, Parser)]
+#[command(name = "cargo xtask")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Debug, Subcommand)]
+enum Task {
+    /// Install what is missing, build the release agent, run `agent serve` with these flags.
+    Run {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        serve_flags: Vec<String>,
+    },
+    /// Install what is missing, then fmt, clippy, every test (as root) and vm-test.
+    Test,
+    /// Benchmarks (all three when none is named).
+    Bench {
+        #[command(subcommand)]
+        bench: Option<Bench>,
+    },
+    /// The privileged tests inside a qemu VM on Debian's cloud kernel and cgroup v2.
+    VmTest(vm::Options),
+}
+
+#[derive(Debug, Clone, Subcommand)]
+enum Bench {
+    /// The scrape path over N real cgroups (default 100 and 1000).
+    Scrape { sizes: Vec<usize> },
+    /// What eBPF exec and mount tracing cost.
+    Exec,
+    /// `agent launch --rm` side by side with `runc run`.
+    Launch,
+}
+
+impl Bench {
+    /// The `agent-bench` command line.
+    fn args(&self) -> Vec<String> {
+        match self {
+            Bench::Scrape { sizes } => std::iter::once("scrape".to_owned())
+                .chain(sizes.iter().map(usize::to_string))
+                .collect(),
+            Bench::Exec => vec!["exec".into()],
+            Bench::Launch => vec!["launch".into()],
+        }
+    }
+}
+
 fn main() -> std::process::ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let result = match args.first().map(String::as_str) {
-        Some("test") => test(),
-        Some("run") => run(&args[1..]),
-        Some("vm-test") => vm::run(&args[1..]),
-        Some("bench") => bench(&args[1..]),
-        _ => Err(anyhow::anyhow!(
-            "usage: cargo xtask <run [serve flags…] | test | bench [scrape|exec|launch] | vm-test [TEST…] [--capture-fixtures]>"
-        )),
+    let result = match Cli::parse().task {
+        Task::Run { serve_flags } => run(&serve_flags),
+        Task::Test => test(),
+        Task::Bench { bench } => self::bench(bench),
+        Task::VmTest(options) => vm::run(options),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -73,60 +73,57 @@ const CAPTURE_CONTROLLERS: &str = "memory cpu io pids cpuset";
 /// unmixed output when chasing a failure.
 const TEST_ARGS: &str = "--show-output";
 
-struct Options {
-    /// The binaries to run: all of [`TESTS`] unless some are named.
+/// `cargo xtask vm-test` options.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Options {
+    /// Test binaries to run (default: every one in the VM list).
+    #[arg(value_parser = test_binary)]
     tests: Vec<&'static str>,
+    /// Recapture tests/fixtures/cgroup-v2-debian-6.1 instead of testing.
+    #[arg(long = "capture-fixtures")]
     capture: bool,
+    /// Seconds the whole VM run may take.
+    #[arg(long = "timeout", default_value = "900", value_parser = seconds)]
     timeout: Duration,
+    /// Seconds one test binary may take.
+    #[arg(long = "test-timeout", default_value = "600", value_parser = seconds)]
     test_timeout: Duration,
+    /// Guest memory, MiB.
+    #[arg(long = "memory", default_value_t = 2048)]
     memory_mib: u32,
+    /// Guest CPUs.
+    #[arg(long, default_value_t = 2)]
     cpus: u32,
+    /// Tests run at once inside each binary.
+    #[arg(long, default_value_t = 2)]
     test_threads: u64,
 }
 
-fn parse_args(args: &[String]) -> anyhow::Result<Options> {
-    let mut o = Options {
-        tests: Vec::new(),
-        capture: false,
-        timeout: Duration::from_secs(900),
-        test_timeout: Duration::from_secs(600),
-        memory_mib: 2048,
-        cpus: 2,
-        test_threads: 2,
-    };
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        let mut value = |what: &str| -> anyhow::Result<u64> {
-            let v = it
-                .next()
-                .with_context(|| format!("{a} needs a value ({what})"))?;
-            v.parse()
-                .with_context(|| format!("{a} {v:?}: not a number of {what}"))
-        };
-        match a.as_str() {
-            "--capture-fixtures" => o.capture = true,
-            "--timeout" => o.timeout = Duration::from_secs(value("seconds")?),
-            "--test-timeout" => o.test_timeout = Duration::from_secs(value("seconds")?),
-            "--memory" => o.memory_mib = value("MiB")? as u32,
-            "--cpus" => o.cpus = value("CPUs")? as u32,
-            "--test-threads" => o.test_threads = value("threads")?,
-            name if !name.starts_with('-') => match TESTS.iter().find(|t| **t == name) {
-                Some(t) => o.tests.push(t),
-                None => bail!(
-                    "no test binary {name:?} in the VM list (have: {})",
-                    TESTS.join(", ")
-                ),
-            },
-            other => bail!(
-                "unknown vm-test option {other:?} (try: [TEST…] --capture-fixtures, --timeout SECS, \
-                 --test-timeout SECS, --test-threads N, --memory MIB, --cpus N)"
-            ),
+/// The defaults, as an empty `vm-test` command line gives them.
+impl Default for Options {
+    fn default() -> Self {
+        #[derive(clap::Parser)]
+        struct Standalone {
+            #[command(flatten)]
+            options: Options,
         }
+        <Standalone as clap::Parser>::parse_from(["vm-test"]).options
     }
-    if o.tests.is_empty() {
-        o.tests = TESTS.to_vec();
-    }
-    Ok(o)
+}
+
+fn test_binary(name: &str) -> Result<&'static str, String> {
+    TESTS.iter().find(|t| **t == name).copied().ok_or_else(|| {
+        format!(
+            "no test binary {name:?} in the VM list (have: {})",
+            TESTS.join(", ")
+        )
+    })
+}
+
+fn seconds(s: &str) -> Result<Duration, String> {
+    s.parse()
+        .map(Duration::from_secs)
+        .map_err(|_| format!("{s:?} is not a number of seconds"))
 }
 
 fn target_dir() -> PathBuf {
@@ -135,8 +132,10 @@ fn target_dir() -> PathBuf {
         .unwrap_or_else(|| crate::workspace_root().join("target"))
 }
 
-pub fn run(args: &[String]) -> anyhow::Result<()> {
-    let opts = parse_args(args)?;
+pub fn run(mut opts: Options) -> anyhow::Result<()> {
+    if opts.tests.is_empty() {
+        opts.tests = TESTS.to_vec();
+    }
     let started = Instant::now();
     crate::packages::ensure(PACKAGES)?;
     let work = target_dir().join("vm");
