@@ -4,7 +4,7 @@
 
 use super::super::{Error, IoContext, Result};
 use super::reference::{self, REF_ANNOTATION};
-use super::{corrupt, store::sha256_hex, unpack::sanitize};
+use super::{corrupt, corrupt_by, store::sha256_hex, unpack::sanitize};
 use oci_spec::image::{ImageConfiguration, ImageIndex, ImageManifest, MediaType};
 use serde::Deserialize;
 use std::collections::BTreeSet;
@@ -42,10 +42,10 @@ pub(super) fn sniff_archive(path: &Path) -> Result<SourceKind> {
     let file = std::fs::File::open(path).at("open", path)?;
     let mut archive = tar::Archive::new(decompress(BufReader::new(file)).at("read", path)?);
     let mut names = BTreeSet::new();
-    let entries = archive.entries().map_err(|e| corrupt(path, e))?;
+    let entries = archive.entries().at("read archive", path)?;
     for entry in entries {
-        let entry = entry.map_err(|e| corrupt(path, e))?;
-        let p = entry.path().map_err(|e| corrupt(path, e))?;
+        let entry = entry.at("read archive", path)?;
+        let p = entry.path().at("read archive", path)?;
         let p = p.to_string_lossy();
         let p = p.trim_start_matches("./").trim_end_matches('/');
         if !p.contains('/') {
@@ -78,7 +78,7 @@ pub(super) fn extract_plain(archive: &Path, dir: &Path) -> Result<()> {
     let file = std::fs::File::open(archive).at("open", archive)?;
     let mut tar = tar::Archive::new(decompress(BufReader::new(file)).at("read", archive)?);
     tar.set_preserve_permissions(false);
-    tar.unpack(dir).map_err(|e| corrupt(archive, e))
+    tar.unpack(dir).at("extract archive", archive)
 }
 
 /// Wraps `reader` in a gzip or zstd decoder when its magic bytes say so.
@@ -102,11 +102,7 @@ pub(super) fn pack_dir(dir: &Path, out: &Path) -> Result<()> {
     let mut builder = tar::Builder::new(std::io::BufWriter::new(file));
     builder.follow_symlinks(false);
     builder.mode(tar::HeaderMode::Complete);
-    builder.append_dir_all(".", dir).map_err(|e| Error::Io {
-        op: "pack directory",
-        path: dir.to_path_buf(),
-        source: e,
-    })?;
+    builder.append_dir_all(".", dir).at("pack directory", dir)?;
     let inner = builder.into_inner().at("write", out)?;
     inner
         .into_inner()
@@ -118,7 +114,7 @@ pub(super) fn pack_dir(dir: &Path, out: &Path) -> Result<()> {
 
 fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
     let data = std::fs::read(path).at("read", path)?;
-    serde_json::from_slice(&data).map_err(|e| corrupt(path, e))
+    serde_json::from_slice(&data).map_err(|e| corrupt_by(path, "invalid JSON", e))
 }
 
 fn blob_path(layout: &Path, digest: &oci_spec::image::Digest) -> PathBuf {
@@ -196,7 +192,7 @@ pub(super) fn read_oci_layout(
         }
         let data = read_blob_verified(layout, desc.digest())?;
         let nested: ImageIndex = serde_json::from_slice(&data)
-            .map_err(|e| corrupt(&blob_path(layout, desc.digest()), e))?;
+            .map_err(|e| corrupt_by(&blob_path(layout, desc.digest()), "invalid image index", e))?;
         let pick = nested
             .manifests()
             .iter()
@@ -213,12 +209,12 @@ pub(super) fn read_oci_layout(
     let manifest_path = blob_path(layout, desc.digest());
     let manifest: ImageManifest =
         serde_json::from_slice(&read_blob_verified(layout, desc.digest())?)
-            .map_err(|e| corrupt(&manifest_path, e))?;
+            .map_err(|e| corrupt_by(&manifest_path, "invalid image manifest", e))?;
     let config_digest = manifest.config().digest();
     let config_path = blob_path(layout, config_digest);
     let config: ImageConfiguration =
         serde_json::from_slice(&read_blob_verified(layout, config_digest)?)
-            .map_err(|e| corrupt(&config_path, e))?;
+            .map_err(|e| corrupt_by(&config_path, "invalid image config", e))?;
     let layers = manifest
         .layers()
         .iter()
@@ -266,8 +262,8 @@ pub(super) fn read_docker_archive(dir: &Path) -> Result<SourceImage> {
     };
     let config_path = inside(&entry.config)?;
     let config_bytes = std::fs::read(&config_path).at("read", &config_path)?;
-    let config: ImageConfiguration =
-        serde_json::from_slice(&config_bytes).map_err(|e| corrupt(&config_path, e))?;
+    let config: ImageConfiguration = serde_json::from_slice(&config_bytes)
+        .map_err(|e| corrupt_by(&config_path, "invalid image config", e))?;
     let layers = entry
         .layers
         .iter()

@@ -155,21 +155,37 @@ pub fn import(
     Ok(record)
 }
 
-fn relabel(e: Error, source: &Path) -> Error {
+/// Names the archive the user gave, not the scratch copy, in a corrupt-data error.
+fn relabel(e: Error, archive: &Path) -> Error {
     match e {
-        Error::Corrupt { reason, .. } => Error::Corrupt {
-            path: source.to_path_buf(),
+        Error::Corrupt { reason, source, .. } => Error::Corrupt {
+            path: archive.to_path_buf(),
             reason,
+            source,
         },
         e => e,
     }
 }
 
-/// A corrupt-data error about `path`.
-fn corrupt(path: &Path, e: impl std::fmt::Display) -> Error {
+/// A verdict that the image data at `path` is broken.
+fn corrupt(path: &Path, reason: impl std::fmt::Display) -> Error {
     Error::Corrupt {
         path: path.to_path_buf(),
-        reason: e.to_string(),
+        reason: reason.to_string(),
+        source: None,
+    }
+}
+
+/// Like [`corrupt`], for a verdict that rests on a reader's error (kept as the source).
+fn corrupt_by(
+    path: &Path,
+    reason: impl std::fmt::Display,
+    source: impl std::error::Error + Send + Sync + 'static,
+) -> Error {
+    Error::Corrupt {
+        path: path.to_path_buf(),
+        reason: reason.to_string(),
+        source: Some(Box::new(source)),
     }
 }
 
@@ -267,14 +283,14 @@ fn import_layers(
     progress: Progress<'_>,
 ) -> Result<Vec<String>> {
     if blobs.len() != diff_ids.len() {
-        return Err(Error::Corrupt {
-            path: blobs.first().map(|b| b.path.clone()).unwrap_or_default(),
-            reason: format!(
+        return Err(corrupt(
+            &blobs.first().map(|b| b.path.clone()).unwrap_or_default(),
+            format!(
                 "{} layers but {} diff ids in the image config",
                 blobs.len(),
                 diff_ids.len()
             ),
-        });
+        ));
     }
     let mut chains: Vec<String> = Vec::new();
     for (i, (blob, diff_id)) in blobs.iter().zip(diff_ids).enumerate() {

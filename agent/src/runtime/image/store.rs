@@ -153,7 +153,7 @@ pub(super) fn dir_size(path: &Path) -> u64 {
 
 fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
     let data = std::fs::read(path).at("read", path)?;
-    serde_json::from_slice(&data).map_err(|e| super::corrupt(path, e))
+    serde_json::from_slice(&data).map_err(|e| super::corrupt_by(path, "invalid JSON", e))
 }
 
 fn record_path(paths: &Paths, id: &str) -> PathBuf {

@@ -62,13 +62,17 @@ pub(super) fn unpack_verified(
     let decoded =
         archive::decompress(BufReader::new(SharedHash(outer.clone()))).at("read", origin)?;
     let mut inner = HashReader::new(decoded);
-    unpack_layer(&mut inner, diff, origin)?;
-    // Read to the end so the digests cover every byte (tar padding included).
-    std::io::copy(&mut inner, &mut std::io::sink()).map_err(|e| corrupt(origin, e))?;
-    let diff_id = inner.digest();
+    let unpacked = unpack_layer(&mut inner, diff, origin).and_then(|()| {
+        // Read to the end so the digests cover every byte (tar padding included).
+        std::io::copy(&mut inner, &mut std::io::sink())
+            .map(drop)
+            .at("read layer", origin)
+    });
     if let Some(expected) = compressed_digest {
+        // A blob that is not what its digest says is the real cause of whatever
+        // the decoder or tar made of it, so the digest is checked first.
         let mut outer = outer.borrow_mut();
-        std::io::copy(&mut *outer, &mut std::io::sink()).at("read", origin)?;
+        let rest = std::io::copy(&mut *outer, &mut std::io::sink());
         let got = outer.digest();
         if got != expected {
             return Err(corrupt(
@@ -76,7 +80,10 @@ pub(super) fn unpack_verified(
                 format!("layer digest mismatch: expected {expected}, got {got}"),
             ));
         }
+        rest.at("read layer", origin)?;
     }
+    unpacked?;
+    let diff_id = inner.digest();
     if let Some(expected) = expected_diff_id
         && expected != diff_id
     {
@@ -88,21 +95,6 @@ pub(super) fn unpack_verified(
     Ok(diff_id)
 }
 
-/// An error and its sources on one line (tar wraps the real cause).
-fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        let msg = s.to_string();
-        if !out.contains(&msg) {
-            out.push_str(": ");
-            out.push_str(&msg);
-        }
-        cur = s.source();
-    }
-    out
-}
-
 /// Unpacks one layer's tar stream into `dest`, converting OCI whiteouts to overlayfs
 /// ones (`.wh.NAME` → 0:0 char device, `.wh..wh..opq` → opaque xattr).
 fn unpack_layer<R: Read>(reader: R, dest: &Path, origin: &Path) -> Result<()> {
@@ -112,10 +104,10 @@ fn unpack_layer<R: Read>(reader: R, dest: &Path, origin: &Path) -> Result<()> {
     archive.set_preserve_mtime(true);
     archive.set_unpack_xattrs(true);
     archive.set_overwrite(true);
-    let entries = archive.entries().map_err(|e| corrupt(origin, e))?;
+    let entries = archive.entries().at("read layer", origin)?;
     for entry in entries {
-        let mut entry = entry.map_err(|e| corrupt(origin, e))?;
-        let raw = entry.path().map_err(|e| corrupt(origin, e))?.into_owned();
+        let mut entry = entry.at("read layer", origin)?;
+        let raw = entry.path().at("read layer", origin)?.into_owned();
         let rel = sanitize(&raw).ok_or_else(|| {
             corrupt(
                 origin,
@@ -153,7 +145,7 @@ fn unpack_layer<R: Read>(reader: R, dest: &Path, origin: &Path) -> Result<()> {
             let target = parent.join(file_name);
             remove_any(&target)?;
             let header = entry.header();
-            let mode = header.mode().map_err(|e| corrupt(origin, e))? & 0o7777;
+            let mode = header.mode().at("read layer", origin)? & 0o7777;
             let ftype = if kind.is_character_special() {
                 libc::S_IFCHR
             } else if kind.is_block_special() {
@@ -169,9 +161,7 @@ fn unpack_layer<R: Read>(reader: R, dest: &Path, origin: &Path) -> Result<()> {
             sys::lchown(&target, uid, gid)?;
             continue;
         }
-        let inside = entry
-            .unpack_in(dest)
-            .map_err(|e| corrupt(origin, format!("{}: {}", rel.display(), chain(&e))))?;
+        let inside = entry.unpack_in(dest).at("unpack", dest.join(&rel))?;
         if !inside {
             return Err(corrupt(
                 origin,
