@@ -130,6 +130,193 @@ fn layout_with_manifest(dir: &Path, digest: &str, size: u64) {
     std::fs::write(dir.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
 }
 
+/// The hex digests of the layers of the one image in `layout`.
+fn layer_digests(layout: &Path) -> Vec<String> {
+    let blob = |digest: &serde_json::Value| {
+        let hex = digest.as_str().unwrap().trim_start_matches("sha256:");
+        let data = std::fs::read(layout.join("blobs/sha256").join(hex)).unwrap();
+        serde_json::from_slice::<serde_json::Value>(&data).unwrap()
+    };
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let manifest = blob(&index["manifests"][0]["digest"]);
+    manifest["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            let d = l["digest"].as_str().unwrap();
+            d.trim_start_matches("sha256:").to_string()
+        })
+        .collect()
+}
+
+/// How a child process ended, how long it took and its peak resident set.
+struct Measured {
+    output: Output,
+    elapsed: Duration,
+    peak_rss_kib: i64,
+    timed_out: bool,
+}
+
+/// Runs `cmd` under a 1 GiB address-space limit (so a runaway read fails instead of
+/// eating the machine), killing it after `limit`; reaps it with `wait4` to read its
+/// peak RSS (`ru_maxrss`).
+fn run_measured(mut cmd: Command, limit: Duration) -> Measured {
+    // SAFETY: setrlimit is async-signal-safe and touches only the child's own limits.
+    unsafe {
+        cmd.pre_exec(|| {
+            let lim = libc::rlimit {
+                rlim_cur: 1 << 30,
+                rlim_max: 1 << 30,
+            };
+            if libc::setrlimit(libc::RLIMIT_AS, &lim) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let start = Instant::now();
+    #[expect(
+        clippy::zombie_processes,
+        reason = "reaped below by wait4, for its rusage"
+    )]
+    let mut child = cmd.spawn().expect("spawn agent");
+    let pid = child.id() as i32;
+    let mut err = child.stderr.take().expect("piped stderr");
+    let reader = std::thread::spawn(move || {
+        let mut s = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut err, &mut s);
+        s
+    });
+    let mut status = 0;
+    // SAFETY: rusage is plain data; zeroed is valid and wait4 fills it.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let mut timed_out = false;
+    loop {
+        // SAFETY: waiting for our own child with valid out-pointers.
+        let r = unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, &mut usage) };
+        if r == pid {
+            break;
+        }
+        assert!(r == 0, "wait4: {}", std::io::Error::last_os_error());
+        if start.elapsed() > limit && !timed_out {
+            timed_out = true;
+            // SAFETY: signalling our own, not yet reaped, child.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let elapsed = start.elapsed();
+    use std::os::unix::process::ExitStatusExt;
+    Measured {
+        output: Output {
+            status: std::process::ExitStatus::from_raw(status),
+            stdout: Vec::new(),
+            stderr: reader.join().unwrap_or_default(),
+        },
+        elapsed,
+        peak_rss_kib: usage.ru_maxrss,
+        timed_out,
+    }
+}
+
+/// Defect 1: a manifest blob that is a symlink to `/dev/zero` made the import read
+/// without bound. It must be refused at once, in little memory, in one line.
+#[test]
+fn a_dev_zero_blob_is_refused_fast_and_small() {
+    let store = Store::new();
+    let layout = store.path("zero-oci");
+    let hex = sha256_hex(b"{}");
+    layout_with_manifest(&layout, &format!("sha256:{hex}"), 2);
+    std::os::unix::fs::symlink("/dev/zero", layout.join("blobs/sha256").join(&hex)).unwrap();
+
+    let cmd = store.command(&["image", "import", "--quiet", layout.to_str().unwrap()]);
+    let m = run_measured(cmd, Duration::from_secs(10));
+    eprintln!(
+        "/dev/zero manifest blob: exit {:?} after {:?}, peak RSS {} KiB: {}",
+        m.output.status,
+        m.elapsed,
+        m.peak_rss_kib,
+        stderr(&m.output).trim()
+    );
+    assert!(!m.timed_out, "still reading after 10 s");
+    assert_one_line_error(&m.output, &[&hex, "not a regular file"]);
+    assert!(m.elapsed < Duration::from_secs(1), "took {:?}", m.elapsed);
+    assert!(
+        m.peak_rss_kib < 64 * 1024,
+        "peak RSS {} KiB",
+        m.peak_rss_kib
+    );
+    assert!(store.images().is_empty());
+    assert!(store.tmp().is_empty(), "{:?}", store.tmp());
+}
+
+/// Defect 1: blobs are regular files inside the layout, reached through no symlink:
+/// not `/etc/shadow` (even with the right digest), not a FIFO (which would block the
+/// open), not a blob directory elsewhere.
+#[test]
+fn blobs_must_be_regular_files_inside_the_layout() {
+    if !common::require_root("blobs_must_be_regular_files_inside_the_layout") {
+        return;
+    }
+    let store = Store::new();
+
+    // A manifest blob that is /etc/shadow, with its true digest and size: only the
+    // file type can refuse it.
+    let shadow = std::fs::read("/etc/shadow").expect("read /etc/shadow as root");
+    let hex = sha256_hex(&shadow);
+    let layout = store.path("shadow-oci");
+    layout_with_manifest(&layout, &format!("sha256:{hex}"), shadow.len() as u64);
+    std::os::unix::fs::symlink("/etc/shadow", layout.join("blobs/sha256").join(&hex)).unwrap();
+    let out = store.import(&[layout.to_str().unwrap()]);
+    let err = assert_one_line_error(&out, &[&hex, "not a regular file", "symbolic link"]);
+    assert!(
+        !err.contains("digest"),
+        "refused by digest, not by type: {err}"
+    );
+
+    // A FIFO: today's open(2) would wait for a writer forever.
+    let layout = store.path("fifo-oci");
+    let hex = sha256_hex(b"{}");
+    layout_with_manifest(&layout, &format!("sha256:{hex}"), 2);
+    let fifo = layout.join("blobs/sha256").join(&hex);
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: `c` is a NUL-terminated path that outlives the call.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let cmd = store.command(&["image", "import", "--quiet", layout.to_str().unwrap()]);
+    let m = run_measured(cmd, Duration::from_secs(5));
+    assert!(!m.timed_out, "blocked on a FIFO blob");
+    assert_one_line_error(&m.output, &[&hex, "not a regular file", "FIFO"]);
+
+    // A valid image whose blobs/ directory is a symlink to another layout's blobs,
+    // and one whose layer blob is a symlink to the same blob elsewhere.
+    let real = store.path("real-oci");
+    let l = layer(|b| add_file(b, "hello", 0o644, b"hi\n"));
+    support::build_oci(&real, &[&l], None, "latest");
+    let linked_dir = store.path("linked-dir-oci");
+    std::fs::create_dir(&linked_dir).unwrap();
+    for f in ["oci-layout", "index.json"] {
+        std::fs::copy(real.join(f), linked_dir.join(f)).unwrap();
+    }
+    std::os::unix::fs::symlink(real.join("blobs"), linked_dir.join("blobs")).unwrap();
+    let out = store.import(&[linked_dir.to_str().unwrap()]);
+    assert_one_line_error(&out, &["blobs", "symbolic link"]);
+
+    let linked_layer = store.path("linked-layer-oci");
+    support::build_oci(&linked_layer, &[&l], None, "latest");
+    let gz_hex = layer_digests(&linked_layer).remove(0);
+    let blob = linked_layer.join("blobs/sha256").join(&gz_hex);
+    std::fs::remove_file(&blob).unwrap();
+    std::os::unix::fs::symlink(real.join("blobs/sha256").join(&gz_hex), &blob).unwrap();
+    let out = store.import(&[linked_layer.to_str().unwrap()]);
+    assert_one_line_error(&out, &[&gz_hex, "not a regular file"]);
+
+    assert!(store.images().is_empty());
+    assert!(store.layer_dirs().is_empty(), "{:?}", store.layer_dirs());
+    assert!(store.tmp().is_empty(), "{:?}", store.tmp());
+}
+
 /// Defect 4: an I/O error names its path and its cause once, on one line.
 #[test]
 fn io_errors_name_the_path_once() {

@@ -284,7 +284,7 @@ fn import_layers(
 ) -> Result<Vec<String>> {
     if blobs.len() != diff_ids.len() {
         return Err(corrupt(
-            &blobs.first().map(|b| b.path.clone()).unwrap_or_default(),
+            &blobs.first().map(|b| b.path()).unwrap_or_default(),
             format!(
                 "{} layers but {} diff ids in the image config",
                 blobs.len(),
@@ -306,22 +306,24 @@ fn import_layers(
             chains.push(chain);
             continue;
         }
-        let size = std::fs::metadata(&blob.path)
-            .at("read layer", &blob.path)?
-            .len();
+        let (file, size) = blob.open()?;
         progress(&format!(
             "layer {}/{} {short}: unpacking {:.1} MiB",
             i + 1,
             blobs.len(),
             size as f64 / (1024.0 * 1024.0)
         ));
-        let file = std::fs::File::open(&blob.path).at("open layer", &blob.path)?;
+        let expected = unpack::Expected {
+            blob_digest: blob.digest.as_deref(),
+            blob_size: blob.size,
+            diff_id: Some(diff_id),
+        };
+        // Never more than one byte past what the file held when it was opened.
         let (_, got_chain) = store::store_layer(
             paths,
-            file,
-            &blob.path,
-            blob.digest.as_deref(),
-            Some(diff_id),
+            file.take(size.saturating_add(1)),
+            &blob.path(),
+            expected,
             &chains,
             parent.as_deref(),
         )?;
@@ -338,7 +340,14 @@ fn import_rootfs_tar(
     progress: Progress<'_>,
 ) -> Result<ImageRecord> {
     progress(&format!("layer 1/1: unpacking {}", origin.display()));
-    let (diff_id, chain) = store::store_layer(paths, reader, origin, None, None, &[], None)?;
+    let (diff_id, chain) = store::store_layer(
+        paths,
+        reader,
+        origin,
+        unpack::Expected::default(),
+        &[],
+        None,
+    )?;
     let config = RunConfig {
         env: vec![DEFAULT_PATH_ENV.to_string()],
         ..Default::default()

@@ -86,15 +86,13 @@ pub fn remove_layer_dir(paths: &Paths, id: &str) -> Result<()> {
     }
 }
 
-/// Unpacks a layer stream into a fresh scratch dir, checks its digests, and moves it
-/// into `overlay2/<chain>`. `compressed_digest` is checked over the raw bytes, the
-/// diff id over the uncompressed tar. Returns the diff id and the chain id.
+/// Unpacks a layer stream into a fresh scratch dir, checks it against `expected`, and
+/// moves it into `overlay2/<chain>`. Returns the diff id and the chain id.
 pub(super) fn store_layer(
     paths: &Paths,
     reader: impl Read,
     origin: &Path,
-    compressed_digest: Option<&str>,
-    expected_diff_id: Option<&str>,
+    expected: unpack::Expected<'_>,
     parents: &[String],
     parent_chain: Option<&str>,
 ) -> Result<(String, String)> {
@@ -104,8 +102,7 @@ pub(super) fn store_layer(
     let diff = tmp.join("diff");
     std::fs::create_dir_all(&diff).at("create directory", &diff)?;
     let cleanup = TmpDir(tmp.clone());
-    let diff_id =
-        unpack::unpack_verified(reader, &diff, origin, compressed_digest, expected_diff_id)?;
+    let diff_id = unpack::unpack_verified(reader, &diff, origin, expected)?;
     let chain = chain_id(parent_chain, &diff_id);
     let final_dir = layer_dir(paths, &chain);
     if final_dir.join("link").exists() {

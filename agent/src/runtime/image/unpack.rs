@@ -1,10 +1,12 @@
 //! Unpacking one layer's tar stream into a `diff` directory: OCI whiteouts become
 //! overlayfs ones, no entry may land outside the directory, and the stream's digests
-//! are checked as it is read.
+//! are checked as it is read. Also the path safety of reading a source: files opened
+//! below their directory without following a symbolic link.
 
-use super::super::{IoContext, Result, hex, sys};
+use super::super::{Error, IoContext, Result, hex, sys};
 use super::{archive, corrupt};
 use sha2::{Digest, Sha256};
+use std::fs::File;
 use std::io::{BufReader, Read};
 use std::path::{Component, Path, PathBuf};
 
@@ -48,15 +50,25 @@ impl<R: Read> Read for SharedHash<R> {
     }
 }
 
-/// Unpacks a (possibly compressed) layer stream into `diff` and checks its digests:
-/// `compressed_digest` over the raw bytes, `expected_diff_id` over the uncompressed
-/// tar. Returns the diff id.
+/// What a layer's bytes must be, as far as its source says.
+#[derive(Debug, Default, Clone, Copy)]
+pub(super) struct Expected<'a> {
+    /// `sha256:<hex>` of the blob as stored (compressed).
+    pub blob_digest: Option<&'a str>,
+    /// Size of the blob as stored.
+    pub blob_size: Option<u64>,
+    /// `sha256:<hex>` of the uncompressed tar.
+    pub diff_id: Option<&'a str>,
+}
+
+/// Unpacks a (possibly compressed) layer stream into `diff` and checks it against
+/// `expected`: digest and size over the raw bytes, diff id over the uncompressed tar.
+/// Returns the diff id.
 pub(super) fn unpack_verified(
     reader: impl Read,
     diff: &Path,
     origin: &Path,
-    compressed_digest: Option<&str>,
-    expected_diff_id: Option<&str>,
+    expected: Expected<'_>,
 ) -> Result<String> {
     let outer = std::rc::Rc::new(std::cell::RefCell::new(HashReader::new(reader)));
     let decoded =
@@ -68,23 +80,36 @@ pub(super) fn unpack_verified(
             .map(drop)
             .at("read layer", origin)
     });
-    if let Some(expected) = compressed_digest {
-        // A blob that is not what its digest says is the real cause of whatever
-        // the decoder or tar made of it, so the digest is checked first.
+    if expected.blob_digest.is_some() || expected.blob_size.is_some() {
+        // A blob that is not what its descriptor says is the real cause of
+        // whatever the decoder or tar made of it, so that is checked first.
         let mut outer = outer.borrow_mut();
         let rest = std::io::copy(&mut *outer, &mut std::io::sink());
-        let got = outer.digest();
-        if got != expected {
+        if let Some(size) = expected.blob_size
+            && outer.bytes != size
+        {
             return Err(corrupt(
                 origin,
-                format!("layer digest mismatch: expected {expected}, got {got}"),
+                format!(
+                    "layer size mismatch: its descriptor says {size} bytes, read {}",
+                    outer.bytes
+                ),
+            ));
+        }
+        let got = outer.digest();
+        if let Some(want) = expected.blob_digest
+            && got != want
+        {
+            return Err(corrupt(
+                origin,
+                format!("layer digest mismatch: expected {want}, got {got}"),
             ));
         }
         rest.at("read layer", origin)?;
     }
     unpacked?;
     let diff_id = inner.digest();
-    if let Some(expected) = expected_diff_id
+    if let Some(expected) = expected.diff_id
         && expected != diff_id
     {
         return Err(corrupt(
@@ -198,6 +223,96 @@ fn remove_any(path: &Path) -> Result<()> {
         Ok(_) => std::fs::remove_file(path).at("remove", path),
         Err(_) => Ok(()),
     }
+}
+
+/// What a file is, for messages.
+fn kind_of(t: std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if t.is_symlink() {
+        "symbolic link"
+    } else if t.is_dir() {
+        "directory"
+    } else if t.is_char_device() {
+        "character device"
+    } else if t.is_block_device() {
+        "block device"
+    } else if t.is_fifo() {
+        "FIFO"
+    } else if t.is_socket() {
+        "socket"
+    } else {
+        "regular file"
+    }
+}
+
+/// Opens the regular file `rel` below the directory `root`, following no symbolic
+/// link below `root` (each component is opened with `O_NOFOLLOW`, directories with
+/// `O_DIRECTORY`, the file with `O_NONBLOCK` so a FIFO cannot block the open).
+/// Returns the file and its size. What is not a directory or a regular file where
+/// one is needed is refused as corrupt data of `root`.
+pub(super) fn open_regular(root: &Path, rel: &Path) -> Result<(File, u64)> {
+    use std::os::fd::AsFd;
+    use std::os::unix::fs::OpenOptionsExt;
+    let names = rel
+        .components()
+        .map(|c| match c {
+            std::path::Component::Normal(n) => Ok(n),
+            _ => Err(corrupt(
+                root,
+                format!("{}: not a plain relative path", rel.display()),
+            )),
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let Some((file_name, dirs)) = names.split_last() else {
+        return Err(corrupt(root, "an empty path where a file was expected"));
+    };
+    let refuse = |walked: &Path, err: std::io::Error, wanted: &str| -> Error {
+        let full = root.join(walked);
+        let not = matches!(err.raw_os_error(), Some(libc::ELOOP | libc::ENOTDIR));
+        match std::fs::symlink_metadata(&full) {
+            Ok(m) if not => corrupt(
+                root,
+                format!(
+                    "{}: a {}, not a {wanted}",
+                    walked.display(),
+                    kind_of(m.file_type())
+                ),
+            ),
+            _ => Error::Io {
+                op: "open",
+                path: full,
+                source: err,
+            },
+        }
+    };
+    let mut dir: std::os::fd::OwnedFd = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY)
+        .open(root)
+        .at("open", root)?
+        .into();
+    let mut walked = PathBuf::new();
+    for name in dirs {
+        walked.push(name);
+        dir = sys::openat_nofollow(dir.as_fd(), name, libc::O_RDONLY | libc::O_DIRECTORY)
+            .map_err(|e| refuse(&walked, e, "directory"))?;
+    }
+    walked.push(file_name);
+    let fd = sys::openat_nofollow(dir.as_fd(), file_name, libc::O_RDONLY | libc::O_NONBLOCK)
+        .map_err(|e| refuse(&walked, e, "regular file"))?;
+    let file = File::from(fd);
+    let meta = file.metadata().at("stat", root.join(&walked))?;
+    if !meta.is_file() {
+        return Err(corrupt(
+            root,
+            format!(
+                "{}: a {}, not a regular file",
+                walked.display(),
+                kind_of(meta.file_type())
+            ),
+        ));
+    }
+    Ok((file, meta.len()))
 }
 
 /// Strips `/` and `.` components; `None` if the path climbs with `..`.
