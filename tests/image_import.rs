@@ -177,10 +177,7 @@ fn run_measured(mut cmd: Command, limit: Duration) -> Measured {
         });
     }
     let start = Instant::now();
-    #[expect(
-        clippy::zombie_processes,
-        reason = "reaped below by wait4, for its rusage"
-    )]
+    #[expect(clippy::zombie_processes, reason = "reaped below by wait4, for its rusage")]
     let mut child = cmd.spawn().expect("spawn agent");
     let pid = child.id() as i32;
     let mut err = child.stderr.take().expect("piped stderr");
@@ -315,6 +312,168 @@ fn blobs_must_be_regular_files_inside_the_layout() {
     assert!(store.images().is_empty());
     assert!(store.layer_dirs().is_empty(), "{:?}", store.layer_dirs());
     assert!(store.tmp().is_empty(), "{:?}", store.tmp());
+}
+
+/// A layer of `dirs` read-only directories, each holding a mode-000 directory with a
+/// whiteout, an opaque marker and `files` read-only files of `size` bytes.
+fn hard_to_remove_layer(dirs: usize, files: usize, size: usize) -> support::Layer {
+    let data: Vec<u8> = (0..size).map(|i| (i * 7 % 251) as u8).collect();
+    layer(|b| {
+        for d in 0..dirs {
+            add_dir(b, &format!("d{d}"), 0o555);
+            add_dir(b, &format!("d{d}/locked"), 0o000);
+            add_file(b, &format!("d{d}/locked/.wh.gone"), 0o644, b"");
+            add_file(b, &format!("d{d}/locked/.wh..wh..opq"), 0o644, b"");
+            for f in 0..files {
+                add_file(b, &format!("d{d}/locked/f{f}"), 0o400, &data);
+            }
+        }
+    })
+}
+
+/// Defect 2: an import killed by SIGKILL in the middle of its second layer leaves its
+/// scratch directory and its finished first layer; the next import sweeps both.
+#[test]
+fn the_next_import_sweeps_what_a_killed_one_left() {
+    if !common::require_root("the_next_import_sweeps_what_a_killed_one_left") {
+        return;
+    }
+    let store = Store::new();
+    let layout = store.path("big-oci");
+    let first = layer(|b| add_file(b, "first", 0o644, b"first layer\n"));
+    let big = hard_to_remove_layer(48, 4, 256 * 1024);
+    support::write_oci(&layout, &[&first, &big], None, "latest", false);
+
+    let child = store
+        .command(&["image", "import", "--name", "big", layout.to_str().unwrap()])
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn agent");
+    let mut child = KillOnDrop(child);
+    // Wait until the first layer is in place and the second is being unpacked.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let unpacking = || {
+        store.layer_dirs().len() == 1
+            && store.tmp().iter().any(|t| {
+                t.starts_with("layer-")
+                    && list_dir(&store.state.join("tmp").join(t).join("diff")).len() > 2
+            })
+    };
+    while !unpacking() {
+        assert!(
+            child.0.try_wait().unwrap().is_none(),
+            "the import ended before it could be killed; make the layer bigger"
+        );
+        assert!(Instant::now() < deadline, "the second layer never started");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    // SAFETY: signalling our own, not yet reaped, child.
+    unsafe { libc::kill(child.0.id() as i32, libc::SIGKILL) };
+    let status = child.0.wait().unwrap();
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(status.signal(), Some(libc::SIGKILL), "{status:?}");
+    let left_tmp = store.tmp();
+    let left_layers = store.layer_dirs();
+    eprintln!("killed import left tmp/{left_tmp:?} and overlay2/{left_layers:?}");
+    assert!(!left_tmp.is_empty() && !left_layers.is_empty());
+
+    let second = store.path("second.tar");
+    let l = layer(|b| add_file(b, "second", 0o644, b"second image\n"));
+    std::fs::write(&second, &l.tar).unwrap();
+    let out = store.import(&["--name", "second", second.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    assert!(store.tmp().is_empty(), "tmp/ still holds {:?}", store.tmp());
+    let names: Vec<_> = store.images().into_iter().flat_map(|r| r.names).collect();
+    assert_eq!(names, ["second:latest"]);
+    let ls = store.command(&["image", "ls"]).output().unwrap();
+    assert!(!String::from_utf8_lossy(&ls.stdout).contains("big"));
+    store.assert_only_listed_layers();
+}
+
+/// Defect 2, the states a SIGKILL can leave that are too brief to hit by timing:
+/// scratch trees with read-only and mode-000 directories, whiteout devices and opaque
+/// xattrs; a layer moved into `overlay2/` but not yet linked; a short link made for
+/// a layer that never arrived; a finished layer no image record names.
+#[test]
+fn the_sweep_clears_every_state_a_killed_import_can_leave() {
+    if !common::require_root("the_sweep_clears_every_state_a_killed_import_can_leave") {
+        return;
+    }
+    let store = Store::new();
+    let keep = store.path("keep.tar");
+    std::fs::write(&keep, layer(|b| add_file(b, "keep", 0o644, b"k\n")).tar).unwrap();
+    let out = store.import(&["--name", "keep", keep.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    // A container's layer is not the image store's to sweep, even half-made.
+    let container = "c".repeat(64);
+    std::fs::create_dir_all(store.state.join("containers").join(&container)).unwrap();
+    std::fs::create_dir_all(store.state.join("overlay2").join(&container).join("diff")).unwrap();
+
+    let tmp = store.state.join("tmp");
+    for scratch in [
+        "import-0123456789abcdef/archive",
+        "layer-0123456789abcdef/diff",
+    ] {
+        let root = tmp.join(scratch);
+        let locked = root.join("ro/locked");
+        std::fs::create_dir_all(&locked).unwrap();
+        std::fs::write(locked.join("file"), "x").unwrap();
+        let wh = std::ffi::CString::new(locked.join("gone").to_str().unwrap()).unwrap();
+        // SAFETY: `wh` is a NUL-terminated path that outlives the call.
+        assert_eq!(
+            unsafe { libc::mknod(wh.as_ptr(), libc::S_IFCHR | 0o600, 0) },
+            0
+        );
+        let dir = std::ffi::CString::new(locked.to_str().unwrap()).unwrap();
+        // SAFETY: NUL-terminated strings and a value buffer that outlive the call.
+        let r = unsafe {
+            libc::lsetxattr(
+                dir.as_ptr(),
+                c"trusted.overlay.opaque".as_ptr(),
+                b"y".as_ptr().cast(),
+                1,
+                0,
+            )
+        };
+        assert_eq!(r, 0, "{}", std::io::Error::last_os_error());
+        for (p, mode) in [
+            (locked.join("file"), 0o400),
+            (locked, 0o000),
+            (root.join("ro"), 0o555),
+        ] {
+            std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(mode))
+                .unwrap();
+        }
+    }
+    let overlay = store.state.join("overlay2");
+    let unlinked = "a".repeat(64);
+    std::fs::create_dir_all(overlay.join(&unlinked).join("diff/etc")).unwrap();
+    let never = "b".repeat(64);
+    std::os::unix::fs::symlink(format!("../{never}/diff"), overlay.join("l/DANGLING")).unwrap();
+    let orphan = "d".repeat(64);
+    std::fs::create_dir_all(overlay.join(&orphan).join("diff")).unwrap();
+    std::fs::write(overlay.join(&orphan).join("link"), "ORPHAN").unwrap();
+    std::os::unix::fs::symlink(format!("../{orphan}/diff"), overlay.join("l/ORPHAN")).unwrap();
+
+    let next = store.path("next.tar");
+    std::fs::write(&next, layer(|b| add_file(b, "next", 0o644, b"n\n")).tar).unwrap();
+    let out = store.import(&["--name", "next", next.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    assert!(store.tmp().is_empty(), "tmp/ still holds {:?}", store.tmp());
+    let dirs = store.layer_dirs();
+    for gone in [&unlinked, &orphan] {
+        assert!(!dirs.contains(gone), "{gone} survived: {dirs:?}");
+    }
+    assert!(dirs.contains(&container), "the container's layer was swept");
+    std::fs::remove_dir_all(overlay.join(&container)).unwrap();
+    let names: BTreeSet<_> = store.images().into_iter().flat_map(|r| r.names).collect();
+    assert_eq!(
+        names,
+        BTreeSet::from(["keep:latest".to_string(), "next:latest".to_string()])
+    );
+    store.assert_only_listed_layers();
 }
 
 /// Defect 4: an I/O error names its path and its cause once, on one line.

@@ -111,12 +111,12 @@ pub fn import(
     let (source, tag) = split_source_tag(source);
     let meta = std::fs::metadata(&source).at("read image source", &source)?;
     let _lock = sys::lock_exclusive(&paths.lock_file())?;
-    // Only imports use tmp/ and they hold the lock: anything there is left over from
-    // an import that was killed.
-    if let Ok(stale) = std::fs::read_dir(paths.tmp()) {
-        for e in stale.flatten() {
-            let _ = std::fs::remove_dir_all(e.path()).or_else(|_| std::fs::remove_file(e.path()));
-        }
+    let swept = store::sweep(paths)?;
+    if swept > 0 {
+        progress(&format!(
+            "removed {swept} leftovers of an interrupted import from {}",
+            paths.root().display()
+        ));
     }
     let scratch = Scratch::new(paths)?;
     let record = if meta.is_dir() {

@@ -5,6 +5,7 @@
 use super::super::{Error, IoContext, Paths, Result, hex, sys};
 use super::{ImageRecord, unpack};
 use sha2::{Digest, Sha256};
+use std::collections::BTreeSet;
 use std::io::Read;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -58,15 +59,25 @@ fn new_short_link() -> Result<String> {
 /// Creates `overlay2/<id>/{link,lower}` and the short link for a diff directory that
 /// is already at `overlay2/<id>/diff`. `parents` are bottom-most first.
 pub fn register_layer(paths: &Paths, id: &str, parents: &[String]) -> Result<String> {
-    let dir = paths.overlay().join(id);
+    write_layer_meta(paths, &paths.overlay().join(id), id, parents)
+}
+
+/// Writes layer `id`'s `lower` file (when it has parents), its short link
+/// `overlay2/l/<short>` -> `../<id>/diff`, and last its `link` file, into `dir`: the
+/// layer's own directory, or the scratch directory that becomes it by a rename. A
+/// layer is complete once it has `link`; [`sweep`] removes the rest.
+fn write_layer_meta(paths: &Paths, dir: &Path, id: &str, parents: &[String]) -> Result<String> {
+    if !parents.is_empty() {
+        let lower = lower_links(paths, parents)?.join(":");
+        std::fs::write(dir.join("lower"), lower).at("write", dir.join("lower"))?;
+    }
     let short = new_short_link()?;
     let link_path = paths.links().join(&short);
     std::os::unix::fs::symlink(format!("../{id}/diff"), &link_path)
         .at("create short link", &link_path)?;
-    std::fs::write(dir.join("link"), &short).at("write", dir.join("link"))?;
-    if !parents.is_empty() {
-        let lower = lower_links(paths, parents)?.join(":");
-        std::fs::write(dir.join("lower"), lower).at("write", dir.join("lower"))?;
+    if let Err(e) = std::fs::write(dir.join("link"), &short).at("write", dir.join("link")) {
+        let _ = std::fs::remove_file(&link_path);
+        return Err(e);
     }
     Ok(short)
 }
@@ -104,18 +115,95 @@ pub(super) fn store_layer(
     let cleanup = TmpDir(tmp.clone());
     let diff_id = unpack::unpack_verified(reader, &diff, origin, expected)?;
     let chain = chain_id(parent_chain, &diff_id);
-    let final_dir = layer_dir(paths, &chain);
+    let name = layer_dir_name(&chain);
+    let final_dir = paths.overlay().join(name);
     if final_dir.join("link").exists() {
         return Ok((diff_id, chain));
     }
-    let _ = std::fs::remove_dir_all(&final_dir);
-    std::fs::rename(&tmp, &final_dir).at("move layer into", &final_dir)?;
-    std::mem::forget(cleanup);
-    if let Err(e) = register_layer(paths, layer_dir_name(&chain), parents) {
-        let _ = remove_layer_dir(paths, &chain);
+    // Complete the layer in scratch; the rename below is what makes it exist. An
+    // import killed before it leaves scratch and perhaps a short link to nowhere,
+    // both of which the next import sweeps.
+    let short = write_layer_meta(paths, &tmp, name, parents)?;
+    let moved = remove_tree(&final_dir)
+        .and_then(|()| std::fs::rename(&tmp, &final_dir).at("move layer into", &final_dir));
+    if let Err(e) = moved {
+        let _ = std::fs::remove_file(paths.links().join(short));
         return Err(e);
     }
+    drop(cleanup);
     Ok((diff_id, chain))
+}
+
+/// Removes a directory tree or a file; a missing one is fine.
+fn remove_tree(path: &Path) -> Result<()> {
+    let removed = match std::fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => std::fs::remove_dir_all(path),
+        Ok(_) => std::fs::remove_file(path),
+        Err(e) => Err(e),
+    };
+    match removed {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e).at("remove", path),
+        _ => Ok(()),
+    }
+}
+
+/// Removes what an import (or launch) killed half-way left behind; returns how many
+/// things it removed. Called with the store lock held, which every change to `tmp/`
+/// and `overlay2/` takes, so nothing it sees is still being made:
+///
+/// - everything in `tmp/` (only imports use it);
+/// - every layer directory in `overlay2/` that no image record names, unless it is
+///   named after a container in `containers/` (a container's layer is its own):
+///   the finished layers of an import killed before it wrote its record, and
+///   layers an older agent moved into place but never linked;
+/// - short links in `overlay2/l/` that lead nowhere (made for a layer that was
+///   never moved into place).
+pub(super) fn sweep(paths: &Paths) -> Result<usize> {
+    let mut removed = 0;
+    for name in dir_names(&paths.tmp())? {
+        remove_tree(&paths.tmp().join(name))?;
+        removed += 1;
+    }
+    let named: BTreeSet<String> = records(paths)?
+        .into_iter()
+        .flat_map(|r| r.layers)
+        .map(|l| layer_dir_name(&l).to_string())
+        .collect();
+    let containers: BTreeSet<String> = dir_names(&paths.containers())?.into_iter().collect();
+    for name in dir_names(&paths.overlay())? {
+        let is_layer = name.len() == 64
+            && name.bytes().all(|b| b.is_ascii_hexdigit())
+            && std::fs::symlink_metadata(paths.overlay().join(&name)).is_ok_and(|m| m.is_dir());
+        if is_layer && !named.contains(&name) && !containers.contains(&name) {
+            remove_layer_dir(paths, &name)?;
+            removed += 1;
+        }
+    }
+    for name in dir_names(&paths.links())? {
+        let link = paths.links().join(&name);
+        let dangling = std::fs::symlink_metadata(&link).is_ok_and(|m| m.is_symlink())
+            && std::fs::metadata(&link).is_err();
+        if dangling {
+            std::fs::remove_file(&link).at("remove", &link)?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
+/// Names in a directory; none if it does not exist.
+fn dir_names(dir: &Path) -> Result<Vec<String>> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e).at("read directory", dir),
+    };
+    entries
+        .map(|e| {
+            let e = e.at("read directory", dir)?;
+            Ok(e.file_name().to_string_lossy().into_owned())
+        })
+        .collect()
 }
 
 /// A directory removed on drop.
