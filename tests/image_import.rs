@@ -177,7 +177,10 @@ fn run_measured(mut cmd: Command, limit: Duration) -> Measured {
         });
     }
     let start = Instant::now();
-    #[expect(clippy::zombie_processes, reason = "reaped below by wait4, for its rusage")]
+    #[expect(
+        clippy::zombie_processes,
+        reason = "reaped below by wait4, for its rusage"
+    )]
     let mut child = cmd.spawn().expect("spawn agent");
     let pid = child.id() as i32;
     let mut err = child.stderr.take().expect("piped stderr");
@@ -474,6 +477,51 @@ fn the_sweep_clears_every_state_a_killed_import_can_leave() {
         BTreeSet::from(["keep:latest".to_string(), "next:latest".to_string()])
     );
     store.assert_only_listed_layers();
+}
+
+/// Defect 3: malformed whiteouts get one line naming the entry and the layer, and
+/// leave nothing behind (`.wh.` alone used to remove the layer's own directory).
+#[test]
+fn malformed_whiteouts_get_one_clear_line() {
+    if !common::require_root("malformed_whiteouts_get_one_clear_line") {
+        return;
+    }
+    let store = Store::new();
+    let cases: &[(&str, &str)] = &[
+        ("etc/.wh..", "etc/.wh.."),
+        ("etc/.wh...", "etc/.wh..."),
+        (".wh.", ".wh."),
+        ("etc/.wh..wh.plnk", "etc/.wh..wh.plnk"),
+        ("etc/.wh..wh..opq/x", "etc/.wh..wh..opq/x"),
+        ("etc/.wh.gone/x", "etc/.wh.gone/x"),
+    ];
+    for (i, (entry, shown)) in cases.iter().enumerate() {
+        let tarball = store.path(&format!("wh{i}.tar"));
+        let l = layer(|b| {
+            add_dir(b, "etc", 0o755);
+            add_file(b, "etc/keep", 0o644, b"k\n");
+            add_file(b, entry, 0o644, b"");
+        });
+        std::fs::write(&tarball, &l.tar).unwrap();
+        let out = store.import(&[tarball.to_str().unwrap()]);
+        let err = assert_one_line_error(&out, &[shown, "whiteout", "layer 1/1"]);
+        assert!(err.contains(tarball.to_str().unwrap()), "{err}");
+        let quoted = format!("{shown:?}");
+        assert_eq!(err.matches(&quoted).count(), 1, "not said once: {err}");
+    }
+    // In an OCI image the line names the layer by position and digest.
+    let layout = store.path("wh-oci");
+    let good = layer(|b| add_file(b, "ok", 0o644, b"ok\n"));
+    let bad = layer(|b| add_file(b, "etc/.wh..", 0o644, b""));
+    support::write_oci(&layout, &[&good, &bad], None, "latest", false);
+    let bad_digest = format!("sha256:{}", sha256_hex(&bad.tar));
+    let out = store.import(&[layout.to_str().unwrap()]);
+    assert_one_line_error(&out, &["layer 2/2", &bad_digest, "etc/.wh..", "whiteout"]);
+
+    assert!(store.images().is_empty());
+    assert!(store.tmp().is_empty(), "{:?}", store.tmp());
+    assert!(store.layer_dirs().is_empty(), "{:?}", store.layer_dirs());
+    assert!(store.state.join("tmp").is_dir(), "tmp/ itself was removed");
 }
 
 /// Defect 4: an I/O error names its path and its cause once, on one line.

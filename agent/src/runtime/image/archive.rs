@@ -55,6 +55,19 @@ impl LayerBlob {
         self.root.join(&self.rel)
     }
 
+    /// The layout or archive directory it is in.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// What the source calls it: its digest, or its path in the archive.
+    pub fn name(&self) -> String {
+        match &self.digest {
+            Some(d) => d.clone(),
+            None => self.rel.display().to_string(),
+        }
+    }
+
     /// Opens the blob (see `unpack::open_regular`) and checks its size against the
     /// descriptor's; returns the file and its size.
     pub fn open(&self) -> Result<(File, u64)> {

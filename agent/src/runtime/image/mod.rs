@@ -118,41 +118,41 @@ pub fn import(
             paths.root().display()
         ));
     }
+    let imported = import_source(paths, &source, &meta, tag.as_deref(), name, progress);
+    if imported.is_err() {
+        // Layers of this image that made it into overlay2/ before the failure are
+        // named by no record: leave nothing half-created.
+        let _ = store::sweep(paths);
+    }
+    imported
+}
+
+/// The body of [`import`], run under the store lock.
+fn import_source(
+    paths: &Paths,
+    source: &Path,
+    meta: &std::fs::Metadata,
+    tag: Option<&str>,
+    name: Option<&str>,
+    progress: Progress<'_>,
+) -> Result<ImageRecord> {
     let scratch = Scratch::new(paths)?;
-    let record = if meta.is_dir() {
-        import_dir(
-            paths,
-            &source,
-            &source,
-            tag.as_deref(),
-            name,
-            &scratch,
-            progress,
-        )?
-    } else {
-        match archive::sniff_archive(&source)? {
-            SourceKind::RootfsTar => {
-                let file = std::fs::File::open(&source).at("open", &source)?;
-                import_rootfs_tar(paths, file, &source, default_name(&source, name), progress)?
-            }
-            _ => {
-                let dir = scratch.path.join("archive");
-                progress(&format!("extracting {}", source.display()));
-                archive::extract_plain(&source, &dir)?;
-                import_dir(
-                    paths,
-                    &dir,
-                    &source,
-                    tag.as_deref(),
-                    name,
-                    &scratch,
-                    progress,
-                )
-                .map_err(|e| relabel(e, &source))?
-            }
+    if meta.is_dir() {
+        return import_dir(paths, source, source, tag, name, &scratch, progress);
+    }
+    match archive::sniff_archive(source)? {
+        SourceKind::RootfsTar => {
+            let file = std::fs::File::open(source).at("open", source)?;
+            import_rootfs_tar(paths, file, source, default_name(source, name), progress)
         }
-    };
-    Ok(record)
+        _ => {
+            let dir = scratch.path.join("archive");
+            progress(&format!("extracting {}", source.display()));
+            archive::extract_plain(source, &dir)?;
+            import_dir(paths, &dir, source, tag, name, &scratch, progress)
+                .map_err(|e| relabel(e, source))
+        }
+    }
 }
 
 /// Names the archive the user gave, not the scratch copy, in a corrupt-data error.
@@ -318,11 +318,17 @@ fn import_layers(
             blob_size: blob.size,
             diff_id: Some(diff_id),
         };
+        let path = blob.path();
+        let layer = unpack::LayerRef {
+            file: &path,
+            source: blob.root(),
+            label: format!("layer {}/{} ({})", i + 1, blobs.len(), blob.name()),
+        };
         // Never more than one byte past what the file held when it was opened.
         let (_, got_chain) = store::store_layer(
             paths,
             file.take(size.saturating_add(1)),
-            &blob.path(),
+            &layer,
             expected,
             &chains,
             parent.as_deref(),
@@ -340,10 +346,15 @@ fn import_rootfs_tar(
     progress: Progress<'_>,
 ) -> Result<ImageRecord> {
     progress(&format!("layer 1/1: unpacking {}", origin.display()));
+    let layer = unpack::LayerRef {
+        file: origin,
+        source: origin,
+        label: "layer 1/1".into(),
+    };
     let (diff_id, chain) = store::store_layer(
         paths,
         reader,
-        origin,
+        &layer,
         unpack::Expected::default(),
         &[],
         None,

@@ -3,7 +3,8 @@
 //! `images/<id>.json`.
 
 use super::super::{Error, IoContext, Paths, Result, hex, sys};
-use super::{ImageRecord, unpack};
+use super::ImageRecord;
+use super::unpack::{self, remove_tree};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeSet;
 use std::io::Read;
@@ -102,7 +103,7 @@ pub fn remove_layer_dir(paths: &Paths, id: &str) -> Result<()> {
 pub(super) fn store_layer(
     paths: &Paths,
     reader: impl Read,
-    origin: &Path,
+    layer: &unpack::LayerRef<'_>,
     expected: unpack::Expected<'_>,
     parents: &[String],
     parent_chain: Option<&str>,
@@ -113,7 +114,7 @@ pub(super) fn store_layer(
     let diff = tmp.join("diff");
     std::fs::create_dir_all(&diff).at("create directory", &diff)?;
     let cleanup = TmpDir(tmp.clone());
-    let diff_id = unpack::unpack_verified(reader, &diff, origin, expected)?;
+    let diff_id = unpack::unpack_verified(reader, &diff, layer, expected)?;
     let chain = chain_id(parent_chain, &diff_id);
     let name = layer_dir_name(&chain);
     let final_dir = paths.overlay().join(name);
@@ -132,19 +133,6 @@ pub(super) fn store_layer(
     }
     drop(cleanup);
     Ok((diff_id, chain))
-}
-
-/// Removes a directory tree or a file; a missing one is fine.
-fn remove_tree(path: &Path) -> Result<()> {
-    let removed = match std::fs::symlink_metadata(path) {
-        Ok(m) if m.is_dir() => std::fs::remove_dir_all(path),
-        Ok(_) => std::fs::remove_file(path),
-        Err(e) => Err(e),
-    };
-    match removed {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e).at("remove", path),
-        _ => Ok(()),
-    }
 }
 
 /// Removes what an import (or launch) killed half-way left behind; returns how many

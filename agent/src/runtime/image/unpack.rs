@@ -6,8 +6,10 @@
 use super::super::{Error, IoContext, Result, hex, sys};
 use super::{archive, corrupt};
 use sha2::{Digest, Sha256};
+use std::ffi::OsStr;
 use std::fs::File;
 use std::io::{BufReader, Read};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
 /// A reader that hashes what passes through it.
@@ -61,24 +63,42 @@ pub(super) struct Expected<'a> {
     pub diff_id: Option<&'a str>,
 }
 
+/// Which layer of which source is being unpacked, for messages.
+pub(super) struct LayerRef<'a> {
+    /// The file the layer is read from, named in I/O errors.
+    pub file: &'a Path,
+    /// The image source, named in verdicts on the layer's content.
+    pub source: &'a Path,
+    /// Which layer: `layer 2/3 (sha256:…)`.
+    pub label: String,
+}
+
+impl LayerRef<'_> {
+    /// A verdict on this layer's content.
+    fn corrupt(&self, what: impl std::fmt::Display) -> Error {
+        corrupt(self.source, format!("{}: {what}", self.label))
+    }
+}
+
 /// Unpacks a (possibly compressed) layer stream into `diff` and checks it against
 /// `expected`: digest and size over the raw bytes, diff id over the uncompressed tar.
 /// Returns the diff id.
 pub(super) fn unpack_verified(
     reader: impl Read,
     diff: &Path,
-    origin: &Path,
+    layer: &LayerRef<'_>,
     expected: Expected<'_>,
 ) -> Result<String> {
+    let file = layer.file;
     let outer = std::rc::Rc::new(std::cell::RefCell::new(HashReader::new(reader)));
     let decoded =
-        archive::decompress(BufReader::new(SharedHash(outer.clone()))).at("read", origin)?;
+        archive::decompress(BufReader::new(SharedHash(outer.clone()))).at("read layer", file)?;
     let mut inner = HashReader::new(decoded);
-    let unpacked = unpack_layer(&mut inner, diff, origin).and_then(|()| {
+    let unpacked = unpack_layer(&mut inner, diff, layer).and_then(|()| {
         // Read to the end so the digests cover every byte (tar padding included).
         std::io::copy(&mut inner, &mut std::io::sink())
             .map(drop)
-            .at("read layer", origin)
+            .at("read layer", file)
     });
     if expected.blob_digest.is_some() || expected.blob_size.is_some() {
         // A blob that is not what its descriptor says is the real cause of
@@ -88,89 +108,128 @@ pub(super) fn unpack_verified(
         if let Some(size) = expected.blob_size
             && outer.bytes != size
         {
-            return Err(corrupt(
-                origin,
-                format!(
-                    "layer size mismatch: its descriptor says {size} bytes, read {}",
-                    outer.bytes
-                ),
-            ));
+            return Err(layer.corrupt(format!(
+                "size mismatch: its descriptor says {size} bytes, read {}",
+                outer.bytes
+            )));
         }
         let got = outer.digest();
         if let Some(want) = expected.blob_digest
             && got != want
         {
-            return Err(corrupt(
-                origin,
-                format!("layer digest mismatch: expected {want}, got {got}"),
-            ));
+            return Err(layer.corrupt(format!("digest mismatch: expected {want}, got {got}")));
         }
-        rest.at("read layer", origin)?;
+        rest.at("read layer", file)?;
     }
     unpacked?;
     let diff_id = inner.digest();
-    if let Some(expected) = expected.diff_id
-        && expected != diff_id
+    if let Some(want) = expected.diff_id
+        && want != diff_id
     {
-        return Err(corrupt(
-            origin,
-            format!("layer diff id mismatch: expected {expected}, got {diff_id}"),
-        ));
+        return Err(layer.corrupt(format!("diff id mismatch: expected {want}, got {diff_id}")));
     }
     Ok(diff_id)
 }
 
+/// The OCI whiteout prefix: `.wh.NAME` hides `NAME` of the layers below.
+const WHITEOUT: &[u8] = b".wh.";
+/// The opaque whiteout: its directory hides everything of the layers below.
+const OPAQUE: &[u8] = b".wh..wh..opq";
+
+/// What a layer entry's name makes of it.
+#[derive(Debug, PartialEq)]
+enum Whiteout<'a> {
+    /// An ordinary entry.
+    No,
+    /// `DIR/.wh..wh..opq`: `DIR` is opaque.
+    Opaque,
+    /// `DIR/.wh.NAME`: `NAME` is hidden.
+    Hide(&'a OsStr),
+}
+
+/// Classifies entry `rel` (sanitized, not empty) of type `kind`, or says why it is a
+/// malformed whiteout. Whiteouts are empty regular files (or hard links to one)
+/// named `.wh.` and a file name; names starting `.wh..wh.` are reserved for the opaque
+/// marker (AUFS kept its own metadata there); nothing lies below a whiteout.
+fn whiteout(rel: &Path, kind: tar::EntryType) -> std::result::Result<Whiteout<'_>, String> {
+    let mut names = rel.iter().map(OsStr::as_bytes);
+    let last = names.next_back().unwrap_or_default();
+    if let Some(dir) = names.find(|n| n.starts_with(WHITEOUT)) {
+        return Err(format!(
+            "an entry below {:?}, which is a whiteout's name",
+            OsStr::from_bytes(dir)
+        ));
+    }
+    if !last.starts_with(WHITEOUT) {
+        return Ok(Whiteout::No);
+    }
+    if !(kind.is_file() || kind.is_hard_link()) {
+        return Err("a whiteout must be an empty regular file".into());
+    }
+    if last == OPAQUE {
+        return Ok(Whiteout::Opaque);
+    }
+    let hidden = &last[WHITEOUT.len()..];
+    match hidden {
+        b"" => Err("it names no file to hide".into()),
+        b"." | b".." => Err(format!(
+            "it would hide {:?}, which is not a file",
+            OsStr::from_bytes(hidden)
+        )),
+        _ if hidden.starts_with(WHITEOUT) => Err(
+            "names starting with .wh..wh. are reserved (only .wh..wh..opq is a whiteout)".into(),
+        ),
+        _ => Ok(Whiteout::Hide(OsStr::from_bytes(hidden))),
+    }
+}
+
 /// Unpacks one layer's tar stream into `dest`, converting OCI whiteouts to overlayfs
 /// ones (`.wh.NAME` → 0:0 char device, `.wh..wh..opq` → opaque xattr).
-fn unpack_layer<R: Read>(reader: R, dest: &Path, origin: &Path) -> Result<()> {
+fn unpack_layer<R: Read>(reader: R, dest: &Path, layer: &LayerRef<'_>) -> Result<()> {
     let mut archive = tar::Archive::new(reader);
     archive.set_preserve_permissions(true);
     archive.set_preserve_ownerships(true);
     archive.set_preserve_mtime(true);
     archive.set_unpack_xattrs(true);
     archive.set_overwrite(true);
-    let entries = archive.entries().at("read layer", origin)?;
+    let entries = archive.entries().at("read layer", layer.file)?;
     for entry in entries {
-        let mut entry = entry.at("read layer", origin)?;
-        let raw = entry.path().at("read layer", origin)?.into_owned();
-        let rel = sanitize(&raw).ok_or_else(|| {
-            corrupt(
-                origin,
-                format!("layer entry escapes the root: {}", raw.display()),
-            )
-        })?;
-        if rel.as_os_str().is_empty() {
+        let mut entry = entry.at("read layer", layer.file)?;
+        let raw = entry.path().at("read layer", layer.file)?.into_owned();
+        let escapes = || layer.corrupt(format!("entry {raw:?} escapes the layer"));
+        let rel = sanitize(&raw).ok_or_else(escapes)?;
+        let (Some(file_name), Some(rel_parent)) = (rel.file_name(), rel.parent()) else {
             continue;
-        }
-        let file_name = rel.file_name().and_then(|n| n.to_str()).unwrap_or("");
-        let rel_parent = rel.parent().unwrap_or(Path::new(""));
-        let special = file_name.starts_with(".wh.") || {
-            let k = entry.header().entry_type();
-            k.is_character_special() || k.is_block_special() || k.is_fifo()
         };
+        let kind = entry.header().entry_type();
+        let device = kind.is_character_special() || kind.is_block_special() || kind.is_fifo();
+        let wh = whiteout(&rel, kind)
+            .map_err(|why| layer.corrupt(format!("malformed whiteout {raw:?}: {why}")))?;
         // Entries handled here (not by tar's own checked unpacking) must not reach
         // through a symlink out of the layer.
-        let parent = if special {
-            safe_parent(dest, rel_parent, origin)?
+        let parent = if wh != Whiteout::No || device {
+            safe_parent(dest, rel_parent, layer)?
         } else {
             dest.join(rel_parent)
         };
-        if file_name == ".wh..wh..opq" {
-            sys::lsetxattr(&parent, "trusted.overlay.opaque", b"y")?;
-            continue;
+        match wh {
+            Whiteout::Opaque => {
+                sys::lsetxattr(&parent, "trusted.overlay.opaque", b"y")?;
+                continue;
+            }
+            Whiteout::Hide(hidden) => {
+                let target = parent.join(hidden);
+                remove_tree(&target)?;
+                sys::mknod(&target, libc::S_IFCHR | 0o600, 0, 0)?;
+                continue;
+            }
+            Whiteout::No => {}
         }
-        if let Some(hidden) = file_name.strip_prefix(".wh.") {
-            let target = parent.join(hidden);
-            remove_any(&target)?;
-            sys::mknod(&target, libc::S_IFCHR | 0o600, 0, 0)?;
-            continue;
-        }
-        let kind = entry.header().entry_type();
-        if kind.is_character_special() || kind.is_block_special() || kind.is_fifo() {
+        if device {
             let target = parent.join(file_name);
-            remove_any(&target)?;
+            remove_tree(&target)?;
             let header = entry.header();
-            let mode = header.mode().at("read layer", origin)? & 0o7777;
+            let mode = header.mode().at("read layer", layer.file)? & 0o7777;
             let ftype = if kind.is_character_special() {
                 libc::S_IFCHR
             } else if kind.is_block_special() {
@@ -186,12 +245,8 @@ fn unpack_layer<R: Read>(reader: R, dest: &Path, origin: &Path) -> Result<()> {
             sys::lchown(&target, uid, gid)?;
             continue;
         }
-        let inside = entry.unpack_in(dest).at("unpack", dest.join(&rel))?;
-        if !inside {
-            return Err(corrupt(
-                origin,
-                format!("layer entry escapes the root: {}", raw.display()),
-            ));
+        if !entry.unpack_in(dest).at("unpack", dest.join(&rel))? {
+            return Err(escapes());
         }
     }
     Ok(())
@@ -199,17 +254,14 @@ fn unpack_layer<R: Read>(reader: R, dest: &Path, origin: &Path) -> Result<()> {
 
 /// `dest/rel`, creating missing directories, refusing any component that is not a
 /// real directory (a symlink could point out of the layer).
-fn safe_parent(dest: &Path, rel: &Path, origin: &Path) -> Result<PathBuf> {
+fn safe_parent(dest: &Path, rel: &Path, layer: &LayerRef<'_>) -> Result<PathBuf> {
     let mut cur = dest.to_path_buf();
     for c in rel.components() {
         cur.push(c);
         match std::fs::symlink_metadata(&cur) {
             Ok(m) if m.is_dir() => {}
             Ok(_) => {
-                return Err(corrupt(
-                    origin,
-                    format!("layer entry below a non-directory: {}", rel.display()),
-                ));
+                return Err(layer.corrupt(format!("entry below a non-directory: {:?}", rel)));
             }
             Err(_) => std::fs::create_dir(&cur).at("create directory", &cur)?,
         }
@@ -217,11 +269,16 @@ fn safe_parent(dest: &Path, rel: &Path, origin: &Path) -> Result<PathBuf> {
     Ok(cur)
 }
 
-fn remove_any(path: &Path) -> Result<()> {
-    match std::fs::symlink_metadata(path) {
-        Ok(m) if m.is_dir() => std::fs::remove_dir_all(path).at("remove", path),
-        Ok(_) => std::fs::remove_file(path).at("remove", path),
-        Err(_) => Ok(()),
+/// Removes a directory tree or a file; a missing one is fine.
+pub(super) fn remove_tree(path: &Path) -> Result<()> {
+    let removed = match std::fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => std::fs::remove_dir_all(path),
+        Ok(_) => std::fs::remove_file(path),
+        Err(e) => Err(e),
+    };
+    match removed {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e).at("remove", path),
+        _ => Ok(()),
     }
 }
 
@@ -362,12 +419,92 @@ mod tests {
         let data = b.into_inner().unwrap();
         let dest = t.path().join("diff");
         std::fs::create_dir(&dest).unwrap();
-        let err = unpack_layer(&data[..], &dest, Path::new("layer.tar")).unwrap_err();
+        let err = unpack_layer(&data[..], &dest, &test_layer()).unwrap_err();
         assert!(err.to_string().contains("non-directory"), "{err}");
         assert_eq!(
             std::fs::read_to_string(outside.join("victim")).unwrap(),
             "keep"
         );
+    }
+
+    fn test_layer() -> LayerRef<'static> {
+        LayerRef {
+            file: Path::new("/src/layer.tar"),
+            source: Path::new("/src"),
+            label: "layer 1/1".into(),
+        }
+    }
+
+    #[test]
+    fn whiteout_names() {
+        let file = tar::EntryType::Regular;
+        fn ok(p: &str) -> Whiteout<'_> {
+            whiteout(Path::new(p), tar::EntryType::Regular).unwrap()
+        }
+        assert_eq!(ok("etc/passwd"), Whiteout::No);
+        assert_eq!(ok("etc/.wh.passwd"), Whiteout::Hide(OsStr::new("passwd")));
+        assert_eq!(ok("etc/.wh....x"), Whiteout::Hide(OsStr::new("...x")));
+        assert_eq!(ok("etc/.wh..wh..opq"), Whiteout::Opaque);
+        assert_eq!(ok(".wh..wh..opq"), Whiteout::Opaque);
+        assert_eq!(
+            whiteout(Path::new("etc/.wh.x"), tar::EntryType::Link).unwrap(),
+            Whiteout::Hide(OsStr::new("x"))
+        );
+        for (bad, why) in [
+            (".wh.", "names no file"),
+            ("etc/.wh.", "names no file"),
+            ("etc/.wh..", "\".\", which is not a file"),
+            ("etc/.wh...", "\"..\", which is not a file"),
+            ("etc/.wh..wh.plnk", "reserved"),
+            (".wh..wh.aufs", "reserved"),
+            ("etc/.wh..wh..opq/x", "below \".wh..wh..opq\""),
+            ("etc/.wh.gone/x", "below \".wh.gone\""),
+        ] {
+            let err = whiteout(Path::new(bad), file).unwrap_err();
+            assert!(err.contains(why), "{bad}: {err}");
+        }
+        for kind in [
+            tar::EntryType::Directory,
+            tar::EntryType::Symlink,
+            tar::EntryType::Char,
+            tar::EntryType::Fifo,
+        ] {
+            for name in ["etc/.wh.x", "etc/.wh..wh..opq"] {
+                let err = whiteout(Path::new(name), kind).unwrap_err();
+                assert!(err.contains("empty regular file"), "{name} {kind:?}: {err}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_malformed_whiteout_is_one_line_naming_entry_and_layer() {
+        let t = tempfile::tempdir().unwrap();
+        for (i, name) in [".wh.", ".wh..", ".wh...", "a/.wh..", "a/.wh..wh.plnk"]
+            .iter()
+            .enumerate()
+        {
+            let mut b = tar::Builder::new(Vec::new());
+            let mut h = tar::Header::new_gnu();
+            h.set_path(name).unwrap();
+            h.set_size(0);
+            h.set_mode(0o644);
+            h.set_cksum();
+            b.append(&h, std::io::empty()).unwrap();
+            let data = b.into_inner().unwrap();
+            // `.wh.` and `.wh...` used to remove the layer's directory and its parent.
+            let dest = t.path().join(i.to_string()).join("diff");
+            std::fs::create_dir_all(&dest).unwrap();
+            let err = unpack_layer(&data[..], &dest, &test_layer()).unwrap_err();
+            let msg = err.to_string();
+            assert!(
+                msg.starts_with(&format!(
+                    "corrupt image data /src: layer 1/1: malformed whiteout {name:?}: "
+                )),
+                "{msg}"
+            );
+            assert!(!msg.contains('\n'), "{msg}");
+            assert!(dest.is_dir(), "{name} removed the layer directory");
+        }
     }
 
     #[test]
