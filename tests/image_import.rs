@@ -35,13 +35,7 @@ impl Store {
 
     /// `agent ARGS` against this store, not yet started.
     fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_agent"));
-        cmd.args(args)
-            .env("AGENT_STATE_DIR", &self.state)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        cmd
+        support::agent_command(&self.state, args)
     }
 
     /// `agent image import --quiet ARGS`.
@@ -397,7 +391,8 @@ fn the_next_import_sweeps_what_a_killed_one_left() {
 /// Defect 2, the states a SIGKILL can leave that are too brief to hit by timing:
 /// scratch trees with read-only and mode-000 directories, whiteout devices and opaque
 /// xattrs; a layer moved into `overlay2/` but not yet linked; a short link made for
-/// a layer that never arrived; a finished layer no image record names.
+/// a layer that never arrived; a finished layer no image record names; a record
+/// written but never renamed into place.
 #[test]
 fn the_sweep_clears_every_state_a_killed_import_can_leave() {
     if !common::require_root("the_sweep_clears_every_state_a_killed_import_can_leave") {
@@ -454,6 +449,11 @@ fn the_sweep_clears_every_state_a_killed_import_can_leave() {
     std::fs::create_dir_all(overlay.join(&unlinked).join("diff/etc")).unwrap();
     let never = "b".repeat(64);
     std::os::unix::fs::symlink(format!("../{never}/diff"), overlay.join("l/DANGLING")).unwrap();
+    let half_written = store.state.join("images").join(format!(
+        ".{orphan_hex}.json.tmp4242",
+        orphan_hex = "e".repeat(64)
+    ));
+    std::fs::write(&half_written, "{").unwrap();
     let orphan = "d".repeat(64);
     std::fs::create_dir_all(overlay.join(&orphan).join("diff")).unwrap();
     std::fs::write(overlay.join(&orphan).join("link"), "ORPHAN").unwrap();
@@ -470,6 +470,7 @@ fn the_sweep_clears_every_state_a_killed_import_can_leave() {
         assert!(!dirs.contains(gone), "{gone} survived: {dirs:?}");
     }
     assert!(dirs.contains(&container), "the container's layer was swept");
+    assert!(!half_written.exists(), "a half-written record survived");
     std::fs::remove_dir_all(overlay.join(&container)).unwrap();
     let names: BTreeSet<_> = store.images().into_iter().flat_map(|r| r.names).collect();
     assert_eq!(

@@ -139,13 +139,7 @@ impl Env {
 
     /// The `agent ARGS` command, not yet started.
     pub fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_agent"));
-        cmd.args(args)
-            .env("AGENT_STATE_DIR", &self.state)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        cmd
+        agent_command(&self.state, args)
     }
 
     /// `agent launch ARGS`.
@@ -203,6 +197,17 @@ impl Env {
     pub fn container_dirs(&self) -> Vec<String> {
         list_dir(&self.state.join("containers"))
     }
+}
+
+/// `agent ARGS` on the state root `state`, output piped, not yet started.
+pub fn agent_command(state: &Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_agent"));
+    cmd.args(args)
+        .env("AGENT_STATE_DIR", state)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd
 }
 
 /// A child process killed (and reaped) if the test ends before it does.

@@ -145,12 +145,19 @@ pub(super) fn store_layer(
 ///   the finished layers of an import killed before it wrote its record, and
 ///   layers an older agent moved into place but never linked;
 /// - short links in `overlay2/l/` that lead nowhere (made for a layer that was
-///   never moved into place).
+///   never moved into place);
+/// - record files in `images/` that `write_atomic` never renamed into place.
 pub(super) fn sweep(paths: &Paths) -> Result<usize> {
     let mut removed = 0;
     for name in dir_names(&paths.tmp())? {
         remove_tree(&paths.tmp().join(name))?;
         removed += 1;
+    }
+    for name in dir_names(&paths.images())? {
+        if name.starts_with('.') && name.contains(".json.tmp") {
+            remove_tree(&paths.images().join(name))?;
+            removed += 1;
+        }
     }
     let named: BTreeSet<String> = records(paths)?
         .into_iter()
@@ -259,19 +266,11 @@ pub(super) fn load_record(paths: &Paths, id: &str) -> Result<ImageRecord> {
 /// Every record in `images/`, in directory order.
 pub(super) fn records(paths: &Paths) -> Result<Vec<ImageRecord>> {
     let dir = paths.images();
-    let entries = match std::fs::read_dir(&dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(e).at("read directory", &dir),
-    };
-    let mut out = Vec::new();
-    for e in entries {
-        let path = e.at("read directory", &dir)?.path();
-        if path.extension().is_some_and(|x| x == "json") {
-            out.push(read_json::<ImageRecord>(&path)?);
-        }
-    }
-    Ok(out)
+    dir_names(&dir)?
+        .into_iter()
+        .filter(|n| Path::new(n).extension().is_some_and(|x| x == "json"))
+        .map(|n| read_json(&dir.join(n)))
+        .collect()
 }
 
 #[cfg(test)]

@@ -396,26 +396,8 @@ mod tests {
         std::fs::create_dir(&outside).unwrap();
         std::fs::write(outside.join("victim"), "keep").unwrap();
         let mut b = tar::Builder::new(Vec::new());
-        let mut h = tar::Header::new_gnu();
-        h.set_entry_type(tar::EntryType::Symlink);
-        h.set_path("etc").unwrap();
-        h.set_link_name(&outside).unwrap();
-        h.set_size(0);
-        h.set_mode(0o777);
-        h.set_uid(0);
-        h.set_gid(0);
-        h.set_mtime(0);
-        h.set_cksum();
-        b.append(&h, std::io::empty()).unwrap();
-        let mut h = tar::Header::new_gnu();
-        h.set_path("etc/.wh.victim").unwrap();
-        h.set_size(0);
-        h.set_mode(0o644);
-        h.set_uid(0);
-        h.set_gid(0);
-        h.set_mtime(0);
-        h.set_cksum();
-        b.append(&h, std::io::empty()).unwrap();
+        entry(&mut b, "etc", tar::EntryType::Symlink, Some(&outside));
+        entry(&mut b, "etc/.wh.victim", tar::EntryType::Regular, None);
         let data = b.into_inner().unwrap();
         let dest = t.path().join("diff");
         std::fs::create_dir(&dest).unwrap();
@@ -425,6 +407,23 @@ mod tests {
             std::fs::read_to_string(outside.join("victim")).unwrap(),
             "keep"
         );
+    }
+
+    /// Appends an empty entry owned by root.
+    fn entry(b: &mut tar::Builder<Vec<u8>>, path: &str, kind: tar::EntryType, link: Option<&Path>) {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(kind);
+        h.set_path(path).unwrap();
+        if let Some(link) = link {
+            h.set_link_name(link).unwrap();
+        }
+        h.set_size(0);
+        h.set_mode(if kind.is_symlink() { 0o777 } else { 0o644 });
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
+        h.set_cksum();
+        b.append(&h, std::io::empty()).unwrap();
     }
 
     fn test_layer() -> LayerRef<'static> {
@@ -484,12 +483,7 @@ mod tests {
             .enumerate()
         {
             let mut b = tar::Builder::new(Vec::new());
-            let mut h = tar::Header::new_gnu();
-            h.set_path(name).unwrap();
-            h.set_size(0);
-            h.set_mode(0o644);
-            h.set_cksum();
-            b.append(&h, std::io::empty()).unwrap();
+            entry(&mut b, name, tar::EntryType::Regular, None);
             let data = b.into_inner().unwrap();
             // `.wh.` and `.wh...` used to remove the layer's directory and its parent.
             let dest = t.path().join(i.to_string()).join("diff");
