@@ -534,6 +534,10 @@ fn io_errors_name_the_path_once() {
     let err = assert_one_line_error(&out, &[missing.to_str().unwrap(), "No such file"]);
     assert_eq!(err.matches("No such file").count(), 1, "{err}");
 
+    // A device is no tarball: reading /dev/zero as one would never end.
+    let out = store.import(&["/dev/zero"]);
+    assert_one_line_error(&out, &["/dev/zero", "character device"]);
+
     // A layout without index.json's manifest blob.
     let layout = store.path("empty-oci");
     let hex = sha256_hex(b"{}");

@@ -11,8 +11,10 @@
 //!
 //! A layer is identified by its OCI chain id (`sha256(parent-chain + " " + diff-id)`),
 //! so identical layer stacks are unpacked once and shared between images. A layer is
-//! unpacked into `tmp/` and renamed into place only after its digests check out, so a
-//! corrupt or interrupted import leaves nothing half-made in `overlay2/`.
+//! unpacked into `tmp/`, completed there, and renamed into place only after its
+//! digests check out. What an import killed half-way leaves (scratch, layers no
+//! record names, short links to nowhere) the next import sweeps, under the store
+//! lock, before it starts; a failed import sweeps its own layers.
 //!
 //! This file is the public face: importing (which source, which layers, which record),
 //! listing, resolving and removing images. The rooms behind it:
@@ -110,6 +112,14 @@ pub fn import(
     }
     let (source, tag) = split_source_tag(source);
     let meta = std::fs::metadata(&source).at("read image source", &source)?;
+    if !meta.is_dir() && !meta.is_file() {
+        // Reading /dev/zero or a FIFO as a tarball would never end.
+        return Err(Error::Invalid(format!(
+            "{}: a {}, not an image archive or directory",
+            source.display(),
+            unpack::kind_of(meta.file_type())
+        )));
+    }
     let _lock = sys::lock_exclusive(&paths.lock_file())?;
     let swept = store::sweep(paths)?;
     if swept > 0 {

@@ -283,7 +283,7 @@ pub(super) fn remove_tree(path: &Path) -> Result<()> {
 }
 
 /// What a file is, for messages.
-fn kind_of(t: std::fs::FileType) -> &'static str {
+pub(super) fn kind_of(t: std::fs::FileType) -> &'static str {
     use std::os::unix::fs::FileTypeExt;
     if t.is_symlink() {
         "symbolic link"
