@@ -105,8 +105,52 @@ pub fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("agent: error: {err:#}");
+            eprintln!("agent: error: {}", one_line(&err));
             ExitCode::FAILURE
         }
+    }
+}
+
+/// An error and its causes on one line, each said once. The runtime's errors print
+/// their cause in their own message and keep it as their source too (so `{:#}` would
+/// say it twice); a cause whose text is already on the line is left out.
+fn one_line(err: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in err.chain() {
+        let msg = cause.to_string();
+        if msg.is_empty() || line.contains(&msg) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&msg);
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::one_line;
+    use crate::runtime::{Error, IoContext};
+
+    #[test]
+    fn errors_print_each_cause_once() {
+        let io = std::fs::read("/no/such/file").at("read", "/no/such/file");
+        let err = anyhow::Error::from(io.unwrap_err()).context("importing");
+        let line = one_line(&err);
+        assert_eq!(
+            line,
+            "importing: read /no/such/file: No such file or directory (os error 2)"
+        );
+        let corrupt = Error::Corrupt {
+            path: "/x".into(),
+            reason: "invalid JSON".into(),
+            source: Some(Box::new(std::io::Error::other("line 1"))),
+        };
+        assert_eq!(
+            one_line(&corrupt.into()),
+            "corrupt image data /x: invalid JSON: line 1"
+        );
     }
 }

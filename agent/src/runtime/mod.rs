@@ -63,7 +63,13 @@ pub enum Error {
     Conflict(String),
     /// An image or layer whose content is broken.
     #[error("corrupt image data {}: {reason}", path.display())]
-    Corrupt { path: PathBuf, reason: String },
+    Corrupt {
+        path: PathBuf,
+        reason: String,
+        /// What the reader said, when the verdict rests on its error.
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
     /// The container's cgroup could not be made or changed.
     #[error(transparent)]
     Cgroup(#[from] crate::cgroup::CgroupError),

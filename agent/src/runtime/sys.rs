@@ -3,6 +3,7 @@
 
 use super::{Error, IoContext, Result};
 use std::ffi::{CStr, CString};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
@@ -128,6 +129,36 @@ pub fn mknod(path: &Path, mode: libc::mode_t, major: u32, minor: u32) -> Result<
     // SAFETY: `p` is NUL-terminated and outlives the call.
     let ret = unsafe { libc::mknod(p.as_ptr(), mode, libc::makedev(major, minor)) };
     check(ret, "mknod", path)
+}
+
+/// `openat(2)` of one name in the directory `dir`, never following a symbolic link
+/// there: `O_NOFOLLOW | O_CLOEXEC` are added to `flags`, and a name with a `/` (which
+/// would walk through further, unchecked, components) is refused. Returns the bare
+/// `errno` so the caller can name the whole path it was opening.
+pub fn openat_nofollow(
+    dir: BorrowedFd<'_>,
+    name: &std::ffi::OsStr,
+    flags: libc::c_int,
+) -> std::io::Result<OwnedFd> {
+    if name.as_bytes().contains(&b'/') {
+        return Err(std::io::Error::from(std::io::ErrorKind::InvalidInput));
+    }
+    let c = CString::new(name.as_bytes())
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+    let flags = flags | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+    loop {
+        // SAFETY: `dir` is an open descriptor borrowed for the call, `c` is
+        // NUL-terminated and outlives it.
+        let fd = unsafe { libc::openat(dir.as_raw_fd(), c.as_ptr(), flags) };
+        if fd >= 0 {
+            // SAFETY: `fd` was just returned by openat and is owned by nothing else.
+            return Ok(unsafe { OwnedFd::from_raw_fd(fd) });
+        }
+        let err = std::io::Error::last_os_error();
+        if err.kind() != std::io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    }
 }
 
 /// `lsetxattr(2)`.
@@ -450,7 +481,6 @@ pub struct FileLock {
 
 /// Takes an exclusive lock on `path` (created if missing), waiting for it.
 pub fn lock_exclusive(path: &Path) -> Result<FileLock> {
-    use std::os::fd::AsRawFd;
     let file = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
@@ -473,7 +503,6 @@ pub fn lock_exclusive(path: &Path) -> Result<FileLock> {
 
 /// A pipe with both ends close-on-exec: (read, write).
 pub fn pipe() -> Result<(std::fs::File, std::fs::File)> {
-    use std::os::fd::FromRawFd;
     let mut fds = [0; 2];
     // SAFETY: `fds` is a valid two-element out array.
     let ret = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) };

@@ -139,13 +139,7 @@ impl Env {
 
     /// The `agent ARGS` command, not yet started.
     pub fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(crate::agent_bin());
-        cmd.args(args)
-            .env("AGENT_STATE_DIR", &self.state)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        cmd
+        agent_command(&self.state, args)
     }
 
     /// `agent launch ARGS`.
@@ -203,6 +197,17 @@ impl Env {
     pub fn container_dirs(&self) -> Vec<String> {
         list_dir(&self.state.join("containers"))
     }
+}
+
+/// `agent ARGS` on the state root `state`, output piped, not yet started.
+pub fn agent_command(state: &Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new(crate::agent_bin());
+    cmd.args(args)
+        .env("AGENT_STATE_DIR", state)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd
 }
 
 /// A child process killed (and reaped) if the test ends before it does.
@@ -320,7 +325,7 @@ impl Drop for Env {
 
 // ---- building the busybox OCI image ------------------------------------------------
 
-fn sha256_hex(data: &[u8]) -> String {
+pub fn sha256_hex(data: &[u8]) -> String {
     Sha256::digest(data)
         .iter()
         .map(|b| format!("{b:02x}"))
@@ -413,7 +418,8 @@ fn gzip(data: &[u8]) -> Vec<u8> {
     enc.finish().unwrap()
 }
 
-fn write_blob(layout: &Path, data: &[u8]) -> String {
+/// Writes `data` as a blob of `layout`; returns its digest.
+pub fn write_blob(layout: &Path, data: &[u8]) -> String {
     let hex = sha256_hex(data);
     let dir = layout.join("blobs/sha256");
     std::fs::create_dir_all(&dir).unwrap();
@@ -450,6 +456,11 @@ pub fn build_busybox_oci(layout: &Path) {
 
 /// Writes an OCI image layout of `layers`.
 pub fn build_oci(layout: &Path, layers: &[&Layer], cmd: Option<&[&str]>, tag: &str) {
+    write_oci(layout, layers, cmd, tag, true);
+}
+
+/// Writes an OCI image layout of `layers`, gzip-compressed or as plain tar blobs.
+pub fn write_oci(layout: &Path, layers: &[&Layer], cmd: Option<&[&str]>, tag: &str, gz: bool) {
     std::fs::create_dir_all(layout).unwrap();
     std::fs::write(
         layout.join("oci-layout"),
@@ -458,12 +469,16 @@ pub fn build_oci(layout: &Path, layers: &[&Layer], cmd: Option<&[&str]>, tag: &s
     .unwrap();
     let mut descs = Vec::new();
     for l in layers {
-        let gz = gzip(&l.tar);
-        let digest = write_blob(layout, &gz);
+        let (blob, media_type) = if gz {
+            (gzip(&l.tar), "application/vnd.oci.image.layer.v1.tar+gzip")
+        } else {
+            (l.tar.clone(), "application/vnd.oci.image.layer.v1.tar")
+        };
+        let digest = write_blob(layout, &blob);
         descs.push(serde_json::json!({
-            "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+            "mediaType": media_type,
             "digest": digest,
-            "size": gz.len(),
+            "size": blob.len(),
         }));
     }
     let config = serde_json::to_vec(&image_config(layers, cmd)).unwrap();

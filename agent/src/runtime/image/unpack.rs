@@ -1,0 +1,509 @@
+//! Unpacking one layer's tar stream into a `diff` directory: OCI whiteouts become
+//! overlayfs ones, no entry may land outside the directory, and the stream's digests
+//! are checked as it is read. Also the path safety of reading a source: files opened
+//! below their directory without following a symbolic link.
+
+use super::super::{Error, IoContext, Result, hex, sys};
+use super::{archive, corrupt};
+use sha2::{Digest, Sha256};
+use std::ffi::OsStr;
+use std::fs::File;
+use std::io::{BufReader, Read};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Component, Path, PathBuf};
+
+/// A reader that hashes what passes through it.
+pub(super) struct HashReader<R> {
+    inner: R,
+    hasher: Sha256,
+    bytes: u64,
+}
+
+impl<R: Read> HashReader<R> {
+    pub(super) fn new(inner: R) -> Self {
+        HashReader {
+            inner,
+            hasher: Sha256::new(),
+            bytes: 0,
+        }
+    }
+
+    /// `sha256:<hex>` of what has been read so far.
+    pub(super) fn digest(&self) -> String {
+        format!("sha256:{}", hex(&self.hasher.clone().finalize()))
+    }
+}
+
+impl<R: Read> Read for HashReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+}
+
+/// Shared handle so the digest can be read after the decoder consumed the reader.
+struct SharedHash<R>(std::rc::Rc<std::cell::RefCell<HashReader<R>>>);
+
+impl<R: Read> Read for SharedHash<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.0.borrow_mut().read(buf)
+    }
+}
+
+/// What a layer's bytes must be, as far as its source says.
+#[derive(Debug, Default, Clone, Copy)]
+pub(super) struct Expected<'a> {
+    /// `sha256:<hex>` of the blob as stored (compressed).
+    pub blob_digest: Option<&'a str>,
+    /// Size of the blob as stored.
+    pub blob_size: Option<u64>,
+    /// `sha256:<hex>` of the uncompressed tar.
+    pub diff_id: Option<&'a str>,
+}
+
+/// Which layer of which source is being unpacked, for messages.
+pub(super) struct LayerRef<'a> {
+    /// The file the layer is read from, named in I/O errors.
+    pub file: &'a Path,
+    /// The image source, named in verdicts on the layer's content.
+    pub source: &'a Path,
+    /// Which layer: `layer 2/3 (sha256:…)`.
+    pub label: String,
+}
+
+impl LayerRef<'_> {
+    /// A verdict on this layer's content.
+    fn corrupt(&self, what: impl std::fmt::Display) -> Error {
+        corrupt(self.source, format!("{}: {what}", self.label))
+    }
+}
+
+/// Unpacks a (possibly compressed) layer stream into `diff` and checks it against
+/// `expected`: digest and size over the raw bytes, diff id over the uncompressed tar.
+/// Returns the diff id.
+pub(super) fn unpack_verified(
+    reader: impl Read,
+    diff: &Path,
+    layer: &LayerRef<'_>,
+    expected: Expected<'_>,
+) -> Result<String> {
+    let file = layer.file;
+    let outer = std::rc::Rc::new(std::cell::RefCell::new(HashReader::new(reader)));
+    let decoded =
+        archive::decompress(BufReader::new(SharedHash(outer.clone()))).at("read layer", file)?;
+    let mut inner = HashReader::new(decoded);
+    let unpacked = unpack_layer(&mut inner, diff, layer).and_then(|()| {
+        // Read to the end so the digests cover every byte (tar padding included).
+        std::io::copy(&mut inner, &mut std::io::sink())
+            .map(drop)
+            .at("read layer", file)
+    });
+    if expected.blob_digest.is_some() || expected.blob_size.is_some() {
+        // A blob that is not what its descriptor says is the real cause of
+        // whatever the decoder or tar made of it, so that is checked first.
+        let mut outer = outer.borrow_mut();
+        let rest = std::io::copy(&mut *outer, &mut std::io::sink());
+        if let Some(size) = expected.blob_size
+            && outer.bytes != size
+        {
+            return Err(layer.corrupt(format!(
+                "size mismatch: its descriptor says {size} bytes, read {}",
+                outer.bytes
+            )));
+        }
+        let got = outer.digest();
+        if let Some(want) = expected.blob_digest
+            && got != want
+        {
+            return Err(layer.corrupt(format!("digest mismatch: expected {want}, got {got}")));
+        }
+        rest.at("read layer", file)?;
+    }
+    unpacked?;
+    let diff_id = inner.digest();
+    if let Some(want) = expected.diff_id
+        && want != diff_id
+    {
+        return Err(layer.corrupt(format!("diff id mismatch: expected {want}, got {diff_id}")));
+    }
+    Ok(diff_id)
+}
+
+/// The OCI whiteout prefix: `.wh.NAME` hides `NAME` of the layers below.
+const WHITEOUT: &[u8] = b".wh.";
+/// The opaque whiteout: its directory hides everything of the layers below.
+const OPAQUE: &[u8] = b".wh..wh..opq";
+
+/// What a layer entry's name makes of it.
+#[derive(Debug, PartialEq)]
+enum Whiteout<'a> {
+    /// An ordinary entry.
+    No,
+    /// `DIR/.wh..wh..opq`: `DIR` is opaque.
+    Opaque,
+    /// `DIR/.wh.NAME`: `NAME` is hidden.
+    Hide(&'a OsStr),
+}
+
+/// Classifies entry `rel` (sanitized, not empty) of type `kind`, or says why it is a
+/// malformed whiteout. Whiteouts are empty regular files (or hard links to one)
+/// named `.wh.` and a file name; names starting `.wh..wh.` are reserved for the opaque
+/// marker (AUFS kept its own metadata there); nothing lies below a whiteout.
+fn whiteout(rel: &Path, kind: tar::EntryType) -> std::result::Result<Whiteout<'_>, String> {
+    let mut names = rel.iter().map(OsStr::as_bytes);
+    let last = names.next_back().unwrap_or_default();
+    if let Some(dir) = names.find(|n| n.starts_with(WHITEOUT)) {
+        return Err(format!(
+            "an entry below {:?}, which is a whiteout's name",
+            OsStr::from_bytes(dir)
+        ));
+    }
+    if !last.starts_with(WHITEOUT) {
+        return Ok(Whiteout::No);
+    }
+    if !(kind.is_file() || kind.is_hard_link()) {
+        return Err("a whiteout must be an empty regular file".into());
+    }
+    if last == OPAQUE {
+        return Ok(Whiteout::Opaque);
+    }
+    let hidden = &last[WHITEOUT.len()..];
+    match hidden {
+        b"" => Err("it names no file to hide".into()),
+        b"." | b".." => Err(format!(
+            "it would hide {:?}, which is not a file",
+            OsStr::from_bytes(hidden)
+        )),
+        _ if hidden.starts_with(WHITEOUT) => Err(
+            "names starting with .wh..wh. are reserved (only .wh..wh..opq is a whiteout)".into(),
+        ),
+        _ => Ok(Whiteout::Hide(OsStr::from_bytes(hidden))),
+    }
+}
+
+/// Unpacks one layer's tar stream into `dest`, converting OCI whiteouts to overlayfs
+/// ones (`.wh.NAME` → 0:0 char device, `.wh..wh..opq` → opaque xattr).
+fn unpack_layer<R: Read>(reader: R, dest: &Path, layer: &LayerRef<'_>) -> Result<()> {
+    let mut archive = tar::Archive::new(reader);
+    archive.set_preserve_permissions(true);
+    archive.set_preserve_ownerships(true);
+    archive.set_preserve_mtime(true);
+    archive.set_unpack_xattrs(true);
+    archive.set_overwrite(true);
+    let entries = archive.entries().at("read layer", layer.file)?;
+    for entry in entries {
+        let mut entry = entry.at("read layer", layer.file)?;
+        let raw = entry.path().at("read layer", layer.file)?.into_owned();
+        let escapes = || layer.corrupt(format!("entry {raw:?} escapes the layer"));
+        let rel = sanitize(&raw).ok_or_else(escapes)?;
+        let (Some(file_name), Some(rel_parent)) = (rel.file_name(), rel.parent()) else {
+            continue;
+        };
+        let kind = entry.header().entry_type();
+        let device = kind.is_character_special() || kind.is_block_special() || kind.is_fifo();
+        let wh = whiteout(&rel, kind)
+            .map_err(|why| layer.corrupt(format!("malformed whiteout {raw:?}: {why}")))?;
+        // Entries handled here (not by tar's own checked unpacking) must not reach
+        // through a symlink out of the layer.
+        let parent = if wh != Whiteout::No || device {
+            safe_parent(dest, rel_parent, layer)?
+        } else {
+            dest.join(rel_parent)
+        };
+        match wh {
+            Whiteout::Opaque => {
+                sys::lsetxattr(&parent, "trusted.overlay.opaque", b"y")?;
+                continue;
+            }
+            Whiteout::Hide(hidden) => {
+                let target = parent.join(hidden);
+                remove_tree(&target)?;
+                sys::mknod(&target, libc::S_IFCHR | 0o600, 0, 0)?;
+                continue;
+            }
+            Whiteout::No => {}
+        }
+        if device {
+            let target = parent.join(file_name);
+            remove_tree(&target)?;
+            let header = entry.header();
+            let mode = header.mode().at("read layer", layer.file)? & 0o7777;
+            let ftype = if kind.is_character_special() {
+                libc::S_IFCHR
+            } else if kind.is_block_special() {
+                libc::S_IFBLK
+            } else {
+                libc::S_IFIFO
+            };
+            let major = header.device_major().ok().flatten().unwrap_or(0);
+            let minor = header.device_minor().ok().flatten().unwrap_or(0);
+            sys::mknod(&target, ftype | mode, major, minor)?;
+            let uid = header.uid().unwrap_or(0) as u32;
+            let gid = header.gid().unwrap_or(0) as u32;
+            sys::lchown(&target, uid, gid)?;
+            continue;
+        }
+        if !entry.unpack_in(dest).at("unpack", dest.join(&rel))? {
+            return Err(escapes());
+        }
+    }
+    Ok(())
+}
+
+/// `dest/rel`, creating missing directories, refusing any component that is not a
+/// real directory (a symlink could point out of the layer).
+fn safe_parent(dest: &Path, rel: &Path, layer: &LayerRef<'_>) -> Result<PathBuf> {
+    let mut cur = dest.to_path_buf();
+    for c in rel.components() {
+        cur.push(c);
+        match std::fs::symlink_metadata(&cur) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => {
+                return Err(layer.corrupt(format!("entry below a non-directory: {:?}", rel)));
+            }
+            Err(_) => std::fs::create_dir(&cur).at("create directory", &cur)?,
+        }
+    }
+    Ok(cur)
+}
+
+/// Removes a directory tree or a file; a missing one is fine.
+pub(super) fn remove_tree(path: &Path) -> Result<()> {
+    let removed = match std::fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => std::fs::remove_dir_all(path),
+        Ok(_) => std::fs::remove_file(path),
+        Err(e) => Err(e),
+    };
+    match removed {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e).at("remove", path),
+        _ => Ok(()),
+    }
+}
+
+/// What a file is, for messages.
+pub(super) fn kind_of(t: std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if t.is_symlink() {
+        "symbolic link"
+    } else if t.is_dir() {
+        "directory"
+    } else if t.is_char_device() {
+        "character device"
+    } else if t.is_block_device() {
+        "block device"
+    } else if t.is_fifo() {
+        "FIFO"
+    } else if t.is_socket() {
+        "socket"
+    } else {
+        "regular file"
+    }
+}
+
+/// Opens the regular file `rel` below the directory `root`, following no symbolic
+/// link below `root` (each component is opened with `O_NOFOLLOW`, directories with
+/// `O_DIRECTORY`, the file with `O_NONBLOCK` so a FIFO cannot block the open).
+/// Returns the file and its size. What is not a directory or a regular file where
+/// one is needed is refused as corrupt data of `root`.
+pub(super) fn open_regular(root: &Path, rel: &Path) -> Result<(File, u64)> {
+    use std::os::fd::AsFd;
+    use std::os::unix::fs::OpenOptionsExt;
+    let names = rel
+        .components()
+        .map(|c| match c {
+            std::path::Component::Normal(n) => Ok(n),
+            _ => Err(corrupt(
+                root,
+                format!("{}: not a plain relative path", rel.display()),
+            )),
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let Some((file_name, dirs)) = names.split_last() else {
+        return Err(corrupt(root, "an empty path where a file was expected"));
+    };
+    let refuse = |walked: &Path, err: std::io::Error, wanted: &str| -> Error {
+        let full = root.join(walked);
+        let not = matches!(err.raw_os_error(), Some(libc::ELOOP | libc::ENOTDIR));
+        match std::fs::symlink_metadata(&full) {
+            Ok(m) if not => corrupt(
+                root,
+                format!(
+                    "{}: a {}, not a {wanted}",
+                    walked.display(),
+                    kind_of(m.file_type())
+                ),
+            ),
+            _ => Error::Io {
+                op: "open",
+                path: full,
+                source: err,
+            },
+        }
+    };
+    let mut dir: std::os::fd::OwnedFd = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY)
+        .open(root)
+        .at("open", root)?
+        .into();
+    let mut walked = PathBuf::new();
+    for name in dirs {
+        walked.push(name);
+        dir = sys::openat_nofollow(dir.as_fd(), name, libc::O_RDONLY | libc::O_DIRECTORY)
+            .map_err(|e| refuse(&walked, e, "directory"))?;
+    }
+    walked.push(file_name);
+    let fd = sys::openat_nofollow(dir.as_fd(), file_name, libc::O_RDONLY | libc::O_NONBLOCK)
+        .map_err(|e| refuse(&walked, e, "regular file"))?;
+    let file = File::from(fd);
+    let meta = file.metadata().at("stat", root.join(&walked))?;
+    if !meta.is_file() {
+        return Err(corrupt(
+            root,
+            format!(
+                "{}: a {}, not a regular file",
+                walked.display(),
+                kind_of(meta.file_type())
+            ),
+        ));
+    }
+    Ok((file, meta.len()))
+}
+
+/// Strips `/` and `.` components; `None` if the path climbs with `..`.
+pub(super) fn sanitize(p: &Path) -> Option<PathBuf> {
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            Component::Normal(n) => out.push(n),
+            Component::CurDir | Component::RootDir | Component::Prefix(_) => {}
+            Component::ParentDir => return None,
+        }
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn whiteouts_cannot_reach_through_symlinks() {
+        let t = tempfile::tempdir().unwrap();
+        let outside = t.path().join("outside");
+        std::fs::create_dir(&outside).unwrap();
+        std::fs::write(outside.join("victim"), "keep").unwrap();
+        let mut b = tar::Builder::new(Vec::new());
+        entry(&mut b, "etc", tar::EntryType::Symlink, Some(&outside));
+        entry(&mut b, "etc/.wh.victim", tar::EntryType::Regular, None);
+        let data = b.into_inner().unwrap();
+        let dest = t.path().join("diff");
+        std::fs::create_dir(&dest).unwrap();
+        let err = unpack_layer(&data[..], &dest, &test_layer()).unwrap_err();
+        assert!(err.to_string().contains("non-directory"), "{err}");
+        assert_eq!(
+            std::fs::read_to_string(outside.join("victim")).unwrap(),
+            "keep"
+        );
+    }
+
+    /// Appends an empty entry owned by root.
+    fn entry(b: &mut tar::Builder<Vec<u8>>, path: &str, kind: tar::EntryType, link: Option<&Path>) {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(kind);
+        h.set_path(path).unwrap();
+        if let Some(link) = link {
+            h.set_link_name(link).unwrap();
+        }
+        h.set_size(0);
+        h.set_mode(if kind.is_symlink() { 0o777 } else { 0o644 });
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
+        h.set_cksum();
+        b.append(&h, std::io::empty()).unwrap();
+    }
+
+    fn test_layer() -> LayerRef<'static> {
+        LayerRef {
+            file: Path::new("/src/layer.tar"),
+            source: Path::new("/src"),
+            label: "layer 1/1".into(),
+        }
+    }
+
+    #[test]
+    fn whiteout_names() {
+        let file = tar::EntryType::Regular;
+        fn ok(p: &str) -> Whiteout<'_> {
+            whiteout(Path::new(p), tar::EntryType::Regular).unwrap()
+        }
+        assert_eq!(ok("etc/passwd"), Whiteout::No);
+        assert_eq!(ok("etc/.wh.passwd"), Whiteout::Hide(OsStr::new("passwd")));
+        assert_eq!(ok("etc/.wh....x"), Whiteout::Hide(OsStr::new("...x")));
+        assert_eq!(ok("etc/.wh..wh..opq"), Whiteout::Opaque);
+        assert_eq!(ok(".wh..wh..opq"), Whiteout::Opaque);
+        assert_eq!(
+            whiteout(Path::new("etc/.wh.x"), tar::EntryType::Link).unwrap(),
+            Whiteout::Hide(OsStr::new("x"))
+        );
+        for (bad, why) in [
+            (".wh.", "names no file"),
+            ("etc/.wh.", "names no file"),
+            ("etc/.wh..", "\".\", which is not a file"),
+            ("etc/.wh...", "\"..\", which is not a file"),
+            ("etc/.wh..wh.plnk", "reserved"),
+            (".wh..wh.aufs", "reserved"),
+            ("etc/.wh..wh..opq/x", "below \".wh..wh..opq\""),
+            ("etc/.wh.gone/x", "below \".wh.gone\""),
+        ] {
+            let err = whiteout(Path::new(bad), file).unwrap_err();
+            assert!(err.contains(why), "{bad}: {err}");
+        }
+        for kind in [
+            tar::EntryType::Directory,
+            tar::EntryType::Symlink,
+            tar::EntryType::Char,
+            tar::EntryType::Fifo,
+        ] {
+            for name in ["etc/.wh.x", "etc/.wh..wh..opq"] {
+                let err = whiteout(Path::new(name), kind).unwrap_err();
+                assert!(err.contains("empty regular file"), "{name} {kind:?}: {err}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_malformed_whiteout_is_one_line_naming_entry_and_layer() {
+        let t = tempfile::tempdir().unwrap();
+        for (i, name) in [".wh.", ".wh..", ".wh...", "a/.wh..", "a/.wh..wh.plnk"]
+            .iter()
+            .enumerate()
+        {
+            let mut b = tar::Builder::new(Vec::new());
+            entry(&mut b, name, tar::EntryType::Regular, None);
+            let data = b.into_inner().unwrap();
+            // `.wh.` and `.wh...` used to remove the layer's directory and its parent.
+            let dest = t.path().join(i.to_string()).join("diff");
+            std::fs::create_dir_all(&dest).unwrap();
+            let err = unpack_layer(&data[..], &dest, &test_layer()).unwrap_err();
+            let msg = err.to_string();
+            assert!(
+                msg.starts_with(&format!(
+                    "corrupt image data /src: layer 1/1: malformed whiteout {name:?}: "
+                )),
+                "{msg}"
+            );
+            assert!(!msg.contains('\n'), "{msg}");
+            assert!(dest.is_dir(), "{name} removed the layer directory");
+        }
+    }
+
+    #[test]
+    fn sanitize_rejects_parent_components() {
+        assert_eq!(sanitize(Path::new("/./a/b")).unwrap(), PathBuf::from("a/b"));
+        assert!(sanitize(Path::new("a/../../etc")).is_none());
+    }
+}
