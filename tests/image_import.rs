@@ -418,10 +418,8 @@ fn the_sweep_clears_every_state_a_killed_import_can_leave() {
         std::fs::write(locked.join("file"), "x").unwrap();
         let wh = std::ffi::CString::new(locked.join("gone").to_str().unwrap()).unwrap();
         // SAFETY: `wh` is a NUL-terminated path that outlives the call.
-        assert_eq!(
-            unsafe { libc::mknod(wh.as_ptr(), libc::S_IFCHR | 0o600, 0) },
-            0
-        );
+        let made = unsafe { libc::mknod(wh.as_ptr(), libc::S_IFCHR | 0o600, 0) };
+        assert_eq!(made, 0);
         let dir = std::ffi::CString::new(locked.to_str().unwrap()).unwrap();
         // SAFETY: NUL-terminated strings and a value buffer that outlive the call.
         let r = unsafe {

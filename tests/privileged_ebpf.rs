@@ -167,8 +167,8 @@ impl NsWorkload {
         let procs_fd = procs.as_ref().map_or(-1, |f| f.as_raw_fd());
 
         let mut fds = [0; 2];
-        // SAFETY: `fds` is a valid array of two ints for pipe2 to fill.
         assert_eq!(
+            // SAFETY: `fds` is a valid array of two ints for pipe2 to fill.
             unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) },
             0,
             "pipe2"

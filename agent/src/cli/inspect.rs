@@ -31,7 +31,9 @@ pub fn run(args: InspectArgs) -> anyhow::Result<ExitCode> {
         .parent()
         .map(|d| d.join("lower"))
         .and_then(|p| std::fs::read_to_string(p).ok());
-    let obj = doc.as_object_mut().expect("state serialises to an object");
+    let obj = doc
+        .as_object_mut()
+        .context("a container's state is not a JSON object")?;
     obj.insert("config".into(), config);
     obj.insert("running".into(), st.is_running().into());
     if let Some(lower) = lower_file {

@@ -171,12 +171,13 @@ impl Attributor {
                     }
                     _ => None,
                 };
-                let entry = self.cache.get_mut(&mnt_ns).expect("present");
-                if let Some(labels) = current {
-                    entry.labels = labels;
+                if let Some(entry) = self.cache.get_mut(&mnt_ns) {
+                    if let Some(labels) = current {
+                        entry.labels = labels;
+                    }
+                    entry.last_used = now;
+                    return (entry.labels.clone(), entry.subject.clone());
                 }
-                entry.last_used = now;
-                return (entry.labels.clone(), entry.subject.clone());
             }
         }
         // The parent usually outlives the child (a shell, an init): prefer it

@@ -306,7 +306,11 @@ pub fn list_lenient(state_dir: &Path) -> (Vec<ContainerState>, Vec<Error>) {
         Err(e) => {
             return (
                 Vec::new(),
-                vec![Err::<(), _>(e).at("read directory", &dir).unwrap_err()],
+                vec![Error::Io {
+                    op: "read directory",
+                    path: dir,
+                    source: e,
+                }],
             );
         }
     };

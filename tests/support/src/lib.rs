@@ -220,6 +220,8 @@ impl Hog {
         let pid = unsafe { libc::fork() };
         assert!(pid >= 0, "fork failed");
         if pid == 0 {
+            // SAFETY: in the forked child: raw syscalls on its own pipes and memory
+            // only, then _exit (see the fork above).
             unsafe {
                 let mut b = 0u8;
                 libc::read(go[0], (&mut b as *mut u8).cast(), 1);
@@ -281,10 +283,8 @@ impl Hog {
     pub fn release(&self) {
         let b = 1u8;
         // SAFETY: a plain write on a pipe fd this struct owns.
-        assert_eq!(
-            unsafe { libc::write(self.go, (&b as *const u8).cast(), 1) },
-            1
-        );
+        let written = unsafe { libc::write(self.go, (&b as *const u8).cast(), 1) };
+        assert_eq!(written, 1);
     }
 
     /// Waits for the hog to exit; returns the raw wait status.
