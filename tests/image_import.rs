@@ -404,7 +404,7 @@ fn the_sweep_clears_every_state_a_killed_import_can_leave() {
     assert!(out.status.success(), "{}", stderr(&out));
     // A container's layer is not the image store's to sweep, even half-made.
     let container = "c".repeat(64);
-    std::fs::create_dir_all(store.state.join("containers").join(&container)).unwrap();
+    common::write_container_state(&store.state, &container, "c", "keep", "{}");
     std::fs::create_dir_all(store.state.join("overlay2").join(&container).join("diff")).unwrap();
 
     let tmp = store.state.join("tmp");

@@ -85,6 +85,30 @@ fn mkdir_retry(dir: &Path) -> Result<()> {
 }
 
 impl ContainerCgroup {
+    /// The directories [`ContainerCgroup::create`] makes for container `id`, as
+    /// `state.json` records them before they exist: a launch killed half-way
+    /// through creating them leaves state that `rm` can clean up.
+    pub fn planned(hierarchy: &Hierarchy, id: &str) -> CgroupInfo {
+        let dirs = match (hierarchy.version(), hierarchy.unified_root()) {
+            (Version::V2, Some(root)) => vec![root.join(AGENT_SUBTREE).join(id)],
+            _ => hierarchy
+                .v1_mounts()
+                .iter()
+                .map(|m| m.dir.join(AGENT_SUBTREE).join(id))
+                .chain(
+                    hierarchy
+                        .unified_root()
+                        .map(|u| u.join(AGENT_SUBTREE).join(id)),
+                )
+                .collect(),
+        };
+        CgroupInfo {
+            version: hierarchy.version(),
+            path: agent_cgroup_path(id),
+            dirs,
+        }
+    }
+
     /// Creates the cgroup of container `id` in `hierarchy` and writes `limits`.
     /// On failure nothing is left behind.
     pub fn create(hierarchy: &Hierarchy, id: &str, limits: &Limits) -> Result<Self> {
@@ -349,6 +373,7 @@ mod tests {
         // Without limits the cgroup is created and removable.
         let cg = ContainerCgroup::create(&layout, id, &Limits::default()).unwrap();
         assert!(cg_dir.is_dir());
+        assert_eq!(cg.info(), &ContainerCgroup::planned(&layout, id));
         assert_eq!(cg.info().path, "/agent/c0ffee");
         cg.destroy();
         assert!(!cg_dir.exists());

@@ -77,7 +77,7 @@ pub fn run(args: ImageArgs) -> anyhow::Result<ExitCode> {
                     eprintln!("{msg}");
                 }
             };
-            let rec = image::import(&state.paths(), &path, name.as_deref(), &mut progress)?;
+            let rec = image::import(&state.open()?, &path, name.as_deref(), &mut progress)?;
             println!("{} {}", rec.id, rec.names.join(" "));
         }
         ImageCommand::Ls { state } => {
@@ -85,7 +85,7 @@ pub fn run(args: ImageArgs) -> anyhow::Result<ExitCode> {
                 "{:<40}  {:<12}  {:>8}  SIZE",
                 "REFERENCE", "IMAGE ID", "LAYERS"
             );
-            for rec in image::list(&state.paths())? {
+            for rec in image::list(&state.open()?)? {
                 let names = if rec.names.is_empty() {
                     vec!["<none>".to_string()]
                 } else {
@@ -108,7 +108,7 @@ pub fn run(args: ImageArgs) -> anyhow::Result<ExitCode> {
             images,
         } => {
             for i in &images {
-                let rec = image::remove(&state.paths(), i, force)?;
+                let rec = image::remove(&state.open()?, i, force)?;
                 println!("removed {i} ({})", rec.id);
             }
         }

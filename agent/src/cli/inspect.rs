@@ -16,7 +16,7 @@ pub struct InspectArgs {
 }
 
 pub fn run(args: InspectArgs) -> anyhow::Result<ExitCode> {
-    let paths = args.state.paths();
+    let paths = args.state.open()?;
     let st = state::find(&paths, &args.container)?;
     let mut doc = serde_json::to_value(&st)?;
     let config_path = paths.container(&st.id).join("config.json");

@@ -20,7 +20,7 @@ pub struct KillArgs {
 
 pub fn run(args: KillArgs) -> anyhow::Result<ExitCode> {
     let Signal(sig) = args.signal;
-    let paths = args.state.paths();
+    let paths = args.state.open()?;
     for c in &args.containers {
         supervisor::kill(&paths, c, sig)?;
         println!("{c}");

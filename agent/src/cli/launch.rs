@@ -79,7 +79,7 @@ pub fn run(args: LaunchArgs) -> anyhow::Result<ExitCode> {
         image: args.image,
         command: args.command,
     };
-    match supervisor::launch(&args.state.paths(), &opts)? {
+    match supervisor::launch(&args.state.open()?, &opts)? {
         Launched::Detached { id } => {
             println!("{id}");
             Ok(ExitCode::SUCCESS)

@@ -20,7 +20,7 @@ pub struct LogsArgs {
 }
 
 pub fn run(args: LogsArgs) -> anyhow::Result<ExitCode> {
-    let paths = args.state.paths();
+    let paths = args.state.open()?;
     let (st, path) = supervisor::log_path(&paths, &args.container)?;
     let mut file =
         std::fs::File::open(&path).with_context(|| format!("open {}", path.display()))?;

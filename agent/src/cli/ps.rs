@@ -33,7 +33,7 @@ fn status(c: &ContainerState, now: f64) -> String {
         Status::Running if c.is_running() => {
             format!("Up {}", ago(now - c.started_at.unwrap_or(now)))
         }
-        Status::Running => "Dead (supervisor gone)".into(),
+        Status::Running | Status::Dead => "Dead (supervisor gone)".into(),
         Status::Created => "Created".into(),
         Status::Exited => format!(
             "Exited ({}){} {} ago",
@@ -46,7 +46,7 @@ fn status(c: &ContainerState, now: f64) -> String {
 
 pub fn run(args: PsArgs) -> anyhow::Result<ExitCode> {
     let now = now_unix();
-    let list: Vec<_> = state::list(&args.state.state_dir)?
+    let list: Vec<_> = state::list(args.state.open()?.root())?
         .into_iter()
         .filter(|c| args.all || c.is_running())
         .collect();

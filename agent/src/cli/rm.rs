@@ -18,7 +18,7 @@ pub struct RmArgs {
 }
 
 pub fn run(args: RmArgs) -> anyhow::Result<ExitCode> {
-    let paths = args.state.paths();
+    let paths = args.state.open()?;
     for c in &args.containers {
         supervisor::remove(&paths, c, args.force)?;
         println!("{c}");

@@ -1,5 +1,6 @@
 //! The `--state-dir` option shared by the runtime subcommands.
 
+use crate::runtime::reconcile::reconcile;
 use crate::runtime::{DEFAULT_STATE_DIR, Paths};
 use clap::Args;
 use std::path::PathBuf;
@@ -13,8 +14,12 @@ pub struct StateDir {
 }
 
 impl StateDir {
-    /// The store paths under this root.
-    pub fn paths(&self) -> Paths {
-        Paths::new(&self.state_dir)
+    /// The store under this root, once its state tells the truth: what a crashed
+    /// command left is completed or removed first (see [`reconcile`]), so every
+    /// command sees the same containers as `ps`, `inspect` and the metrics.
+    pub fn open(&self) -> anyhow::Result<Paths> {
+        let paths = Paths::new(&self.state_dir);
+        reconcile(&paths)?;
+        Ok(paths)
     }
 }

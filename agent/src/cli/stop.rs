@@ -19,7 +19,7 @@ pub struct StopArgs {
 }
 
 pub fn run(args: StopArgs) -> anyhow::Result<ExitCode> {
-    let paths = args.state.paths();
+    let paths = args.state.open()?;
     for c in &args.containers {
         supervisor::stop(&paths, c, Duration::from_secs(args.time))?;
         println!("{c}");

@@ -22,6 +22,7 @@
 
 pub mod image;
 pub mod namespaces;
+pub mod reconcile;
 pub mod rootfs;
 pub mod spec;
 pub mod state;

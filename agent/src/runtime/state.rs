@@ -67,6 +67,9 @@ pub enum Status {
     Running,
     /// The process has ended.
     Exited,
+    /// Its supervisor died (killed, or a crash mid-launch): nobody watches it and
+    /// its exit is unknown. Processes it left are killed by `rm`.
+    Dead,
 }
 
 impl std::fmt::Display for Status {
@@ -75,6 +78,7 @@ impl std::fmt::Display for Status {
             Status::Created => "created",
             Status::Running => "running",
             Status::Exited => "exited",
+            Status::Dead => "dead",
         })
     }
 }
@@ -208,22 +212,43 @@ impl ContainerState {
         self.status == Status::Running && self.supervisor_alive()
     }
 
-    /// Whether the supervising process still exists.
+    /// Whether the supervising process still runs (a zombie does not: it was
+    /// killed and its parent has not reaped it yet).
     pub fn supervisor_alive(&self) -> bool {
-        match (self.supervisor_pid, self.supervisor_started) {
-            (Some(pid), Some(started)) => process_start_ticks(pid) == Some(started),
-            (Some(pid), None) => Path::new(&format!("/proc/{pid}")).exists(),
-            (None, _) => false,
+        let Some(pid) = self.supervisor_pid else {
+            return false;
+        };
+        match process_stat(pid) {
+            Some(stat) if matches!(stat.state, 'Z' | 'X' | 'x') => false,
+            Some(stat) => self
+                .supervisor_started
+                .is_none_or(|t| t == stat.start_ticks),
+            None => false,
         }
     }
 }
 
-/// Start time of a process in clock ticks since boot (`/proc/<pid>/stat` field 22).
-pub fn process_start_ticks(pid: i32) -> Option<u64> {
+/// What `/proc/<pid>/stat` says of a process that the state needs.
+struct ProcessStat {
+    /// R, S, D, Z (zombie), X (dead)…
+    state: char,
+    /// Start time in clock ticks since boot (field 22).
+    start_ticks: u64,
+}
+
+fn process_stat(pid: i32) -> Option<ProcessStat> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the command name (which may hold spaces and parentheses).
-    let rest = &stat[stat.rfind(')')? + 2..];
-    rest.split_whitespace().nth(19)?.parse().ok()
+    let rest = stat.get(stat.rfind(')')? + 2..)?;
+    let mut fields = rest.split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    let start_ticks = fields.nth(18)?.parse().ok()?;
+    Some(ProcessStat { state, start_ticks })
+}
+
+/// Start time of a process in clock ticks since boot (`/proc/<pid>/stat` field 22).
+pub fn process_start_ticks(pid: i32) -> Option<u64> {
+    process_stat(pid).map(|s| s.start_ticks)
 }
 
 /// Path of a container's `state.json`.

@@ -82,6 +82,7 @@ pub fn launch(paths: &Paths, opts: &LaunchOptions) -> Result<Launched> {
         cgroup: None,
         armed: true,
     };
+    let hierarchy = Hierarchy::detect_host()?;
     let (spec, mut st, layer) = {
         let _lock = sys::lock_exclusive(&paths.lock_file())?;
         let spec = spec::validate(paths, opts, id.clone())?;
@@ -98,13 +99,14 @@ pub fn launch(paths: &Paths, opts: &LaunchOptions) -> Result<Launched> {
         let dir = paths.container(&id);
         std::fs::create_dir(&dir).at("create container directory", &dir)?;
         let layer = ContainerLayer::create(paths, &id, &spec.image)?;
-        let st = initial_state(&spec, &layer);
+        let mut st = initial_state(&spec, &layer);
+        // Recorded before they exist, so whatever a crash leaves, `rm` removes.
+        st.cgroup = Some(ContainerCgroup::planned(&hierarchy, &id));
         state::save(paths, &st)?;
         (spec, st, layer)
     };
     let dir = paths.container(&id);
     write_etc_files(&dir, &spec)?;
-    let hierarchy = Hierarchy::detect_host()?;
     let cg = ContainerCgroup::create(&hierarchy, &id, &spec.limits)?;
     st.cgroup = Some(cg.info().clone());
     creation.cgroup = Some(cg.clone());

@@ -363,6 +363,11 @@ impl AgentProcess {
         Self::start_with(extra, true, None)
     }
 
+    /// Starts the agent without eBPF tracing on the state root `state_dir`.
+    pub fn start_in(state_dir: &Path, extra: &[&str]) -> AgentProcess {
+        Self::start_with(extra, false, Some(state_dir))
+    }
+
     /// Starts the agent with its eBPF tracing on the state root `state_dir` (where
     /// `agent launch` keeps its containers), so it names the containers launched there.
     pub fn start_traced_in(state_dir: &Path, extra: &[&str]) -> AgentProcess {
@@ -449,19 +454,10 @@ impl AgentProcess {
         &self.state_dir
     }
 
-    /// Records an exited container the way `agent launch` does (a complete
-    /// `state.json`), so the agent labels cgroup `/agent/<id>` with its name,
-    /// image and labels (`labels` is a JSON object).
+    /// Records an exited container in this agent's state root: see
+    /// [`write_container_state`].
     pub fn write_container_state(&self, id: &str, name: &str, image: &str, labels: &str) {
-        let dir = self.state_dir().join("containers").join(id);
-        std::fs::create_dir_all(&dir).unwrap();
-        let json = format!(
-            r#"{{"version":1,"id":{id:?},"name":{name:?},"image":{image:?},"image_id":"sha256:00",
-"command":["true"],"labels":{labels},"status":"exited","created_at":0.0,"exit_code":0,
-"limits":{{}},"rootfs":{{"upperdir":"","workdir":"","merged":"","lowerdirs":[]}},
-"network":"none","hostname":"h"}}"#
-        );
-        std::fs::write(dir.join("state.json"), json).unwrap();
+        write_container_state(self.state_dir(), id, name, image, labels);
     }
 
     pub fn pid(&self) -> u32 {
@@ -492,6 +488,21 @@ impl Drop for AgentProcess {
             let _ = self.child.wait();
         }
     }
+}
+
+/// Records an exited container the way `agent launch` does (a complete
+/// `state.json` under `state_dir`), so the agent labels cgroup `/agent/<id>`
+/// with its name, image and labels (`labels` is a JSON object).
+pub fn write_container_state(state_dir: &Path, id: &str, name: &str, image: &str, labels: &str) {
+    let dir = state_dir.join("containers").join(id);
+    std::fs::create_dir_all(&dir).unwrap();
+    let json = format!(
+        r#"{{"version":1,"id":{id:?},"name":{name:?},"image":{image:?},"image_id":"sha256:00",
+"command":["true"],"labels":{labels},"status":"exited","created_at":0.0,"exit_code":0,
+"limits":{{}},"rootfs":{{"upperdir":"","workdir":"","merged":"","lowerdirs":[]}},
+"network":"none","hostname":"h"}}"#
+    );
+    std::fs::write(dir.join("state.json"), json).unwrap();
 }
 
 /// A blocking HTTP/1.1 GET; returns status and body. Headers are `(name, value)`.

@@ -31,6 +31,7 @@ mod store;
 mod unpack;
 
 pub use reference::{normalize_reference, validate_reference};
+pub(crate) use store::sweep;
 pub use store::{chain_id, layer_dir, lower_links, register_layer, remove_layer_dir};
 
 use super::{Error, IoContext, Paths, Result, sys};

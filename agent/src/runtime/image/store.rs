@@ -147,7 +147,7 @@ pub(super) fn store_layer(
 /// - short links in `overlay2/l/` that lead nowhere (made for a layer that was
 ///   never moved into place);
 /// - record files in `images/` that `write_atomic` never renamed into place.
-pub(super) fn sweep(paths: &Paths) -> Result<usize> {
+pub(crate) fn sweep(paths: &Paths) -> Result<usize> {
     let mut removed = 0;
     for name in dir_names(&paths.tmp())? {
         remove_tree(&paths.tmp().join(name))?;
