@@ -641,3 +641,46 @@ fn bad_web_config_is_one_clear_line() {
         "{stderr}"
     );
 }
+
+/// SIGTERM while a request is being handled: it is answered, then the agent exits 0.
+#[test]
+fn sigterm_lets_an_in_flight_request_finish() {
+    // A slow handler: the first check of a costly bcrypt hash (cost 12, a quarter
+    // second optimised and longer in a debug build) holds the request in flight.
+    let made = Instant::now();
+    let hash = bcrypt::hash("pw", 12).unwrap();
+    eprintln!("bcrypt cost 12 here: {:?}", made.elapsed());
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("web.yml");
+    std::fs::write(&config, format!("basic_auth_users:\n  prom: '{hash}'\n")).unwrap();
+    let mut agent = AgentProcess::start_with_options(
+        &["--web.config.file", config.to_str().unwrap()],
+        &AgentOptions {
+            ready_when_listening: true,
+            ..AgentOptions::default()
+        },
+    );
+    let addr = agent.addr.clone();
+    let scrape = std::thread::spawn(move || {
+        let start = Instant::now();
+        let got = http_get(
+            &addr,
+            "/metrics",
+            &[("Authorization", "Basic cHJvbTpwdw==")],
+        );
+        (got.map(|(status, _)| status), start.elapsed())
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    let sent = Instant::now();
+    assert!(agent.stop(), "exit 0 on SIGTERM");
+    let (status, took) = scrape.join().unwrap();
+    eprintln!(
+        "in-flight request: answered {status:?} after {took:?}; the agent exited {:?} after SIGTERM",
+        sent.elapsed()
+    );
+    assert_eq!(status.unwrap(), 200);
+    assert!(
+        took > Duration::from_millis(100),
+        "the request was still in flight at SIGTERM ({took:?})"
+    );
+}
