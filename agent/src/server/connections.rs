@@ -389,6 +389,16 @@ pub struct WatchedIo<T> {
     conn: Arc<Conn>,
 }
 
+impl<T> WatchedIo<T> {
+    /// Bytes written count as activity.
+    fn wrote(&self, polled: &Poll<std::io::Result<usize>>) {
+        if matches!(polled, Poll::Ready(Ok(n)) if *n > 0) {
+            let now = self.registry.now_ms();
+            self.conn.last_active.store(now, Ordering::Relaxed);
+        }
+    }
+}
+
 impl<T: AsyncRead + Unpin> AsyncRead for WatchedIo<T> {
     fn poll_read(
         mut self: Pin<&mut Self>,
@@ -419,10 +429,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for WatchedIo<T> {
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
         let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
-        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
-            let now = self.registry.now_ms();
-            self.conn.last_active.store(now, Ordering::Relaxed);
-        }
+        self.wrote(&polled);
         polled
     }
 
@@ -432,10 +439,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for WatchedIo<T> {
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
         let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
-            let now = self.registry.now_ms();
-            self.conn.last_active.store(now, Ordering::Relaxed);
-        }
+        self.wrote(&polled);
         polled
     }
 

@@ -24,29 +24,21 @@ use tokio_rustls::TlsAcceptor;
 
 /// The file as written.
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 struct WebConfigFile {
-    #[serde(default)]
     tls_server_config: Option<TlsServerConfig>,
-    #[serde(default)]
     basic_auth_users: Option<BTreeMap<String, String>>,
 }
 
 /// `tls_server_config`, with its paths made absolute.
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct TlsServerConfig {
-    #[serde(default)]
     pub cert_file: Option<PathBuf>,
-    #[serde(default)]
     pub key_file: Option<PathBuf>,
-    #[serde(default)]
     pub client_auth_type: ClientAuth,
-    #[serde(default)]
     pub client_ca_file: Option<PathBuf>,
-    #[serde(default)]
     pub min_version: Option<TlsVersion>,
-    #[serde(default)]
     pub max_version: Option<TlsVersion>,
 }
 
