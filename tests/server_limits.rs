@@ -105,6 +105,8 @@ fn flood(agent: &AgentProcess, rss_goal: f64) -> Flood {
     let scrape_during = timed_scrape(&agent.addr);
     let rss_during = rss_mib(agent.pid());
     drop(conns);
+    // Let the agent see them close before the first look.
+    std::thread::sleep(Duration::from_secs(1));
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut rss_after = rss_mib(agent.pid());
     while rss_after >= rss_goal && Instant::now() < deadline {
@@ -539,6 +541,36 @@ fn web_config_tls_and_basic_auth() {
             .and_then(|t| t["lastError"].as_str())
             .is_some_and(|e| e.contains("401"))
     });
+}
+
+/// A renewed certificate written over the old files is served from the next
+/// handshake on, without a restart; a half-written one leaves the old one in place.
+#[test]
+fn web_config_certificate_is_reloaded_when_renewed() {
+    let pki = Pki::new();
+    let config =
+        pki.web_config("tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n");
+    let agent = tls_agent(&config);
+    let url = format!("https://{}/healthz", agent.addr);
+    let renewed = Pki::new();
+    let (old_ca, new_ca) = (pki.path("ca.crt"), renewed.path("ca.crt"));
+    assert_eq!(curl(&url, &old_ca, &[]), Some(200));
+    assert_eq!(curl(&url, &new_ca, &[]), None, "not yet renewed");
+
+    // Half-written: the new certificate with the old key is not used.
+    std::fs::copy(renewed.path("server.crt"), pki.path("server.crt")).unwrap();
+    assert_eq!(
+        curl(&url, &old_ca, &[]),
+        Some(200),
+        "the old pair still served"
+    );
+    std::fs::copy(renewed.path("server.key"), pki.path("server.key")).unwrap();
+    assert_eq!(
+        curl(&url, &new_ca, &[]),
+        Some(200),
+        "the renewed pair served"
+    );
+    assert_eq!(curl(&url, &old_ca, &[]), None);
 }
 
 /// `RequireAndVerifyClientCert`: only clients with a certificate from the CA get in.

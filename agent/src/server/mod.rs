@@ -53,6 +53,14 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(LISTEN_BACKLOG)
 }
 
+/// An error and its sources on one line, `a: b: c`.
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    std::iter::successors(Some(e), |e| e.source())
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(": ")
+}
+
 /// Hands the heap that freed allocations leave behind back to the system, so the
 /// daemon's resident size falls back after a burst (eBPF loading, a connection flood).
 pub fn release_free_heap() {

@@ -1,15 +1,19 @@
 //! Turns a web config's `tls_server_config` into a rustls server (ring as the crypto
 //! provider): the certificate chain and key, the TLS versions, and client
 //! certificates verified against `client_ca_file` when asked. Only HTTP/1.1 is offered
-//! by ALPN, as that is what the server speaks.
+//! by ALPN, as that is what the server speaks. The certificate and key are read again
+//! when their files change, so a renewed certificate is served without a restart.
 
 use super::web_config::{ClientAuth, Problem, TlsServerConfig, TlsVersion};
-use rustls::server::WebPkiClientVerifier;
+use rustls::crypto::CryptoProvider;
+use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
+use rustls::sign::CertifiedKey;
 use rustls::{RootCertStore, ServerConfig, SupportedProtocolVersion};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-use std::path::Path;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
 use tokio_rustls::TlsAcceptor;
 
 /// The TLS acceptor `config` describes; `None` when it names neither a certificate nor
@@ -35,7 +39,7 @@ pub fn acceptor(config: &TlsServerConfig) -> Result<Option<TlsAcceptor>, Problem
         (auth, None) => return Err(Problem::ClientAuthWithoutCa(auth)),
         (auth, Some(ca_file)) => {
             let roots = Arc::new(client_roots(ca_file)?);
-            let verifier = WebPkiClientVerifier::builder_with_provider(roots, provider);
+            let verifier = WebPkiClientVerifier::builder_with_provider(roots, provider.clone());
             let verifier = if auth == ClientAuth::VerifyClientCertIfGiven {
                 verifier.allow_unauthenticated()
             } else {
@@ -44,9 +48,8 @@ pub fn acceptor(config: &TlsServerConfig) -> Result<Option<TlsAcceptor>, Problem
             builder.with_client_cert_verifier(verifier.build().map_err(Problem::Verifier)?)
         }
     };
-    let mut server = builder
-        .with_single_cert(certificates(cert_file)?, private_key(key_file)?)
-        .map_err(Problem::CertAndKey)?;
+    let certificate = ReloadingCert::new(cert_file, key_file, provider)?;
+    let mut server = builder.with_cert_resolver(Arc::new(certificate));
     server.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Some(TlsAcceptor::from(Arc::new(server))))
 }
@@ -74,6 +77,73 @@ fn versions(
     .filter(|(v, _)| (min..=max).contains(v))
     .map(|(_, p)| p)
     .collect())
+}
+
+/// What a file looked like when it was read: modification time and size.
+type Stamp = Option<(SystemTime, u64)>;
+
+fn stamp(path: &Path) -> Stamp {
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.modified().ok()?, meta.len()))
+}
+
+/// The server certificate and key, read again at a handshake when either file has
+/// changed (the exporters read theirs at every handshake). A changed pair that cannot
+/// be used (half-written, mismatched) is reported once and the previous one served.
+#[derive(Debug)]
+struct ReloadingCert {
+    cert_file: PathBuf,
+    key_file: PathBuf,
+    provider: Arc<CryptoProvider>,
+    current: Mutex<([Stamp; 2], Arc<CertifiedKey>)>,
+}
+
+impl ReloadingCert {
+    fn new(
+        cert_file: &Path,
+        key_file: &Path,
+        provider: Arc<CryptoProvider>,
+    ) -> Result<ReloadingCert, Problem> {
+        let stamps = [stamp(cert_file), stamp(key_file)];
+        let key = certified_key(cert_file, key_file, &provider)?;
+        Ok(ReloadingCert {
+            cert_file: cert_file.to_path_buf(),
+            key_file: key_file.to_path_buf(),
+            provider,
+            current: Mutex::new((stamps, Arc::new(key))),
+        })
+    }
+}
+
+impl ResolvesServerCert for ReloadingCert {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let stamps = [stamp(&self.cert_file), stamp(&self.key_file)];
+        // Only stamps and a finished key live here: a panic elsewhere leaves it usable.
+        let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        if current.0 != stamps {
+            current.0 = stamps;
+            match certified_key(&self.cert_file, &self.key_file, &self.provider) {
+                Ok(key) => {
+                    current.1 = Arc::new(key);
+                    tracing::info!(cert_file = %self.cert_file.display(), "TLS certificate reloaded");
+                }
+                Err(e) => tracing::warn!(
+                    error = %super::error_chain(&e),
+                    "TLS certificate files changed but cannot be used; serving the previous certificate"
+                ),
+            }
+        }
+        Some(current.1.clone())
+    }
+}
+
+fn certified_key(
+    cert_file: &Path,
+    key_file: &Path,
+    provider: &CryptoProvider,
+) -> Result<CertifiedKey, Problem> {
+    CertifiedKey::from_der(certificates(cert_file)?, private_key(key_file)?, provider)
+        .map_err(Problem::CertAndKey)
 }
 
 fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, Problem> {

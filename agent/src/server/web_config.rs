@@ -198,15 +198,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         match WebConfig::parse(yaml, dir.path()) {
             Ok(c) => panic!("accepted: {c:?}"),
-            Err(e) => {
-                let mut s = e.to_string();
-                let mut src = std::error::Error::source(&e);
-                while let Some(cause) = src {
-                    s.push_str(&format!(": {cause}"));
-                    src = cause.source();
-                }
-                s
-            }
+            Err(e) => crate::server::error_chain(&e),
         }
     }
 
