@@ -247,29 +247,20 @@ fn connect(addr: &str) -> TcpStream {
     TcpStream::connect(addr).unwrap()
 }
 
+/// Between requests, a connection is closed after the idle timeout; one in use is not.
 #[test]
 fn idle_connections_are_closed_after_the_idle_timeout() {
     let agent = AgentProcess::start(&["--web.idle-timeout", "1s"]);
-    let mut silent = connect(&agent.addr);
-    let silent_since = Instant::now();
     let mut kept_alive = connect(&agent.addr);
     assert_eq!(request(&mut kept_alive, "/healthz"), 200);
     let answered = Instant::now();
-    let kept_alive_closed =
-        closed_after(&mut kept_alive, Duration::from_secs(5)).map(|_| answered.elapsed());
-    let silent_closed =
-        closed_after(&mut silent, Duration::from_secs(5)).map(|_| silent_since.elapsed());
-    eprintln!(
-        "idle timeout 1s: silent connection closed {silent_closed:?} after connecting, \
-         kept-alive one {kept_alive_closed:?} after its response"
+    let closed = closed_after(&mut kept_alive, Duration::from_secs(5)).map(|_| answered.elapsed());
+    eprintln!("idle timeout 1s: kept-alive connection closed {closed:?} after its response");
+    let t = closed.expect("closed by the server");
+    assert!(
+        t > Duration::from_millis(900) && t < Duration::from_secs(3),
+        "closed after {t:?}"
     );
-    for closed in [silent_closed, kept_alive_closed] {
-        let t = closed.expect("closed by the server");
-        assert!(
-            t > Duration::from_millis(900) && t < Duration::from_secs(3),
-            "closed after {t:?}"
-        );
-    }
 
     // A connection in use is not idle: a request every 400 ms keeps it for 2.4 s.
     let mut busy = connect(&agent.addr);
@@ -280,8 +271,10 @@ fn idle_connections_are_closed_after_the_idle_timeout() {
     assert_eq!(request(&mut busy, "/healthz"), 200);
 }
 
-/// The header timeout runs from a request's first byte; a connection that sent
-/// nothing is left to the (longer) idle timeout.
+/// The header timeout runs from a request's first byte, and for a new connection's
+/// first request from the connection (as Go's ReadHeaderTimeout): half-sent headers
+/// and silent new connections are cut off after it; a kept-alive connection between
+/// requests is left to the (longer) idle timeout.
 #[test]
 fn slow_headers_are_cut_off_by_the_header_timeout() {
     let agent = AgentProcess::start(&[
@@ -290,19 +283,36 @@ fn slow_headers_are_cut_off_by_the_header_timeout() {
         "--web.read-header-timeout",
         "1s",
     ]);
-    let mut slow = connect(&agent.addr);
+    let mut kept_alive = connect(&agent.addr);
+    assert_eq!(request(&mut kept_alive, "/healthz"), 200);
+    let since = Instant::now();
     let mut silent = connect(&agent.addr);
+    let mut slow = connect(&agent.addr);
     slow.write_all(b"GET /metrics HTTP/1.1\r\nHost: agent\r\n")
         .unwrap();
-    let slow_closed = closed_after(&mut slow, Duration::from_secs(5));
-    eprintln!("header timeout 1s: half-sent headers closed after {slow_closed:?}");
-    let t = slow_closed.expect("half-sent headers closed by the server");
-    assert!(t < Duration::from_secs(3), "closed after {t:?}");
+    let slow_closed = closed_after(&mut slow, Duration::from_secs(5)).map(|_| since.elapsed());
+    let silent_closed = closed_after(&mut silent, Duration::from_secs(5)).map(|_| since.elapsed());
     assert_eq!(
-        closed_after(&mut silent, Duration::from_millis(500)),
+        closed_after(&mut kept_alive, Duration::from_millis(200)),
         None,
-        "a silent connection waits for the idle timeout"
+        "between requests the idle timeout (1m) applies"
     );
+    // The same connection sending half a request after 1.2 s idle is cut off 1 s later.
+    let started = Instant::now();
+    kept_alive.write_all(b"GET /metrics HTTP/1.1\r\n").unwrap();
+    let kept_alive_closed =
+        closed_after(&mut kept_alive, Duration::from_secs(5)).map(|_| started.elapsed());
+    eprintln!(
+        "header timeout 1s: half-sent headers closed after {slow_closed:?}, a silent new \
+         connection after {silent_closed:?}, half a request on a kept-alive one {kept_alive_closed:?} after its first byte"
+    );
+    for closed in [slow_closed, silent_closed, kept_alive_closed] {
+        let t = closed.expect("closed by the server");
+        assert!(
+            t > Duration::from_millis(900) && t < Duration::from_secs(3),
+            "closed after {t:?}"
+        );
+    }
 }
 
 /// At the cap, a newcomer is served and the connection idle the longest makes room.

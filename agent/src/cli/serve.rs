@@ -71,7 +71,8 @@ pub struct ServeArgs {
     #[arg(long = "web.idle-timeout", default_value = "2m", value_name = "DUR",
           value_parser = parse_positive_duration)]
     pub idle_timeout: Duration,
-    /// Close a connection whose request headers (or TLS handshake) take longer than this.
+    /// Close a connection whose request headers take longer than this from their first
+    /// byte, or, on a new connection, from connecting (TLS handshake included).
     #[arg(long = "web.read-header-timeout", default_value = "10s", value_name = "DUR",
           value_parser = parse_positive_duration)]
     pub read_header_timeout: Duration,

@@ -19,10 +19,11 @@ pub struct Limits {
     /// Connections served at once; at the cap, a newcomer makes the least recently
     /// active idle connection close.
     pub max_connections: usize,
-    /// A connection with no request in progress is closed after this long.
+    /// A connection waiting for its next request is closed after this long.
     pub idle_timeout: Duration,
-    /// A request's headers must arrive within this long of its first byte (and the
-    /// TLS handshake within this long of the connection).
+    /// A request's headers must arrive within this long of its first byte; a new
+    /// connection's first request (TLS handshake included) within this long of the
+    /// connection, as Go's `ReadHeaderTimeout` does.
     pub header_read_timeout: Duration,
 }
 
@@ -58,8 +59,8 @@ pub struct Conn {
     in_flight: AtomicU32,
     /// When it last did anything (ms since the registry's epoch).
     last_active: AtomicU64,
-    /// When the first byte of a request whose headers are not complete yet arrived
-    /// (ms since the epoch, +1; 0 = none).
+    /// When a request whose headers are not complete yet began: its first byte, or
+    /// the connection for its first request (ms since the epoch, +1; 0 = none).
     head_since: AtomicU64,
     /// Told to close (evicted, or the server is shutting down).
     closing: AtomicBool,
@@ -109,7 +110,7 @@ impl Connections {
         let conn = Arc::new(Conn {
             in_flight: AtomicU32::new(0),
             last_active: AtomicU64::new(now),
-            head_since: AtomicU64::new(0),
+            head_since: AtomicU64::new(now + 1),
             closing: AtomicBool::new(false),
             close: Notify::new(),
             rearm: Notify::new(),
@@ -168,6 +169,7 @@ impl Connections {
                 "connection flood drained; returning freed memory"
             );
             inner.high_water = open;
+            inner.open.shrink_to_fit();
             drop(inner);
             release_free_heap_in_background();
         }
