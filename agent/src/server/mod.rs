@@ -236,7 +236,7 @@ pub async fn serve(
                 error = %e,
                 failures = report.failures,
                 open_connections = connections.open(),
-                "accept failed; closing idle connections and backing off (reported at most once a minute)"
+                "accept failed; backing off, closing idle connections if out of descriptors (reported at most once a minute)"
             );
         }
         if let Some(pause) = pause {
