@@ -26,6 +26,18 @@ fn bad_flags_are_one_clear_line() {
         (&["serve", "--rescan-interval", "fast"], "not a duration"),
         (&["serve", "--log-format", "xml"], "invalid value 'xml'"),
         (
+            &["serve", "--web.max-connections", "0"],
+            "invalid value '0' for '--web.max-connections <N>'",
+        ),
+        (
+            &["serve", "--web.idle-timeout", "0s"],
+            "must be more than 0",
+        ),
+        (
+            &["serve", "--web.read-header-timeout", "soon"],
+            "not a duration",
+        ),
+        (
             &["serve", "--cgroup-root", "/nonexistent"],
             "/nonexistent is not a cgroup mount",
         ),

@@ -13,6 +13,16 @@ pub const PACKAGES: &[(&str, &str, &str)] = &[
     ),
     ("/usr/bin/promtool", "prometheus", "alert rule tests"),
     (
+        "/usr/bin/openssl",
+        "openssl",
+        "certificates for the web config (TLS) tests",
+    ),
+    (
+        "/usr/bin/curl",
+        "curl",
+        "HTTPS requests in the web config tests",
+    ),
+    (
         "/usr/bin/clang-19",
         "clang-19",
         "building the eBPF programs",

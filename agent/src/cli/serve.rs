@@ -4,6 +4,8 @@ use crate::cgroup::{Filter, Hierarchy};
 use crate::container::{MetadataSource, Tracker};
 use crate::ebpf::{Tracer, TracerCollector, TracerConfig};
 use crate::metrics::{Exporter, LaunchedCollector};
+use crate::server::connections::Limits;
+use crate::server::web_config::WebConfig;
 use crate::server::{self, ServerState, control};
 use anyhow::Context;
 use clap::{Args, ValueEnum};
@@ -53,6 +55,28 @@ pub struct ServeArgs {
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// A web config file in the Prometheus exporters' format: TLS
+    /// (`tls_server_config`) and basic auth (`basic_auth_users`, bcrypt hashes).
+    #[arg(
+        long = "web.config.file",
+        env = "AGENT_WEB_CONFIG_FILE",
+        value_name = "PATH"
+    )]
+    pub web_config_file: Option<PathBuf>,
+    /// Most client connections open at once. At the cap a new connection is still
+    /// served: the connection idle the longest is closed to make room.
+    #[arg(long = "web.max-connections", default_value_t = 256, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_connections: u32,
+    /// Close a connection that has had no request for this long.
+    #[arg(long = "web.idle-timeout", default_value = "2m", value_name = "DUR",
+          value_parser = parse_positive_duration)]
+    pub idle_timeout: Duration,
+    /// Close a connection whose request headers take longer than this from their first
+    /// byte, or, on a new connection, from connecting (TLS handshake included).
+    #[arg(long = "web.read-header-timeout", default_value = "10s", value_name = "DUR",
+          value_parser = parse_positive_duration)]
+    pub read_header_timeout: Duration,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -81,6 +105,14 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         return Err(format!("{s:?} is out of range (0 to 24h)"));
     }
     Ok(Duration::from_secs_f64(v * scale))
+}
+
+/// Like [`parse_duration`], but zero is refused.
+fn parse_positive_duration(s: &str) -> Result<Duration, String> {
+    match parse_duration(s)? {
+        d if d.is_zero() => Err(format!("{s:?} must be more than 0")),
+        d => Ok(d),
+    }
 }
 
 /// Sets up `tracing` for the daemon: human text by default, JSON lines on request;
@@ -120,6 +152,15 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     unsafe { libc::mallopt(libc::M_ARENA_MAX, 2) };
     init_logging(args.log_format);
     raise_nofile_limit();
+    let web = match &args.web_config_file {
+        Some(path) => WebConfig::load(path)?,
+        None => WebConfig::default(),
+    };
+    let limits = Limits {
+        max_connections: args.max_connections as usize,
+        idle_timeout: args.idle_timeout,
+        header_read_timeout: args.read_header_timeout,
+    };
     let hierarchy = Hierarchy::detect(&args.cgroup_root).context("detecting cgroups")?;
     let filter = Filter::new(&args.include, &args.exclude)?;
     let mut tracker = Tracker::new(
@@ -142,8 +183,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .context("starting the async runtime")?;
     runtime.block_on(async move {
         let shutdown = shutdown_signal();
-        let listener = tokio::net::TcpListener::bind(args.listen)
-            .await
+        let listener = server::bind(args.listen)
             .with_context(|| format!("listening on {}", args.listen))?;
         let tracer = if args.no_ebpf {
             tracing::info!("eBPF tracing disabled (--no-ebpf)");
@@ -157,8 +197,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         };
         // Loading parsed the kernel's BTF (megabytes, now freed); hand the freed
         // heap back to the system so the daemon's resident size stays small.
-        // SAFETY: malloc_trim only releases free heap memory; no pointers change.
-        unsafe { libc::malloc_trim(0) };
+        server::release_free_heap();
         let control = match control::bind(&args.control_socket) {
             Ok(l) => {
                 tokio::spawn(control::serve(l, tracer.as_ref().map(|t| t.event_sender())));
@@ -181,9 +220,11 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             listen = %addr,
             cgroup_root = %hierarchy.root().display(),
             cgroup_version = %hierarchy.version(),
+            web = web.describe(),
+            max_connections = limits.max_connections,
             "serving /metrics"
         );
-        server::serve(listener, state, shutdown).await;
+        server::serve(listener, state, Arc::new(web), limits, shutdown).await;
         if let Some(path) = control {
             let _ = std::fs::remove_file(path);
         }

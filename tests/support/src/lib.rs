@@ -342,6 +342,18 @@ impl Drop for Hog {
     }
 }
 
+/// How to start `agent serve` beyond its flags.
+#[derive(Debug, Default, Clone)]
+pub struct AgentOptions {
+    /// Its RLIMIT_NOFILE, soft and hard (so it cannot raise it).
+    pub nofile: Option<u64>,
+    /// A file for its stderr (inherited when `None`).
+    pub stderr: Option<PathBuf>,
+    /// Ready once its port accepts connections, rather than once plain `/healthz`
+    /// answers 200 (for TLS and basic auth).
+    pub ready_when_listening: bool,
+}
+
 /// `agent serve` as a child process on a loopback port; stopped on drop.
 pub struct AgentProcess {
     pub addr: String,
@@ -374,12 +386,26 @@ impl AgentProcess {
         Self::start_with(extra, true, Some(state_dir))
     }
 
+    /// Starts the agent without eBPF tracing, as `options` say.
+    pub fn start_with_options(extra: &[&str], options: &AgentOptions) -> AgentProcess {
+        Self::start_full(extra, false, None, options)
+    }
+
     /// Starts the agent with extra arguments and waits until /healthz answers.
     fn start_with(extra: &[&str], traced: bool, state_dir: Option<&Path>) -> AgentProcess {
+        Self::start_full(extra, traced, state_dir, &AgentOptions::default())
+    }
+
+    fn start_full(
+        extra: &[&str],
+        traced: bool,
+        state_dir: Option<&Path>,
+        options: &AgentOptions,
+    ) -> AgentProcess {
         let state = tempfile::tempdir().unwrap();
         let state_dir = state_dir.unwrap_or(state.path()).to_path_buf();
         for _ in 0..4 {
-            match Self::try_start(extra, traced, &state, &state_dir) {
+            match Self::try_start(extra, traced, &state, &state_dir, options) {
                 Some(child_and_addr) => {
                     let (child, addr) = child_and_addr;
                     return AgentProcess {
@@ -401,6 +427,7 @@ impl AgentProcess {
         traced: bool,
         state: &tempfile::TempDir,
         state_dir: &Path,
+        options: &AgentOptions,
     ) -> Option<(Child, String)> {
         let addr = format!("127.0.0.1:{}", free_port());
         let mut cmd = Command::new(agent_bin());
@@ -415,10 +442,31 @@ impl AgentProcess {
         if !extra.contains(&"--docker-root") {
             cmd.arg("--docker-root").arg(state.path().join("docker"));
         }
+        let stderr = match &options.stderr {
+            Some(path) => Stdio::from(std::fs::File::create(path).unwrap()),
+            None => Stdio::inherit(),
+        };
+        if let Some(n) = options.nofile {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: setrlimit is async-signal-safe; nothing else runs in the child
+            // between fork and exec.
+            unsafe {
+                cmd.pre_exec(move || {
+                    let lim = libc::rlimit {
+                        rlim_cur: n,
+                        rlim_max: n,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
         let child = cmd
             .args(extra)
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .expect("starting the agent binary");
         let mut child = child;
@@ -428,7 +476,12 @@ impl AgentProcess {
                 assert_eq!(status.code(), Some(1), "agent exited early: {status}");
                 return None;
             }
-            if let Ok((200, _)) = http_get(&addr, "/healthz", &[]) {
+            let ready = if options.ready_when_listening {
+                TcpStream::connect(&addr).is_ok()
+            } else {
+                matches!(http_get(&addr, "/healthz", &[]), Ok((200, _)))
+            };
+            if ready {
                 // The answer must come from this agent, not from another test's.
                 std::thread::sleep(Duration::from_millis(50));
                 if let Ok(None) = child.try_wait() {

@@ -19,6 +19,10 @@ pub struct Config {
     pub evaluation_interval: Duration,
     /// Contents of a rule file to load (`rule_files:`), if any.
     pub rules: Option<String>,
+    /// Scrape over HTTPS, trusting this CA certificate file.
+    pub tls_ca_file: Option<String>,
+    /// Scrape with these basic-auth credentials (user, password).
+    pub basic_auth: Option<(String, String)>,
 }
 
 impl Config {
@@ -30,6 +34,8 @@ impl Config {
             scrape_interval: Duration::from_secs(1),
             evaluation_interval: Duration::from_secs(1),
             rules: None,
+            tls_ca_file: None,
+            basic_auth: None,
         }
     }
 
@@ -53,9 +59,19 @@ impl Config {
         if self.rules.is_some() {
             yaml.push_str(&format!("rule_files:\n  - '{rules_file}'\n"));
         }
+        yaml.push_str(&format!("scrape_configs:\n  - job_name: {}\n", self.job));
+        if let Some(ca) = &self.tls_ca_file {
+            yaml.push_str(&format!(
+                "    scheme: https\n    tls_config:\n      ca_file: '{ca}'\n"
+            ));
+        }
+        if let Some((user, password)) = &self.basic_auth {
+            yaml.push_str(&format!(
+                "    basic_auth:\n      username: '{user}'\n      password: '{password}'\n"
+            ));
+        }
         yaml.push_str(&format!(
-            "scrape_configs:\n  - job_name: {}\n    static_configs:\n      - targets: [{}]\n",
-            self.job,
+            "    static_configs:\n      - targets: [{}]\n",
             self.targets
                 .iter()
                 .map(|t| format!("'{t}'"))
