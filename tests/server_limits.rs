@@ -5,7 +5,7 @@
 //! connections open; TLS and basic auth checked with curl and a real Prometheus.
 //! Needs no root.
 
-mod common;
+use agent_test_support as common;
 
 use common::prometheus::{Config, Prometheus, value_of};
 use common::{AgentOptions, AgentProcess, http_get};
@@ -639,7 +639,7 @@ fn bad_web_config_is_one_clear_line() {
     ];
     for (yaml, want) in cases {
         let config = pki.web_config(yaml);
-        let out = Command::new(env!("CARGO_BIN_EXE_agent"))
+        let out = Command::new(common::agent_bin())
             .args(["serve", "--listen", "127.0.0.1:0", "--no-ebpf"])
             .args(["--web.config.file", &config])
             .output()
@@ -655,7 +655,7 @@ fn bad_web_config_is_one_clear_line() {
             errors[0]
         );
     }
-    let out = Command::new(env!("CARGO_BIN_EXE_agent"))
+    let out = Command::new(common::agent_bin())
         .args(["serve", "--web.config.file", "/nonexistent/web.yml"])
         .output()
         .unwrap();
