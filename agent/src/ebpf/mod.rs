@@ -28,6 +28,8 @@
 pub mod attribution;
 mod collector;
 pub mod events;
+#[cfg(test)]
+mod header_mirror_tests;
 pub mod loader;
 pub mod metrics;
 mod reader;
