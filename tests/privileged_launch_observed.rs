@@ -844,20 +844,27 @@ fn short_lived_rm_containers_keep_their_names() {
         }
         Ok(())
     });
-    // The stream agrees, and names the exact events.
-    events.read_for(Duration::from_millis(300));
-    for name in &names {
-        let ours: Vec<&EventRecord> = events
-            .seen
+    // The stream agrees, and names the exact events. It may trail the counters
+    // (a client process and a pipe further on): read until every container's
+    // four are in, for up to 10 s.
+    let inside = |e: &&EventRecord, name: &str| {
+        // Inside the container (not our host-side `agent launch NAME`).
+        e.exec
+            .as_ref()
+            .is_some_and(|x| x.filename.starts_with("/bin/"))
+            && exec_argv(e).iter().any(|a| a.contains(name))
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline
+        && names
             .iter()
-            .filter(|e| {
-                // Inside the container (not our host-side `agent launch NAME`).
-                e.exec
-                    .as_ref()
-                    .is_some_and(|x| x.filename.starts_with("/bin/"))
-                    && exec_argv(e).iter().any(|a| a.contains(name.as_str()))
-            })
-            .collect();
+            .any(|n| events.seen.iter().filter(|e| inside(e, n)).count() < 4)
+    {
+        events.read_for(Duration::from_millis(100));
+    }
+    events.read_for(Duration::from_millis(100));
+    for name in &names {
+        let ours: Vec<&EventRecord> = events.seen.iter().filter(|e| inside(e, name)).collect();
         assert_eq!(ours.len(), 4, "{name}: {ours:#?}");
         for e in ours {
             assert_eq!(e.container.name, *name, "{e:#?}");

@@ -24,8 +24,12 @@ use std::time::Duration;
 
 /// `dashboards/` at the root of the workspace.
 pub fn dashboards_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
+    // Lexically (the VM rig copies dashboards/ alone, without tests/support).
+    let support = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    support
+        .parent()
+        .and_then(std::path::Path::parent)
+        .expect("tests/support lives two levels below the workspace")
         .join("dashboards")
 }
 
