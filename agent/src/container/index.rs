@@ -276,26 +276,31 @@ mod tests {
         assert_eq!(ancestors("/").count(), 0);
     }
 
+    /// An index over the fixture tree `root`, with the agent's state in `state`
+    /// holding container `id` named `id` from `image`.
+    fn index_with_container(root: &Path, state: &Path, id: &str, image: &str) -> ContainerIndex {
+        fs::create_dir_all(state.join("containers").join(id)).unwrap();
+        crate::runtime::state::save(
+            &crate::runtime::Paths::new(state),
+            &crate::runtime::state::ContainerState::for_test(id, id, image),
+        )
+        .unwrap();
+        ContainerIndex::new(
+            Hierarchy::detect(root).unwrap(),
+            Filter::default(),
+            MetadataSource {
+                docker_root: root.join("docker"),
+                state_dir: state.to_path_buf(),
+            },
+        )
+    }
+
     #[test]
     fn known_then_discovered_then_gone() {
         let t = tempfile::tempdir().unwrap();
         fs::create_dir_all(t.path().join("memory/agent/web/sub")).unwrap();
         fs::write(t.path().join("memory/cgroup.procs"), "").unwrap();
-        let state = t.path().join("state");
-        fs::create_dir_all(state.join("containers/web")).unwrap();
-        crate::runtime::state::save(
-            &crate::runtime::Paths::new(&state),
-            &crate::runtime::state::ContainerState::for_test("web", "web", "busybox"),
-        )
-        .unwrap();
-        let idx = ContainerIndex::new(
-            Hierarchy::detect(t.path()).unwrap(),
-            Filter::default(),
-            MetadataSource {
-                docker_root: t.path().join("docker"),
-                state_dir: state,
-            },
-        );
+        let idx = index_with_container(t.path(), &t.path().join("state"), "web", "busybox");
         // Not scanned yet: found by path, named from its state file.
         let l = idx.container_for_cgroup_path("/agent/web/sub").unwrap();
         assert_eq!(
@@ -322,20 +327,7 @@ mod tests {
         fs::write(t.path().join("memory/cgroup.procs"), "").unwrap();
         fs::write(t.path().join("unified/cgroup.controllers"), "").unwrap();
         let state = t.path().join("state");
-        fs::create_dir_all(state.join("containers/q1")).unwrap();
-        crate::runtime::state::save(
-            &crate::runtime::Paths::new(&state),
-            &crate::runtime::state::ContainerState::for_test("q1", "q1", "bb:1"),
-        )
-        .unwrap();
-        let idx = ContainerIndex::new(
-            Hierarchy::detect(t.path()).unwrap(),
-            Filter::default(),
-            MetadataSource {
-                docker_root: t.path().join("docker"),
-                state_dir: state.clone(),
-            },
-        );
+        let idx = index_with_container(t.path(), &state, "q1", "bb:1");
         // Not a container: ignored.
         idx.learn_cgroup(7, "/user.slice");
         assert!(idx.container_for_cgroup_id(7).is_none());
