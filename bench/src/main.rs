@@ -5,6 +5,8 @@
 //! - `agent-bench scrape [N…]`: the scrape path over N real cgroups.
 //! - `agent-bench exec`: what eBPF exec and mount tracing cost.
 //! - `agent-bench launch`: `agent launch --rm` side by side with `runc run`.
+//! - `agent-bench soak [CYCLES]`: launch/rm cycles under a scraping Prometheus;
+//!   what grew (`cargo xtask soak`).
 //!
 //! Run through `cargo xtask bench …`, which builds the release agent first and
 //! passes its path in `AGENT_BIN`.
@@ -12,6 +14,7 @@
 mod exec;
 mod launch;
 mod scrape;
+mod soak;
 
 use std::path::PathBuf;
 
@@ -30,8 +33,9 @@ fn main() -> std::process::ExitCode {
         Some("scrape") => scrape::run(&args[1..]),
         Some("exec") => exec::run(),
         Some("launch") => launch::run(),
+        Some("soak") => soak::run(&args[1..]),
         _ => Err(anyhow::anyhow!(
-            "usage: agent-bench <scrape [N…] | exec | launch>"
+            "usage: agent-bench <scrape [N…] | exec | launch | soak [CYCLES]>"
         )),
     };
     match result {

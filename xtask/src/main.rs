@@ -129,6 +129,11 @@ enum Task {
     },
     /// The privileged tests inside a qemu VM on Debian's cloud kernel and cgroup v2.
     VmTest(vm::Options),
+    /// Launch/rm cycles while a real Prometheus scrapes every second: what grew.
+    Soak {
+        /// Cycles (default 2000).
+        cycles: Option<usize>,
+    },
 }
 
 #[derive(Debug, Clone, Subcommand)]
@@ -139,6 +144,8 @@ enum Bench {
     Exec,
     /// `agent launch --rm` side by side with `runc run`.
     Launch,
+    /// Launch/rm cycles under a scraping Prometheus (also `cargo xtask soak`).
+    Soak { cycles: Option<usize> },
 }
 
 impl Bench {
@@ -150,6 +157,9 @@ impl Bench {
                 .collect(),
             Bench::Exec => vec!["exec".into()],
             Bench::Launch => vec!["launch".into()],
+            Bench::Soak { cycles } => std::iter::once("soak".to_owned())
+                .chain(cycles.map(|c| c.to_string()))
+                .collect(),
         }
     }
 }
@@ -160,6 +170,7 @@ fn main() -> std::process::ExitCode {
         Task::Test => test(),
         Task::Bench { bench } => self::bench(bench),
         Task::VmTest(options) => vm::run(options),
+        Task::Soak { cycles } => self::bench(Some(Bench::Soak { cycles })),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
