@@ -176,13 +176,25 @@ pub struct Scan {
     pub non_utf8: Vec<String>,
 }
 
-/// Walks the hierarchy and returns every selected cgroup.
-pub fn scan(hierarchy: &Hierarchy, filter: &Filter) -> Result<Scan, CgroupError> {
+/// Walks the hierarchy and returns every selected cgroup. With `watch`, every
+/// directory walked is watched before it is read, so a cgroup made at any time
+/// after the walk passed is reported by the watch.
+pub fn scan(
+    hierarchy: &Hierarchy,
+    filter: &Filter,
+    mut watch: Option<&mut super::watch::TreeWatch>,
+) -> Result<Scan, CgroupError> {
     let root = hierarchy
         .walk_root()
         .ok_or_else(|| CgroupError::NotCgroupRoot(hierarchy.root().to_path_buf()))?;
+    if let Some(w) = watch.as_deref_mut() {
+        w.add(root);
+    }
     let mut found = Vec::new();
-    let non_utf8 = walk(root, |rel, _| {
+    let non_utf8 = walk(root, |rel, entry| {
+        if let Some(w) = watch.as_deref_mut() {
+            w.add(&entry.path());
+        }
         if let Some(d) = filter.select(rel) {
             found.push(d);
         }
@@ -330,7 +342,7 @@ mod tests {
             fs::write(base.join("cgroup.procs"), "").unwrap();
         }
         let h = Hierarchy::detect(t.path()).unwrap();
-        let scan = scan(&h, &Filter::default()).unwrap();
+        let scan = scan(&h, &Filter::default(), None).unwrap();
         assert!(scan.non_utf8.is_empty());
         let paths: Vec<_> = scan.found.iter().map(|d| d.path.as_str()).collect();
         assert_eq!(

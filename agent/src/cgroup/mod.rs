@@ -6,6 +6,7 @@ pub mod hierarchy;
 pub mod manager;
 pub mod parse;
 pub mod stats;
+pub mod watch;
 
 pub use discovery::{Discovered, Filter, Runtime};
 pub use hierarchy::{Controller, Hierarchy, V1Mount, Version};

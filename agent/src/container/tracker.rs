@@ -4,6 +4,7 @@
 
 use super::{ContainerIndex, ContainerLabels, ContainerMeta, MetadataSource};
 use crate::cgroup::discovery::{self, Discovered, Filter, Runtime};
+use crate::cgroup::watch::TreeWatch;
 use crate::cgroup::{CgroupStats, Hierarchy, ScrapeErrorKind, StatsError, StatsReader};
 use std::collections::HashSet;
 use std::collections::{BTreeMap, HashMap};
@@ -33,13 +34,19 @@ pub struct Tracker {
     filter: Filter,
     metadata: MetadataSource,
     tracked: BTreeMap<String, Tracked>,
-    last_scan: Option<Instant>,
+    /// When the tree was last checked for changes, and last walked.
+    last_check: Option<Instant>,
+    last_walk: Option<Instant>,
+    /// Walks of the tree since start.
+    walks: u64,
     rescan_interval: Duration,
     index: Option<Arc<ContainerIndex>>,
     /// Errors since start, by kind.
     pub errors: HashMap<ScrapeErrorKind, u64>,
     /// Non-UTF-8 cgroup paths already counted.
     non_utf8_seen: HashSet<String>,
+    /// Says when the tree changed; `None` without inotify (then it is polled).
+    watch: Option<TreeWatch>,
 }
 
 impl Tracker {
@@ -55,11 +62,16 @@ impl Tracker {
             filter,
             metadata,
             tracked: BTreeMap::new(),
-            last_scan: None,
+            last_check: None,
+            last_walk: None,
+            walks: 0,
             rescan_interval,
             index: None,
             errors: HashMap::new(),
             non_utf8_seen: HashSet::new(),
+            watch: TreeWatch::new()
+                .inspect_err(|e| tracing::warn!(error = %e, "no inotify; polling the cgroup tree"))
+                .ok(),
         }
     }
 
@@ -110,22 +122,62 @@ impl Tracker {
         counts
     }
 
+    /// How often the tree was walked since start.
+    pub fn walks(&self) -> u64 {
+        self.walks
+    }
+
+    fn retry_missing_metadata(&mut self) {
+        let mut found = false;
+        for t in self.tracked.values_mut().filter(|t| !t.meta_found) {
+            if let Some(m) = self.metadata.lookup(&t.discovered) {
+                t.meta = m;
+                t.meta_found = true;
+                found = true;
+            }
+        }
+        if found {
+            self.publish_index();
+        }
+    }
+
     fn count_error(&mut self, kind: ScrapeErrorKind) {
         *self.errors.entry(kind).or_insert(0) += 1;
     }
 
-    /// Rescans the tree if the last scan is older than the interval (or `force`):
-    /// opens readers for new cgroups and closes those of vanished ones.
+    /// Rescans the tree (or only with `force`) when the last scan is older than
+    /// the interval and a cgroup was made or removed since (the inotify watch
+    /// says so), or the safety-net interval passed, or the watch is incomplete:
+    /// opens readers for new cgroups and closes those of vanished ones. With
+    /// nothing changing, nothing is walked.
     pub fn refresh(&mut self, force: bool) {
-        if !force
-            && self
-                .last_scan
+        if !force {
+            if self
+                .last_check
                 .is_some_and(|t| t.elapsed() < self.rescan_interval)
-        {
-            return;
+            {
+                return;
+            }
+            self.last_check = Some(Instant::now());
+            let quiet = self
+                .watch
+                .as_mut()
+                .is_some_and(|w| w.complete() && !w.changed());
+            if quiet
+                && self
+                    .last_walk
+                    .is_some_and(|t| t.elapsed() < SAFETY_NET_RESCAN)
+            {
+                // A runtime may write a container's metadata after making its
+                // cgroup: look again for those still unnamed.
+                self.retry_missing_metadata();
+                return;
+            }
         }
-        self.last_scan = Some(Instant::now());
-        let found = match discovery::scan(&self.hierarchy, &self.filter) {
+        self.last_check = Some(Instant::now());
+        self.last_walk = self.last_check;
+        self.walks += 1;
+        let found = match discovery::scan(&self.hierarchy, &self.filter, self.watch.as_mut()) {
             Ok(f) => f,
             Err(e) => {
                 tracing::warn!(error = %format!("{e:#}"), "cgroup discovery failed");
@@ -243,6 +295,10 @@ impl Tracker {
     }
 }
 
+/// With the tree watched, a full walk at least this often all the same: the
+/// safety net for an event the watch could not deliver.
+const SAFETY_NET_RESCAN: Duration = Duration::from_secs(60);
+
 /// Non-UTF-8 cgroup names remembered (so counted once each), at most.
 const NON_UTF8_REMEMBERED: usize = 1024;
 
@@ -272,6 +328,45 @@ fn read_chunk(
 mod tests {
     use super::*;
     use std::os::unix::ffi::OsStrExt;
+
+    #[test]
+    fn the_tree_is_walked_again_only_when_a_cgroup_comes_or_goes() {
+        let t = tempfile::tempdir().unwrap();
+        let memory = t.path().join("memory");
+        std::fs::create_dir_all(memory.join("agent/one")).unwrap();
+        std::fs::write(memory.join("cgroup.procs"), "").unwrap();
+        let mut tracker = Tracker::new(
+            Hierarchy::detect(t.path()).unwrap(),
+            Filter::default(),
+            MetadataSource {
+                docker_root: t.path().join("docker"),
+                state_dir: t.path().join("state"),
+            },
+            Duration::ZERO,
+        );
+        tracker.refresh(false);
+        assert_eq!(
+            (tracker.walks(), tracker.counts().get(&Runtime::Agent)),
+            (1, Some(&1))
+        );
+        for _ in 0..5 {
+            tracker.refresh(false);
+        }
+        assert_eq!(tracker.walks(), 1, "nothing changed, nothing walked");
+        std::fs::create_dir(memory.join("agent/two")).unwrap();
+        tracker.refresh(false);
+        assert_eq!(
+            (tracker.walks(), tracker.counts().get(&Runtime::Agent)),
+            (2, Some(&2))
+        );
+        std::fs::create_dir(memory.join("agent/two/nested")).unwrap();
+        tracker.refresh(false);
+        assert_eq!(tracker.walks(), 3, "below a new cgroup too");
+        std::fs::remove_dir(memory.join("agent/two/nested")).unwrap();
+        std::fs::remove_dir(memory.join("agent/two")).unwrap();
+        tracker.refresh(false);
+        assert_eq!(tracker.counts().get(&Runtime::Agent), Some(&1));
+    }
 
     #[test]
     fn non_utf8_cgroup_names_are_counted_once_and_skipped() {
