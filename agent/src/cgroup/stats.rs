@@ -197,18 +197,31 @@ fn sources_for(version: Version) -> (&'static [(Source, Controller, &'static str
     }
 }
 
-/// Open descriptors of one cgroup's stat files.
+/// One cgroup's stat files: kept open between scrapes (read with `pread`), or,
+/// when the process's descriptor budget is spent, opened for each read.
 #[derive(Debug)]
 pub struct StatsReader {
     rel: String,
-    files: Vec<(Source, File, PathBuf)>,
+    /// The descriptor of each file, `None` when it is opened per read.
+    files: Vec<(Source, Option<File>, PathBuf)>,
     start_time: Option<f64>,
 }
 
+/// Whether a [`StatsReader`] keeps its files open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeepOpen {
+    /// Keep a descriptor per file (the fast path).
+    Yes,
+    /// Open, read and close each file at every read (no descriptors held).
+    No,
+}
+
 impl StatsReader {
-    /// Opens every stat file of cgroup `rel` that exists. Fails with
-    /// [`StatsError::Vanished`] if the cgroup directory is gone.
-    pub fn open(hierarchy: &Hierarchy, rel: &str) -> Result<Self, StatsError> {
+    /// Opens every stat file of cgroup `rel` that exists, keeping the
+    /// descriptors or not. Fails with [`StatsError::Vanished`] if the cgroup
+    /// directory is gone, and with [`StatsError::Read`] (EMFILE) when
+    /// descriptors run out while keeping them.
+    pub fn open(hierarchy: &Hierarchy, rel: &str, keep: KeepOpen) -> Result<Self, StatsError> {
         let (sources, _) = sources_for(hierarchy.version());
         let mut files = Vec::with_capacity(sources.len() + PSI_SOURCES.len());
         let mut start_time = None;
@@ -223,14 +236,14 @@ impl StatsReader {
                 any_dir = true;
                 start_time = Some(meta.ctime() as f64 + meta.ctime_nsec() as f64 / 1e9);
             }
-            open_into(&mut files, *source, dir.join(name))?;
+            open_into(&mut files, *source, dir.join(name), keep)?;
         }
         if !any_dir {
             return Err(StatsError::Vanished(rel.to_string()));
         }
         if let Some(dir) = hierarchy.unified_dir(rel) {
             for (source, name) in PSI_SOURCES {
-                open_into(&mut files, *source, dir.join(name))?;
+                open_into(&mut files, *source, dir.join(name), keep)?;
             }
         }
         Ok(StatsReader {
@@ -245,8 +258,13 @@ impl StatsReader {
         &self.rel
     }
 
-    /// Number of open descriptors (for the open-files budget).
+    /// Number of descriptors it holds (for the descriptor budget).
     pub fn open_files(&self) -> usize {
+        self.files.iter().filter(|(_, f, _)| f.is_some()).count()
+    }
+
+    /// Number of files it reads.
+    pub fn files(&self) -> usize {
         self.files.len()
     }
 
@@ -265,7 +283,27 @@ impl StatsReader {
             ..CgroupStats::default()
         };
         let mut inactive_file = None;
-        for (source, file, path) in &self.files {
+        for (source, kept, path) in &self.files {
+            let opened;
+            let file = match kept {
+                Some(f) => f,
+                None => match File::open(path) {
+                    Ok(f) => {
+                        opened = f;
+                        &opened
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                        return Err(StatsError::Vanished(self.rel.clone()));
+                    }
+                    Err(source) => {
+                        on_error(StatsError::Read {
+                            path: path.clone(),
+                            source,
+                        });
+                        continue;
+                    }
+                },
+            };
             let data = match read_all(file, buf) {
                 Ok(d) => d,
                 Err(e) if super::discovery::is_vanished(&e) => {
@@ -296,12 +334,13 @@ impl StatsReader {
 }
 
 fn open_into(
-    files: &mut Vec<(Source, File, PathBuf)>,
+    files: &mut Vec<(Source, Option<File>, PathBuf)>,
     source: Source,
     path: PathBuf,
+    keep: KeepOpen,
 ) -> Result<(), StatsError> {
     match File::open(&path) {
-        Ok(f) => files.push((source, f, path)),
+        Ok(f) => files.push((source, (keep == KeepOpen::Yes).then_some(f), path)),
         // Absent on this kernel (memory.peak, swap, PSI) or the controller is not
         // enabled for this cgroup: that family is just not exported for it.
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -495,11 +534,19 @@ mod tests {
         t
     }
 
+    /// Reads `rel` with descriptors kept open, and checks that opening the
+    /// files per read (past the descriptor budget) gives the same, holding none.
     fn read(h: &Hierarchy, rel: &str) -> CgroupStats {
-        let reader = StatsReader::open(h, rel).unwrap();
+        let reader = StatsReader::open(h, rel, KeepOpen::Yes).unwrap();
         let mut errors = Vec::new();
         let stats = reader.read(&mut Vec::new(), |e| errors.push(e)).unwrap();
         assert!(errors.is_empty(), "{errors:?}");
+        let by_path = StatsReader::open(h, rel, KeepOpen::No).unwrap();
+        assert_eq!(by_path.open_files(), 0);
+        assert_eq!(by_path.files(), reader.files());
+        let again = by_path.read(&mut Vec::new(), |e| errors.push(e)).unwrap();
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(format!("{again:?}"), format!("{stats:?}"));
         stats
     }
 
@@ -619,7 +666,7 @@ mod tests {
         let t = v2_tree();
         let h = Hierarchy::detect(t.path()).unwrap();
         let listed = stat_files(&h, "/demo");
-        let reader = StatsReader::open(&h, "/demo").unwrap();
+        let reader = StatsReader::open(&h, "/demo", KeepOpen::Yes).unwrap();
         assert_eq!(
             listed.len(),
             reader.open_files(),
@@ -633,7 +680,7 @@ mod tests {
         fs::write(t.path().join("demo/memory.current"), "garbage\n").unwrap();
         fs::write(t.path().join("demo/cpu.stat"), "usage_usec").unwrap();
         let h = Hierarchy::detect(t.path()).unwrap();
-        let reader = StatsReader::open(&h, "/demo").unwrap();
+        let reader = StatsReader::open(&h, "/demo", KeepOpen::Yes).unwrap();
         let mut kinds = Vec::new();
         let s = reader
             .read(&mut Vec::new(), |e| kinds.push(e.kind()))
@@ -648,7 +695,7 @@ mod tests {
         let t = v2_tree();
         let h = Hierarchy::detect(t.path()).unwrap();
         assert!(matches!(
-            StatsReader::open(&h, "/nope"),
+            StatsReader::open(&h, "/nope", KeepOpen::Yes),
             Err(StatsError::Vanished(_))
         ));
     }

@@ -4,6 +4,7 @@
 
 use super::{ContainerIndex, ContainerLabels, ContainerMeta, MetadataSource};
 use crate::cgroup::discovery::{self, Discovered, Filter, Runtime};
+use crate::cgroup::stats::KeepOpen;
 use crate::cgroup::watch::TreeWatch;
 use crate::cgroup::{CgroupStats, Hierarchy, ScrapeErrorKind, StatsError, StatsReader};
 use std::collections::HashSet;
@@ -39,6 +40,10 @@ pub struct Tracker {
     last_walk: Option<Instant>,
     /// Walks of the tree since start.
     walks: u64,
+    /// Descriptors the stats readers may keep open, and keep now.
+    fd_budget: usize,
+    kept_fds: usize,
+    budget_warned: bool,
     rescan_interval: Duration,
     index: Option<Arc<ContainerIndex>>,
     /// Errors since start, by kind.
@@ -65,6 +70,9 @@ impl Tracker {
             last_check: None,
             last_walk: None,
             walks: 0,
+            fd_budget: fd_budget(),
+            kept_fds: 0,
+            budget_warned: false,
             rescan_interval,
             index: None,
             errors: HashMap::new(),
@@ -206,7 +214,7 @@ impl Tracker {
                 next.insert(d.path.clone(), t);
                 continue;
             }
-            match StatsReader::open(&self.hierarchy, &d.path) {
+            match self.open_reader(&d.path) {
                 Ok(reader) => {
                     let meta = self.metadata.lookup(&d);
                     tracing::debug!(cgroup = %d.path, runtime = d.runtime.as_str(), "tracking");
@@ -231,7 +239,48 @@ impl Tracker {
             tracing::debug!(cgroup = %gone, "cgroup gone");
         }
         self.tracked = next;
+        self.kept_fds = self.tracked.values().map(|t| t.reader.open_files()).sum();
         self.publish_index();
+    }
+
+    /// A reader that keeps its descriptors while the budget allows, and opens
+    /// its files per read past it (or when the process runs out anyway), so
+    /// every cgroup is exported and the server keeps descriptors to accept with.
+    fn open_reader(&mut self, rel: &str) -> Result<StatsReader, StatsError> {
+        // A cgroup's files, at most (v1 with PSI): checked before opening them.
+        const PER_CGROUP: usize = 24;
+        if self.kept_fds + PER_CGROUP <= self.fd_budget {
+            match StatsReader::open(&self.hierarchy, rel, KeepOpen::Yes) {
+                Ok(r) => {
+                    self.kept_fds += r.open_files();
+                    return Ok(r);
+                }
+                Err(StatsError::Read { source, .. })
+                    if matches!(source.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) =>
+                {
+                    // Out of descriptors before the budget says so: the budget
+                    // is what is kept now.
+                    self.fd_budget = self.kept_fds;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        if !self.budget_warned {
+            self.budget_warned = true;
+            tracing::warn!(
+                kept = self.kept_fds,
+                "descriptor budget spent: further cgroups are read by opening their files at each scrape (raise the open-files limit to keep them open)"
+            );
+        }
+        StatsReader::open(&self.hierarchy, rel, KeepOpen::No)
+    }
+
+    /// Tracked cgroups whose files are opened at each read (past the budget).
+    pub fn read_by_path(&self) -> usize {
+        self.tracked
+            .values()
+            .filter(|t| t.reader.open_files() == 0 && t.reader.files() > 0)
+            .count()
     }
 
     /// Refreshes if due, then reads every tracked cgroup. Vanished cgroups are
@@ -293,6 +342,21 @@ impl Tracker {
             })
             .collect()
     }
+}
+
+/// The descriptors stats readers may keep: the open-files limit less a reserve
+/// for the server's connections, the control socket, eBPF maps and the rest.
+fn fd_budget() -> usize {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes the plain struct it is given.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return 0;
+    }
+    let soft = usize::try_from(lim.rlim_cur).unwrap_or(usize::MAX);
+    soft.saturating_sub((soft / 8).max(1024))
 }
 
 /// With the tree watched, a full walk at least this often all the same: the

@@ -135,6 +135,14 @@ impl Exporter {
         }
 
         let name = w.header(
+            "agent_cgroups_read_by_path",
+            "Tracked cgroups whose files are opened at each scrape because the descriptor budget is spent (0 while every reader keeps its files open)",
+            Kind::Gauge,
+            None,
+        );
+        w.sample(&name, "", "", tracker.read_by_path() as f64);
+
+        let name = w.header(
             "agent_scrape_errors",
             "Errors while reading cgroups, by kind (vanished cgroups are skipped, not failed)",
             Kind::Counter,
