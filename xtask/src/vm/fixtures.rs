@@ -16,9 +16,12 @@ const REQUIRED: &[&str] = &[
     "demo/memory.stat",
     "demo/memory.events",
     "demo/pids.max",
+    "demo/io.stat",
     "demo/holder/cgroup.procs",
+    "demo/holder/io.stat",
     "demo/oomer/memory.events",
     "root/cgroup.controllers",
+    "root/io.stat",
     "proc-self/cgroup",
     "uname",
 ];
