@@ -291,6 +291,7 @@ mod tests {
             MetadataSource {
                 docker_root: root.join("docker"),
                 state_dir: state.to_path_buf(),
+                env_keys: Vec::new(),
             },
         )
     }
@@ -375,6 +376,7 @@ mod tests {
             MetadataSource {
                 docker_root: t.path().join("docker"),
                 state_dir: t.path().join("state"),
+                env_keys: Vec::new(),
             },
         );
         let ino = |p: &str| fs::metadata(t.path().join(p)).unwrap().ino();

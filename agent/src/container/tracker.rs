@@ -4,10 +4,12 @@
 
 use super::{ContainerIndex, ContainerLabels, ContainerMeta, MetadataSource};
 use crate::cgroup::discovery::{self, Discovered, Filter, Runtime};
-use crate::cgroup::{CgroupStats, Hierarchy, ScrapeErrorKind, StatsError, StatsReader};
+use crate::cgroup::{
+    CgroupStats, Hierarchy, MetricGroups, ScrapeErrorKind, StatsError, StatsReader,
+};
 use std::collections::HashSet;
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 /// A cgroup the agent follows: what discovery said, its metadata and open files.
@@ -17,6 +19,32 @@ pub struct Tracked {
     pub meta: ContainerMeta,
     meta_found: bool,
     reader: StatsReader,
+    /// The label text of its series, rendered by the exposition once per metadata
+    /// lookup; emptied whenever `meta` changes.
+    series_labels: OnceLock<String>,
+}
+
+impl Tracked {
+    fn new(discovered: Discovered, meta: Option<ContainerMeta>, reader: StatsReader) -> Self {
+        Tracked {
+            meta_found: meta.is_some(),
+            meta: meta.unwrap_or_default(),
+            discovered,
+            reader,
+            series_labels: OnceLock::new(),
+        }
+    }
+
+    /// The label text every series of this cgroup carries, rendered by `render` the
+    /// first time it is asked for after the metadata was (re)read.
+    pub fn series_labels(&self, render: impl FnOnce(&Tracked) -> String) -> &str {
+        self.series_labels.get_or_init(|| render(self))
+    }
+
+    /// The files open for it (which metric groups are on decides).
+    pub fn open_files(&self) -> usize {
+        self.reader.open_files()
+    }
 }
 
 /// One cgroup's readings from a scrape.
@@ -35,6 +63,10 @@ pub struct Tracker {
     tracked: BTreeMap<String, Tracked>,
     last_scan: Option<Instant>,
     rescan_interval: Duration,
+    /// The metric groups whose files are opened.
+    groups: MetricGroups,
+    /// The root cgroup (`/`, the machine), unless `--exclude /`.
+    root: Option<Tracked>,
     index: Option<Arc<ContainerIndex>>,
     /// Errors since start, by kind.
     pub errors: HashMap<ScrapeErrorKind, u64>,
@@ -57,10 +89,18 @@ impl Tracker {
             tracked: BTreeMap::new(),
             last_scan: None,
             rescan_interval,
+            groups: MetricGroups::ALL,
+            root: None,
             index: None,
             errors: HashMap::new(),
             non_utf8_seen: HashSet::new(),
         }
+    }
+
+    /// Reads only the files of `groups` (every group by default).
+    pub fn with_groups(mut self, groups: MetricGroups) -> Self {
+        self.groups = groups;
+        self
     }
 
     /// The index of containers for the event path, kept in step with every scan.
@@ -104,7 +144,7 @@ impl Tracker {
     /// Number of tracked cgroups per runtime.
     pub fn counts(&self) -> BTreeMap<Runtime, usize> {
         let mut counts = BTreeMap::new();
-        for t in self.tracked.values() {
+        for t in self.tracked.values().chain(&self.root) {
             *counts.entry(t.discovered.runtime).or_insert(0) += 1;
         }
         counts
@@ -125,6 +165,7 @@ impl Tracker {
             return;
         }
         self.last_scan = Some(Instant::now());
+        self.track_root();
         let found = match discovery::scan(&self.hierarchy, &self.filter) {
             Ok(f) => f,
             Err(e) => {
@@ -150,23 +191,16 @@ impl Tracker {
                 {
                     t.meta = m;
                     t.meta_found = true;
+                    t.series_labels = OnceLock::new();
                 }
                 next.insert(d.path.clone(), t);
                 continue;
             }
-            match StatsReader::open(&self.hierarchy, &d.path) {
+            match StatsReader::open(&self.hierarchy, &d.path, self.groups) {
                 Ok(reader) => {
                     let meta = self.metadata.lookup(&d);
                     tracing::debug!(cgroup = %d.path, runtime = d.runtime.as_str(), "tracking");
-                    next.insert(
-                        d.path.clone(),
-                        Tracked {
-                            meta_found: meta.is_some(),
-                            meta: meta.unwrap_or_default(),
-                            discovered: d,
-                            reader,
-                        },
-                    );
+                    next.insert(d.path.clone(), Tracked::new(d, meta, reader));
                 }
                 Err(StatsError::Vanished(_)) => {}
                 Err(e) => {
@@ -182,14 +216,35 @@ impl Tracker {
         self.publish_index();
     }
 
-    /// Refreshes if due, then reads every tracked cgroup. Vanished cgroups are
+    /// Opens the root cgroup once (again after a failure), unless excluded.
+    fn track_root(&mut self) {
+        if self.root.is_some() || self.filter.excludes("/") {
+            return;
+        }
+        match StatsReader::open_root(&self.hierarchy, self.groups) {
+            Ok(reader) => {
+                let d = Discovered {
+                    path: "/".to_string(),
+                    runtime: Runtime::Root,
+                    container_id: None,
+                };
+                self.root = Some(Tracked::new(d, Some(ContainerMeta::default()), reader));
+            }
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "cannot open the root cgroup");
+                self.count_error(e.kind());
+            }
+        }
+    }
+
+    /// Refreshes if due, then reads every tracked cgroup (the root first). Vanished cgroups are
     /// dropped and skipped; per-file errors are counted and that family omitted.
     ///
     /// Large sets are read by a few threads at once: the cost is the kernel
     /// generating each file, which parallelises across cores.
     pub fn collect(&mut self) -> Vec<Sample<'_>> {
         self.refresh(false);
-        let entries: Vec<&Tracked> = self.tracked.values().collect();
+        let entries: Vec<&Tracked> = self.root.iter().chain(self.tracked.values()).collect();
         let threads = if entries.len() < PARALLEL_MIN {
             1
         } else {
@@ -234,10 +289,11 @@ impl Tracker {
         readings
             .into_iter()
             .filter_map(|(path, stats)| {
-                Some(Sample {
-                    tracked: self.tracked.get(&path)?,
-                    stats,
-                })
+                let tracked = match path.as_str() {
+                    "/" => self.root.as_ref()?,
+                    _ => self.tracked.get(&path)?,
+                };
+                Some(Sample { tracked, stats })
             })
             .collect()
     }
@@ -287,6 +343,7 @@ mod tests {
             MetadataSource {
                 docker_root: t.path().join("docker"),
                 state_dir: t.path().join("state"),
+                env_keys: Vec::new(),
             },
             Duration::ZERO,
         );
