@@ -26,10 +26,10 @@ const REQUIRED: &[&str] = &[
     "uname",
 ];
 
-/// A zeroed raw disk image for the guest to write its tar to.
-pub fn blank_disk(path: &Path) -> anyhow::Result<()> {
+/// A zeroed (sparse) raw disk image of `size` bytes for the guest.
+pub fn blank_disk(path: &Path, size: u64) -> anyhow::Result<()> {
     let f = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
-    f.set_len(16 << 20)?;
+    f.set_len(size)?;
     Ok(())
 }
 
