@@ -535,22 +535,29 @@ mod tests {
         let id = format!("/docker/{ID}");
         let mut seen = BTreeSet::new();
         for (name, labels) in samples(&text) {
-            let mut want = match name.as_str() {
-                n if n.starts_with("machine_") => vec!["boot_id", "machine_id", "system_uuid"],
-                n if !n.starts_with("container_") => continue,
-                _ => vec!["id", "image", "name"],
-            };
-            let extra: &[&str] = match name.as_str() {
-                "container_cpu_usage_seconds_total" => &["cpu"],
-                "container_fs_reads_bytes_total"
-                | "container_fs_reads_total"
-                | "container_fs_writes_bytes_total"
-                | "container_fs_writes_total" => &["device"],
-                "container_blkio_device_usage_total" => &["device", "major", "minor", "operation"],
-                "container_memory_failures_total" => &["failure_type", "scope"],
-                _ => &[],
-            };
-            want.extend_from_slice(extra);
+            if name.starts_with("machine_") {
+                assert_eq!(keys(&labels), ["boot_id", "machine_id", "system_uuid"]);
+                continue;
+            }
+            if !name.starts_with("container_") {
+                continue;
+            }
+            let mut want = vec!["id", "image", "name"];
+            // What the family table says the family adds (tests/e2e_prometheus.rs
+            // checks the same against cAdvisor's label sets).
+            let family = FAMILIES
+                .iter()
+                .find(|f| f.sample_name() == name)
+                .unwrap_or_else(|| panic!("{name} is in no family"));
+            match family.series {
+                Series::One { extra, .. } => want.extend(extra.split_once('=').map(|(k, _)| k)),
+                Series::PerDevice(_) => want.push("device"),
+                Series::PerDeviceOperation => {
+                    want.extend(["device", "major", "minor", "operation"])
+                }
+                Series::MemoryFailures => want.extend(["failure_type", "scope"]),
+                Series::LastSeen => {}
+            }
             want.sort();
             assert_eq!(keys(&labels), want, "{name} {labels:?}");
             if labels.get("id") == Some(&id) {
