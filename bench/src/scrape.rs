@@ -343,11 +343,7 @@ fn in_process(h: &Hierarchy, parent: &str) -> anyhow::Result<(f64, f64)> {
     use agent::cgroup::Filter;
     use agent::container::{MetadataSource, Tracker};
     let filter = Filter::new(&[format!("{parent}/*")], &[])?;
-    let meta = MetadataSource {
-        docker_root: "/nonexistent".into(),
-        state_dir: "/nonexistent".into(),
-        env_keys: Vec::new(),
-    };
+    let meta = MetadataSource::new("/nonexistent", "/nonexistent");
     let mut tracker = Tracker::new(h.clone(), filter, meta, Duration::from_secs(3600));
     tracker.refresh(true);
     let mut read = Vec::new();

@@ -37,6 +37,16 @@ const MAX_LABELS: usize = 64;
 const MAX_CONFIG_BYTES: u64 = 4 << 20;
 
 impl MetadataSource {
+    /// Metadata from Docker's data root and the agent's state root, keeping no
+    /// environment variable.
+    pub fn new(docker_root: impl Into<PathBuf>, state_dir: impl Into<PathBuf>) -> Self {
+        MetadataSource {
+            docker_root: docker_root.into(),
+            state_dir: state_dir.into(),
+            env_keys: Vec::new(),
+        }
+    }
+
     /// Looks up the metadata of a discovered cgroup; `None` when nothing is on disk
     /// (yet): the caller tries again on the next scan.
     pub fn lookup(&self, d: &Discovered) -> Option<ContainerMeta> {

@@ -40,11 +40,6 @@ impl Tracked {
     pub fn series_labels(&self, render: impl FnOnce(&Tracked) -> String) -> &str {
         self.series_labels.get_or_init(|| render(self))
     }
-
-    /// The files open for it (which metric groups are on decides).
-    pub fn open_files(&self) -> usize {
-        self.reader.open_files()
-    }
 }
 
 /// One cgroup's readings from a scrape.
@@ -340,11 +335,7 @@ mod tests {
         let mut tracker = Tracker::new(
             Hierarchy::detect(t.path()).unwrap(),
             Filter::default(),
-            MetadataSource {
-                docker_root: t.path().join("docker"),
-                state_dir: t.path().join("state"),
-                env_keys: Vec::new(),
-            },
+            MetadataSource::new(t.path().join("docker"), t.path().join("state")),
             Duration::ZERO,
         );
         tracker.refresh(true);
