@@ -232,8 +232,9 @@ impl Tracker {
         }
     }
 
-    /// Refreshes if due, then reads every tracked cgroup (the root first). Vanished cgroups are
-    /// dropped and skipped; per-file errors are counted and that family omitted.
+    /// Refreshes if due, then reads every tracked cgroup (the root first). Vanished
+    /// cgroups are dropped and skipped; per-file errors are counted and that family
+    /// omitted.
     ///
     /// Large sets are read by a few threads at once: the cost is the kernel
     /// generating each file, which parallelises across cores.
