@@ -49,6 +49,18 @@ fn bad_flags_are_one_clear_line() {
             &["serve", "--include", "/a/[", "--listen", "127.0.0.1:0"],
             "bad cgroup pattern",
         ),
+        (
+            &["serve", "--disable-metrics", "cpu,bogus"],
+            "invalid value 'bogus' for '--disable-metrics <GROUP>'",
+        ),
+        (
+            &["serve", "--container-labels", "tier,"],
+            "a label key cannot be empty",
+        ),
+        (
+            &["serve", "--container-env", "TOKEN=x"],
+            "\"TOKEN=x\" is not an environment variable name",
+        ),
     ];
     for (args, want) in cases {
         let (code, stderr) = agent(args);
@@ -136,6 +148,55 @@ fn json_logs_and_clean_shutdown() {
         lines
             .iter()
             .any(|l| l["fields"]["message"] == "SIGTERM received")
+    );
+}
+
+/// `--disable-metrics`: a group's families are gone (not even their `# TYPE`); the
+/// others stay. Needs no root: headers are written whatever the cgroups hold.
+#[test]
+fn disabled_metric_groups_are_not_exported() {
+    let families = |text: &str| -> Vec<String> {
+        text.lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .filter_map(|l| l.split(' ').next())
+            .map(String::from)
+            .collect()
+    };
+    let all = AgentProcess::start(&[]);
+    let (_, body) = http_get(&all.addr, "/metrics", &[]).unwrap();
+    let all = families(&String::from_utf8(body).unwrap());
+    for f in [
+        "container_fs_reads_bytes_total",
+        "container_fs_writes_total",
+        "container_blkio_device_usage_total",
+        "container_pressure_io_stalled_seconds_total",
+        "container_memory_rss",
+        "container_last_seen",
+        "machine_cpu_cores",
+    ] {
+        assert!(
+            all.iter().any(|a| a == f),
+            "{f} missing by default: {all:?}"
+        );
+    }
+    let some = AgentProcess::start(&["--disable-metrics", "disk,pressure"]);
+    let (_, body) = http_get(&some.addr, "/metrics", &[]).unwrap();
+    let some = families(&String::from_utf8(body).unwrap());
+    let gone: Vec<&String> = all.iter().filter(|f| !some.contains(f)).collect();
+    assert!(!gone.is_empty());
+    for f in &gone {
+        assert!(
+            f.starts_with("container_fs_")
+                || f.starts_with("container_blkio_")
+                || f.starts_with("container_pressure_"),
+            "{f} went with disk and pressure off"
+        );
+    }
+    assert!(some.iter().all(|f| all.contains(f)));
+    assert!(
+        !some
+            .iter()
+            .any(|f| f.starts_with("container_fs_") || f.starts_with("container_pressure_"))
     );
 }
 

@@ -45,6 +45,15 @@ const CONTAINER_METRICS: &[&str] = &[
     "container_pressure_io_waiting_seconds_total",
     "container_pressure_io_stalled_seconds_total",
     "container_start_time_seconds",
+    "container_last_seen",
+    "container_spec_memory_reservation_limit_bytes",
+    "container_spec_memory_swap_limit_bytes",
+    "container_memory_failures_total",
+    "container_fs_reads_bytes_total",
+    "container_fs_reads_total",
+    "container_fs_writes_bytes_total",
+    "container_fs_writes_total",
+    "container_blkio_device_usage_total",
     // eBPF events (provisional names), labels id, name, image (+ operation, result).
     "agent_exec_events_total",
     "agent_mount_events_total",
@@ -57,6 +66,11 @@ const CONTAINER_METRICS: &[&str] = &[
 
 /// The agent's own families (no container labels).
 const AGENT_METRICS: &[&str] = &[
+    // The machine (labels boot_id, machine_id, system_uuid).
+    "machine_cpu_cores",
+    "machine_cpu_physical_cores",
+    "machine_cpu_sockets",
+    "machine_memory_bytes",
     "agent_build_info",
     "agent_scrape_duration_seconds",
     "agent_scrape_errors_total",
@@ -450,6 +464,7 @@ fn the_rows_of_issue_5_are_there() {
         "memory",
         "pids",
         "pressure",
+        "disk",
         "exec",
         "agent health",
     ] {

@@ -72,14 +72,14 @@ impl BenchCgroups {
             paths: Vec::new(),
         };
         if h.is_v2() {
-            for c in ["+memory", "+cpu", "+pids"] {
+            for c in ["+memory", "+cpu", "+pids", "+io"] {
                 let _ = std::fs::write(h.root().join("cgroup.subtree_control"), c);
             }
         }
         for d in &me.parent_dirs {
             std::fs::create_dir_all(d).with_context(|| format!("mkdir {}", d.display()))?;
             if h.is_v2() {
-                for c in ["+memory", "+cpu", "+pids"] {
+                for c in ["+memory", "+cpu", "+pids", "+io"] {
                     let _ = std::fs::write(d.join("cgroup.subtree_control"), c);
                 }
             }
@@ -343,10 +343,7 @@ fn in_process(h: &Hierarchy, parent: &str) -> anyhow::Result<(f64, f64)> {
     use agent::cgroup::Filter;
     use agent::container::{MetadataSource, Tracker};
     let filter = Filter::new(&[format!("{parent}/*")], &[])?;
-    let meta = MetadataSource {
-        docker_root: "/nonexistent".into(),
-        state_dir: "/nonexistent".into(),
-    };
+    let meta = MetadataSource::new("/nonexistent", "/nonexistent");
     let mut tracker = Tracker::new(h.clone(), filter, meta, Duration::from_secs(3600));
     tracker.refresh(true);
     let mut read = Vec::new();
@@ -355,7 +352,11 @@ fn in_process(h: &Hierarchy, parent: &str) -> anyhow::Result<(f64, f64)> {
         std::hint::black_box(tracker.collect().len());
         read.push(t.elapsed().as_secs_f64() * 1e3);
     }
-    let exporter = agent::metrics::Exporter::new(tracker, Default::default());
+    let exporter = agent::metrics::Exporter::new(
+        tracker,
+        Default::default(),
+        agent::metrics::ExportOptions::host(),
+    );
     let mut total = Vec::new();
     for _ in 0..SCRAPES {
         let t = Instant::now();

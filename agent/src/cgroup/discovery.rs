@@ -24,6 +24,9 @@ pub enum Runtime {
     Systemd,
     /// Matched only by an `--include` pattern.
     Other,
+    /// The root cgroup, `/`: the whole machine, exported as cAdvisor exports its
+    /// root container.
+    Root,
 }
 
 impl Runtime {
@@ -36,6 +39,7 @@ impl Runtime {
             Runtime::Podman => "podman",
             Runtime::Systemd => "systemd",
             Runtime::Other => "other",
+            Runtime::Root => "root",
         }
     }
 }
@@ -65,6 +69,11 @@ impl Filter {
             include: glob_set(include)?,
             exclude: glob_set(exclude)?,
         })
+    }
+
+    /// True when an `--exclude` pattern matches `path` (`/` excludes the root cgroup).
+    pub fn excludes(&self, path: &str) -> bool {
+        self.exclude.is_match(path)
     }
 
     /// Classifies `path`, applying the include and exclude patterns.

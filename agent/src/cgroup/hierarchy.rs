@@ -39,16 +39,28 @@ pub enum Controller {
     Cpu,
     Cpuacct,
     Pids,
+    /// Block I/O: `blkio` on v1, `io` on the cgroup2 mount.
+    Blkio,
 }
 
 impl Controller {
-    /// The controller's name as the kernel spells it.
+    /// Every controller the agent reads or writes.
+    pub const ALL: [Controller; 5] = [
+        Controller::Memory,
+        Controller::Cpu,
+        Controller::Cpuacct,
+        Controller::Pids,
+        Controller::Blkio,
+    ];
+
+    /// The controller's name as the kernel spells it on v1 (`io` is blkio's v2 name).
     pub fn name(self) -> &'static str {
         match self {
             Controller::Memory => "memory",
             Controller::Cpu => "cpu",
             Controller::Cpuacct => "cpuacct",
             Controller::Pids => "pids",
+            Controller::Blkio => "blkio",
         }
     }
 }
@@ -112,6 +124,7 @@ pub struct Hierarchy {
     cpu: Option<PathBuf>,
     cpuacct: Option<PathBuf>,
     pids: Option<PathBuf>,
+    blkio: Option<PathBuf>,
     /// The cgroup2 mount: the root itself on v2, `unified/` on hybrid.
     unified: Option<PathBuf>,
 }
@@ -131,6 +144,7 @@ impl Hierarchy {
                 cpu: None,
                 cpuacct: None,
                 pids: None,
+                blkio: None,
                 unified: Some(root.clone()),
                 root,
             });
@@ -149,6 +163,7 @@ impl Hierarchy {
         let cpu = find("cpu");
         let cpuacct = find("cpuacct");
         let pids = find("pids");
+        let blkio = find("blkio");
         if memory.is_none() && cpu.is_none() && cpuacct.is_none() && pids.is_none() {
             return Err(CgroupError::NotCgroupRoot(root));
         }
@@ -165,6 +180,7 @@ impl Hierarchy {
             cpu,
             cpuacct,
             pids,
+            blkio,
             unified,
         })
     }
@@ -212,6 +228,7 @@ impl Hierarchy {
             (_, Controller::Cpu) => self.cpu.as_ref(),
             (_, Controller::Cpuacct) => self.cpuacct.as_ref(),
             (_, Controller::Pids) => self.pids.as_ref(),
+            (_, Controller::Blkio) => self.blkio.as_ref(),
         }?;
         Some(join_rel(base, rel))
     }
@@ -237,15 +254,10 @@ impl Hierarchy {
     /// Every directory in which a cgroup named `rel` must be created for the agent's
     /// controllers: one per v1 controller, or the single v2 directory.
     pub fn controller_dirs(&self, rel: &str) -> Vec<PathBuf> {
-        let mut dirs: Vec<PathBuf> = [
-            Controller::Memory,
-            Controller::Cpu,
-            Controller::Cpuacct,
-            Controller::Pids,
-        ]
-        .into_iter()
-        .filter_map(|c| self.dir(c, rel))
-        .collect();
+        let mut dirs: Vec<PathBuf> = Controller::ALL
+            .into_iter()
+            .filter_map(|c| self.dir(c, rel))
+            .collect();
         dirs.dedup();
         dirs
     }
@@ -319,12 +331,13 @@ mod tests {
         );
         assert_eq!(h.walk_root(), Some(t.path()));
         assert_eq!(h.controller_dirs("/x"), vec![t.path().join("x")]);
+        assert_eq!(h.dir(Controller::Blkio, "/x"), Some(t.path().join("x")));
     }
 
     #[test]
     fn detects_hybrid_with_separate_cpu_and_cpuacct() {
         let t = tempfile::tempdir().unwrap();
-        for c in ["memory", "cpu", "cpuacct", "pids"] {
+        for c in ["memory", "cpu", "cpuacct", "pids", "blkio"] {
             touch(&t.path().join(c).join("cgroup.procs"));
         }
         touch(&t.path().join("unified/cgroup.controllers"));
@@ -335,12 +348,16 @@ mod tests {
             Some(t.path().join("cpuacct/docker/x"))
         );
         assert_eq!(
+            h.dir(Controller::Blkio, "/docker/x"),
+            Some(t.path().join("blkio/docker/x"))
+        );
+        assert_eq!(
             h.unified_dir("/docker/x"),
             Some(t.path().join("unified/docker/x"))
         );
         assert_eq!(h.walk_root(), Some(t.path().join("memory").as_path()));
-        assert_eq!(h.controller_dirs("/a").len(), 4);
-        assert_eq!(h.v1_mounts().len(), 4, "unified/ is not a v1 hierarchy");
+        assert_eq!(h.controller_dirs("/a").len(), 5);
+        assert_eq!(h.v1_mounts().len(), 5, "unified/ is not a v1 hierarchy");
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! accounting files.
 
 pub mod discovery;
+pub mod groups;
 pub mod hierarchy;
 pub mod manager;
 pub mod parse;
@@ -9,9 +10,10 @@ pub mod stats;
 pub mod watch;
 
 pub use discovery::{Discovered, Filter, Runtime};
+pub use groups::{MetricGroup, MetricGroups};
 pub use hierarchy::{Controller, Hierarchy, V1Mount, Version};
 pub use manager::{AGENT_SUBTREE, CgroupInfo, ContainerCgroup, Limits};
-pub use stats::{CgroupStats, StatsError, StatsReader};
+pub use stats::{CgroupStats, DeviceIo, IoOp, StatsError, StatsReader};
 
 use std::path::{Path, PathBuf};
 

@@ -175,6 +175,69 @@ pub fn pressure(buf: &[u8]) -> Result<Pressure, ParseError> {
     })
 }
 
+/// A block device as cgroup files name it: `MAJ:MIN`.
+pub fn device_number(token: &str) -> Result<(u32, u32), ParseError> {
+    let bad = || ParseError::BadValue(clip(token));
+    let (major, minor) = token.split_once(':').ok_or_else(bad)?;
+    Ok((
+        major.parse().map_err(|_| bad())?,
+        minor.parse().map_err(|_| bad())?,
+    ))
+}
+
+/// Visits every numeric `key=value` of v2 `io.stat`, one line per device:
+/// `8:0 rbytes=… wbytes=… rios=… wios=… dbytes=… dios=…`, called with the device
+/// number, the key and the value. No allocation.
+///
+/// An empty file is fine (no I/O yet). Values that are not numbers are skipped:
+/// controllers append their own keys (iolatency's `depth=max`), which are not
+/// this parser's business.
+pub fn io_stat(buf: &[u8], mut visit: impl FnMut((u32, u32), &str, u64)) -> Result<(), ParseError> {
+    let s = text(buf)?;
+    for line in s.lines() {
+        let mut parts = line.split_ascii_whitespace();
+        let Some(device) = parts.next() else {
+            continue;
+        };
+        let device = device_number(device)?;
+        for pair in parts {
+            let (key, value) = pair
+                .split_once('=')
+                .ok_or_else(|| ParseError::BadFormat(clip(line)))?;
+            if let Ok(v) = value.parse::<u64>() {
+                visit(device, key, v);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Visits every `MAJ:MIN Operation value` line of a v1 blkio file
+/// (`blkio.throttle.io_service_bytes_recursive`, `…io_serviced_recursive`): the
+/// device number, the operation as the kernel spells it (`Read`, `Write`, `Sync`,
+/// `Async`, `Discard`, `Total`) and the value. The closing `Total N` line (all
+/// devices) is skipped. No allocation.
+pub fn blkio_v1(
+    buf: &[u8],
+    mut visit: impl FnMut((u32, u32), &str, u64),
+) -> Result<(), ParseError> {
+    let s = text(buf)?;
+    for line in s.lines() {
+        let mut parts = line.split_ascii_whitespace();
+        match (parts.next(), parts.next(), parts.next(), parts.next()) {
+            (None, ..) => {}
+            (Some("Total"), Some(v), None, None) => {
+                number(v)?;
+            }
+            (Some(device), Some(op), Some(v), None) => {
+                visit(device_number(device)?, op, number(v)?)
+            }
+            _ => return Err(ParseError::BadFormat(clip(line))),
+        }
+    }
+    Ok(())
+}
+
 /// Counts the non-empty lines of a list file (`cgroup.procs`, `tasks`).
 pub fn count_lines(buf: &[u8]) -> Result<u64, ParseError> {
     let s = text(buf)?;
@@ -384,6 +447,73 @@ mod tests {
     }
 
     #[test]
+    fn v2_io_stat() {
+        let file = format!("{V2}/holder/io.stat");
+        let text = String::from_utf8(fixture(&file)).unwrap();
+        let mut seen = Vec::new();
+        io_stat(text.as_bytes(), |dev, key, v| {
+            seen.push((dev, key.to_string(), v))
+        })
+        .unwrap();
+        // Every numeric key=value of every line, device by device.
+        let naive: Vec<((u32, u32), String, u64)> = text
+            .lines()
+            .flat_map(|l| {
+                let mut w = l.split_whitespace();
+                let (ma, mi) = w.next().unwrap().split_once(':').unwrap();
+                let dev = (ma.parse().unwrap(), mi.parse().unwrap());
+                w.filter_map(move |kv| {
+                    let (k, v) = kv.split_once('=')?;
+                    Some((dev, k.to_string(), v.parse().ok()?))
+                })
+            })
+            .collect();
+        assert_eq!(seen, naive);
+        // The holder wrote 8 MiB and read 4 MiB with O_DIRECT.
+        let get = |k: &str| seen.iter().find(|(_, key, _)| key == k).unwrap().2;
+        assert!(get("wbytes") >= 8 << 20 && get("rbytes") >= 4 << 20);
+        assert!(get("wios") >= 1 && get("rios") >= 1);
+        // A cgroup that did no I/O has an empty io.stat.
+        assert_eq!(io_stat(b"", |_, _, _| panic!("no devices")), Ok(()));
+        // Keys other controllers add, some not numbers, are skipped.
+        let mut keys = Vec::new();
+        io_stat(
+            b"8:16 rbytes=1 wbytes=2 depth=max avg_lat=3\n",
+            |d, k, v| keys.push((d, k.to_string(), v)),
+        )
+        .unwrap();
+        assert_eq!(keys.len(), 3);
+        assert_eq!(keys[0], ((8, 16), "rbytes".to_string(), 1));
+    }
+
+    #[test]
+    fn v1_blkio_files() {
+        for file in [
+            "blkio.throttle.io_service_bytes_recursive",
+            "blkio.throttle.io_serviced",
+        ] {
+            let rel = format!("cgroup-v1-hybrid-6.18/io/blkio/{file}");
+            let mut seen = Vec::new();
+            blkio_v1(&fixture(&rel), |dev, op, v| {
+                seen.push((dev, op.to_string(), v))
+            })
+            .unwrap();
+            let ops: Vec<&str> = seen.iter().map(|(_, op, _)| op.as_str()).collect();
+            assert_eq!(
+                ops,
+                ["Read", "Write", "Sync", "Async", "Discard", "Total"],
+                "{file}"
+            );
+            assert!(seen.iter().all(|(dev, ..)| *dev == (254, 0)));
+        }
+        // The Docker containers did no block I/O: only the closing total.
+        let idle = fixture(&format!("{V1}/blkio/blkio.throttle.io_service_bytes"));
+        assert_eq!(blkio_v1(&idle, |_, _, _| panic!("no devices")), Ok(()));
+        assert_eq!(device_number("259:12"), Ok((259, 12)));
+        assert!(device_number("259").is_err() && device_number("a:1").is_err());
+    }
+
+    #[test]
     fn empty_input_is_an_error() {
         assert_eq!(single_u64(b""), Err(ParseError::Empty));
         assert_eq!(single_u64(b"\n"), Err(ParseError::Empty));
@@ -421,6 +551,11 @@ mod tests {
         assert!(pressure(b"some avg10=1 total=x\n").is_err());
         assert!(pressure(b"weird total=1\n").is_err());
         assert!(count_lines(b"12\nabc\n").is_err());
+        assert!(io_stat(b"8:0 rbytes\n", |_, _, _| ()).is_err());
+        assert!(io_stat(b"sda rbytes=1\n", |_, _, _| ()).is_err());
+        assert!(blkio_v1(b"8:0 Read\n", |_, _, _| ()).is_err());
+        assert!(blkio_v1(b"8:0 Read x\n", |_, _, _| ()).is_err());
+        assert!(blkio_v1(b"Total many\n", |_, _, _| ()).is_err());
         let long = "9".repeat(500);
         let err = single_u64(long.as_bytes()).unwrap_err().to_string();
         assert!(err.len() < 80, "error stays one short line: {err}");

@@ -3,14 +3,16 @@
 //! Each stat file is opened once when the cgroup is first tracked and re-read with
 //! `pread` at offset 0 on every scrape (cgroupfs regenerates the contents), which saves
 //! an open and a close per file per scrape. Files a kernel lacks (`memory.peak`,
-//! `memory.swap.current`, PSI) are simply absent from the set.
+//! `memory.swap.current`, PSI) are simply absent from the set, and so are the files
+//! of metric groups that are turned off.
 
 use super::ScrapeErrorKind;
+use super::groups::{MetricGroup, MetricGroups};
 use super::hierarchy::{Controller, Hierarchy, Version};
 use super::parse::{self, ParseError};
 use std::fs::File;
 use std::os::unix::fs::{FileExt, MetadataExt};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 /// Everything the metrics contract exports for one cgroup, in base units.
@@ -31,11 +33,20 @@ pub struct CgroupStats {
     pub memory_swap: Option<f64>,
     pub memory_max_usage_bytes: Option<f64>,
     pub memory_failcnt: Option<f64>,
+    /// Page faults (`memory.stat` `pgfault`, `pgmajfault`) of the cgroup itself, and
+    /// of it with its descendants (v1 `total_pgfault`, `total_pgmajfault`; v2
+    /// counters already include descendants, so both scopes carry the same value).
+    pub memory_pgfault: Option<f64>,
+    pub memory_pgmajfault: Option<f64>,
+    pub memory_hierarchy_pgfault: Option<f64>,
+    pub memory_hierarchy_pgmajfault: Option<f64>,
     pub oom_events: Option<f64>,
     pub processes: Option<f64>,
     pub threads: Option<f64>,
     pub threads_max: Option<f64>,
     pub spec_memory_limit_bytes: Option<f64>,
+    pub spec_memory_reservation_limit_bytes: Option<f64>,
+    pub spec_memory_swap_limit_bytes: Option<f64>,
     pub spec_cpu_quota: Option<f64>,
     pub spec_cpu_period: Option<f64>,
     pub spec_cpu_shares: Option<f64>,
@@ -45,8 +56,105 @@ pub struct CgroupStats {
     pub pressure_memory_stalled_seconds: Option<f64>,
     pub pressure_io_waiting_seconds: Option<f64>,
     pub pressure_io_stalled_seconds: Option<f64>,
+    /// Block I/O per device, in the order the kernel lists the devices; empty when
+    /// the cgroup did none (or the disk group is off).
+    pub io: Vec<DeviceIo>,
     /// Creation time of the cgroup directory (Unix seconds).
     pub start_time_seconds: Option<f64>,
+}
+
+/// A block I/O operation, as cAdvisor (and v1's blkio files) spell it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IoOp {
+    Read,
+    Write,
+    Sync,
+    Async,
+    Discard,
+    Total,
+}
+
+impl IoOp {
+    /// Every operation, in the order v1 lists them.
+    pub const ALL: [IoOp; 6] = [
+        IoOp::Read,
+        IoOp::Write,
+        IoOp::Sync,
+        IoOp::Async,
+        IoOp::Discard,
+        IoOp::Total,
+    ];
+
+    /// The `operation` label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IoOp::Read => "Read",
+            IoOp::Write => "Write",
+            IoOp::Sync => "Sync",
+            IoOp::Async => "Async",
+            IoOp::Discard => "Discard",
+            IoOp::Total => "Total",
+        }
+    }
+
+    fn from_v1(op: &str) -> Option<IoOp> {
+        IoOp::ALL.into_iter().find(|o| o.as_str() == op)
+    }
+
+    /// v2 `io.stat` keys: (operation, true for bytes / false for I/Os). v2 has no
+    /// sync/async split and no total, as runc (and so cAdvisor) reports it.
+    fn from_v2(key: &str) -> Option<(IoOp, bool)> {
+        Some(match key {
+            "rbytes" => (IoOp::Read, true),
+            "wbytes" => (IoOp::Write, true),
+            "dbytes" => (IoOp::Discard, true),
+            "rios" => (IoOp::Read, false),
+            "wios" => (IoOp::Write, false),
+            "dios" => (IoOp::Discard, false),
+            _ => return None,
+        })
+    }
+}
+
+/// One block device's I/O counters for a cgroup.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeviceIo {
+    pub major: u32,
+    pub minor: u32,
+    /// Bytes transferred, by [`IoOp`] (`IoOp as usize`); `None` where the kernel
+    /// gave no figure.
+    pub bytes: [Option<u64>; 6],
+    /// I/O operations completed, by [`IoOp`].
+    pub ios: [Option<u64>; 6],
+}
+
+impl DeviceIo {
+    /// Bytes of `op`, if the kernel gave them.
+    pub fn bytes(&self, op: IoOp) -> Option<u64> {
+        self.bytes[op as usize]
+    }
+
+    /// Operations of `op`, if the kernel gave them.
+    pub fn ios(&self, op: IoOp) -> Option<u64> {
+        self.ios[op as usize]
+    }
+}
+
+/// The entry of device `(major, minor)` in `io`, added when new (a few devices at
+/// most: a linear search).
+fn device_entry(io: &mut Vec<DeviceIo>, (major, minor): (u32, u32)) -> &mut DeviceIo {
+    let i = match io.iter().position(|d| d.major == major && d.minor == minor) {
+        Some(i) => i,
+        None => {
+            io.push(DeviceIo {
+                major,
+                minor,
+                ..DeviceIo::default()
+            });
+            io.len() - 1
+        }
+    };
+    &mut io[i]
 }
 
 /// Which file a descriptor belongs to, and so how to parse it.
@@ -60,8 +168,11 @@ enum Source {
     MemoryPeak,
     MemoryEvents,
     MemoryMax,
+    MemoryLow,
+    MemorySwapMax,
     CpuMax,
     CpuWeight,
+    IoStat,
     // v1
     CpuacctUsage,
     CpuacctStat,
@@ -72,9 +183,13 @@ enum Source {
     MemoryFailcnt,
     MemoryOomControl,
     MemoryLimit,
+    MemorySoftLimit,
+    MemswLimit,
     CfsQuota,
     CfsPeriod,
     CpuShares,
+    BlkioBytes,
+    BlkioServiced,
     // both
     Procs,
     PidsCurrent,
@@ -84,61 +199,150 @@ enum Source {
     IoPressure,
 }
 
-/// Where each source lives: (source, controller, file name). PSI files are on the
-/// cgroup2 mount, which is the only mount on v2 and `unified/` on hybrid hosts.
-const V2_SOURCES: &[(Source, Controller, &str)] = &[
-    (Source::CpuStat, Controller::Cpu, "cpu.stat"),
-    (Source::MemoryCurrent, Controller::Memory, "memory.current"),
-    (Source::MemoryStatV2, Controller::Memory, "memory.stat"),
-    (
+/// One file the reader may open: where it lives, its names (the first that exists
+/// is opened: older kernels lack the `_recursive` blkio files) and the metric
+/// groups that need it (it is opened when any of them is on).
+struct SourceFile {
+    source: Source,
+    controller: Controller,
+    names: &'static [&'static str],
+    groups: MetricGroups,
+}
+
+const fn file(
+    source: Source,
+    controller: Controller,
+    names: &'static [&'static str],
+    group: MetricGroup,
+) -> SourceFile {
+    SourceFile {
+        source,
+        controller,
+        names,
+        groups: MetricGroups::of(group),
+    }
+}
+
+use Controller as C;
+use MetricGroup as G;
+
+const V2_SOURCES: &[SourceFile] = &[
+    file(Source::CpuStat, C::Cpu, &["cpu.stat"], G::Cpu),
+    file(
+        Source::MemoryCurrent,
+        C::Memory,
+        &["memory.current"],
+        G::Memory,
+    ),
+    file(Source::MemoryStatV2, C::Memory, &["memory.stat"], G::Memory),
+    file(
         Source::MemorySwapCurrent,
-        Controller::Memory,
-        "memory.swap.current",
+        C::Memory,
+        &["memory.swap.current"],
+        G::Memory,
     ),
-    (Source::MemoryPeak, Controller::Memory, "memory.peak"),
-    (Source::MemoryEvents, Controller::Memory, "memory.events"),
-    (Source::MemoryMax, Controller::Memory, "memory.max"),
-    (Source::CpuMax, Controller::Cpu, "cpu.max"),
-    (Source::CpuWeight, Controller::Cpu, "cpu.weight"),
-    (Source::Procs, Controller::Pids, "cgroup.procs"),
-    (Source::PidsCurrent, Controller::Pids, "pids.current"),
-    (Source::PidsMax, Controller::Pids, "pids.max"),
+    file(Source::MemoryPeak, C::Memory, &["memory.peak"], G::Memory),
+    // `max` is the limit hits (memory group), `oom_kill` the OOM kills (events).
+    SourceFile {
+        source: Source::MemoryEvents,
+        controller: C::Memory,
+        names: &["memory.events"],
+        groups: MetricGroups::of(G::Memory).and(G::Events),
+    },
+    file(Source::MemoryMax, C::Memory, &["memory.max"], G::Memory),
+    file(Source::MemoryLow, C::Memory, &["memory.low"], G::Memory),
+    file(
+        Source::MemorySwapMax,
+        C::Memory,
+        &["memory.swap.max"],
+        G::Memory,
+    ),
+    file(Source::CpuMax, C::Cpu, &["cpu.max"], G::Cpu),
+    file(Source::CpuWeight, C::Cpu, &["cpu.weight"], G::Cpu),
+    file(Source::IoStat, C::Blkio, &["io.stat"], G::Disk),
+    file(Source::Procs, C::Pids, &["cgroup.procs"], G::Process),
+    file(Source::PidsCurrent, C::Pids, &["pids.current"], G::Process),
+    file(Source::PidsMax, C::Pids, &["pids.max"], G::Process),
 ];
 
-const V1_SOURCES: &[(Source, Controller, &str)] = &[
-    (Source::CpuacctUsage, Controller::Cpuacct, "cpuacct.usage"),
-    (Source::CpuacctStat, Controller::Cpuacct, "cpuacct.stat"),
-    (Source::CpuStatV1, Controller::Cpu, "cpu.stat"),
-    (Source::CfsQuota, Controller::Cpu, "cpu.cfs_quota_us"),
-    (Source::CfsPeriod, Controller::Cpu, "cpu.cfs_period_us"),
-    (Source::CpuShares, Controller::Cpu, "cpu.shares"),
-    (
+const V1_SOURCES: &[SourceFile] = &[
+    file(Source::CpuacctUsage, C::Cpuacct, &["cpuacct.usage"], G::Cpu),
+    file(Source::CpuacctStat, C::Cpuacct, &["cpuacct.stat"], G::Cpu),
+    file(Source::CpuStatV1, C::Cpu, &["cpu.stat"], G::Cpu),
+    file(Source::CfsQuota, C::Cpu, &["cpu.cfs_quota_us"], G::Cpu),
+    file(Source::CfsPeriod, C::Cpu, &["cpu.cfs_period_us"], G::Cpu),
+    file(Source::CpuShares, C::Cpu, &["cpu.shares"], G::Cpu),
+    file(
         Source::MemoryUsage,
-        Controller::Memory,
-        "memory.usage_in_bytes",
+        C::Memory,
+        &["memory.usage_in_bytes"],
+        G::Memory,
     ),
-    (Source::MemoryStatV1, Controller::Memory, "memory.stat"),
-    (
+    file(Source::MemoryStatV1, C::Memory, &["memory.stat"], G::Memory),
+    file(
         Source::MemoryMaxUsage,
-        Controller::Memory,
-        "memory.max_usage_in_bytes",
+        C::Memory,
+        &["memory.max_usage_in_bytes"],
+        G::Memory,
     ),
-    (Source::MemoryFailcnt, Controller::Memory, "memory.failcnt"),
-    (
+    file(
+        Source::MemoryFailcnt,
+        C::Memory,
+        &["memory.failcnt"],
+        G::Memory,
+    ),
+    file(
         Source::MemoryOomControl,
-        Controller::Memory,
-        "memory.oom_control",
+        C::Memory,
+        &["memory.oom_control"],
+        G::Events,
     ),
-    (
+    file(
         Source::MemoryLimit,
-        Controller::Memory,
-        "memory.limit_in_bytes",
+        C::Memory,
+        &["memory.limit_in_bytes"],
+        G::Memory,
     ),
-    (Source::Procs, Controller::Pids, "cgroup.procs"),
-    (Source::PidsCurrent, Controller::Pids, "pids.current"),
-    (Source::PidsMax, Controller::Pids, "pids.max"),
+    file(
+        Source::MemorySoftLimit,
+        C::Memory,
+        &["memory.soft_limit_in_bytes"],
+        G::Memory,
+    ),
+    // Absent when the kernel does not account swap (swapaccount=0).
+    file(
+        Source::MemswLimit,
+        C::Memory,
+        &["memory.memsw.limit_in_bytes"],
+        G::Memory,
+    ),
+    // The `_recursive` files include descendants, as v2's io.stat does and as runc
+    // (so cAdvisor) reads them; kernels before 4.12 have only the plain ones.
+    file(
+        Source::BlkioBytes,
+        C::Blkio,
+        &[
+            "blkio.throttle.io_service_bytes_recursive",
+            "blkio.throttle.io_service_bytes",
+        ],
+        G::Disk,
+    ),
+    file(
+        Source::BlkioServiced,
+        C::Blkio,
+        &[
+            "blkio.throttle.io_serviced_recursive",
+            "blkio.throttle.io_serviced",
+        ],
+        G::Disk,
+    ),
+    file(Source::Procs, C::Pids, &["cgroup.procs"], G::Process),
+    file(Source::PidsCurrent, C::Pids, &["pids.current"], G::Process),
+    file(Source::PidsMax, C::Pids, &["pids.max"], G::Process),
 ];
 
+/// PSI files live on the cgroup2 mount: the only mount on v2, `unified/` on hybrid
+/// hosts.
 const PSI_SOURCES: &[(Source, &str)] = &[
     (Source::CpuPressure, "cpu.pressure"),
     (Source::MemoryPressure, "memory.pressure"),
@@ -176,13 +380,17 @@ impl StatsError {
     }
 }
 
-/// Lists the files [`StatsReader`] reads for cgroup `rel`, existing or not: the
-/// benchmark's baseline reads exactly these.
+/// Lists the files [`StatsReader`] reads for cgroup `rel` with every group on,
+/// existing or not (of alternative names, the one that exists): the benchmark's
+/// baseline reads exactly these.
 pub fn stat_files(hierarchy: &Hierarchy, rel: &str) -> Vec<PathBuf> {
-    let (sources, _) = sources_for(hierarchy.version());
-    let mut files: Vec<PathBuf> = sources
+    let mut files: Vec<PathBuf> = sources_for(hierarchy.version())
         .iter()
-        .filter_map(|(_, c, name)| hierarchy.dir(*c, rel).map(|d| d.join(name)))
+        .filter_map(|f| {
+            let dir = hierarchy.dir(f.controller, rel)?;
+            let existing = f.names.iter().map(|n| dir.join(n)).find(|p| p.exists());
+            existing.or_else(|| f.names.first().map(|n| dir.join(n)))
+        })
         .collect();
     if let Some(u) = hierarchy.unified_dir(rel) {
         files.extend(PSI_SOURCES.iter().map(|(_, name)| u.join(name)));
@@ -190,10 +398,10 @@ pub fn stat_files(hierarchy: &Hierarchy, rel: &str) -> Vec<PathBuf> {
     files
 }
 
-fn sources_for(version: Version) -> (&'static [(Source, Controller, &'static str)], bool) {
+fn sources_for(version: Version) -> &'static [SourceFile] {
     match version {
-        Version::V2 => (V2_SOURCES, true),
-        Version::V1 | Version::Hybrid => (V1_SOURCES, false),
+        Version::V2 => V2_SOURCES,
+        Version::V1 | Version::Hybrid => V1_SOURCES,
     }
 }
 
@@ -217,31 +425,65 @@ pub enum KeepOpen {
 }
 
 impl StatsReader {
-    /// Opens every stat file of cgroup `rel` that exists, keeping the
-    /// descriptors or not. Fails with [`StatsError::Vanished`] if the cgroup
-    /// directory is gone, and with [`StatsError::Read`] (EMFILE) when
-    /// descriptors run out while keeping them.
-    pub fn open(hierarchy: &Hierarchy, rel: &str, keep: KeepOpen) -> Result<Self, StatsError> {
-        let (sources, _) = sources_for(hierarchy.version());
-        let mut files = Vec::with_capacity(sources.len() + PSI_SOURCES.len());
-        let mut start_time = None;
-        let mut any_dir = false;
-        for (source, controller, name) in sources {
-            let Some(dir) = hierarchy.dir(*controller, rel) else {
-                continue;
-            };
-            if start_time.is_none()
-                && let Ok(meta) = std::fs::metadata(&dir)
-            {
-                any_dir = true;
-                start_time = Some(meta.ctime() as f64 + meta.ctime_nsec() as f64 / 1e9);
-            }
-            open_into(&mut files, *source, dir.join(name), keep)?;
-        }
-        if !any_dir {
+    /// Opens every stat file of cgroup `rel` that exists and that one of `groups`
+    /// needs, keeping the descriptors or not. Fails with
+    /// [`StatsError::Vanished`] if the cgroup directory is gone, and with
+    /// [`StatsError::Read`] (EMFILE) when descriptors run out while keeping them.
+    pub fn open(
+        hierarchy: &Hierarchy,
+        rel: &str,
+        groups: MetricGroups,
+        keep: KeepOpen,
+    ) -> Result<Self, StatsError> {
+        Self::open_inner(hierarchy, rel, groups, keep, |_| true)
+    }
+
+    /// Opens the root cgroup (`/`, the whole machine) the same way, leaving out
+    /// `cgroup.procs`: at the root it lists only the processes placed in the root
+    /// cgroup itself, not the machine's, so it would be a misleading count.
+    pub fn open_root(
+        hierarchy: &Hierarchy,
+        groups: MetricGroups,
+        keep: KeepOpen,
+    ) -> Result<Self, StatsError> {
+        Self::open_inner(hierarchy, "/", groups, keep, |s| s != Source::Procs)
+    }
+
+    fn open_inner(
+        hierarchy: &Hierarchy,
+        rel: &str,
+        groups: MetricGroups,
+        keep: KeepOpen,
+        wanted: impl Fn(Source) -> bool,
+    ) -> Result<Self, StatsError> {
+        let sources = sources_for(hierarchy.version());
+        // The cgroup exists if its directory does in any mounted controller; the
+        // first one found dates it.
+        let start_time = Controller::ALL
+            .into_iter()
+            .filter_map(|c| hierarchy.dir(c, rel))
+            .find_map(|dir| std::fs::metadata(dir).ok())
+            .map(|meta| meta.ctime() as f64 + meta.ctime_nsec() as f64 / 1e9);
+        if start_time.is_none() {
             return Err(StatsError::Vanished(rel.to_string()));
         }
-        if let Some(dir) = hierarchy.unified_dir(rel) {
+        let mut files = Vec::with_capacity(sources.len() + PSI_SOURCES.len());
+        for f in sources {
+            if !f.groups.intersects(groups) || !wanted(f.source) {
+                continue;
+            }
+            let Some(dir) = hierarchy.dir(f.controller, rel) else {
+                continue;
+            };
+            for name in f.names {
+                if open_into(&mut files, f.source, dir.join(name), keep)? {
+                    break;
+                }
+            }
+        }
+        if groups.has(MetricGroup::Pressure)
+            && let Some(dir) = hierarchy.unified_dir(rel)
+        {
             for (source, name) in PSI_SOURCES {
                 open_into(&mut files, *source, dir.join(name), keep)?;
             }
@@ -266,6 +508,11 @@ impl StatsReader {
     /// Number of files it reads.
     pub fn files(&self) -> usize {
         self.files.len()
+    }
+
+    /// The paths of the open files.
+    pub fn open_paths(&self) -> impl Iterator<Item = &Path> {
+        self.files.iter().map(|(_, _, p)| p.as_path())
     }
 
     /// Reads and parses every file. `buf` is scratch space reused across cgroups.
@@ -333,23 +580,26 @@ impl StatsReader {
     }
 }
 
+/// Opens `path` into `files`; `Ok(false)` when it does not exist.
 fn open_into(
     files: &mut Vec<(Source, Option<File>, PathBuf)>,
     source: Source,
     path: PathBuf,
     keep: KeepOpen,
-) -> Result<(), StatsError> {
+) -> Result<bool, StatsError> {
     match File::open(&path) {
-        Ok(f) => files.push((source, (keep == KeepOpen::Yes).then_some(f), path)),
+        Ok(f) => {
+            files.push((source, (keep == KeepOpen::Yes).then_some(f), path));
+            Ok(true)
+        }
         // Absent on this kernel (memory.peak, swap, PSI) or the controller is not
         // enabled for this cgroup: that family is just not exported for it.
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
         Err(e) if e.raw_os_error() == Some(libc::ENODEV) => {
-            return Err(StatsError::Vanished(path.display().to_string()));
+            Err(StatsError::Vanished(path.display().to_string()))
         }
-        Err(source) => return Err(StatsError::Read { path, source }),
+        Err(source) => Err(StatsError::Read { path, source }),
     }
-    Ok(())
 }
 
 /// Reads a whole cgroup file from offset 0 into `buf`, growing it as needed.
@@ -426,6 +676,16 @@ fn apply(
             "file" => s.memory_cache = f(v),
             "file_mapped" => s.memory_mapped_file = f(v),
             "inactive_file" => *inactive_file = f(v),
+            // v2 event counters include the descendants: the cgroup's own and
+            // its hierarchy's are the same figure.
+            "pgfault" => {
+                s.memory_pgfault = f(v);
+                s.memory_hierarchy_pgfault = f(v);
+            }
+            "pgmajfault" => {
+                s.memory_pgmajfault = f(v);
+                s.memory_hierarchy_pgmajfault = f(v);
+            }
             _ => {}
         })?,
         Source::MemoryStatV1 => parse::flat_keyed(data, |k, v| match k {
@@ -434,6 +694,10 @@ fn apply(
             "total_mapped_file" => s.memory_mapped_file = f(v),
             "total_swap" => s.memory_swap = f(v),
             "total_inactive_file" => *inactive_file = f(v),
+            "pgfault" => s.memory_pgfault = f(v),
+            "pgmajfault" => s.memory_pgmajfault = f(v),
+            "total_pgfault" => s.memory_hierarchy_pgfault = f(v),
+            "total_pgmajfault" => s.memory_hierarchy_pgmajfault = f(v),
             _ => {}
         })?,
         Source::MemorySwapCurrent => s.memory_swap = f(parse::single_u64(data)?),
@@ -456,6 +720,29 @@ fn apply(
         }
         Source::MemoryMax => s.spec_memory_limit_bytes = f(parse::limit_or_max(data)?),
         Source::MemoryLimit => s.spec_memory_limit_bytes = f(parse::v1_limit(data)?),
+        Source::MemoryLow => s.spec_memory_reservation_limit_bytes = f(parse::limit_or_max(data)?),
+        Source::MemorySoftLimit => {
+            s.spec_memory_reservation_limit_bytes = f(parse::v1_limit(data)?)
+        }
+        Source::MemorySwapMax => s.spec_memory_swap_limit_bytes = f(parse::limit_or_max(data)?),
+        Source::MemswLimit => s.spec_memory_swap_limit_bytes = f(parse::v1_limit(data)?),
+        Source::IoStat => parse::io_stat(data, |device, key, v| {
+            if let Some((op, bytes)) = IoOp::from_v2(key) {
+                let d = device_entry(&mut s.io, device);
+                let table = if bytes { &mut d.bytes } else { &mut d.ios };
+                table[op as usize] = Some(v);
+            }
+        })?,
+        Source::BlkioBytes => parse::blkio_v1(data, |device, op, v| {
+            if let Some(op) = IoOp::from_v1(op) {
+                device_entry(&mut s.io, device).bytes[op as usize] = Some(v);
+            }
+        })?,
+        Source::BlkioServiced => parse::blkio_v1(data, |device, op, v| {
+            if let Some(op) = IoOp::from_v1(op) {
+                device_entry(&mut s.io, device).ios[op as usize] = Some(v);
+            }
+        })?,
         Source::CpuMax => {
             let (quota, period) = parse::cpu_max(data)?;
             s.spec_cpu_quota = f(quota);
@@ -493,7 +780,6 @@ fn apply(
 mod tests {
     use super::*;
     use std::fs;
-    use std::path::Path;
 
     fn fixtures() -> PathBuf {
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures")
@@ -520,28 +806,72 @@ mod tests {
         t
     }
 
-    /// A hybrid v1 tree whose `/docker/fx1` cgroup holds the captured v1 files.
+    /// A hybrid v1 tree whose `/docker/fx` cgroup holds the captured v1 files of
+    /// Docker container `fx` (fx1, fx2), with the blkio files of the direct-I/O
+    /// capture (`io/`; the Docker containers did no block I/O).
     fn v1_tree(fx: &str) -> tempfile::TempDir {
         let t = tempfile::tempdir().unwrap();
-        for c in ["memory", "cpu", "cpuacct", "pids"] {
+        let v1 = fixtures().join("cgroup-v1-hybrid-6.18");
+        for c in ["memory", "cpu", "cpuacct", "pids", "blkio"] {
             fs::create_dir_all(t.path().join(c)).unwrap();
             fs::write(t.path().join(c).join("cgroup.procs"), "").unwrap();
-            copy_dir(
-                &fixtures().join("cgroup-v1-hybrid-6.18").join(fx).join(c),
-                &t.path().join(c).join("docker/fx"),
-            );
+            let from = if c == "blkio" {
+                v1.join("io")
+            } else {
+                v1.join(fx)
+            };
+            copy_dir(&from.join(c), &t.path().join(c).join("docker/fx"));
         }
         t
+    }
+
+    /// `MAJ:MIN op value` of a v1 blkio fixture, read the simplest way.
+    fn v1_blkio(file: &str, device: &str, op: &str) -> u64 {
+        let path = fixtures().join("cgroup-v1-hybrid-6.18/io/blkio").join(file);
+        fs::read_to_string(&path)
+            .unwrap()
+            .lines()
+            .find_map(|l| {
+                let w: Vec<&str> = l.split_whitespace().collect();
+                (w.len() == 3 && w[0] == device && w[1] == op).then(|| w[2].parse().unwrap())
+            })
+            .unwrap_or_else(|| panic!("no {device} {op} in {}", path.display()))
+    }
+
+    /// `key=value` of device `device` in a v2 `io.stat` fixture.
+    fn v2_io(file: &str, device: &str, key: &str) -> u64 {
+        let path = fixtures().join("cgroup-v2-debian-6.1").join(file);
+        let text = fs::read_to_string(&path).unwrap();
+        let line = text
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(device))
+            .unwrap_or_else(|| panic!("no {device} in {}", path.display()));
+        line.split_whitespace()
+            .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
+            .unwrap_or_else(|| panic!("no {key} for {device} in {}", path.display()))
+            .parse()
+            .unwrap()
+    }
+
+    /// The first device of a v2 `io.stat` fixture (the capture disk, `vda`).
+    fn v2_io_device(file: &str) -> String {
+        let path = fixtures().join("cgroup-v2-debian-6.1").join(file);
+        fs::read_to_string(&path)
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap_or_else(|| panic!("{} is empty", path.display()))
+            .to_string()
     }
 
     /// Reads `rel` with descriptors kept open, and checks that opening the
     /// files per read (past the descriptor budget) gives the same, holding none.
     fn read(h: &Hierarchy, rel: &str) -> CgroupStats {
-        let reader = StatsReader::open(h, rel, KeepOpen::Yes).unwrap();
+        let reader = StatsReader::open(h, rel, MetricGroups::ALL, KeepOpen::Yes).unwrap();
         let mut errors = Vec::new();
         let stats = reader.read(&mut Vec::new(), |e| errors.push(e)).unwrap();
         assert!(errors.is_empty(), "{errors:?}");
-        let by_path = StatsReader::open(h, rel, KeepOpen::No).unwrap();
+        let by_path = StatsReader::open(h, rel, MetricGroups::ALL, KeepOpen::No).unwrap();
         assert_eq!(by_path.open_files(), 0);
         assert_eq!(by_path.files(), reader.files());
         let again = by_path.read(&mut Vec::new(), |e| errors.push(e)).unwrap();
@@ -634,6 +964,77 @@ mod tests {
         let inactive = v2_field("memory.stat", "inactive_file");
         assert_eq!(ws, (usage - inactive).max(0.0));
         assert!(s.start_time_seconds.unwrap() > 0.0);
+        // As the capture wrote them: memory.low 8 MiB, memory.swap.max 32 MiB.
+        assert_eq!(s.spec_memory_reservation_limit_bytes, Some(8.0 * 1048576.0));
+        assert_eq!(s.spec_memory_swap_limit_bytes, Some(32.0 * 1048576.0));
+        // v2 counters include descendants: both scopes are memory.stat's figure.
+        let pgfault = v2_field("memory.stat", "pgfault");
+        assert_eq!(s.memory_pgfault, Some(pgfault));
+        assert_eq!(s.memory_hierarchy_pgfault, Some(pgfault));
+        assert!(pgfault > 0.0);
+        let pgmajfault = Some(v2_field("memory.stat", "pgmajfault"));
+        assert_eq!(s.memory_pgmajfault, pgmajfault);
+        assert_eq!(s.memory_hierarchy_pgmajfault, pgmajfault);
+        // The holder wrote 8 MiB and read 4 MiB with O_DIRECT; io.stat is
+        // hierarchical, so demo counts them.
+        let dev = v2_io_device("demo/io.stat");
+        let (major, minor) = parse::device_number(&dev).unwrap();
+        assert_eq!(s.io.len(), 1, "{:?}", s.io);
+        let d = &s.io[0];
+        assert_eq!((d.major, d.minor), (major, minor));
+        for (op, bytes, ios) in [
+            (IoOp::Read, "rbytes", "rios"),
+            (IoOp::Write, "wbytes", "wios"),
+            (IoOp::Discard, "dbytes", "dios"),
+        ] {
+            assert_eq!(
+                d.bytes(op),
+                Some(v2_io("demo/io.stat", &dev, bytes)),
+                "{op:?}"
+            );
+            assert_eq!(d.ios(op), Some(v2_io("demo/io.stat", &dev, ios)), "{op:?}");
+        }
+        assert!(d.bytes(IoOp::Write).unwrap() >= 8 << 20, "{d:?}");
+        assert!(d.bytes(IoOp::Read).unwrap() >= 4 << 20, "{d:?}");
+        assert!(d.ios(IoOp::Write).unwrap() >= 1 && d.ios(IoOp::Read).unwrap() >= 1);
+        assert_eq!(d.bytes(IoOp::Total), None, "v2 has no total");
+        assert_eq!(d.bytes(IoOp::Sync), None, "v2 has no sync/async split");
+    }
+
+    #[test]
+    fn v2_root_gives_what_its_files_give() {
+        let t = tempfile::tempdir().unwrap();
+        copy_dir(&fixtures().join("cgroup-v2-debian-6.1/root"), t.path());
+        let h = Hierarchy::detect(t.path()).unwrap();
+        let reader = StatsReader::open_root(&h, MetricGroups::ALL, KeepOpen::Yes).unwrap();
+        let s = reader.read(&mut Vec::new(), |e| panic!("{e:#}")).unwrap();
+        let root = |file: &str, key: &str| {
+            let text = fs::read_to_string(fixtures().join("cgroup-v2-debian-6.1/root").join(file))
+                .unwrap();
+            text.lines()
+                .find_map(|l| l.strip_prefix(key)?.strip_prefix(' ')?.parse::<f64>().ok())
+                .unwrap()
+        };
+        assert_eq!(
+            s.cpu_usage_seconds,
+            Some(root("cpu.stat", "usage_usec") / 1e6)
+        );
+        assert_eq!(s.memory_rss, Some(root("memory.stat", "anon")));
+        assert_eq!(s.memory_usage_bytes, None, "no memory.current at the root");
+        assert_eq!(s.memory_working_set_bytes, None);
+        assert_eq!(s.spec_memory_limit_bytes, None);
+        assert_eq!(
+            s.processes, None,
+            "cgroup.procs at the root is not the machine's"
+        );
+        // The root's io.stat is the disks' own counters: at least the holder's I/O.
+        assert!(!s.io.is_empty());
+        assert!(
+            s.io.iter()
+                .map(|d| d.bytes(IoOp::Write).unwrap_or(0))
+                .sum::<u64>()
+                >= 8 << 20
+        );
     }
 
     #[test]
@@ -655,10 +1056,108 @@ mod tests {
         assert!(ws <= usage && ws > 0.0);
         assert_eq!(s.pressure_cpu_waiting_seconds, None, "no PSI on plain v1");
 
+        // Docker's defaults: no reservation (the unlimited sentinel), memory+swap
+        // twice the memory limit.
+        assert_eq!(s.spec_memory_reservation_limit_bytes, Some(0.0));
+        assert_eq!(
+            s.spec_memory_swap_limit_bytes,
+            Some(128.0 * 1024.0 * 1024.0)
+        );
+        let stat =
+            fs::read_to_string(fixtures().join("cgroup-v1-hybrid-6.18/fx1/memory/memory.stat"))
+                .unwrap();
+        let field = |key: &str| {
+            stat.lines()
+                .find_map(|l| l.strip_prefix(key)?.strip_prefix(' ')?.parse::<f64>().ok())
+        };
+        assert_eq!(s.memory_pgfault, field("pgfault"));
+        assert_eq!(s.memory_pgmajfault, field("pgmajfault"));
+        assert_eq!(s.memory_hierarchy_pgfault, field("total_pgfault"));
+        assert_eq!(s.memory_hierarchy_pgmajfault, field("total_pgmajfault"));
+        assert!(s.memory_pgfault.unwrap() > 0.0);
+
+        // The direct-I/O capture: 8 MiB written, then read back.
+        assert_eq!(s.io.len(), 1, "{:?}", s.io);
+        let d = &s.io[0];
+        assert_eq!((d.major, d.minor), (254, 0));
+        for op in IoOp::ALL {
+            let name = op.as_str();
+            let recursive = "blkio.throttle.io_service_bytes_recursive";
+            assert_eq!(
+                d.bytes(op),
+                Some(v1_blkio(recursive, "254:0", name)),
+                "{name}"
+            );
+            let ios = "blkio.throttle.io_serviced_recursive";
+            assert_eq!(d.ios(op), Some(v1_blkio(ios, "254:0", name)), "{name}");
+        }
+        assert_eq!(d.bytes(IoOp::Write), Some(8 << 20));
+        assert!(d.bytes(IoOp::Read).unwrap() >= 8 << 20);
+        assert!((1..=64).contains(&d.ios(IoOp::Write).unwrap()), "{d:?}");
+
         let t2 = v1_tree("fx2");
         let s2 = read(&Hierarchy::detect(t2.path()).unwrap(), "/docker/fx");
         assert_eq!(s2.oom_events, Some(1.0));
         assert_eq!(s2.spec_memory_limit_bytes, Some(16.0 * 1024.0 * 1024.0));
+        assert_eq!(
+            s2.spec_memory_swap_limit_bytes,
+            Some(16.0 * 1024.0 * 1024.0)
+        );
+    }
+
+    #[test]
+    fn v1_blkio_falls_back_to_the_plain_files() {
+        let t = v1_tree("fx1");
+        let blkio = t.path().join("blkio/docker/fx");
+        for f in ["io_service_bytes", "io_serviced"] {
+            fs::remove_file(blkio.join(format!("blkio.throttle.{f}_recursive"))).unwrap();
+        }
+        let h = Hierarchy::detect(t.path()).unwrap();
+        let s = read(&h, "/docker/fx");
+        assert_eq!(s.io[0].bytes(IoOp::Write), Some(8 << 20));
+        // A device-less file (the kernel keeps no counts yet): no devices, no error.
+        fs::write(blkio.join("blkio.throttle.io_service_bytes"), "Total 0\n").unwrap();
+        fs::write(blkio.join("blkio.throttle.io_serviced"), "Total 0\n").unwrap();
+        assert!(read(&h, "/docker/fx").io.is_empty());
+    }
+
+    #[test]
+    fn disabled_groups_open_no_files() {
+        let t = v2_tree();
+        let h = Hierarchy::detect(t.path()).unwrap();
+        let all = StatsReader::open(&h, "/demo", MetricGroups::ALL, KeepOpen::Yes).unwrap();
+        let no_disk = StatsReader::open(
+            &h,
+            "/demo",
+            MetricGroups::without(&[MetricGroup::Disk]),
+            KeepOpen::Yes,
+        )
+        .unwrap();
+        assert_eq!(no_disk.open_files(), all.open_files() - 1);
+        assert!(no_disk.open_paths().all(|p| !p.ends_with("io.stat")));
+        let s = no_disk.read(&mut Vec::new(), |e| panic!("{e:#}")).unwrap();
+        assert!(s.io.is_empty() && s.memory_usage_bytes.is_some());
+
+        // Memory off, events on: memory.events stays open for the OOM kills alone.
+        let events = MetricGroups::without(&[MetricGroup::Memory]);
+        let r = StatsReader::open(&h, "/demo", events, KeepOpen::Yes).unwrap();
+        let names: Vec<String> = r
+            .open_paths()
+            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert!(names.iter().any(|n| n == "memory.events"), "{names:?}");
+        assert!(
+            !names
+                .iter()
+                .any(|n| n == "memory.stat" || n == "memory.current")
+        );
+
+        let nothing = MetricGroups::without(&MetricGroup::ALL);
+        let r = StatsReader::open(&h, "/demo", nothing, KeepOpen::Yes).unwrap();
+        assert_eq!(r.open_files(), 0);
+        let s = r.read(&mut Vec::new(), |e| panic!("{e:#}")).unwrap();
+        assert!(s.start_time_seconds.is_some(), "still dated");
+        assert_eq!(s.cpu_usage_seconds, None);
     }
 
     #[test]
@@ -666,7 +1165,7 @@ mod tests {
         let t = v2_tree();
         let h = Hierarchy::detect(t.path()).unwrap();
         let listed = stat_files(&h, "/demo");
-        let reader = StatsReader::open(&h, "/demo", KeepOpen::Yes).unwrap();
+        let reader = StatsReader::open(&h, "/demo", MetricGroups::ALL, KeepOpen::Yes).unwrap();
         assert_eq!(
             listed.len(),
             reader.open_files(),
@@ -680,7 +1179,7 @@ mod tests {
         fs::write(t.path().join("demo/memory.current"), "garbage\n").unwrap();
         fs::write(t.path().join("demo/cpu.stat"), "usage_usec").unwrap();
         let h = Hierarchy::detect(t.path()).unwrap();
-        let reader = StatsReader::open(&h, "/demo", KeepOpen::Yes).unwrap();
+        let reader = StatsReader::open(&h, "/demo", MetricGroups::ALL, KeepOpen::Yes).unwrap();
         let mut kinds = Vec::new();
         let s = reader
             .read(&mut Vec::new(), |e| kinds.push(e.kind()))
@@ -695,7 +1194,7 @@ mod tests {
         let t = v2_tree();
         let h = Hierarchy::detect(t.path()).unwrap();
         assert!(matches!(
-            StatsReader::open(&h, "/nope", KeepOpen::Yes),
+            StatsReader::open(&h, "/nope", MetricGroups::ALL, KeepOpen::Yes),
             Err(StatsError::Vanished(_))
         ));
     }

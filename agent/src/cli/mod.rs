@@ -27,7 +27,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the node daemon: discover cgroups, serve /metrics and /healthz.
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Stream exec and mount events from the running `agent serve`.
     Events(events::EventsArgs),
     /// Run a command in a new container from an image.
@@ -91,7 +91,7 @@ pub fn main() -> ExitCode {
         end_quietly_on_closed_stdout();
     }
     let result = match cli.command {
-        Command::Serve(args) => serve::run(args),
+        Command::Serve(args) => serve::run(*args),
         Command::Events(args) => events::run(args),
         Command::Launch(args) => launch::run(*args),
         Command::Ps(args) => ps::run(args),

@@ -1,9 +1,10 @@
 //! `agent serve`: the node daemon.
 
-use crate::cgroup::{Filter, Hierarchy};
+use crate::cgroup::{Filter, Hierarchy, MetricGroup, MetricGroups};
 use crate::container::{MetadataSource, Tracker};
 use crate::ebpf::{Tracer, TracerCollector, TracerConfig};
-use crate::metrics::{Exporter, LaunchedCollector};
+use crate::machine::MachineFacts;
+use crate::metrics::{ExportOptions, Exporter, LabelKeys, LaunchedCollector};
 use crate::server::connections::Limits;
 use crate::server::web_config::WebConfig;
 use crate::server::{self, ServerState, control};
@@ -42,6 +43,23 @@ pub struct ServeArgs {
     /// (e.g. `500ms`, `2s`); scans happen at scrape time.
     #[arg(long, default_value = "1s", value_parser = parse_duration)]
     pub rescan_interval: Duration,
+    /// Metric groups not to export (comma-separated), like cAdvisor's
+    /// --disable_metrics: their families are left out and their cgroup files never
+    /// opened. Default: every group is on (each costs a file read or two per
+    /// cgroup).
+    #[arg(long, value_enum, value_delimiter = ',', value_name = "GROUP")]
+    pub disable_metrics: Vec<MetricGroup>,
+    /// Container labels to copy onto every container series as
+    /// container_label_<key> (comma-separated keys, or `all`), like cAdvisor's
+    /// --whitelisted_container_labels. Default: none; agent_container_info carries
+    /// every label on one series.
+    #[arg(long, value_delimiter = ',', value_name = "KEY", value_parser = label_key)]
+    pub container_labels: Vec<String>,
+    /// Environment variables of each container to copy onto every container series
+    /// as container_env_<name> (comma-separated names; no `all`: environments hold
+    /// secrets). Default: none, and no other variable is kept in memory.
+    #[arg(long, value_delimiter = ',', value_name = "NAME", value_parser = env_name)]
+    pub container_env: Vec<String>,
     /// Do not load the eBPF exec and mount tracing (cgroup metrics only).
     #[arg(long)]
     pub no_ebpf: bool,
@@ -83,6 +101,24 @@ pub struct ServeArgs {
 pub enum LogFormat {
     Text,
     Json,
+}
+
+/// A container label key for `--container-labels`: not empty.
+fn label_key(s: &str) -> Result<String, String> {
+    if s.trim().is_empty() {
+        return Err("a label key cannot be empty".into());
+    }
+    Ok(s.to_string())
+}
+
+/// An environment variable name for `--container-env`: not empty, no `=`.
+fn env_name(s: &str) -> Result<String, String> {
+    if s.is_empty() || s.contains('=') || s.chars().any(char::is_whitespace) {
+        return Err(format!(
+            "{s:?} is not an environment variable name (no '=', no spaces)"
+        ));
+    }
+    Ok(s.to_string())
 }
 
 /// Parses `250ms`, `2s`, `1m` or a bare number of seconds.
@@ -163,15 +199,24 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     };
     let hierarchy = Hierarchy::detect(&args.cgroup_root).context("detecting cgroups")?;
     let filter = Filter::new(&args.include, &args.exclude)?;
+    let groups = MetricGroups::without(&args.disable_metrics);
     let mut tracker = Tracker::new(
         hierarchy.clone(),
         filter,
         MetadataSource {
             docker_root: args.docker_root.clone(),
             state_dir: args.state_dir.clone(),
+            env_keys: args.container_env.clone(),
         },
         args.rescan_interval,
-    );
+    )
+    .with_groups(groups);
+    let export = ExportOptions {
+        groups,
+        container_labels: LabelKeys::from_keys(&args.container_labels),
+        machine: MachineFacts::read(std::path::Path::new("/")),
+        sys_root: PathBuf::from("/sys"),
+    };
     tracker.refresh(true);
     let index = tracker.container_index();
 
@@ -211,7 +256,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         let mut registry = Registry::default();
         registry.register_collector(Box::new(TracerCollector(tracer.clone())));
         registry.register_collector(Box::new(LaunchedCollector::new(args.state_dir.clone())));
-        let exporter = Exporter::new(tracker, registry);
+        let exporter = Exporter::new(tracker, registry, export);
         let state = Arc::new(ServerState::new(exporter));
         tokio::spawn(rescan_in_background(state.clone(), args.rescan_interval));
 
@@ -272,8 +317,46 @@ fn shutdown_signal() -> impl std::future::Future<Output = ()> {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_duration;
+    use super::{ServeArgs, env_name, label_key, parse_duration};
+    use crate::cgroup::MetricGroup;
+    use clap::Parser;
     use std::time::Duration;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        serve: ServeArgs,
+    }
+
+    #[test]
+    fn groups_labels_and_env_lists() {
+        let cli = Cli::try_parse_from([
+            "serve",
+            "--disable-metrics",
+            "disk,pressure",
+            "--disable-metrics",
+            "fs",
+            "--container-labels",
+            "tier,com.example.team",
+            "--container-env",
+            "LANG",
+        ])
+        .unwrap();
+        assert_eq!(
+            cli.serve.disable_metrics,
+            [MetricGroup::Disk, MetricGroup::Pressure, MetricGroup::Fs]
+        );
+        assert_eq!(cli.serve.container_labels, ["tier", "com.example.team"]);
+        assert_eq!(cli.serve.container_env, ["LANG"]);
+        let defaults = Cli::try_parse_from(["serve"]).unwrap().serve;
+        assert!(defaults.disable_metrics.is_empty() && defaults.container_labels.is_empty());
+        assert!(
+            defaults.container_env.is_empty(),
+            "no environment by default"
+        );
+        assert!(Cli::try_parse_from(["serve", "--disable-metrics", "cpu,bogus"]).is_err());
+        assert!(label_key("").is_err() && env_name("A=B").is_err() && env_name("").is_err());
+    }
 
     #[test]
     fn durations() {

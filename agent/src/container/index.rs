@@ -288,10 +288,7 @@ mod tests {
         ContainerIndex::new(
             Hierarchy::detect(root).unwrap(),
             Filter::default(),
-            MetadataSource {
-                docker_root: root.join("docker"),
-                state_dir: state.to_path_buf(),
-            },
+            MetadataSource::new(root.join("docker"), state),
         )
     }
 
@@ -372,10 +369,7 @@ mod tests {
         let idx = ContainerIndex::new(
             Hierarchy::detect(t.path()).unwrap(),
             Filter::default(),
-            MetadataSource {
-                docker_root: t.path().join("docker"),
-                state_dir: t.path().join("state"),
-            },
+            MetadataSource::new(t.path().join("docker"), t.path().join("state")),
         );
         let ino = |p: &str| fs::metadata(t.path().join(p)).unwrap().ino();
         // Not scanned yet: found by walking the cgroup2 tree.

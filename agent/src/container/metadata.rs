@@ -1,7 +1,8 @@
 //! Container names, images and labels, read from the runtimes' own files on disk.
 //!
 //! No runtime API is called: Docker keeps `containers/<id>/config.v2.json` under its
-//! data root, and the agent keeps `containers/<id>/state.json` under its state root.
+//! data root, and the agent keeps `containers/<id>/state.json` (and the OCI
+//! `config.json` it runs, with the environment) under its state root.
 
 use crate::cgroup::discovery::{Discovered, Runtime};
 use std::collections::BTreeMap;
@@ -13,6 +14,9 @@ pub struct ContainerMeta {
     pub name: String,
     pub image: String,
     pub labels: BTreeMap<String, String>,
+    /// The container's environment variables named in
+    /// [`MetadataSource::env_keys`], and no others.
+    pub env: BTreeMap<String, String>,
 }
 
 /// Where container metadata is found.
@@ -22,6 +26,9 @@ pub struct MetadataSource {
     pub docker_root: PathBuf,
     /// The agent's state root (`/var/lib/agent`).
     pub state_dir: PathBuf,
+    /// The environment variables to keep (`agent serve --container-env`); every
+    /// other one is dropped as soon as it is read, since environments hold secrets.
+    pub env_keys: Vec<String>,
 }
 
 /// Docker's own config files can hold thousands of labels; keep the info series sane.
@@ -30,6 +37,16 @@ const MAX_LABELS: usize = 64;
 const MAX_CONFIG_BYTES: u64 = 4 << 20;
 
 impl MetadataSource {
+    /// Metadata from Docker's data root and the agent's state root, keeping no
+    /// environment variable.
+    pub fn new(docker_root: impl Into<PathBuf>, state_dir: impl Into<PathBuf>) -> Self {
+        MetadataSource {
+            docker_root: docker_root.into(),
+            state_dir: state_dir.into(),
+            env_keys: Vec::new(),
+        }
+    }
+
     /// Looks up the metadata of a discovered cgroup; `None` when nothing is on disk
     /// (yet): the caller tries again on the next scan.
     pub fn lookup(&self, d: &Discovered) -> Option<ContainerMeta> {
@@ -62,7 +79,23 @@ impl MetadataSource {
                 .unwrap_or_default()
                 .to_string(),
             labels: string_map(config.and_then(|c| c.get("Labels"))),
+            env: self.allowed_env(config.and_then(|c| c.get("Env"))),
         })
+    }
+
+    /// The allow-listed variables of a JSON array of `KEY=VALUE` strings (Docker's
+    /// `Config.Env`, OCI `process.env`).
+    fn allowed_env(&self, env: Option<&serde_json::Value>) -> BTreeMap<String, String> {
+        if self.env_keys.is_empty() {
+            return BTreeMap::new();
+        }
+        env.and_then(|e| e.as_array())
+            .into_iter()
+            .flatten()
+            .filter_map(|kv| kv.as_str()?.split_once('='))
+            .filter(|(k, _)| self.env_keys.iter().any(|want| want == k))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     /// The agent's own containers, through the runtime's typed state.
@@ -71,10 +104,18 @@ impl MetadataSource {
         let st = crate::runtime::state::load(&paths, id)
             .inspect_err(|e| tracing::debug!(error = %e, "unreadable container state"))
             .ok()?;
+        // The environment is in the OCI config the container runs, not in its state.
+        let env = if self.env_keys.is_empty() {
+            BTreeMap::new()
+        } else {
+            let config = read_json(paths.container(id).join("config.json"));
+            self.allowed_env(config.as_ref().and_then(|c| c.pointer("/process/env")))
+        };
         Some(ContainerMeta {
             name: st.name,
             image: st.image,
             labels: st.labels.into_iter().take(MAX_LABELS).collect(),
+            env,
         })
     }
 }
@@ -119,12 +160,14 @@ mod tests {
         fs::create_dir_all(&dir).unwrap();
         fs::write(
             dir.join("config.v2.json"),
-            r#"{"Name":"/web","Config":{"Image":"nginx:1.25","Labels":{"team":"a\"b","n":3}}}"#,
+            r#"{"Name":"/web","Config":{"Image":"nginx:1.25","Labels":{"team":"a\"b","n":3},
+                "Env":["PATH=/bin","TIER=front=end","SECRET=hunter2","TIER2"]}}"#,
         )
         .unwrap();
-        let src = MetadataSource {
+        let mut src = MetadataSource {
             docker_root: t.path().into(),
             state_dir: t.path().join("none"),
+            env_keys: Vec::new(),
         };
         let d = Discovered {
             path: format!("/docker/{ID}"),
@@ -136,6 +179,51 @@ mod tests {
         assert_eq!(m.image, "nginx:1.25");
         assert_eq!(m.labels.get("team").map(String::as_str), Some("a\"b"));
         assert_eq!(m.labels.len(), 1, "non-string label values are dropped");
+        assert!(m.env.is_empty(), "no environment unless asked for");
+        src.env_keys = vec!["TIER".into(), "TIER2".into(), "MISSING".into()];
+        let m = src.lookup(&d).unwrap();
+        let env: Vec<(&str, &str)> = m
+            .env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        assert_eq!(
+            env,
+            [("TIER", "front=end")],
+            "only the named ones, split at the first ="
+        );
+    }
+
+    #[test]
+    fn agent_containers_env_comes_from_their_oci_config() {
+        let t = tempfile::tempdir().unwrap();
+        let paths = crate::runtime::Paths::new(t.path());
+        std::fs::create_dir_all(paths.container("c1")).unwrap();
+        crate::runtime::state::save(
+            &paths,
+            &crate::runtime::state::ContainerState::for_test("c1", "web", "busybox"),
+        )
+        .unwrap();
+        fs::write(
+            paths.container("c1").join("config.json"),
+            r#"{"process":{"env":["PATH=/bin","LANG=C.UTF-8","TOKEN=s3cret"]}}"#,
+        )
+        .unwrap();
+        let d = Discovered {
+            path: "/agent/c1".into(),
+            runtime: Runtime::Agent,
+            container_id: Some("c1".into()),
+        };
+        let src = |keys: &[&str]| MetadataSource {
+            docker_root: t.path().join("docker"),
+            state_dir: t.path().into(),
+            env_keys: keys.iter().map(|k| k.to_string()).collect(),
+        };
+        let m = src(&["LANG"]).lookup(&d).unwrap();
+        assert_eq!(m.name, "web");
+        assert_eq!(m.env.get("LANG").map(String::as_str), Some("C.UTF-8"));
+        assert_eq!(m.env.len(), 1);
+        assert!(src(&[]).lookup(&d).unwrap().env.is_empty());
     }
 
     #[test]
@@ -144,6 +232,7 @@ mod tests {
         let src = MetadataSource {
             docker_root: t.path().into(),
             state_dir: t.path().into(),
+            env_keys: vec!["A".into()],
         };
         let d = Discovered {
             path: format!("/docker/{ID}"),

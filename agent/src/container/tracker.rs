@@ -6,10 +6,12 @@ use super::{ContainerIndex, ContainerLabels, ContainerMeta, MetadataSource};
 use crate::cgroup::discovery::{self, Discovered, Filter, Runtime};
 use crate::cgroup::stats::KeepOpen;
 use crate::cgroup::watch::TreeWatch;
-use crate::cgroup::{CgroupStats, Hierarchy, ScrapeErrorKind, StatsError, StatsReader};
+use crate::cgroup::{
+    CgroupStats, Hierarchy, MetricGroups, ScrapeErrorKind, StatsError, StatsReader,
+};
 use std::collections::HashSet;
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 /// A cgroup the agent follows: what discovery said, its metadata and open files.
@@ -19,6 +21,27 @@ pub struct Tracked {
     pub meta: ContainerMeta,
     meta_found: bool,
     reader: StatsReader,
+    /// The label text of its series, rendered by the exposition once per metadata
+    /// lookup; emptied whenever `meta` changes.
+    series_labels: OnceLock<String>,
+}
+
+impl Tracked {
+    fn new(discovered: Discovered, meta: Option<ContainerMeta>, reader: StatsReader) -> Self {
+        Tracked {
+            meta_found: meta.is_some(),
+            meta: meta.unwrap_or_default(),
+            discovered,
+            reader,
+            series_labels: OnceLock::new(),
+        }
+    }
+
+    /// The label text every series of this cgroup carries, rendered by `render` the
+    /// first time it is asked for after the metadata was (re)read.
+    pub fn series_labels(&self, render: impl FnOnce(&Tracked) -> String) -> &str {
+        self.series_labels.get_or_init(|| render(self))
+    }
 }
 
 /// One cgroup's readings from a scrape.
@@ -45,6 +68,10 @@ pub struct Tracker {
     kept_fds: usize,
     budget_warned: bool,
     rescan_interval: Duration,
+    /// The metric groups whose files are opened.
+    groups: MetricGroups,
+    /// The root cgroup (`/`, the machine), unless `--exclude /`.
+    root: Option<Tracked>,
     index: Option<Arc<ContainerIndex>>,
     /// Errors since start, by kind.
     pub errors: HashMap<ScrapeErrorKind, u64>,
@@ -74,6 +101,8 @@ impl Tracker {
             kept_fds: 0,
             budget_warned: false,
             rescan_interval,
+            groups: MetricGroups::ALL,
+            root: None,
             index: None,
             errors: HashMap::new(),
             non_utf8_seen: HashSet::new(),
@@ -81,6 +110,12 @@ impl Tracker {
                 .inspect_err(|e| tracing::warn!(error = %e, "no inotify; polling the cgroup tree"))
                 .ok(),
         }
+    }
+
+    /// Reads only the files of `groups` (every group by default).
+    pub fn with_groups(mut self, groups: MetricGroups) -> Self {
+        self.groups = groups;
+        self
     }
 
     /// The index of containers for the event path, kept in step with every scan.
@@ -124,7 +159,7 @@ impl Tracker {
     /// Number of tracked cgroups per runtime.
     pub fn counts(&self) -> BTreeMap<Runtime, usize> {
         let mut counts = BTreeMap::new();
-        for t in self.tracked.values() {
+        for t in self.tracked.values().chain(&self.root) {
             *counts.entry(t.discovered.runtime).or_insert(0) += 1;
         }
         counts
@@ -185,6 +220,7 @@ impl Tracker {
         self.last_check = Some(Instant::now());
         self.last_walk = self.last_check;
         self.walks += 1;
+        self.track_root();
         let found = match discovery::scan(&self.hierarchy, &self.filter, self.watch.as_mut()) {
             Ok(f) => f,
             Err(e) => {
@@ -210,6 +246,7 @@ impl Tracker {
                 {
                     t.meta = m;
                     t.meta_found = true;
+                    t.series_labels = OnceLock::new();
                 }
                 next.insert(d.path.clone(), t);
                 continue;
@@ -218,15 +255,7 @@ impl Tracker {
                 Ok(reader) => {
                     let meta = self.metadata.lookup(&d);
                     tracing::debug!(cgroup = %d.path, runtime = d.runtime.as_str(), "tracking");
-                    next.insert(
-                        d.path.clone(),
-                        Tracked {
-                            meta_found: meta.is_some(),
-                            meta: meta.unwrap_or_default(),
-                            discovered: d,
-                            reader,
-                        },
-                    );
+                    next.insert(d.path.clone(), Tracked::new(d, meta, reader));
                 }
                 Err(StatsError::Vanished(_)) => {}
                 Err(e) => {
@@ -250,7 +279,7 @@ impl Tracker {
         // A cgroup's files, at most (v1 with PSI): checked before opening them.
         const PER_CGROUP: usize = 24;
         if self.kept_fds + PER_CGROUP <= self.fd_budget {
-            match StatsReader::open(&self.hierarchy, rel, KeepOpen::Yes) {
+            match StatsReader::open(&self.hierarchy, rel, self.groups, KeepOpen::Yes) {
                 Ok(r) => {
                     self.kept_fds += r.open_files();
                     return Ok(r);
@@ -272,7 +301,7 @@ impl Tracker {
                 "descriptor budget spent: further cgroups are read by opening their files at each scrape (raise the open-files limit to keep them open)"
             );
         }
-        StatsReader::open(&self.hierarchy, rel, KeepOpen::No)
+        StatsReader::open(&self.hierarchy, rel, self.groups, KeepOpen::No)
     }
 
     /// Tracked cgroups whose files are opened at each read (past the budget).
@@ -283,14 +312,36 @@ impl Tracker {
             .count()
     }
 
-    /// Refreshes if due, then reads every tracked cgroup. Vanished cgroups are
-    /// dropped and skipped; per-file errors are counted and that family omitted.
+    /// Opens the root cgroup once (again after a failure), unless excluded.
+    fn track_root(&mut self) {
+        if self.root.is_some() || self.filter.excludes("/") {
+            return;
+        }
+        match StatsReader::open_root(&self.hierarchy, self.groups, KeepOpen::Yes) {
+            Ok(reader) => {
+                let d = Discovered {
+                    path: "/".to_string(),
+                    runtime: Runtime::Root,
+                    container_id: None,
+                };
+                self.root = Some(Tracked::new(d, Some(ContainerMeta::default()), reader));
+            }
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "cannot open the root cgroup");
+                self.count_error(e.kind());
+            }
+        }
+    }
+
+    /// Refreshes if due, then reads every tracked cgroup (the root first). Vanished
+    /// cgroups are dropped and skipped; per-file errors are counted and that family
+    /// omitted.
     ///
     /// Large sets are read by a few threads at once: the cost is the kernel
     /// generating each file, which parallelises across cores.
     pub fn collect(&mut self) -> Vec<Sample<'_>> {
         self.refresh(false);
-        let entries: Vec<&Tracked> = self.tracked.values().collect();
+        let entries: Vec<&Tracked> = self.root.iter().chain(self.tracked.values()).collect();
         let threads = if entries.len() < PARALLEL_MIN {
             1
         } else {
@@ -335,10 +386,11 @@ impl Tracker {
         readings
             .into_iter()
             .filter_map(|(path, stats)| {
-                Some(Sample {
-                    tracked: self.tracked.get(&path)?,
-                    stats,
-                })
+                let tracked = match path.as_str() {
+                    "/" => self.root.as_ref()?,
+                    _ => self.tracked.get(&path)?,
+                };
+                Some(Sample { tracked, stats })
             })
             .collect()
     }
@@ -402,10 +454,7 @@ mod tests {
         let mut tracker = Tracker::new(
             Hierarchy::detect(t.path()).unwrap(),
             Filter::default(),
-            MetadataSource {
-                docker_root: t.path().join("docker"),
-                state_dir: t.path().join("state"),
-            },
+            MetadataSource::new(t.path().join("docker"), t.path().join("state")),
             Duration::ZERO,
         );
         tracker.refresh(false);
@@ -443,10 +492,7 @@ mod tests {
         let mut tracker = Tracker::new(
             Hierarchy::detect(t.path()).unwrap(),
             Filter::default(),
-            MetadataSource {
-                docker_root: t.path().join("docker"),
-                state_dir: t.path().join("state"),
-            },
+            MetadataSource::new(t.path().join("docker"), t.path().join("state")),
             Duration::ZERO,
         );
         tracker.refresh(true);

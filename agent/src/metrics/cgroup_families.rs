@@ -1,7 +1,7 @@
 //! The per-container families of the metrics contract (DESIGN.md), as one table.
 
 use super::exposition::Kind;
-use crate::cgroup::CgroupStats;
+use crate::cgroup::{CgroupStats, DeviceIo, IoOp, MetricGroup};
 
 /// A family's unit, appended to its name.
 #[derive(Debug, Clone, Copy)]
@@ -22,15 +22,36 @@ impl FamilyUnit {
     }
 }
 
-/// One exported family: its name without unit or `_total` suffix, help, type and
-/// which field of [`CgroupStats`] it shows.
+/// Which series a family has per cgroup, and the labels beyond the cgroup's own.
+#[derive(Debug, Clone, Copy)]
+pub enum Series {
+    /// One series, with the fixed label text `extra` (`cpu="total"`, or none).
+    One {
+        value: fn(&CgroupStats) -> Option<f64>,
+        extra: &'static str,
+    },
+    /// One per block device: `device`.
+    PerDevice(fn(&DeviceIo) -> Option<u64>),
+    /// One per block device and operation, of bytes: `device`, `major`, `minor`,
+    /// `operation`.
+    PerDeviceOperation,
+    /// Page faults: `failure_type` (`pgfault`, `pgmajfault`) by `scope`
+    /// (`container`, `hierarchy`).
+    MemoryFailures,
+    /// The time of the scrape, for every cgroup.
+    LastSeen,
+}
+
+/// One exported family: its name without unit or `_total` suffix, help, type, the
+/// metric group that turns it off (`None`: always on) and its series.
 #[derive(Debug)]
 pub struct Family {
     pub name: &'static str,
     pub help: &'static str,
     pub unit: FamilyUnit,
     pub kind: Kind,
-    pub value: fn(&CgroupStats) -> Option<f64>,
+    pub group: Option<MetricGroup>,
+    pub series: Series,
 }
 
 impl Family {
@@ -50,31 +71,56 @@ impl Family {
 }
 
 macro_rules! family {
-    ($name:literal, $unit:ident, $kind:ident, $field:ident, $help:literal) => {
+    ($name:literal, $unit:ident, $kind:ident, $group:ident, $field:ident, $help:literal) => {
+        family!($name, $unit, $kind, $group, $field, "", $help)
+    };
+    ($name:literal, $unit:ident, $kind:ident, $group:ident, $field:ident, $extra:literal, $help:literal) => {
         Family {
             name: $name,
             help: $help,
             unit: FamilyUnit::$unit,
             kind: Kind::$kind,
-            value: |s| s.$field,
+            group: Some(MetricGroup::$group),
+            series: Series::One {
+                value: |s| s.$field,
+                extra: $extra,
+            },
         }
     };
 }
 
-/// Every per-cgroup family, in exposition order. `container_cpu_usage_seconds_total`
-/// is first and is the only one with the extra `cpu="total"` label (as in cAdvisor).
+/// A per-device counter of disk I/O: `$table` (`bytes`, `ios`) of `$op`.
+macro_rules! device_family {
+    ($name:literal, $unit:ident, $table:ident, $op:ident, $help:literal) => {
+        Family {
+            name: $name,
+            help: $help,
+            unit: FamilyUnit::$unit,
+            kind: Kind::Counter,
+            group: Some(MetricGroup::Disk),
+            series: Series::PerDevice(|d| d.$table(IoOp::$op)),
+        }
+    };
+}
+
+/// Every per-cgroup family, in exposition order. Only
+/// `container_cpu_usage_seconds_total` has the extra `cpu="total"` label (as in
+/// cAdvisor without per-CPU usage).
 pub static FAMILIES: &[Family] = &[
     family!(
         "container_cpu_usage",
         Seconds,
         Counter,
+        Cpu,
         cpu_usage_seconds,
+        "cpu=\"total\"",
         "Cumulative CPU time consumed, in seconds"
     ),
     family!(
         "container_cpu_user",
         Seconds,
         Counter,
+        Cpu,
         cpu_user_seconds,
         "Cumulative user CPU time consumed, in seconds"
     ),
@@ -82,6 +128,7 @@ pub static FAMILIES: &[Family] = &[
         "container_cpu_system",
         Seconds,
         Counter,
+        Cpu,
         cpu_system_seconds,
         "Cumulative system CPU time consumed, in seconds"
     ),
@@ -89,6 +136,7 @@ pub static FAMILIES: &[Family] = &[
         "container_cpu_cfs_periods",
         None,
         Counter,
+        Cpu,
         cpu_cfs_periods,
         "Number of elapsed CFS enforcement period intervals"
     ),
@@ -96,6 +144,7 @@ pub static FAMILIES: &[Family] = &[
         "container_cpu_cfs_throttled_periods",
         None,
         Counter,
+        Cpu,
         cpu_cfs_throttled_periods,
         "Number of throttled CFS period intervals"
     ),
@@ -103,6 +152,7 @@ pub static FAMILIES: &[Family] = &[
         "container_cpu_cfs_throttled",
         Seconds,
         Counter,
+        Cpu,
         cpu_cfs_throttled_seconds,
         "Total time duration the container has been throttled, in seconds"
     ),
@@ -110,6 +160,7 @@ pub static FAMILIES: &[Family] = &[
         "container_memory_usage",
         Bytes,
         Gauge,
+        Memory,
         memory_usage_bytes,
         "Current memory usage in bytes, including all memory regardless of when it was accessed"
     ),
@@ -117,6 +168,7 @@ pub static FAMILIES: &[Family] = &[
         "container_memory_working_set",
         Bytes,
         Gauge,
+        Memory,
         memory_working_set_bytes,
         "Current working set in bytes: usage minus inactive file cache"
     ),
@@ -124,6 +176,7 @@ pub static FAMILIES: &[Family] = &[
         "container_memory_rss",
         None,
         Gauge,
+        Memory,
         memory_rss,
         "Size of RSS (anonymous memory) in bytes"
     ),
@@ -131,6 +184,7 @@ pub static FAMILIES: &[Family] = &[
         "container_memory_cache",
         None,
         Gauge,
+        Memory,
         memory_cache,
         "Number of bytes of page cache memory"
     ),
@@ -138,6 +192,7 @@ pub static FAMILIES: &[Family] = &[
         "container_memory_mapped_file",
         None,
         Gauge,
+        Memory,
         memory_mapped_file,
         "Size of memory mapped files in bytes"
     ),
@@ -145,6 +200,7 @@ pub static FAMILIES: &[Family] = &[
         "container_memory_swap",
         None,
         Gauge,
+        Memory,
         memory_swap,
         "Container swap usage in bytes"
     ),
@@ -152,13 +208,23 @@ pub static FAMILIES: &[Family] = &[
         "container_memory_max_usage",
         Bytes,
         Gauge,
+        Memory,
         memory_max_usage_bytes,
         "Maximum memory usage recorded in bytes"
     ),
+    Family {
+        name: "container_memory_failures",
+        help: "Cumulative count of memory allocation failures (page faults), by type and scope",
+        unit: FamilyUnit::None,
+        kind: Kind::Counter,
+        group: Some(MetricGroup::Memory),
+        series: Series::MemoryFailures,
+    },
     family!(
         "container_memory_failcnt",
         None,
         Unknown,
+        Memory,
         memory_failcnt,
         "Number of times memory usage hit the limit (a counter; untyped to keep cAdvisor's name)"
     ),
@@ -166,6 +232,7 @@ pub static FAMILIES: &[Family] = &[
         "container_oom_events",
         None,
         Counter,
+        Events,
         oom_events,
         "Count of out-of-memory kills in the container"
     ),
@@ -173,6 +240,7 @@ pub static FAMILIES: &[Family] = &[
         "container_processes",
         None,
         Gauge,
+        Process,
         processes,
         "Number of processes running inside the container"
     ),
@@ -180,6 +248,7 @@ pub static FAMILIES: &[Family] = &[
         "container_threads",
         None,
         Gauge,
+        Process,
         threads,
         "Number of threads (tasks) running inside the container"
     ),
@@ -187,6 +256,7 @@ pub static FAMILIES: &[Family] = &[
         "container_threads_max",
         None,
         Gauge,
+        Process,
         threads_max,
         "Maximum number of threads allowed inside the container, 0 if unlimited"
     ),
@@ -194,13 +264,31 @@ pub static FAMILIES: &[Family] = &[
         "container_spec_memory_limit",
         Bytes,
         Gauge,
+        Memory,
         spec_memory_limit_bytes,
         "Memory limit for the container in bytes, 0 if unlimited"
+    ),
+    family!(
+        "container_spec_memory_reservation_limit",
+        Bytes,
+        Gauge,
+        Memory,
+        spec_memory_reservation_limit_bytes,
+        "Memory reservation (v2 memory.low, v1 soft limit) of the container in bytes, 0 if none"
+    ),
+    family!(
+        "container_spec_memory_swap_limit",
+        Bytes,
+        Gauge,
+        Memory,
+        spec_memory_swap_limit_bytes,
+        "Memory swap limit of the container in bytes (v1: memory plus swap), 0 if unlimited"
     ),
     family!(
         "container_spec_cpu_quota",
         None,
         Gauge,
+        Cpu,
         spec_cpu_quota,
         "CPU quota of the container in microseconds per period, 0 if unlimited"
     ),
@@ -208,6 +296,7 @@ pub static FAMILIES: &[Family] = &[
         "container_spec_cpu_period",
         None,
         Gauge,
+        Cpu,
         spec_cpu_period,
         "CPU period of the container in microseconds"
     ),
@@ -215,6 +304,7 @@ pub static FAMILIES: &[Family] = &[
         "container_spec_cpu_shares",
         None,
         Gauge,
+        Cpu,
         spec_cpu_shares,
         "CPU share of the container (v2 cpu.weight converted to the shares scale)"
     ),
@@ -222,6 +312,7 @@ pub static FAMILIES: &[Family] = &[
         "container_pressure_cpu_waiting",
         Seconds,
         Counter,
+        Pressure,
         pressure_cpu_waiting_seconds,
         "Total time duration tasks in the container have waited due to CPU congestion"
     ),
@@ -229,6 +320,7 @@ pub static FAMILIES: &[Family] = &[
         "container_pressure_cpu_stalled",
         Seconds,
         Counter,
+        Pressure,
         pressure_cpu_stalled_seconds,
         "Total time duration no tasks in the container could make progress due to CPU congestion"
     ),
@@ -236,6 +328,7 @@ pub static FAMILIES: &[Family] = &[
         "container_pressure_memory_waiting",
         Seconds,
         Counter,
+        Pressure,
         pressure_memory_waiting_seconds,
         "Total time duration tasks in the container have waited due to memory congestion"
     ),
@@ -243,6 +336,7 @@ pub static FAMILIES: &[Family] = &[
         "container_pressure_memory_stalled",
         Seconds,
         Counter,
+        Pressure,
         pressure_memory_stalled_seconds,
         "Total time duration no tasks in the container could make progress due to memory congestion"
     ),
@@ -250,6 +344,7 @@ pub static FAMILIES: &[Family] = &[
         "container_pressure_io_waiting",
         Seconds,
         Counter,
+        Pressure,
         pressure_io_waiting_seconds,
         "Total time duration tasks in the container have waited due to IO congestion"
     ),
@@ -257,14 +352,97 @@ pub static FAMILIES: &[Family] = &[
         "container_pressure_io_stalled",
         Seconds,
         Counter,
+        Pressure,
         pressure_io_stalled_seconds,
         "Total time duration no tasks in the container could make progress due to IO congestion"
     ),
-    family!(
-        "container_start_time",
-        Seconds,
-        Gauge,
-        start_time_seconds,
-        "Start time of the container since unix epoch in seconds"
+    device_family!(
+        "container_fs_reads",
+        Bytes,
+        bytes,
+        Read,
+        "Cumulative count of bytes read"
     ),
+    device_family!(
+        "container_fs_reads",
+        None,
+        ios,
+        Read,
+        "Cumulative count of reads completed"
+    ),
+    device_family!(
+        "container_fs_writes",
+        Bytes,
+        bytes,
+        Write,
+        "Cumulative count of bytes written"
+    ),
+    device_family!(
+        "container_fs_writes",
+        None,
+        ios,
+        Write,
+        "Cumulative count of writes completed"
+    ),
+    Family {
+        name: "container_blkio_device_usage",
+        help: "Blkio device bytes usage, by operation",
+        unit: FamilyUnit::None,
+        kind: Kind::Counter,
+        group: Some(MetricGroup::Disk),
+        series: Series::PerDeviceOperation,
+    },
+    Family {
+        name: "container_start_time",
+        help: "Start time of the container since unix epoch in seconds",
+        unit: FamilyUnit::Seconds,
+        kind: Kind::Gauge,
+        group: None,
+        series: Series::One {
+            value: |s| s.start_time_seconds,
+            extra: "",
+        },
+    },
+    Family {
+        name: "container_last_seen",
+        help: "Last time a container was seen by the exporter",
+        unit: FamilyUnit::None,
+        kind: Kind::Gauge,
+        group: None,
+        series: Series::LastSeen,
+    },
 ];
+
+/// The memory failure series: (`failure_type`, `scope`) label text and value.
+pub fn memory_failures(s: &CgroupStats) -> [(&'static str, Option<f64>); 4] {
+    [
+        (
+            "failure_type=\"pgfault\",scope=\"container\"",
+            s.memory_pgfault,
+        ),
+        (
+            "failure_type=\"pgmajfault\",scope=\"container\"",
+            s.memory_pgmajfault,
+        ),
+        (
+            "failure_type=\"pgfault\",scope=\"hierarchy\"",
+            s.memory_hierarchy_pgfault,
+        ),
+        (
+            "failure_type=\"pgmajfault\",scope=\"hierarchy\"",
+            s.memory_hierarchy_pgmajfault,
+        ),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique() {
+        let names: Vec<String> = FAMILIES.iter().map(Family::sample_name).collect();
+        let unique: std::collections::BTreeSet<&String> = names.iter().collect();
+        assert_eq!(unique.len(), names.len(), "{names:?}");
+    }
+}

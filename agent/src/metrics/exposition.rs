@@ -143,16 +143,23 @@ impl Writer<'_> {
         sample
     }
 
-    /// Writes `sample{labels} value`; `labels` is already escaped `k="v",…` text.
+    /// Writes `sample{labels,extra} value`; both are already escaped `k="v",…` text
+    /// (either may be empty).
     pub fn sample(&mut self, sample: &str, labels: &str, extra: &str, value: f64) {
+        self.sample_parts(sample, &[labels, extra], value);
+    }
+
+    /// Writes `sample{part,part,…} value` from pieces of escaped label text, empty
+    /// ones skipped.
+    pub fn sample_parts(&mut self, sample: &str, parts: &[&str], value: f64) {
         self.out.push_str(sample);
-        if !labels.is_empty() || !extra.is_empty() {
-            self.out.push('{');
-            self.out.push_str(labels);
-            if !labels.is_empty() && !extra.is_empty() {
-                self.out.push(',');
-            }
-            self.out.push_str(extra);
+        let mut open = false;
+        for part in parts.iter().filter(|p| !p.is_empty()) {
+            self.out.push(if open { ',' } else { '{' });
+            self.out.push_str(part);
+            open = true;
+        }
+        if open {
             self.out.push('}');
         }
         self.out.push(' ');

@@ -143,6 +143,35 @@ impl TestCgroup {
         }
     }
 
+    /// Runs `program ARGS…` as a process of this cgroup (moved in before it execs,
+    /// so all of its work is the cgroup's) and waits for it; panics unless it
+    /// succeeds.
+    pub fn run(&self, program: &str, args: &[&str]) {
+        let mut child = Command::new("sh")
+            .args(["-c", "read _ && exec \"$@\"", "sh", program])
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("sh for {program}: {e}"));
+        self.add_pid(child.id() as i32);
+        child
+            .stdin
+            .take()
+            .expect("piped stdin")
+            .write_all(b"go\n")
+            .expect("releasing the child");
+        let out = child.wait_with_output().expect("waiting for the child");
+        assert!(
+            out.status.success(),
+            "{program} {args:?} in {}: {}: {}",
+            self.path,
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+
     fn pids(&self) -> Vec<i32> {
         let mut pids = Vec::new();
         for d in &self.dirs {
@@ -157,7 +186,7 @@ impl TestCgroup {
 }
 
 fn enable_v2_controllers(dir: &Path) {
-    for c in ["+memory", "+cpu", "+pids"] {
+    for c in ["+memory", "+cpu", "+pids", "+io"] {
         // Already enabled, or not available: either way the test reports what it sees.
         let _ = std::fs::write(dir.join("cgroup.subtree_control"), c);
     }
@@ -176,6 +205,83 @@ impl Drop for TestCgroup {
             }
         }
     }
+}
+
+/// A directory on a real block device (not tmpfs) that takes direct I/O, for tests
+/// whose processes must do block I/O: `$AGENT_TEST_BLOCK_DIR` (the VM rig mounts a
+/// scratch disk there), else `/var/tmp`. Returns it with its disk (see
+/// [`block_device_of`]), or why there is none.
+pub fn block_device_dir() -> Result<(PathBuf, (u32, u32)), String> {
+    let dir = std::env::var_os("AGENT_TEST_BLOCK_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/tmp"));
+    let device = block_device_of(&dir)?;
+    // Direct I/O is what makes the I/O the writer's own; some filesystems refuse it.
+    let probe = dir.join(format!(".agent-test-odirect-{}", std::process::id()));
+    let opened = {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .custom_flags(libc::O_DIRECT)
+            .open(&probe)
+    };
+    let _ = std::fs::remove_file(&probe);
+    if let Err(e) = opened {
+        return Err(format!("{} refuses O_DIRECT: {e}", dir.display()));
+    }
+    Ok((dir, device))
+}
+
+/// The `(major, minor)` of the whole disk the kernel counts the I/O of files under
+/// `path` against (a partition's I/O counts on its disk), or why it is not on one.
+pub fn block_device_of(path: &Path) -> Result<(u32, u32), String> {
+    use std::os::unix::fs::MetadataExt;
+    let dev = std::fs::metadata(path)
+        .map_err(|e| format!("{}: {e}", path.display()))?
+        .dev();
+    let (major, minor) = (libc::major(dev), libc::minor(dev));
+    let sys = PathBuf::from(format!("/sys/dev/block/{major}:{minor}"));
+    if major == 0 || !sys.exists() {
+        return Err(format!(
+            "{} is on {major}:{minor}, not a block device (tmpfs?); set AGENT_TEST_BLOCK_DIR to a directory on a disk",
+            path.display()
+        ));
+    }
+    if !sys.join("partition").exists() {
+        return Ok((major, minor));
+    }
+    let disk = std::fs::read_to_string(sys.join("../dev")).map_err(|e| e.to_string())?;
+    let (ma, mi) = disk
+        .trim()
+        .split_once(':')
+        .ok_or_else(|| format!("bad dev file for {major}:{minor}: {disk:?}"))?;
+    Ok((
+        ma.parse().map_err(|_| format!("bad major {ma:?}"))?,
+        mi.parse().map_err(|_| format!("bad minor {mi:?}"))?,
+    ))
+}
+
+/// On cgroup v1, makes the kernel count `blkio.throttle.*` for disk `device`: since
+/// Linux 6.10 it does so only for disks on which blk-throttle was ever configured,
+/// and a no-limit rule (`MAJ:MIN 0`), written in a cgroup made for the purpose and
+/// removed again, configures it without limiting anything. Nothing to do on v2.
+pub fn enable_v1_blkio_counting(hierarchy: &Hierarchy, (major, minor): (u32, u32)) {
+    let Some(dir) = hierarchy.dir(
+        agent::cgroup::Controller::Blkio,
+        &format!("/agent-test-blkio-{}", std::process::id()),
+    ) else {
+        return;
+    };
+    if hierarchy.is_v2() {
+        return;
+    }
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
+    let rule = dir.join("blkio.throttle.read_bps_device");
+    let written = std::fs::write(&rule, format!("{major}:{minor} 0"));
+    let _ = std::fs::remove_dir(&dir);
+    written.unwrap_or_else(|e| panic!("write {}: {e}", rule.display()));
 }
 
 /// A forked process that, once released, touches `memory` bytes of anonymous memory,

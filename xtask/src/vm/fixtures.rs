@@ -16,17 +16,20 @@ const REQUIRED: &[&str] = &[
     "demo/memory.stat",
     "demo/memory.events",
     "demo/pids.max",
+    "demo/io.stat",
     "demo/holder/cgroup.procs",
+    "demo/holder/io.stat",
     "demo/oomer/memory.events",
     "root/cgroup.controllers",
+    "root/io.stat",
     "proc-self/cgroup",
     "uname",
 ];
 
-/// A zeroed raw disk image for the guest to write its tar to.
-pub fn blank_disk(path: &Path) -> anyhow::Result<()> {
+/// A zeroed (sparse) raw disk image of `size` bytes for the guest.
+pub fn blank_disk(path: &Path, size: u64) -> anyhow::Result<()> {
     let f = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
-    f.set_len(16 << 20)?;
+    f.set_len(size)?;
     Ok(())
 }
 

@@ -92,6 +92,20 @@ if [ "$MODE" = capture ]; then
     poweroff -f
 fi
 
+# The scratch disk: real block I/O for the tests that need it (the initramfs root
+# and /tmp are not on a block device).
+for i in 1 2 3 4 5 6 7 8 9 10; do
+    [ -b /dev/vda ] && break
+    sleep 0.5
+done
+if [ -b /dev/vda ] && mke2fs -q -F /dev/vda >/dev/null 2>&1 && mkdir -p /scratch \
+    && mount -t ext2 /dev/vda /scratch; then
+    export AGENT_TEST_BLOCK_DIR=/scratch
+    say "SCRATCH /dev/vda ($(cat /sys/block/vda/dev)) ext2 on /scratch"
+else
+    say "SCRATCH none: tests that need block I/O will say so and skip"
+fi
+
 cd "$WORKDIR" || die "no $WORKDIR"
 for t in $TESTS; do
     name=${t%%=*}

@@ -45,7 +45,7 @@ const DATA_DIRS: &[&str] = &["dashboards"];
 const HOST_PROGRAMS: &[&str] = &["/usr/bin/prometheus"];
 
 /// Kernel modules the guest loads (with their dependencies): overlay for container
-/// root filesystems, virtio-blk for the capture disk.
+/// root filesystems, virtio-blk for the capture disk and the tests' scratch disk.
 const MODULES: &[&str] = &["overlay", "virtio_pci", "virtio_blk"];
 
 /// The Debian packages the rig runs on the host (the kernel package is downloaded,
@@ -233,17 +233,22 @@ pub fn run(mut opts: Options) -> anyhow::Result<()> {
         opts.timeout.as_secs()
     );
 
-    let disk = work.join("capture.img");
-    if opts.capture {
-        fixtures::blank_disk(&disk)?;
-    }
+    // Capture mode: the disk the guest writes its tar to. Test mode: a scratch disk
+    // the guest formats and mounts for the tests that need real block I/O
+    // (AGENT_TEST_BLOCK_DIR; the initramfs root is no block device).
+    let disk = work.join(if opts.capture {
+        "capture.img"
+    } else {
+        "scratch.img"
+    });
+    fixtures::blank_disk(&disk, if opts.capture { 16 << 20 } else { 256 << 20 })?;
     let log = work.join("console.log");
     let machine = qemu::Machine {
         kernel: &kernel.vmlinuz,
         initramfs: &image,
         memory_mib: opts.memory_mib,
         cpus: opts.cpus,
-        disk: opts.capture.then(|| disk.clone()),
+        disk: Some(disk.clone()),
         timeout: opts.timeout,
         log: &log,
     };
@@ -264,6 +269,9 @@ pub fn run(mut opts: Options) -> anyhow::Result<()> {
     }
     if let Some(c) = &report.cgroup {
         eprintln!("xtask: vm: cgroup2 {c}");
+    }
+    if let Some(s) = &report.scratch {
+        eprintln!("xtask: vm: scratch disk {s}");
     }
     for h in &report.hooks {
         eprintln!("xtask: vm: hook {h}");

@@ -23,6 +23,8 @@ pub struct Binary {
 pub struct Report {
     pub booted: Option<String>,
     pub cgroup: Option<String>,
+    /// The tests' scratch disk, or why there is none.
+    pub scratch: Option<String>,
     pub hooks: Vec<String>,
     pub binaries: Vec<Binary>,
     pub fatal: Option<String>,
@@ -43,6 +45,7 @@ pub fn parse(console: &str) -> Report {
             match word {
                 "BOOTED" => r.booted = Some(arg.to_string()),
                 "CGROUP2" => r.cgroup = Some(arg.to_string()),
+                "SCRATCH" => r.scratch = Some(arg.to_string()),
                 "HOOK" => r.hooks.push(arg.to_string()),
                 "FATAL" => r.fatal = Some(arg.to_string()),
                 "CAPTURED" => r.capture = Some(Ok(())),
