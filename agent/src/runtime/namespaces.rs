@@ -218,9 +218,31 @@ fn prepare(ctx: &ChildContext<'_>) -> Result<Exec> {
         Rootfs::Premounted => {}
         Rootfs::Directory => sys::bind(&root, &root, libc::MS_REC)?,
     }
-    for m in spec.mounts().iter().flatten() {
-        apply_mount(&root, m, ctx)?;
+    let mounts = spec.mounts().clone().unwrap_or_default();
+    // In a user namespace the process becomes the namespace's root (the mapped
+    // uid) before it makes anything, as files made by an unmapped uid are
+    // refused. Bind sources it could no longer reach (the container's own
+    // directory is root's, mode 0700) are opened first and bound through
+    // `/proc/self/fd`, as runc does.
+    let mut sources: Vec<Option<std::os::fd::OwnedFd>> = Vec::new();
+    if has_namespace(spec, LinuxNamespaceType::User) {
+        for m in &mounts {
+            sources.push(if is_bind(m) {
+                Some(sys::open_path(&bind_source(m, ctx))?)
+            } else {
+                None
+            });
+        }
+        sys::set_ids(0, 0, &[])?;
     }
+    for (i, m) in mounts.iter().enumerate() {
+        let via = sources.get(i).and_then(|fd| fd.as_ref()).map(|fd| {
+            use std::os::fd::AsRawFd;
+            PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+        });
+        apply_mount(&root, m, ctx, via)?;
+    }
+    drop(sources);
     create_devices(&root, &linux)?;
     enter_root(&root)?;
     for p in linux.masked_paths().iter().flatten() {
@@ -414,7 +436,23 @@ fn parse_options(options: &[String]) -> MountOptions {
     o
 }
 
-fn apply_mount(root: &Path, m: &Mount, ctx: &ChildContext<'_>) -> Result<()> {
+fn is_bind(m: &Mount) -> bool {
+    m.typ().as_deref() == Some("bind") || parse_options(m.options().as_deref().unwrap_or(&[])).bind
+}
+
+/// A bind mount's source, relative ones taken from the bundle.
+fn bind_source(m: &Mount, ctx: &ChildContext<'_>) -> PathBuf {
+    let source = m.source().clone().unwrap_or_default();
+    if source.is_absolute() {
+        source
+    } else {
+        ctx.base_dir.join(source)
+    }
+}
+
+/// Applies one entry of `mounts`; a bind mount's source is read through `via`
+/// when given (an `O_PATH` descriptor's `/proc/self/fd` link).
+fn apply_mount(root: &Path, m: &Mount, ctx: &ChildContext<'_>, via: Option<PathBuf>) -> Result<()> {
     let dest = secure_join(root, m.destination())?;
     let typ = m.typ().as_deref().unwrap_or("none");
     let opts = parse_options(m.options().as_deref().unwrap_or(&[]));
@@ -426,12 +464,7 @@ fn apply_mount(root: &Path, m: &Mount, ctx: &ChildContext<'_>) -> Result<()> {
         };
     }
     if opts.bind || typ == "bind" {
-        let source = m.source().clone().unwrap_or_default();
-        let source = if source.is_absolute() {
-            source
-        } else {
-            ctx.base_dir.join(source)
-        };
+        let source = via.unwrap_or_else(|| bind_source(m, ctx));
         if source.is_dir() {
             ensure_dir(&dest)?;
         } else {
@@ -681,7 +714,10 @@ fn confine(process: &Process, seccomp: Option<&LinuxSeccomp>, bpf: Option<&[u8]>
     let inheritable = capabilities::kernel_set(spec_caps.inheritable().as_ref())?;
     sys::capset(mask(&effective), mask(&permitted), mask(&inheritable))?;
     for cap in capabilities::kernel_set(spec_caps.ambient().as_ref())? {
-        caps::raise(None, caps::CapSet::Ambient, cap).map_err(caps_error("raise ambient"))?;
+        // As in runc, an ambient capability the kernel refuses (one missing from
+        // the inheritable set, as in `runc spec`'s own config) is not fatal: the
+        // ambient set can only ever hold what is already permitted and inheritable.
+        let _ = caps::raise(None, caps::CapSet::Ambient, cap);
     }
     if nnp {
         sys::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, "set no_new_privs")?;

@@ -710,3 +710,16 @@ pub fn mount_flags(path: &Path) -> Result<libc::c_ulong> {
     }
     Ok(flags)
 }
+
+/// An `O_PATH | O_CLOEXEC` descriptor of `path` (for binding it later through
+/// `/proc/self/fd` once the path itself is out of reach).
+pub fn open_path(path: &Path) -> Result<OwnedFd> {
+    let p = cpath(path)?;
+    // SAFETY: `p` is NUL-terminated and outlives the call; flags are plain integers.
+    let fd = unsafe { libc::open(p.as_ptr(), libc::O_PATH | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error()).at("open", path);
+    }
+    // SAFETY: open returned a fresh descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
