@@ -135,11 +135,15 @@ impl Profile {
     /// The default profile, from the package. Never falls back to anything weaker:
     /// a missing file is an error that names the package.
     pub fn load_default() -> Result<Profile> {
-        let path = Path::new(DEFAULT_PROFILE);
+        Self::load_default_from(Path::new(DEFAULT_PROFILE))
+    }
+
+    fn load_default_from(path: &Path) -> Result<Profile> {
         if !path.exists() {
             return Err(Error::Invalid(format!(
-                "the default seccomp profile {DEFAULT_PROFILE} is missing: install \
-                 {PROFILE_PACKAGE} (or pass --security-opt seccomp=PATH.json)"
+                "the default seccomp profile {} is missing: install {PROFILE_PACKAGE} \
+                 (or pass --security-opt seccomp=PATH.json)",
+                path.display()
             )));
         }
         Self::load(path)
@@ -462,6 +466,37 @@ mod tests {
         let bpf = rules_for(&s, "bpf");
         assert_eq!(bpf.len(), 1);
         assert_eq!(bpf[0].action(), LinuxSeccompAction::ScmpActAllow);
+    }
+
+    #[test]
+    fn a_missing_default_profile_refuses_naming_the_package() {
+        let err = Profile::load_default_from(Path::new("/nonexistent/seccomp.json")).unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.contains(PROFILE_PACKAGE) && !msg.contains('\n'),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn the_compiled_program_is_cached_per_spec() {
+        let caps: Capabilities = DOCKER_DEFAULT.iter().copied().collect();
+        let s = profile()
+            .resolve_for(&caps, ("amd64", "SCMP_ARCH_X86_64"), Some((6, 18)))
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let first = compiled(dir.path(), &s).unwrap();
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+        assert_eq!(compiled(dir.path(), &s).unwrap(), first);
+        // Measured here: compiling Docker's profile with libseccomp takes
+        // milliseconds, reading the cached program microseconds.
+        let t = std::time::Instant::now();
+        compile(&s).unwrap();
+        let compile_time = t.elapsed();
+        let t = std::time::Instant::now();
+        compiled(dir.path(), &s).unwrap();
+        let cached_time = t.elapsed();
+        eprintln!("seccomp: compile {compile_time:?}, cached {cached_time:?}");
     }
 
     #[test]
