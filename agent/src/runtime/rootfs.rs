@@ -26,6 +26,11 @@ pub struct ContainerLayer {
     pub lower_links: Vec<String>,
     /// Lower layers' `diff` directories, top-most first.
     pub lowerdirs: Vec<PathBuf>,
+    /// Mount with overlayfs' `volatile`: no sync of the upper layer, ever — not
+    /// even the one that unmounting would do when the container's mount namespace
+    /// dies (tens of milliseconds on a busy disk). For `--rm` containers, whose
+    /// layer is deleted right after, as podman does.
+    pub volatile: bool,
     id: String,
 }
 
@@ -74,6 +79,7 @@ impl ContainerLayer {
                 .map(|l| image::layer_dir(paths, l).join("diff"))
                 .collect(),
             dir,
+            volatile: false,
             id: id.to_string(),
         })
     }
@@ -85,8 +91,9 @@ impl ContainerLayer {
 
     fn mount_data_with(&self, lowers: &[String]) -> String {
         format!(
-            "lowerdir={},upperdir={id}/diff,workdir={id}/work",
+            "lowerdir={},upperdir={id}/diff,workdir={id}/work{}",
             lowers.join(":"),
+            if self.volatile { ",volatile" } else { "" },
             id = self.id
         )
     }

@@ -130,7 +130,8 @@ pub fn launch(paths: &Paths, opts: &LaunchOptions) -> Result<Launched> {
         }
         let dir = paths.container(&id);
         std::fs::create_dir(&dir).at("create container directory", &dir)?;
-        let layer = ContainerLayer::create(paths, &id, &spec.image)?;
+        let mut layer = ContainerLayer::create(paths, &id, &spec.image)?;
+        layer.volatile = spec.auto_remove;
         let mut st = initial_state(&spec, &layer);
         // Recorded before they exist, so whatever a crash leaves, `rm` removes.
         st.cgroup = Some(ContainerCgroup::planned(&hierarchy, &id));
