@@ -293,16 +293,7 @@ fn seccomp_and_capabilities_match_docker_and_podman() {
     // which this host's bounding set lacks).
     if let Some(podman) = Podman::new() {
         let tar = env.dir.path().join("probe-rootfs.tar");
-        let ok = Command::new("tar")
-            .arg("-C")
-            .arg(&root)
-            .arg("-cf")
-            .arg(&tar)
-            .arg(".")
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok);
+        common::docker::tar_dir(&root, &tar);
         let imported = podman.run(&[
             "import",
             "-q",

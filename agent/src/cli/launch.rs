@@ -105,11 +105,17 @@ pub fn run(args: LaunchArgs) -> anyhow::Result<ExitCode> {
         image: args.image,
         command: args.command,
     };
-    match supervisor::launch(&args.state.open()?, &opts)? {
+    Ok(report(supervisor::launch(&args.state.open()?, &opts)?))
+}
+
+/// What the command line says of a launch: a detached container's id, or the
+/// container's own exit code.
+pub(super) fn report(launched: Launched) -> ExitCode {
+    match launched {
         Launched::Detached { id } => {
             println!("{id}");
-            Ok(ExitCode::SUCCESS)
+            ExitCode::SUCCESS
         }
-        Launched::Exited { exit_code, .. } => Ok(ExitCode::from(exit_code.clamp(0, 255) as u8)),
+        Launched::Exited { exit_code, .. } => ExitCode::from(exit_code.clamp(0, 255) as u8),
     }
 }

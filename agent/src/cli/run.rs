@@ -2,7 +2,7 @@
 
 use super::state_dir::StateDir;
 use crate::runtime::bundle::BundleOptions;
-use crate::runtime::supervisor::{self, Launched};
+use crate::runtime::supervisor;
 use clap::Args;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -28,11 +28,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         name: args.name,
         detach: args.detach,
     };
-    match supervisor::run_bundle(&args.state.open()?, &opts)? {
-        Launched::Detached { id } => {
-            println!("{id}");
-            Ok(ExitCode::SUCCESS)
-        }
-        Launched::Exited { exit_code, .. } => Ok(ExitCode::from(exit_code.clamp(0, 255) as u8)),
-    }
+    Ok(super::launch::report(supervisor::run_bundle(
+        &args.state.open()?,
+        &opts,
+    )?))
 }

@@ -206,13 +206,7 @@ fn prepare(ctx: &ChildContext<'_>) -> Result<Exec> {
         // Now inside the container's cgroup: make it the cgroup namespace root.
         sys::unshare(libc::CLONE_NEWCGROUP)?;
     }
-    sys::mount(
-        None,
-        Path::new("/"),
-        None,
-        libc::MS_REC | libc::MS_PRIVATE,
-        None,
-    )?;
+    sys::make_rprivate()?;
     match &ctx.rootfs {
         Rootfs::Overlay(layer, paths) => layer.mount(paths)?,
         Rootfs::Premounted => {}
@@ -728,6 +722,51 @@ fn confine(process: &Process, seccomp: Option<&LinuxSeccomp>, bpf: Option<&[u8]>
     Ok(())
 }
 
+/// `--init`: fork the command, stay PID 1, forward signals to it, reap every orphan,
+/// and exit with the command's status (like `docker run --init`).
+fn run_init(exec: Exec, errors: &mut File) -> Error {
+    let all = sys::all_signals();
+    if let Err(e) = sys::sigmask(libc::SIG_BLOCK, &all) {
+        return e;
+    }
+    let child = match sys::fork() {
+        Ok(0) => return exec.run(),
+        Ok(pid) => pid,
+        Err(e) => return e,
+    };
+    // Drop our copy of the error pipe (by putting /dev/null on its descriptor), so the
+    // parent sees EOF as soon as the command execs.
+    if let Ok(null) = File::open("/dev/null") {
+        use std::os::fd::AsRawFd;
+        let _ = sys::dup2(null.as_raw_fd(), errors.as_raw_fd());
+    }
+    loop {
+        let sig = match sys::sigtimedwait(&all, std::time::Duration::from_secs(3600)) {
+            Ok(s) => s,
+            Err(e) => return e,
+        };
+        match sig {
+            Some(libc::SIGCHLD) | None => loop {
+                match sys::waitpid(-1, libc::WNOHANG) {
+                    Ok(Some((pid, exit))) if pid == child => {
+                        // Reap the rest, then leave with the command's status.
+                        while let Ok(Some(_)) = sys::waitpid(-1, libc::WNOHANG) {}
+                        sys::exit_now(match exit {
+                            sys::Exit::Code(c) => c,
+                            sys::Exit::Signal(s) => 128 + s,
+                        });
+                    }
+                    Ok(Some(_)) => continue,
+                    _ => break,
+                }
+            },
+            Some(s) => {
+                let _ = sys::kill(child, s);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -774,50 +813,5 @@ mod tests {
         );
         std::os::unix::fs::symlink("loop", root.join("loop")).unwrap();
         assert!(secure_join(root, Path::new("/loop")).is_err());
-    }
-}
-
-/// `--init`: fork the command, stay PID 1, forward signals to it, reap every orphan,
-/// and exit with the command's status (like `docker run --init`).
-fn run_init(exec: Exec, errors: &mut File) -> Error {
-    let all = sys::all_signals();
-    if let Err(e) = sys::sigmask(libc::SIG_BLOCK, &all) {
-        return e;
-    }
-    let child = match sys::fork() {
-        Ok(0) => return exec.run(),
-        Ok(pid) => pid,
-        Err(e) => return e,
-    };
-    // Drop our copy of the error pipe (by putting /dev/null on its descriptor), so the
-    // parent sees EOF as soon as the command execs.
-    if let Ok(null) = File::open("/dev/null") {
-        use std::os::fd::AsRawFd;
-        let _ = sys::dup2(null.as_raw_fd(), errors.as_raw_fd());
-    }
-    loop {
-        let sig = match sys::sigtimedwait(&all, std::time::Duration::from_secs(3600)) {
-            Ok(s) => s,
-            Err(e) => return e,
-        };
-        match sig {
-            Some(libc::SIGCHLD) | None => loop {
-                match sys::waitpid(-1, libc::WNOHANG) {
-                    Ok(Some((pid, exit))) if pid == child => {
-                        // Reap the rest, then leave with the command's status.
-                        while let Ok(Some(_)) = sys::waitpid(-1, libc::WNOHANG) {}
-                        sys::exit_now(match exit {
-                            sys::Exit::Code(c) => c,
-                            sys::Exit::Signal(s) => 128 + s,
-                        });
-                    }
-                    Ok(Some(_)) => continue,
-                    _ => break,
-                }
-            },
-            Some(s) => {
-                let _ = sys::kill(child, s);
-            }
-        }
     }
 }

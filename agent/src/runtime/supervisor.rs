@@ -102,19 +102,26 @@ fn compile_seccomp(paths: &Paths, config: &Spec) -> Result<Option<Vec<u8>>> {
         .transpose()
 }
 
-/// Launches a container. Must be called while the process is single-threaded (it
-/// checks): from the `agent launch` command, never from inside an async runtime.
-pub fn launch(paths: &Paths, opts: &LaunchOptions) -> Result<Launched> {
+/// The start of every launch: single-threaded, the store laid out, a fresh id
+/// whose leftovers are removed unless the launch gets far enough, the host's
+/// cgroup layout.
+fn begin(paths: &Paths) -> Result<(String, Creation<'_>, Hierarchy)> {
     ensure_single_threaded()?;
     super::ensure_layout(paths)?;
     let id = super::random_id()?;
-    let mut creation = Creation {
+    let creation = Creation {
         paths,
         id: id.clone(),
         cgroup: None,
         armed: true,
     };
-    let hierarchy = Hierarchy::detect_host()?;
+    Ok((id, creation, Hierarchy::detect_host()?))
+}
+
+/// Launches a container. Must be called while the process is single-threaded (it
+/// checks): from the `agent launch` command, never from inside an async runtime.
+pub fn launch(paths: &Paths, opts: &LaunchOptions) -> Result<Launched> {
+    let (id, mut creation, hierarchy) = begin(paths)?;
     let (spec, mut st, layer) = {
         let _lock = sys::lock_exclusive(&paths.lock_file())?;
         let spec = spec::validate(paths, opts, id.clone())?;
@@ -170,17 +177,8 @@ pub fn launch(paths: &Paths, opts: &LaunchOptions) -> Result<Launched> {
 /// is `/agent/<id>` whatever `cgroupsPath` says (the agent's subtree is where
 /// `agent serve` and `rm` look), with the spec's `linux.resources`.
 pub fn run_bundle(paths: &Paths, opts: &bundle::BundleOptions) -> Result<Launched> {
-    ensure_single_threaded()?;
-    super::ensure_layout(paths)?;
     let mut config = bundle::load(&opts.bundle)?;
-    let id = super::random_id()?;
-    let mut creation = Creation {
-        paths,
-        id: id.clone(),
-        cgroup: None,
-        armed: true,
-    };
-    let hierarchy = Hierarchy::detect_host()?;
+    let (id, mut creation, hierarchy) = begin(paths)?;
     let name = match &opts.name {
         Some(n) => {
             state::validate_name(n)?;

@@ -723,3 +723,15 @@ pub fn open_path(path: &Path) -> Result<OwnedFd> {
     // SAFETY: open returned a fresh descriptor that nothing else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
+
+/// Makes every mount of this mount namespace private, recursively, so nothing
+/// mounted here propagates back to the host.
+pub fn make_rprivate() -> Result<()> {
+    mount(
+        None,
+        Path::new("/"),
+        None,
+        libc::MS_REC | libc::MS_PRIVATE,
+        None,
+    )
+}

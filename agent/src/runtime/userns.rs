@@ -207,13 +207,7 @@ fn in_mount_namespace(pid: i32, f: impl FnOnce() -> Result<()>) -> Result<()> {
             drop(r);
             let result = (|| {
                 sys::setns_path(Path::new(&format!("/proc/{pid}/ns/mnt")), libc::CLONE_NEWNS)?;
-                sys::mount(
-                    None,
-                    Path::new("/"),
-                    None,
-                    libc::MS_REC | libc::MS_PRIVATE,
-                    None,
-                )?;
+                sys::make_rprivate()?;
                 f()
             })();
             let code = match result {

@@ -105,16 +105,7 @@ impl Dockerd {
             .dir
             .path()
             .join(format!("{}.tar", reference.replace(['/', ':'], "_")));
-        let ok = Command::new("tar")
-            .arg("-C")
-            .arg(root)
-            .arg("-cf")
-            .arg(&tar)
-            .arg(".")
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "tar failed");
+        tar_dir(root, &tar);
         let (ok, _) = self.docker(&["import", tar.to_str().unwrap(), reference]);
         assert!(ok, "docker import failed");
     }
@@ -141,4 +132,24 @@ impl Drop for Dockerd {
             let _ = std::fs::remove_dir(p);
         }
     }
+}
+
+/// Packs the directory `root` into the tar archive `tar` (as `docker import` and
+/// `podman import` read them).
+pub fn tar_dir(root: &Path, tar: &Path) {
+    let ok = Command::new("tar")
+        .arg("-C")
+        .arg(root)
+        .arg("-cf")
+        .arg(tar)
+        .arg(".")
+        .status()
+        .expect("run tar")
+        .success();
+    assert!(
+        ok,
+        "tar -C {} -cf {} . failed",
+        root.display(),
+        tar.display()
+    );
 }
