@@ -724,6 +724,22 @@ fn bad_input_leaves_nothing_behind() {
         (&["--user", "ghost", "busybox", "true"], "unknown user"),
         (&["--network", "bridge", "busybox", "true"], "--network"),
         (&["busybox", "/no/such/binary"], "/no/such/binary"),
+        (
+            &["--cap-add", "NOT_A_CAP", "busybox", "true"],
+            "unknown capability",
+        ),
+        (
+            &["--security-opt", "apparmor=x", "busybox", "true"],
+            "--security-opt",
+        ),
+        (
+            &["--security-opt", "seccomp=/no/such.json", "busybox", "true"],
+            "/no/such.json",
+        ),
+        (
+            &["--userns-remap", "agent-no-such-remap", "busybox", "true"],
+            "/etc/subuid",
+        ),
         (&["busybox", "no-such-command"], "not found"),
         (&["-d", "busybox", "no-such-command"], "not found"),
     ];

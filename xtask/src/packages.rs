@@ -61,11 +61,36 @@ pub const PACKAGES: &[(&str, &str, &str)] = &[
         "the VM test rig's kernel modules",
     ),
     ("/usr/bin/strip", "binutils", "the VM test rig's initramfs"),
+    (
+        "/usr/include/seccomp.h",
+        "libseccomp-dev",
+        "building the agent (seccomp filters through libseccomp)",
+    ),
+    (
+        "/usr/share/containers/seccomp.json",
+        "golang-github-containers-common",
+        "the default seccomp profile every launch loads",
+    ),
+    (
+        "/usr/bin/podman",
+        "podman",
+        "the seccomp comparison test (a second real runtime)",
+    ),
+    (
+        "/usr/bin/cc",
+        "gcc",
+        "the static syscall probe of the confinement tests",
+    ),
+    (
+        "/usr/lib/x86_64-linux-gnu/libc.a",
+        "libc6-dev",
+        "the static syscall probe of the confinement tests",
+    ),
 ];
 
 /// The packages `serve` itself needs at run time (none beyond the kernel) and at
-/// build time (the eBPF toolchain).
-pub const SERVE_PACKAGES: &[&str] = &["clang-19", "llvm-19", "libbpf-dev"];
+/// build time (the eBPF toolchain, libseccomp).
+pub const SERVE_PACKAGES: &[&str] = &["clang-19", "llvm-19", "libbpf-dev", "libseccomp-dev"];
 
 fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.

@@ -10,6 +10,7 @@
 
 use super::hierarchy::{Hierarchy, Version};
 use super::{CgroupError, io_error};
+use oci_spec::runtime::LinuxResources;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -36,6 +37,29 @@ pub struct Limits {
     pub cpu_period_us: Option<u64>,
     /// Maximum number of tasks.
     pub pids_max: Option<u64>,
+}
+
+impl Limits {
+    /// What an OCI spec's `linux.resources` asks of memory, cpu and pids (the
+    /// only controllers this manager writes): `memory.swap` is memory plus swap
+    /// (-1: unlimited), `cpu.quota`/`cpu.period` the CFS bandwidth.
+    pub fn from_resources(resources: Option<&LinuxResources>) -> Limits {
+        let Some(r) = resources else {
+            return Limits::default();
+        };
+        let positive = |v: Option<i64>| v.filter(|v| *v > 0).map(|v| v as u64);
+        let memory = r.memory().as_ref();
+        let cpu = r.cpu().as_ref();
+        let memory_bytes = positive(memory.and_then(|m| m.limit()));
+        let cpu_quota_us = positive(cpu.and_then(|c| c.quota()));
+        Limits {
+            memory_bytes,
+            memory_swap_bytes: positive(memory.and_then(|m| m.swap())),
+            cpu_quota_us,
+            cpu_period_us: cpu_quota_us.map(|_| cpu.and_then(|c| c.period()).unwrap_or(100_000)),
+            pids_max: positive(r.pids().as_ref().map(|p| p.limit())),
+        }
+    }
 }
 
 /// The container's cgroup, as `state.json` records it.
@@ -73,11 +97,19 @@ fn read(path: &Path) -> Result<String> {
 }
 
 fn mkdir_retry(dir: &Path) -> Result<()> {
-    // A concurrent cleanup may remove the empty `agent` parent between the two steps.
+    // A concurrent cleanup may remove the empty `agent` parent between the two
+    // steps, or between mkdir's EEXIST and create_dir_all's check that it is there.
     for _ in 0..3 {
         match std::fs::create_dir_all(dir) {
             Ok(()) => return Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::AlreadyExists
+                ) =>
+            {
+                continue;
+            }
             Err(e) => return Err(io_error("create cgroup", dir)(e)),
         }
     }
@@ -109,9 +141,14 @@ impl ContainerCgroup {
         }
     }
 
-    /// Creates the cgroup of container `id` in `hierarchy` and writes `limits`.
-    /// On failure nothing is left behind.
-    pub fn create(hierarchy: &Hierarchy, id: &str, limits: &Limits) -> Result<Self> {
+    /// Creates the cgroup of container `id` in `hierarchy` and writes the limits
+    /// of the spec's `linux.resources`. On failure nothing is left behind.
+    pub fn create(
+        hierarchy: &Hierarchy,
+        id: &str,
+        resources: Option<&LinuxResources>,
+    ) -> Result<Self> {
+        let limits = &Limits::from_resources(resources);
         let path = agent_cgroup_path(id);
         let mut cg = ContainerCgroup {
             info: CgroupInfo {
@@ -360,18 +397,42 @@ mod tests {
         let cg_dir = root.join(AGENT_SUBTREE).join(id);
         // A plain directory has none of the files a real controller would create, so
         // asking for limits must fail with the missing file named, leaving nothing.
-        let limits = Limits {
-            memory_bytes: Some(64 << 20),
-            memory_swap_bytes: Some(64 << 20),
-            cpu_quota_us: Some(50_000),
-            cpu_period_us: Some(100_000),
-            pids_max: Some(10),
+        use oci_spec::runtime::{
+            LinuxCpuBuilder, LinuxMemoryBuilder, LinuxPidsBuilder, LinuxResourcesBuilder,
         };
-        let err = ContainerCgroup::create(&layout, id, &limits).unwrap_err();
+        let resources = LinuxResourcesBuilder::default()
+            .memory(
+                LinuxMemoryBuilder::default()
+                    .limit(64i64 << 20)
+                    .swap(64i64 << 20)
+                    .build()
+                    .unwrap(),
+            )
+            .cpu(
+                LinuxCpuBuilder::default()
+                    .quota(50_000i64)
+                    .period(100_000u64)
+                    .build()
+                    .unwrap(),
+            )
+            .pids(LinuxPidsBuilder::default().limit(10i64).build().unwrap())
+            .build()
+            .unwrap();
+        assert_eq!(
+            Limits::from_resources(Some(&resources)),
+            Limits {
+                memory_bytes: Some(64 << 20),
+                memory_swap_bytes: Some(64 << 20),
+                cpu_quota_us: Some(50_000),
+                cpu_period_us: Some(100_000),
+                pids_max: Some(10),
+            }
+        );
+        let err = ContainerCgroup::create(&layout, id, Some(&resources)).unwrap_err();
         assert!(err.to_string().contains("memory.max"), "{err}");
         assert!(!cg_dir.exists(), "failed create must clean up");
         // Without limits the cgroup is created and removable.
-        let cg = ContainerCgroup::create(&layout, id, &Limits::default()).unwrap();
+        let cg = ContainerCgroup::create(&layout, id, None).unwrap();
         assert!(cg_dir.is_dir());
         assert_eq!(cg.info(), &ContainerCgroup::planned(&layout, id));
         assert_eq!(cg.info().path, "/agent/c0ffee");

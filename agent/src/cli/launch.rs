@@ -1,9 +1,10 @@
 //! `agent launch`: run a command in a container made from an image.
 
 use super::state_dir::StateDir;
+use crate::runtime::capabilities::CapArg;
 use crate::runtime::spec::LaunchOptions;
 use crate::runtime::supervisor::{self, Launched};
-use crate::runtime::units::{ByteSize, Cpus, MemorySwap, Network, PidsLimit};
+use crate::runtime::units::{ByteSize, Cpus, MemorySwap, Network, PidsLimit, SecurityOpt};
 use clap::Args;
 use std::process::ExitCode;
 
@@ -53,6 +54,25 @@ pub struct LaunchArgs {
     /// Run a tiny init as PID 1 that forwards signals and reaps zombies.
     #[arg(long)]
     init: bool,
+    /// Add a capability to Docker's default set (e.g. NET_ADMIN, or ALL).
+    #[arg(long = "cap-add", value_name = "CAP")]
+    cap_add: Vec<CapArg>,
+    /// Drop a capability from the default set (e.g. CHOWN, or ALL).
+    #[arg(long = "cap-drop", value_name = "CAP")]
+    cap_drop: Vec<CapArg>,
+    /// All of the host's capabilities, no seccomp filter, no masked /proc paths.
+    #[arg(long)]
+    privileged: bool,
+    /// Read-only root filesystem (writable tmpfs on /tmp, /run and /var/tmp).
+    #[arg(long)]
+    read_only: bool,
+    /// seccomp=unconfined, seccomp=PATH.json, or no-new-privileges[=false].
+    #[arg(long = "security-opt", value_name = "OPT")]
+    security_opt: Vec<SecurityOpt>,
+    /// Run in a user namespace: root inside is USER's first subordinate id from
+    /// /etc/subuid (and GROUP's, or USER's, from /etc/subgid).
+    #[arg(long = "userns-remap", value_name = "USER[:GROUP]")]
+    userns_remap: Option<String>,
     /// Image reference or id.
     image: String,
     /// Command and arguments (default: the image's Entrypoint and Cmd).
@@ -76,14 +96,26 @@ pub fn run(args: LaunchArgs) -> anyhow::Result<ExitCode> {
         detach: args.detach,
         auto_remove: args.rm,
         init: args.init,
+        cap_add: args.cap_add,
+        cap_drop: args.cap_drop,
+        privileged: args.privileged,
+        read_only: args.read_only,
+        security_opts: args.security_opt,
+        userns_remap: args.userns_remap,
         image: args.image,
         command: args.command,
     };
-    match supervisor::launch(&args.state.open()?, &opts)? {
+    Ok(report(supervisor::launch(&args.state.open()?, &opts)?))
+}
+
+/// What the command line says of a launch: a detached container's id, or the
+/// container's own exit code.
+pub(super) fn report(launched: Launched) -> ExitCode {
+    match launched {
         Launched::Detached { id } => {
             println!("{id}");
-            Ok(ExitCode::SUCCESS)
+            ExitCode::SUCCESS
         }
-        Launched::Exited { exit_code, .. } => Ok(ExitCode::from(exit_code.clamp(0, 255) as u8)),
+        Launched::Exited { exit_code, .. } => ExitCode::from(exit_code.clamp(0, 255) as u8),
     }
 }

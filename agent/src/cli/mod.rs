@@ -8,6 +8,7 @@ mod launch;
 mod logs;
 mod ps;
 mod rm;
+mod run;
 mod serve;
 mod state_dir;
 mod stop;
@@ -32,6 +33,8 @@ pub enum Command {
     Events(events::EventsArgs),
     /// Run a command in a new container from an image.
     Launch(Box<launch::LaunchArgs>),
+    /// Run an OCI bundle (config.json and its rootfs, as `runc spec` makes them).
+    Run(run::RunArgs),
     /// List containers.
     Ps(ps::PsArgs),
     /// Show a container's config, state, namespaces, cgroup and overlay dirs as JSON.
@@ -94,6 +97,7 @@ pub fn main() -> ExitCode {
         Command::Serve(args) => serve::run(*args),
         Command::Events(args) => events::run(args),
         Command::Launch(args) => launch::run(*args),
+        Command::Run(args) => run::run(args),
         Command::Ps(args) => ps::run(args),
         Command::Inspect(args) => inspect::run(args),
         Command::Stop(args) => stop::run(args),

@@ -6,29 +6,36 @@
 //!   with Docker's `link`/`lower` files and `overlay2/l/` short links.
 //! - [`rootfs`]: a container's own overlay layer (`diff`, `work`, `merged`) and the
 //!   overlay mount itself.
-//! - [`namespaces`]: everything the container's first process does inside its fresh
-//!   namespaces before `execve`: mounts, `/dev`, `/proc` masking, `pivot_root`,
-//!   hostname, loopback, capabilities, `no_new_privs`, user switch.
-//! - [`cgroups`]: the container's cgroup under the agent's subtree (v1 and v2) and
-//!   its limits.
+//! - [`spec`]: launch options validated into the OCI runtime spec
+//!   (`oci_spec::runtime::Spec`, built with its builders): the one description
+//!   that is written as `config.json` and that the container applies.
+//! - [`namespaces`]: the container's first process applying that spec before
+//!   `execve`: mounts, devices, masked paths, `pivot_root`, hostname, loopback,
+//!   rlimits, user, the five capability sets, `no_new_privs`, seccomp.
+//! - [`capabilities`], [`seccomp`], [`userns`]: Docker's default capabilities and
+//!   `--cap-add`/`--cap-drop`; the containers/common seccomp profile resolved and
+//!   compiled with libseccomp; `--userns-remap` with idmapped layers.
+//! - [`bundle`]: `agent run --bundle`, a foreign OCI bundle run the same way.
 //! - [`supervisor`]: clone into namespaces, wait, forward signals, record the exit.
 //! - [`state`]: `containers/<id>/state.json` (the schema `agent serve` reads) and the
 //!   store lock.
-//! - [`spec`]: user-facing launch options (limits, user, env) validated into the
-//!   OCI runtime `config.json`.
 //!
 //! The whole runtime shares one error type: its modules hand paths and state to each
 //! other constantly and the CLI only needs one line per failure.
 
+pub mod bundle;
+pub mod capabilities;
 pub mod image;
 pub mod namespaces;
 pub mod reconcile;
 pub mod rootfs;
+pub mod seccomp;
 pub mod spec;
 pub mod state;
 pub mod supervisor;
 mod sys;
 pub mod units;
+pub mod userns;
 
 use std::path::{Path, PathBuf};
 

@@ -1,35 +1,72 @@
 //! What the container's first process does inside its fresh namespaces, between
-//! `clone3` and `execve`: the cgroup namespace, the overlay and the special
-//! filesystems, `pivot_root`, masked and read-only `/proc` paths, hostname,
-//! loopback, capability bounding set, `no_new_privs`, user, working directory —
-//! and, with `--init`, a tiny reaper that stays PID 1.
+//! `clone3` and `execve`: it applies the OCI runtime spec, and only the spec —
+//! the cgroup namespace, the root filesystem, `linux.devices`, every entry of
+//! `mounts`, `pivot_root`, `maskedPaths` and `readonlyPaths`, a read-only root,
+//! hostname, loopback, `rlimits`, working directory, the user, the five
+//! capability sets, `noNewPrivileges` and the seccomp program compiled from
+//! `linux.seccomp` — and, with `--init`, a tiny reaper that stays PID 1.
 //!
 //! This code runs in a forked copy of a single-threaded process. On any error it
 //! writes one line to the error pipe (close-on-exec, so a successful `execve` closes
 //! it with nothing written) and exits.
 
+use super::capabilities;
 use super::rootfs::ContainerLayer;
-use super::spec::{self, LaunchSpec, Network};
 use super::{Error, IoContext, Paths, Result, sys};
 use crate::cgroup::{Hierarchy, Version};
+use oci_spec::runtime::{LinuxNamespaceType, LinuxSeccomp, Mount, PosixRlimitType, Process, Spec};
 use std::ffi::CString;
 use std::fs::File;
 use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
-/// Namespaces created for every container (net only with `--network none`).
-pub fn clone_flags(network: Network) -> u64 {
-    let mut flags =
-        libc::CLONE_NEWNS | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC | libc::CLONE_NEWPID;
-    if network == Network::None {
-        flags |= libc::CLONE_NEWNET;
+/// The namespaces a spec asks for, as clone flags. The cgroup namespace is left
+/// out: the child enters it once it is in its cgroup. Joining an existing
+/// namespace (`path`) is not supported.
+pub fn clone_flags(config: &Spec) -> Result<u64> {
+    let mut flags = 0;
+    for ns in config
+        .linux()
+        .iter()
+        .flat_map(|l| l.namespaces().iter().flatten())
+    {
+        if let Some(path) = ns.path() {
+            return Err(Error::Invalid(format!(
+                "joining the namespace {} is not supported",
+                path.display()
+            )));
+        }
+        flags |= match ns.typ() {
+            LinuxNamespaceType::Pid => libc::CLONE_NEWPID,
+            LinuxNamespaceType::Network => libc::CLONE_NEWNET,
+            LinuxNamespaceType::Ipc => libc::CLONE_NEWIPC,
+            LinuxNamespaceType::Uts => libc::CLONE_NEWUTS,
+            LinuxNamespaceType::Mount => libc::CLONE_NEWNS,
+            LinuxNamespaceType::User => libc::CLONE_NEWUSER,
+            LinuxNamespaceType::Cgroup => 0,
+            LinuxNamespaceType::Time => libc::CLONE_NEWTIME,
+        };
     }
-    flags as u64
+    if flags & libc::CLONE_NEWNS == 0 {
+        return Err(Error::Invalid(
+            "the spec must ask for a mount namespace".into(),
+        ));
+    }
+    Ok(flags as u64)
+}
+
+/// Whether the spec asks for a namespace of this kind.
+pub fn has_namespace(config: &Spec, kind: LinuxNamespaceType) -> bool {
+    config
+        .linux()
+        .iter()
+        .flat_map(|l| l.namespaces().iter().flatten())
+        .any(|n| n.typ() == kind)
 }
 
 /// Namespace kinds recorded in `state.json`, as named under `/proc/<pid>/ns`.
-pub const NS_KINDS: &[&str] = &["mnt", "uts", "ipc", "pid", "net", "cgroup"];
+pub const NS_KINDS: &[&str] = &["mnt", "uts", "ipc", "pid", "net", "cgroup", "user"];
 
 /// The inode numbers of `pid`'s namespaces.
 pub fn namespace_inodes(pid: i32) -> std::collections::BTreeMap<String, u64> {
@@ -43,18 +80,31 @@ pub fn namespace_inodes(pid: i32) -> std::collections::BTreeMap<String, u64> {
         .collect()
 }
 
+/// How the root filesystem at `root.path` comes to be.
+pub enum Rootfs<'a> {
+    /// The container's overlay, mounted by the child.
+    Overlay(&'a ContainerLayer, &'a Paths),
+    /// Already mounted in the child's mount namespace (the user-namespace helper
+    /// did it).
+    Premounted,
+    /// A directory (an OCI bundle's `rootfs`), bind-mounted onto itself.
+    Directory,
+}
+
 /// Everything the child needs, prepared by the parent before `clone3`.
 pub struct ChildContext<'a> {
-    /// The validated launch.
-    pub spec: &'a LaunchSpec,
-    /// The container's overlay layer.
-    pub layer: &'a ContainerLayer,
-    /// Store paths.
-    pub paths: &'a Paths,
-    /// `containers/<id>/` (holds hostname, hosts, resolv.conf).
-    pub container_dir: PathBuf,
-    /// How the host mounts cgroups (to mount the container's view of them).
+    /// The spec to apply; `root.path` is absolute.
+    pub config: &'a Spec,
+    /// How the root filesystem is made.
+    pub rootfs: Rootfs<'a>,
+    /// Relative bind-mount sources are relative to this (the bundle).
+    pub base_dir: PathBuf,
+    /// How the host mounts cgroups (for `cgroup` mounts).
     pub cgroup_hierarchy: Option<&'a Hierarchy>,
+    /// The program compiled from `linux.seccomp`.
+    pub seccomp_bpf: Option<&'a [u8]>,
+    /// `--init`.
+    pub init: bool,
 }
 
 /// The child's entry point: waits for the parent to place it in its cgroup, sets the
@@ -108,7 +158,7 @@ fn close_fds_except(keep: i32) {
 fn setup_and_exec(ctx: &ChildContext<'_>, errors: &mut File) -> Error {
     match prepare(ctx) {
         Ok(exec) => {
-            if ctx.spec.init {
+            if ctx.init {
                 run_init(exec, errors)
             } else {
                 exec.run()
@@ -140,48 +190,149 @@ fn cstring(s: &str) -> Result<CString> {
 }
 
 fn prepare(ctx: &ChildContext<'_>) -> Result<Exec> {
-    let spec = ctx.spec;
-    sys::umask(0o022);
-    // Now inside the container's cgroup: make it the cgroup namespace root.
-    sys::unshare(libc::CLONE_NEWCGROUP)?;
-    sys::mount(
-        None,
-        Path::new("/"),
-        None,
-        libc::MS_REC | libc::MS_PRIVATE,
-        None,
-    )?;
-    ctx.layer.mount(ctx.paths)?;
-    let root = ctx.layer.merged.clone();
-    mount_filesystems(&root)?;
-    if let Some(hierarchy) = ctx.cgroup_hierarchy {
-        mount_cgroups(&root, hierarchy)?;
+    let spec = ctx.config;
+    let process = spec
+        .process()
+        .as_ref()
+        .ok_or_else(|| Error::Invalid("the spec has no process".into()))?;
+    let root = spec
+        .root()
+        .as_ref()
+        .map(|r| r.path().clone())
+        .ok_or_else(|| Error::Invalid("the spec has no root".into()))?;
+    let linux = spec.linux().clone().unwrap_or_default();
+    sys::umask(process.user().umask().unwrap_or(0o022));
+    if has_namespace(spec, LinuxNamespaceType::Cgroup) {
+        // Now inside the container's cgroup: make it the cgroup namespace root.
+        sys::unshare(libc::CLONE_NEWCGROUP)?;
     }
-    bind_etc_files(&root, &ctx.container_dir)?;
+    sys::make_rprivate()?;
+    match &ctx.rootfs {
+        Rootfs::Overlay(layer, paths) => layer.mount(paths)?,
+        Rootfs::Premounted => {}
+        Rootfs::Directory => sys::bind(&root, &root, libc::MS_REC)?,
+    }
+    let mounts = spec.mounts().clone().unwrap_or_default();
+    // In a user namespace the process becomes the namespace's root (the mapped
+    // uid) before it makes anything, as files made by an unmapped uid are
+    // refused. Bind sources it could no longer reach (the container's own
+    // directory is root's, mode 0700) are opened first and bound through
+    // `/proc/self/fd`, as runc does.
+    let mut sources: Vec<Option<std::os::fd::OwnedFd>> = Vec::new();
+    if has_namespace(spec, LinuxNamespaceType::User) {
+        for m in &mounts {
+            sources.push(if is_bind(m) {
+                Some(sys::open_path(&bind_source(m, ctx))?)
+            } else {
+                None
+            });
+        }
+        sys::set_ids(0, 0, &[])?;
+    }
+    for (i, m) in mounts.iter().enumerate() {
+        let via = sources.get(i).and_then(|fd| fd.as_ref()).map(|fd| {
+            use std::os::fd::AsRawFd;
+            PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+        });
+        apply_mount(&root, m, ctx, via)?;
+    }
+    drop(sources);
+    create_devices(&root, &linux)?;
     enter_root(&root)?;
-    mask_paths()?;
-    sys::sethostname(&spec.hostname)?;
-    if spec.network == Network::None {
+    for p in linux.masked_paths().iter().flatten() {
+        mask_path(Path::new(p))?;
+    }
+    for p in linux.readonly_paths().iter().flatten() {
+        readonly_path(Path::new(p))?;
+    }
+    if spec.root().as_ref().and_then(|r| r.readonly()) == Some(true) {
+        let flags = sys::mount_flags(Path::new("/"))?;
+        sys::mount(
+            None,
+            Path::new("/"),
+            None,
+            libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | flags,
+            None,
+        )?;
+    }
+    if has_namespace(spec, LinuxNamespaceType::Uts)
+        && let Some(h) = spec.hostname()
+    {
+        sys::sethostname(h)?;
+    }
+    if has_namespace(spec, LinuxNamespaceType::Network) {
         sys::loopback_up()?;
     }
-    let cwd = Path::new(&spec.cwd);
+    for r in process.rlimits().iter().flatten() {
+        sys::setrlimit(rlimit_resource(r.typ()), r.soft(), r.hard())?;
+    }
+    let user = process.user();
+    let cwd = process.cwd();
     if !cwd.is_dir() {
         std::fs::create_dir_all(cwd).at("create working directory", cwd)?;
-        sys::lchown(cwd, spec.uid, spec.gid)?;
+        sys::lchown(cwd, user.uid(), user.gid())?;
     }
     std::env::set_current_dir(cwd).at("chdir", cwd)?;
-    let path = find_executable(&spec.argv[0], &spec.env)?;
+    let argv = process.args().clone().unwrap_or_default();
+    let env = process.env().clone().unwrap_or_default();
+    let first = argv
+        .first()
+        .ok_or_else(|| Error::Invalid("the spec's process has no args".into()))?;
+    let path = find_executable(first, &env)?;
     let exec = Exec {
         path: cstring(&path)?,
-        argv: spec
-            .argv
-            .iter()
-            .map(|a| cstring(a))
-            .collect::<Result<_>>()?,
-        env: spec.env.iter().map(|e| cstring(e)).collect::<Result<_>>()?,
+        argv: argv.iter().map(|a| cstring(a)).collect::<Result<_>>()?,
+        env: env.iter().map(|e| cstring(e)).collect::<Result<_>>()?,
     };
-    drop_privileges(spec)?;
+    confine(process, linux.seccomp().as_ref(), ctx.seccomp_bpf)?;
     Ok(exec)
+}
+
+/// `path` under `root` with every symbolic link on the way resolved inside
+/// `root`, so a link in the image can never send a mount out of the container.
+fn secure_join(root: &Path, path: &Path) -> Result<PathBuf> {
+    let mut out = root.to_path_buf();
+    let mut pending: Vec<std::ffi::OsString> = path
+        .components()
+        .rev()
+        .filter_map(|c| match c {
+            Component::Normal(n) => Some(n.to_os_string()),
+            Component::ParentDir => Some("..".into()),
+            _ => None,
+        })
+        .collect();
+    let mut links = 0;
+    while let Some(name) = pending.pop() {
+        if name == ".." {
+            if out != root {
+                out.pop();
+            }
+            continue;
+        }
+        let next = out.join(&name);
+        match std::fs::symlink_metadata(&next) {
+            Ok(m) if m.file_type().is_symlink() => {
+                links += 1;
+                if links > 40 {
+                    return Err(Error::Invalid(format!(
+                        "too many symbolic links under {}",
+                        path.display()
+                    )));
+                }
+                let target = std::fs::read_link(&next).at("read link", &next)?;
+                if target.is_absolute() {
+                    out = root.to_path_buf();
+                }
+                pending.extend(target.components().rev().filter_map(|c| match c {
+                    Component::Normal(n) => Some(n.to_os_string()),
+                    Component::ParentDir => Some("..".into()),
+                    _ => None,
+                }));
+            }
+            _ => out = next,
+        }
+    }
+    Ok(out)
 }
 
 fn ensure_dir(path: &Path) -> Result<()> {
@@ -194,106 +345,218 @@ fn ensure_dir(path: &Path) -> Result<()> {
     std::fs::create_dir_all(path).at("create directory", path)
 }
 
-fn mount_filesystems(root: &Path) -> Result<()> {
-    use libc::{MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_RDONLY, MS_STRICTATIME};
-    let proc_dir = root.join("proc");
-    ensure_dir(&proc_dir)?;
-    sys::mount(
-        Some("proc"),
-        &proc_dir,
-        Some("proc"),
-        MS_NOSUID | MS_NOEXEC | MS_NODEV,
-        None,
-    )?;
-    let dev = root.join("dev");
-    ensure_dir(&dev)?;
-    sys::mount(
-        Some("tmpfs"),
-        &dev,
-        Some("tmpfs"),
-        MS_NOSUID | MS_NODEV | MS_STRICTATIME,
-        Some("mode=755,size=65536k"),
-    )?;
-    // The device nodes are bind mounts of the host's: each is its own mount without
-    // `nodev`, while `/dev` itself and the overlay root are `nodev`. So a node the
-    // container makes with mknod(2) cannot be opened, on cgroup v1 and v2 alike,
-    // without depending on a device cgroup.
-    for (name, _, _) in spec::DEVICES {
-        let host = Path::new("/dev").join(name);
+fn ensure_file(path: &Path) -> Result<()> {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.is_file() => return Ok(()),
+        Ok(m) if m.is_dir() => {
+            return Err(Error::Invalid(format!(
+                "cannot bind a file onto the directory {}",
+                path.display()
+            )));
+        }
+        Ok(_) => std::fs::remove_file(path).at("remove", path)?,
+        Err(_) => {}
+    }
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).at("create directory", parent)?;
+    }
+    File::create(path).at("create", path).map(drop)
+}
+
+/// A mount's options split as mount(2) takes them.
+#[derive(Debug, Default, PartialEq)]
+struct MountOptions {
+    flags: libc::c_ulong,
+    propagation: libc::c_ulong,
+    data: Vec<String>,
+    bind: bool,
+    recursive: bool,
+}
+
+fn parse_options(options: &[String]) -> MountOptions {
+    use libc::*;
+    let mut o = MountOptions::default();
+    for opt in options {
+        let (set, clear): (c_ulong, c_ulong) = match opt.as_str() {
+            "ro" => (MS_RDONLY, 0),
+            "rw" => (0, MS_RDONLY),
+            "nosuid" => (MS_NOSUID, 0),
+            "suid" => (0, MS_NOSUID),
+            "nodev" => (MS_NODEV, 0),
+            "dev" => (0, MS_NODEV),
+            "noexec" => (MS_NOEXEC, 0),
+            "exec" => (0, MS_NOEXEC),
+            "sync" => (MS_SYNCHRONOUS, 0),
+            "async" => (0, MS_SYNCHRONOUS),
+            "dirsync" => (MS_DIRSYNC, 0),
+            "remount" => (MS_REMOUNT, 0),
+            "mand" => (MS_MANDLOCK, 0),
+            "nomand" => (0, MS_MANDLOCK),
+            "atime" => (0, MS_NOATIME),
+            "noatime" => (MS_NOATIME, 0),
+            "diratime" => (0, MS_NODIRATIME),
+            "nodiratime" => (MS_NODIRATIME, 0),
+            "relatime" => (MS_RELATIME, 0),
+            "norelatime" => (0, MS_RELATIME),
+            "strictatime" => (MS_STRICTATIME, 0),
+            "nostrictatime" => (0, MS_STRICTATIME),
+            "bind" => {
+                o.bind = true;
+                (0, 0)
+            }
+            "rbind" => {
+                o.bind = true;
+                o.recursive = true;
+                (0, 0)
+            }
+            "private" | "rprivate" | "shared" | "rshared" | "slave" | "rslave" | "unbindable"
+            | "runbindable" => {
+                let p = match opt.trim_start_matches('r') {
+                    "private" => MS_PRIVATE,
+                    "shared" => MS_SHARED,
+                    "slave" => MS_SLAVE,
+                    _ => MS_UNBINDABLE,
+                };
+                o.propagation |= p | if opt.starts_with('r') { MS_REC } else { 0 };
+                (0, 0)
+            }
+            _ => {
+                o.data.push(opt.clone());
+                (0, 0)
+            }
+        };
+        o.flags = (o.flags | set) & !clear;
+    }
+    o
+}
+
+fn is_bind(m: &Mount) -> bool {
+    m.typ().as_deref() == Some("bind") || parse_options(m.options().as_deref().unwrap_or(&[])).bind
+}
+
+/// A bind mount's source, relative ones taken from the bundle.
+fn bind_source(m: &Mount, ctx: &ChildContext<'_>) -> PathBuf {
+    let source = m.source().clone().unwrap_or_default();
+    if source.is_absolute() {
+        source
+    } else {
+        ctx.base_dir.join(source)
+    }
+}
+
+/// Applies one entry of `mounts`; a bind mount's source is read through `via`
+/// when given (an `O_PATH` descriptor's `/proc/self/fd` link).
+fn apply_mount(root: &Path, m: &Mount, ctx: &ChildContext<'_>, via: Option<PathBuf>) -> Result<()> {
+    let dest = secure_join(root, m.destination())?;
+    let typ = m.typ().as_deref().unwrap_or("none");
+    let opts = parse_options(m.options().as_deref().unwrap_or(&[]));
+    if typ == "cgroup" {
+        ensure_dir(&dest)?;
+        return match ctx.cgroup_hierarchy {
+            Some(h) => mount_cgroups(&dest, h, opts.flags & libc::MS_RDONLY != 0),
+            None => Ok(()),
+        };
+    }
+    if opts.bind || typ == "bind" {
+        let source = via.unwrap_or_else(|| bind_source(m, ctx));
+        if source.is_dir() {
+            ensure_dir(&dest)?;
+        } else {
+            ensure_file(&dest)?;
+        }
+        let rec = if opts.recursive { libc::MS_REC } else { 0 };
+        sys::bind(&source, &dest, rec)?;
+        let want = opts.flags & !libc::MS_REMOUNT;
+        if want != 0 {
+            sys::mount(
+                None,
+                &dest,
+                None,
+                libc::MS_BIND | libc::MS_REMOUNT | want | sys::mount_flags(&dest)?,
+                None,
+            )?;
+        }
+    } else {
+        ensure_dir(&dest)?;
+        let source = m
+            .source()
+            .as_ref()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| typ.to_string());
+        let data = opts.data.join(",");
+        sys::mount(
+            Some(&source),
+            &dest,
+            Some(typ),
+            opts.flags,
+            (!data.is_empty()).then_some(data.as_str()),
+        )?;
+    }
+    if opts.propagation != 0 {
+        sys::mount(None, &dest, None, opts.propagation, None)?;
+    }
+    Ok(())
+}
+
+/// The device nodes of `linux.devices` plus the defaults every container gets,
+/// as bind mounts of the host's nodes: each is its own mount without `nodev`,
+/// while `/dev` itself and the overlay root are `nodev`. So a node the container
+/// makes with mknod(2) cannot be opened, on cgroup v1 and v2 alike, without
+/// depending on a device cgroup (and it works the same in a user namespace).
+/// Then the `/dev` symbolic links runc makes.
+fn create_devices(root: &Path, linux: &oci_spec::runtime::Linux) -> Result<()> {
+    let dev = secure_join(root, Path::new("/dev"))?;
+    let mut nodes: Vec<PathBuf> = super::spec::DEVICES
+        .iter()
+        .map(|(name, _, _)| PathBuf::from("/dev").join(name))
+        .collect();
+    for d in linux.devices().iter().flatten() {
+        if !nodes.contains(d.path()) {
+            nodes.push(d.path().clone());
+        }
+    }
+    for node in nodes {
+        let host = Path::new("/dev").join(node.strip_prefix("/dev").unwrap_or(&node));
         if !host.exists() {
             continue;
         }
-        let p = dev.join(name);
-        File::create(&p).at("create", &p)?;
+        let p = secure_join(root, &node)?;
+        ensure_file(&p)?;
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o666)).at("chmod", &p)?;
         sys::bind(&host, &p, 0)?;
     }
-    let pts = dev.join("pts");
-    std::fs::create_dir(&pts).at("create directory", &pts)?;
-    sys::mount(
-        Some("devpts"),
-        &pts,
-        Some("devpts"),
-        MS_NOSUID | MS_NOEXEC,
-        Some("newinstance,ptmxmode=0666,mode=0620,gid=5"),
-    )?;
-    let shm = dev.join("shm");
-    std::fs::create_dir(&shm).at("create directory", &shm)?;
-    sys::mount(
-        Some("shm"),
-        &shm,
-        Some("tmpfs"),
-        MS_NOSUID | MS_NOEXEC | MS_NODEV,
-        Some("mode=1777,size=65536k"),
-    )?;
-    let mqueue = dev.join("mqueue");
-    std::fs::create_dir(&mqueue).at("create directory", &mqueue)?;
-    sys::mount(
-        Some("mqueue"),
-        &mqueue,
-        Some("mqueue"),
-        MS_NOSUID | MS_NOEXEC | MS_NODEV,
-        None,
-    )?;
-    for (link, target) in [
-        ("ptmx", "pts/ptmx"),
+    let mut links = vec![
         ("fd", "/proc/self/fd"),
         ("stdin", "/proc/self/fd/0"),
         ("stdout", "/proc/self/fd/1"),
         ("stderr", "/proc/self/fd/2"),
         ("core", "/proc/kcore"),
-    ] {
-        let p = dev.join(link);
-        std::os::unix::fs::symlink(target, &p).at("symlink", &p)?;
+    ];
+    if dev.join("pts/ptmx").exists() {
+        links.push(("ptmx", "pts/ptmx"));
     }
-    let sys_dir = root.join("sys");
-    ensure_dir(&sys_dir)?;
-    sys::mount(
-        Some("sysfs"),
-        &sys_dir,
-        Some("sysfs"),
-        MS_NOSUID | MS_NOEXEC | MS_NODEV | MS_RDONLY,
-        None,
-    )?;
+    for (link, target) in links {
+        let p = dev.join(link);
+        if std::fs::symlink_metadata(&p).is_err() {
+            std::os::unix::fs::symlink(target, &p).at("symlink", &p)?;
+        }
+    }
     Ok(())
 }
 
-/// Mounts the container's own view of its cgroups, read-only, at `/sys/fs/cgroup`
-/// (the cgroup namespace makes each hierarchy's root the container's cgroup), so
-/// programs can read their limits as under Docker.
-fn mount_cgroups(root: &Path, hierarchy: &Hierarchy) -> Result<()> {
+/// Mounts the container's own view of its cgroups at `target` (the cgroup
+/// namespace makes each hierarchy's root the container's cgroup), so programs can
+/// read their limits as under Docker.
+fn mount_cgroups(target: &Path, hierarchy: &Hierarchy, read_only: bool) -> Result<()> {
     use libc::{MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_RDONLY, MS_REMOUNT};
-    let target = root.join("sys/fs/cgroup");
-    if !target.is_dir() {
-        return Ok(());
-    }
-    let flags = MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY;
+    let ro = if read_only { MS_RDONLY } else { 0 };
+    let flags = MS_NOSUID | MS_NODEV | MS_NOEXEC | ro;
     match hierarchy.version() {
-        Version::V2 => sys::mount(Some("cgroup2"), &target, Some("cgroup2"), flags, None),
+        Version::V2 => sys::mount(Some("cgroup2"), target, Some("cgroup2"), flags, None),
         Version::V1 | Version::Hybrid => {
             sys::mount(
                 Some("tmpfs"),
-                &target,
+                target,
                 Some("tmpfs"),
                 MS_NOSUID | MS_NODEV | MS_NOEXEC,
                 Some("mode=755,size=64k"),
@@ -307,30 +570,9 @@ fn mount_cgroups(root: &Path, hierarchy: &Hierarchy) -> Result<()> {
                 let data = m.mount_data();
                 sys::mount(Some("cgroup"), &dir, Some("cgroup"), flags, Some(&data))?;
             }
-            sys::mount(None, &target, None, MS_REMOUNT | flags, None)
+            sys::mount(None, target, None, MS_REMOUNT | flags, None)
         }
     }
-}
-
-/// Bind-mounts the container's `hostname`, `hosts` and `resolv.conf` over `/etc`.
-fn bind_etc_files(root: &Path, container_dir: &Path) -> Result<()> {
-    let etc = root.join("etc");
-    ensure_dir(&etc)?;
-    for name in ["hostname", "hosts", "resolv.conf"] {
-        let target = etc.join(name);
-        match std::fs::symlink_metadata(&target) {
-            Ok(m) if m.is_file() => {}
-            Ok(_) => {
-                std::fs::remove_file(&target).at("remove", &target)?;
-                File::create(&target).at("create", &target)?;
-            }
-            Err(_) => {
-                File::create(&target).at("create", &target)?;
-            }
-        }
-        sys::bind(&container_dir.join(name), &target, 0)?;
-    }
-    Ok(())
 }
 
 /// `pivot_root` into `root` and detach the old root.
@@ -341,41 +583,58 @@ fn enter_root(root: &Path) -> Result<()> {
     std::env::set_current_dir("/").at("chdir", "/")
 }
 
-fn mask_paths() -> Result<()> {
-    for p in spec::MASKED_PATHS {
-        let path = Path::new(p);
-        match std::fs::symlink_metadata(path) {
-            Ok(m) if m.is_dir() => sys::mount(
-                Some("tmpfs"),
-                path,
-                Some("tmpfs"),
-                libc::MS_RDONLY,
-                Some("size=0"),
-            )?,
-            Ok(_) => sys::bind(Path::new("/dev/null"), path, 0)?,
-            Err(_) => {}
-        }
-    }
-    for p in spec::READONLY_PATHS {
-        let path = Path::new(p);
-        if std::fs::symlink_metadata(path).is_err() {
-            continue;
-        }
-        sys::bind(path, path, libc::MS_REC)?;
-        sys::mount(
-            None,
+fn mask_path(path: &Path) -> Result<()> {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => sys::mount(
+            Some("tmpfs"),
             path,
-            None,
-            libc::MS_BIND
-                | libc::MS_REMOUNT
-                | libc::MS_RDONLY
-                | libc::MS_NOSUID
-                | libc::MS_NODEV
-                | libc::MS_NOEXEC,
-            None,
-        )?;
+            Some("tmpfs"),
+            libc::MS_RDONLY,
+            Some("size=0"),
+        ),
+        Ok(_) => sys::bind(Path::new("/dev/null"), path, 0),
+        Err(_) => Ok(()),
     }
-    Ok(())
+}
+
+fn readonly_path(path: &Path) -> Result<()> {
+    if std::fs::symlink_metadata(path).is_err() {
+        return Ok(());
+    }
+    sys::bind(path, path, libc::MS_REC)?;
+    sys::mount(
+        None,
+        path,
+        None,
+        libc::MS_BIND
+            | libc::MS_REMOUNT
+            | libc::MS_RDONLY
+            | libc::MS_NOSUID
+            | libc::MS_NODEV
+            | libc::MS_NOEXEC,
+        None,
+    )
+}
+
+fn rlimit_resource(t: PosixRlimitType) -> libc::c_int {
+    (match t {
+        PosixRlimitType::RlimitCpu => libc::RLIMIT_CPU,
+        PosixRlimitType::RlimitFsize => libc::RLIMIT_FSIZE,
+        PosixRlimitType::RlimitData => libc::RLIMIT_DATA,
+        PosixRlimitType::RlimitStack => libc::RLIMIT_STACK,
+        PosixRlimitType::RlimitCore => libc::RLIMIT_CORE,
+        PosixRlimitType::RlimitRss => libc::RLIMIT_RSS,
+        PosixRlimitType::RlimitNproc => libc::RLIMIT_NPROC,
+        PosixRlimitType::RlimitNofile => libc::RLIMIT_NOFILE,
+        PosixRlimitType::RlimitMemlock => libc::RLIMIT_MEMLOCK,
+        PosixRlimitType::RlimitAs => libc::RLIMIT_AS,
+        PosixRlimitType::RlimitLocks => libc::RLIMIT_LOCKS,
+        PosixRlimitType::RlimitSigpending => libc::RLIMIT_SIGPENDING,
+        PosixRlimitType::RlimitMsgqueue => libc::RLIMIT_MSGQUEUE,
+        PosixRlimitType::RlimitNice => libc::RLIMIT_NICE,
+        PosixRlimitType::RlimitRtprio => libc::RLIMIT_RTPRIO,
+        PosixRlimitType::RlimitRttime => libc::RLIMIT_RTTIME,
+    }) as libc::c_int
 }
 
 /// Finds `cmd` on the container's `PATH` (after `pivot_root`).
@@ -402,35 +661,64 @@ fn find_executable(cmd: &str, env: &[String]) -> Result<String> {
     )))
 }
 
-/// Reduces the capability bounding set to Docker's defaults, sets `no_new_privs`,
-/// switches user, and leaves root with only the default capabilities.
-fn drop_privileges(spec: &LaunchSpec) -> Result<()> {
-    let last_cap: u32 = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(40);
-    let keep: u64 = spec::DEFAULT_CAPS
-        .iter()
-        .fold(0, |acc, (_, n)| acc | 1u64 << n);
-    for cap in 0..=last_cap {
-        if keep & (1u64 << cap) == 0 {
-            sys::prctl(
-                libc::PR_CAPBSET_DROP,
-                cap as libc::c_ulong,
-                "drop capability",
-            )?;
-        }
+fn caps_error(what: &'static str) -> impl Fn(caps::errors::CapsError) -> Error {
+    move |e| Error::Sys {
+        op: what.into(),
+        source: std::io::Error::other(e.to_string()),
+    }
+}
+
+/// The spec's process credentials and confinement, in runc's order: the bounding
+/// set, then (keeping the permitted set across the switch) the user and groups,
+/// then effective, permitted and inheritable, then ambient, then
+/// `no_new_privs`, and the seccomp program last — or, without `no_new_privs`,
+/// first, while the process still holds CAP_SYS_ADMIN to install it.
+fn confine(process: &Process, seccomp: Option<&LinuxSeccomp>, bpf: Option<&[u8]>) -> Result<()> {
+    let nnp = process.no_new_privileges().unwrap_or(false);
+    let load = |bpf: &[u8]| {
+        let flags = seccomp.map_or(0, super::seccomp::filter_flags);
+        sys::seccomp_load(bpf, flags)
+    };
+    if let Some(b) = bpf
+        && !nnp
+    {
+        load(b)?;
+    }
+    let spec_caps = process.capabilities().clone().unwrap_or_default();
+    let bounding = capabilities::kernel_set(spec_caps.bounding().as_ref())?;
+    let current =
+        caps::read(None, caps::CapSet::Bounding).map_err(caps_error("read the bounding set"))?;
+    for cap in current.difference(&bounding) {
+        caps::drop(None, caps::CapSet::Bounding, *cap)
+            .map_err(caps_error("drop from the bounding set"))?;
     }
     sys::prctl(
         libc::PR_CAP_AMBIENT,
         libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong,
         "clear ambient capabilities",
     )?;
-    sys::set_ids(spec.uid, spec.gid, &spec.groups)?;
-    if spec.uid == 0 {
-        sys::capset(keep, keep, 0)?;
+    sys::prctl(libc::PR_SET_KEEPCAPS, 1, "keep capabilities")?;
+    let user = process.user();
+    let groups = user.additional_gids().clone().unwrap_or_default();
+    sys::set_ids(user.uid(), user.gid(), &groups)?;
+    sys::prctl(libc::PR_SET_KEEPCAPS, 0, "keep capabilities")?;
+    let mask = |set: &caps::CapsHashSet| set.iter().fold(0u64, |a, c| a | c.bitmask());
+    let effective = capabilities::kernel_set(spec_caps.effective().as_ref())?;
+    let permitted = capabilities::kernel_set(spec_caps.permitted().as_ref())?;
+    let inheritable = capabilities::kernel_set(spec_caps.inheritable().as_ref())?;
+    sys::capset(mask(&effective), mask(&permitted), mask(&inheritable))?;
+    for cap in capabilities::kernel_set(spec_caps.ambient().as_ref())? {
+        // As in runc, an ambient capability the kernel refuses (one missing from
+        // the inheritable set, as in `runc spec`'s own config) is not fatal: the
+        // ambient set can only ever hold what is already permitted and inheritable.
+        let _ = caps::raise(None, caps::CapSet::Ambient, cap);
     }
-    sys::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, "set no_new_privs")?;
+    if nnp {
+        sys::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, "set no_new_privs")?;
+        if let Some(b) = bpf {
+            load(b)?;
+        }
+    }
     Ok(())
 }
 
@@ -476,5 +764,54 @@ fn run_init(exec: Exec, errors: &mut File) -> Error {
                 let _ = sys::kill(child, s);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_split_into_flags_and_data() {
+        let o = parse_options(
+            &[
+                "nosuid",
+                "noexec",
+                "mode=755",
+                "size=65536k",
+                "ro",
+                "rbind",
+                "rprivate",
+            ]
+            .map(String::from),
+        );
+        assert_eq!(o.flags, libc::MS_NOSUID | libc::MS_NOEXEC | libc::MS_RDONLY);
+        assert_eq!(o.data, ["mode=755", "size=65536k"]);
+        assert!(o.bind && o.recursive);
+        assert_eq!(o.propagation, libc::MS_PRIVATE | libc::MS_REC);
+        assert_eq!(parse_options(&["ro", "rw"].map(String::from)).flags, 0);
+    }
+
+    #[test]
+    fn secure_join_stays_inside_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("etc")).unwrap();
+        std::os::unix::fs::symlink("/outside/file", root.join("etc/abs")).unwrap();
+        std::os::unix::fs::symlink("../../../../x", root.join("etc/rel")).unwrap();
+        assert_eq!(
+            secure_join(root, Path::new("/etc/abs")).unwrap(),
+            root.join("outside/file")
+        );
+        assert_eq!(
+            secure_join(root, Path::new("/etc/rel")).unwrap(),
+            root.join("x")
+        );
+        assert_eq!(
+            secure_join(root, Path::new("/a/../../b")).unwrap(),
+            root.join("b")
+        );
+        std::os::unix::fs::symlink("loop", root.join("loop")).unwrap();
+        assert!(secure_join(root, Path::new("/loop")).is_err());
     }
 }

@@ -26,6 +26,11 @@ pub struct ContainerLayer {
     pub lower_links: Vec<String>,
     /// Lower layers' `diff` directories, top-most first.
     pub lowerdirs: Vec<PathBuf>,
+    /// Mount with overlayfs' `volatile`: no sync of the upper layer, ever — not
+    /// even the one that unmounting would do when the container's mount namespace
+    /// dies (tens of milliseconds on a busy disk). For `--rm` containers, whose
+    /// layer is deleted right after, as podman does.
+    pub volatile: bool,
     id: String,
 }
 
@@ -74,28 +79,40 @@ impl ContainerLayer {
                 .map(|l| image::layer_dir(paths, l).join("diff"))
                 .collect(),
             dir,
+            volatile: false,
             id: id.to_string(),
         })
     }
 
     /// overlayfs mount data, relative to `overlay2/` (the mount is made from there).
     pub fn mount_data(&self) -> String {
+        self.mount_data_with(&self.lower_links)
+    }
+
+    fn mount_data_with(&self, lowers: &[String]) -> String {
         format!(
-            "lowerdir={},upperdir={id}/diff,workdir={id}/work",
-            self.lower_links.join(":"),
+            "lowerdir={},upperdir={id}/diff,workdir={id}/work{}",
+            lowers.join(":"),
+            if self.volatile { ",volatile" } else { "" },
             id = self.id
         )
     }
 
     /// Mounts the overlay on `merged` (run inside the container's mount namespace).
     pub fn mount(&self, paths: &Paths) -> Result<()> {
+        self.mount_with_lowers(paths, &self.lower_links)
+    }
+
+    /// Mounts the overlay with `lowers` (relative to `overlay2/`, top-most first) in
+    /// place of the image's layers.
+    pub fn mount_with_lowers(&self, paths: &Paths, lowers: &[String]) -> Result<()> {
         let overlay = paths.overlay();
         std::env::set_current_dir(&overlay).at("chdir", &overlay)?;
-        let data = self.mount_data();
+        let data = self.mount_data_with(lowers);
         if data.len() >= 4096 {
             return Err(Error::Invalid(format!(
                 "image has too many layers ({}) for one overlay mount",
-                self.lower_links.len()
+                lowers.len()
             )));
         }
         // nodev: device nodes inside the image or made by the container stay inert

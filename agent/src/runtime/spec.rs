@@ -4,13 +4,22 @@
 //! Validation happens first and touches nothing on disk, so bad input (a malformed
 //! limit, an unknown user, a missing command) leaves nothing behind.
 
+use super::capabilities::{self, CapArg};
 use super::image::{self, ImageRecord};
+use super::seccomp::Profile;
 use super::state::validate_name;
 pub use super::units::Network;
-use super::units::{ByteSize, Cpus, MemorySwap, PidsLimit};
+use super::units::{ByteSize, Cpus, MemorySwap, PidsLimit, SecurityOpt};
+use super::userns::IdMap;
 use super::{Error, IoContext, Paths, Result};
 use crate::cgroup::Limits;
-use std::collections::BTreeMap;
+use oci_spec::runtime::{
+    Capabilities, LinuxBuilder, LinuxCpuBuilder, LinuxDeviceBuilder, LinuxDeviceType,
+    LinuxMemoryBuilder, LinuxNamespaceBuilder, LinuxNamespaceType, LinuxPidsBuilder,
+    LinuxResources, LinuxResourcesBuilder, LinuxSeccomp, Mount, MountBuilder, ProcessBuilder,
+    RootBuilder, Spec, SpecBuilder, UserBuilder,
+};
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 /// Launch options as given on the command line.
@@ -44,6 +53,18 @@ pub struct LaunchOptions {
     pub auto_remove: bool,
     /// `--init`.
     pub init: bool,
+    /// `--cap-add`.
+    pub cap_add: Vec<CapArg>,
+    /// `--cap-drop`.
+    pub cap_drop: Vec<CapArg>,
+    /// `--privileged`.
+    pub privileged: bool,
+    /// `--read-only`.
+    pub read_only: bool,
+    /// `--security-opt`.
+    pub security_opts: Vec<SecurityOpt>,
+    /// `--userns-remap USER[:GROUP]`.
+    pub userns_remap: Option<String>,
     /// IMAGE.
     pub image: String,
     /// CMD….
@@ -63,16 +84,6 @@ pub struct LaunchSpec {
     pub image: ImageRecord,
     /// argv (entrypoint + cmd).
     pub argv: Vec<String>,
-    /// Environment, `KEY=VALUE`.
-    pub env: Vec<String>,
-    /// Working directory inside the container.
-    pub cwd: String,
-    /// uid / gid / supplementary groups.
-    pub uid: u32,
-    /// Primary gid.
-    pub gid: u32,
-    /// Supplementary gids.
-    pub groups: Vec<u32>,
     /// Hostname.
     pub hostname: String,
     /// Network mode.
@@ -87,6 +98,10 @@ pub struct LaunchSpec {
     pub auto_remove: bool,
     /// `--init`.
     pub init: bool,
+    /// The OCI runtime spec: what `config.json` holds and the container applies.
+    pub config: Spec,
+    /// The user namespace's id map (`--userns-remap`).
+    pub idmap: Option<IdMap>,
 }
 
 /// Smallest memory limit accepted (Docker's minimum).
@@ -348,17 +363,31 @@ pub fn validate(paths: &Paths, opts: &LaunchOptions, id: String) -> Result<Launc
     if !env.iter().any(|e| e.starts_with("HOME=")) {
         env.push(format!("HOME={}", user.home));
     }
+    let confinement = confinement(opts)?;
+    let idmap = opts
+        .userns_remap
+        .as_deref()
+        .map(IdMap::from_subid_files)
+        .transpose()?;
+    let config = build_config(
+        &paths.container(&id),
+        &argv,
+        &env,
+        &cwd,
+        &user,
+        &hostname,
+        network,
+        &limits,
+        &labels,
+        &confinement,
+        idmap.as_ref(),
+    )?;
     Ok(LaunchSpec {
         id,
         name,
         image_ref: opts.image.clone(),
         image,
         argv,
-        env,
-        cwd,
-        uid: user.uid,
-        gid: user.gid,
-        groups: user.groups,
         hostname,
         network,
         limits,
@@ -366,26 +395,10 @@ pub fn validate(paths: &Paths, opts: &LaunchOptions, id: String) -> Result<Launc
         detach: opts.detach,
         auto_remove: opts.auto_remove,
         init: opts.init,
+        config,
+        idmap,
     })
 }
-
-/// Docker's default capability set (bounding, effective, permitted).
-pub const DEFAULT_CAPS: &[(&str, u32)] = &[
-    ("CAP_CHOWN", 0),
-    ("CAP_DAC_OVERRIDE", 1),
-    ("CAP_FOWNER", 3),
-    ("CAP_FSETID", 4),
-    ("CAP_KILL", 5),
-    ("CAP_SETGID", 6),
-    ("CAP_SETUID", 7),
-    ("CAP_SETPCAP", 8),
-    ("CAP_NET_BIND_SERVICE", 10),
-    ("CAP_NET_RAW", 13),
-    ("CAP_SYS_CHROOT", 18),
-    ("CAP_MKNOD", 27),
-    ("CAP_AUDIT_WRITE", 29),
-    ("CAP_SETFCAP", 31),
-];
 
 /// `/proc` and `/sys` paths hidden from the container (Docker's defaults).
 pub const MASKED_PATHS: &[&str] = &[
@@ -412,8 +425,9 @@ pub const READONLY_PATHS: &[&str] = &[
     "/proc/sysrq-trigger",
 ];
 
-/// Device nodes created in the container's `/dev`: (name, major, minor).
-pub const DEVICES: &[(&str, u32, u32)] = &[
+/// Device nodes every container gets in its `/dev` (runc's defaults): (name,
+/// major, minor).
+pub const DEVICES: &[(&str, i64, i64)] = &[
     ("null", 1, 3),
     ("zero", 1, 5),
     ("full", 1, 7),
@@ -422,72 +436,314 @@ pub const DEVICES: &[(&str, u32, u32)] = &[
     ("tty", 5, 0),
 ];
 
-/// Renders the OCI runtime spec (`config.json`) of a launch. `rootfs` is the
-/// `merged` directory; `cgroups_path` the container's cgroup path.
-pub fn oci_config(
-    spec: &LaunchSpec,
-    rootfs: &Path,
-    cgroups_path: &str,
-) -> Result<oci_spec::runtime::Spec> {
-    let caps: Vec<&str> = DEFAULT_CAPS.iter().map(|c| c.0).collect();
-    let mut namespaces = vec![
-        serde_json::json!({"type": "pid"}),
-        serde_json::json!({"type": "ipc"}),
-        serde_json::json!({"type": "uts"}),
-        serde_json::json!({"type": "mount"}),
-        serde_json::json!({"type": "cgroup"}),
+/// Writable tmpfs mounts a `--read-only` container gets: (path, mode).
+pub const READ_ONLY_TMPFS: &[(&str, &str)] =
+    &[("/tmp", "1777"), ("/run", "755"), ("/var/tmp", "1777")];
+
+fn build_error(what: &str) -> impl Fn(oci_spec::OciSpecError) -> Error + '_ {
+    move |e| Error::Invalid(format!("building config.json ({what}): {e}"))
+}
+
+fn mount(dest: &str, typ: &str, source: &str, options: &[&str]) -> Result<Mount> {
+    MountBuilder::default()
+        .destination(dest)
+        .typ(typ)
+        .source(source)
+        .options(options.iter().map(|o| o.to_string()).collect::<Vec<_>>())
+        .build()
+        .map_err(build_error(dest))
+}
+
+/// Docker's default mounts, the container's `/etc` files bound from
+/// `container_dir`, and with `--read-only` the writable tmpfs mounts.
+fn mounts(container_dir: &Path, privileged: bool, read_only: bool) -> Result<Vec<Mount>> {
+    let sys_mode = if privileged { "rw" } else { "ro" };
+    let mut out = vec![
+        mount("/proc", "proc", "proc", &["nosuid", "noexec", "nodev"])?,
+        mount(
+            "/dev",
+            "tmpfs",
+            "tmpfs",
+            &["nosuid", "strictatime", "mode=755", "size=65536k"],
+        )?,
+        mount(
+            "/dev/pts",
+            "devpts",
+            "devpts",
+            &[
+                "nosuid",
+                "noexec",
+                "newinstance",
+                "ptmxmode=0666",
+                "mode=0620",
+                "gid=5",
+            ],
+        )?,
+        mount(
+            "/sys",
+            "sysfs",
+            "sysfs",
+            &["nosuid", "noexec", "nodev", sys_mode],
+        )?,
+        mount(
+            "/sys/fs/cgroup",
+            "cgroup",
+            "cgroup",
+            &["nosuid", "noexec", "nodev", sys_mode],
+        )?,
+        mount(
+            "/dev/mqueue",
+            "mqueue",
+            "mqueue",
+            &["nosuid", "noexec", "nodev"],
+        )?,
+        mount(
+            "/dev/shm",
+            "tmpfs",
+            "shm",
+            &["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"],
+        )?,
     ];
-    if spec.network == Network::None {
-        namespaces.push(serde_json::json!({"type": "network"}));
+    if read_only {
+        for (path, mode) in READ_ONLY_TMPFS {
+            let mode = format!("mode={mode}");
+            out.push(mount(
+                path,
+                "tmpfs",
+                "tmpfs",
+                &["nosuid", "nodev", &mode, "size=65536k"],
+            )?);
+        }
     }
-    let mut resources = serde_json::Map::new();
-    let l = &spec.limits;
-    if l.memory_bytes.is_some() {
-        resources.insert(
-            "memory".into(),
-            serde_json::json!({"limit": l.memory_bytes, "swap": l.memory_swap_bytes}),
+    for name in ETC_FILES {
+        let source = container_dir.join(name);
+        out.push(
+            MountBuilder::default()
+                .destination(format!("/etc/{name}"))
+                .typ("bind")
+                .source(source)
+                .options(vec!["rbind".to_string(), "rprivate".to_string()])
+                .build()
+                .map_err(build_error(name))?,
         );
     }
-    if l.cpu_quota_us.is_some() {
-        resources.insert(
-            "cpu".into(),
-            serde_json::json!({"quota": l.cpu_quota_us, "period": l.cpu_period_us}),
+    Ok(out)
+}
+
+/// Files of `containers/<id>/` bound over the image's `/etc` ones.
+pub const ETC_FILES: &[&str] = &["hostname", "hosts", "resolv.conf"];
+
+/// `linux.resources` for `limits` (memory.swap is memory plus swap, -1 unlimited,
+/// as in Docker's and runc's spec).
+pub fn resources(limits: &Limits) -> Result<LinuxResources> {
+    let mut b = LinuxResourcesBuilder::default();
+    if let Some(m) = limits.memory_bytes {
+        let swap = limits.memory_swap_bytes.map_or(-1, |s| s as i64);
+        b = b.memory(
+            LinuxMemoryBuilder::default()
+                .limit(m as i64)
+                .swap(swap)
+                .build()
+                .map_err(build_error("memory"))?,
         );
     }
-    if let Some(p) = l.pids_max {
-        resources.insert("pids".into(), serde_json::json!({"limit": p}));
+    if let (Some(q), Some(p)) = (limits.cpu_quota_us, limits.cpu_period_us) {
+        b = b.cpu(
+            LinuxCpuBuilder::default()
+                .quota(q as i64)
+                .period(p)
+                .build()
+                .map_err(build_error("cpu"))?,
+        );
     }
-    let value = serde_json::json!({
-        "ociVersion": "1.0.2",
-        "process": {
-            "terminal": false,
-            "user": {"uid": spec.uid, "gid": spec.gid, "additionalGids": spec.groups},
-            "args": spec.argv,
-            "env": spec.env,
-            "cwd": spec.cwd,
-            "capabilities": {"bounding": caps, "effective": caps, "permitted": caps},
-            "noNewPrivileges": true,
-        },
-        "root": {"path": rootfs, "readonly": false},
-        "hostname": spec.hostname,
-        "mounts": [
-            {"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]},
-            {"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
-            {"destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]},
-            {"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
-            {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]},
-            {"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]},
-        ],
-        "annotations": spec.labels,
-        "linux": {
-            "cgroupsPath": cgroups_path,
-            "namespaces": namespaces,
-            "resources": resources,
-            "maskedPaths": MASKED_PATHS,
-            "readonlyPaths": READONLY_PATHS,
-        },
-    });
-    serde_json::from_value(value).map_err(|e| Error::Invalid(format!("building config.json: {e}")))
+    if let Some(p) = limits.pids_max {
+        b = b.pids(
+            LinuxPidsBuilder::default()
+                .limit(p as i64)
+                .build()
+                .map_err(build_error("pids"))?,
+        );
+    }
+    b.build().map_err(build_error("resources"))
+}
+
+/// The confinement a launch asked for, resolved.
+#[derive(Debug, Clone)]
+pub struct Confinement {
+    /// The capability set (bounding = effective = permitted).
+    pub capabilities: Capabilities,
+    /// `linux.seccomp`, `None` when unconfined.
+    pub seccomp: Option<LinuxSeccomp>,
+    /// `no_new_privs`.
+    pub no_new_privileges: bool,
+    /// Masked and read-only paths (empty with `--privileged`).
+    pub masked: bool,
+    /// `--privileged`.
+    pub privileged: bool,
+    /// `--read-only`.
+    pub read_only: bool,
+}
+
+/// Resolves capabilities, seccomp and no_new_privs from the options. The default
+/// profile comes from its package or the launch is refused.
+pub fn confinement(opts: &LaunchOptions) -> Result<Confinement> {
+    let capabilities = capabilities::resolve(opts.privileged, &opts.cap_add, &opts.cap_drop)?;
+    let mut seccomp_opt = None;
+    let mut no_new_privileges = true;
+    for o in &opts.security_opts {
+        match o {
+            SecurityOpt::SeccompUnconfined => seccomp_opt = Some(None),
+            SecurityOpt::SeccompProfile(p) => seccomp_opt = Some(Some(p.clone())),
+            SecurityOpt::NoNewPrivileges(v) => no_new_privileges = *v,
+        }
+    }
+    let profile = match seccomp_opt {
+        Some(None) => None,
+        Some(Some(path)) => Some(Profile::load(&path)?),
+        // --privileged turns seccomp off unless a profile is named, as in Docker.
+        None if opts.privileged => None,
+        None => Some(Profile::load_default()?),
+    };
+    let seccomp = profile.map(|p| p.resolve(&capabilities)).transpose()?;
+    Ok(Confinement {
+        capabilities,
+        seccomp,
+        no_new_privileges,
+        masked: !opts.privileged,
+        privileged: opts.privileged,
+        read_only: opts.read_only,
+    })
+}
+
+/// Builds the OCI runtime spec of a launch: the one description that is written
+/// as `config.json` and that the container's first process applies. `root.path`
+/// and `linux.cgroupsPath` are filled in once the layer and cgroup exist.
+#[allow(clippy::too_many_arguments)]
+fn build_config(
+    container_dir: &Path,
+    argv: &[String],
+    env: &[String],
+    cwd: &str,
+    user: &ResolvedUser,
+    hostname: &str,
+    network: Network,
+    limits: &Limits,
+    labels: &BTreeMap<String, String>,
+    confinement: &Confinement,
+    idmap: Option<&IdMap>,
+) -> Result<Spec> {
+    let process = ProcessBuilder::default()
+        .terminal(false)
+        .user(
+            UserBuilder::default()
+                .uid(user.uid)
+                .gid(user.gid)
+                .additional_gids(user.groups.clone())
+                .build()
+                .map_err(build_error("user"))?,
+        )
+        .args(argv.to_vec())
+        .env(env.to_vec())
+        .cwd(cwd)
+        .capabilities(capabilities::oci(&confinement.capabilities)?)
+        .no_new_privileges(confinement.no_new_privileges)
+        .build()
+        .map_err(build_error("process"))?;
+    let mut kinds = vec![
+        LinuxNamespaceType::Pid,
+        LinuxNamespaceType::Ipc,
+        LinuxNamespaceType::Uts,
+        LinuxNamespaceType::Mount,
+        LinuxNamespaceType::Cgroup,
+    ];
+    if network == Network::None {
+        kinds.push(LinuxNamespaceType::Network);
+    }
+    if idmap.is_some() {
+        kinds.push(LinuxNamespaceType::User);
+    }
+    let namespaces = kinds
+        .into_iter()
+        .map(|typ| {
+            LinuxNamespaceBuilder::default()
+                .typ(typ)
+                .build()
+                .map_err(build_error("namespace"))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let devices = DEVICES
+        .iter()
+        .map(|(name, major, minor)| {
+            LinuxDeviceBuilder::default()
+                .path(format!("/dev/{name}"))
+                .typ(LinuxDeviceType::C)
+                .major(*major)
+                .minor(*minor)
+                .file_mode(0o666u32)
+                .uid(0u32)
+                .gid(0u32)
+                .build()
+                .map_err(build_error("device"))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let (masked, readonly): (Vec<String>, Vec<String>) = if confinement.masked {
+        (
+            MASKED_PATHS.iter().map(|p| p.to_string()).collect(),
+            READONLY_PATHS.iter().map(|p| p.to_string()).collect(),
+        )
+    } else {
+        (Vec::new(), Vec::new())
+    };
+    let mut linux = LinuxBuilder::default()
+        .namespaces(namespaces)
+        .resources(resources(limits)?)
+        .devices(devices)
+        .masked_paths(masked)
+        .readonly_paths(readonly);
+    if let Some(s) = &confinement.seccomp {
+        linux = linux.seccomp(s.clone());
+    }
+    if let Some(map) = idmap {
+        linux = linux
+            .uid_mappings(vec![map.uid_mapping()?])
+            .gid_mappings(vec![map.gid_mapping()?]);
+    }
+    SpecBuilder::default()
+        .version("1.0.2")
+        .process(process)
+        .root(
+            RootBuilder::default()
+                .path("rootfs")
+                .readonly(confinement.read_only)
+                .build()
+                .map_err(build_error("root"))?,
+        )
+        .hostname(hostname)
+        .mounts(mounts(
+            container_dir,
+            confinement.privileged,
+            confinement.read_only,
+        )?)
+        .annotations(
+            labels
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect::<HashMap<_, _>>(),
+        )
+        .linux(linux.build().map_err(build_error("linux"))?)
+        .build()
+        .map_err(build_error("spec"))
+}
+
+/// Sets the parts of `config` known only once the container exists.
+pub fn place(config: &mut Spec, rootfs: &Path, cgroups_path: &str) -> Result<()> {
+    let mut root = config.root().clone().unwrap_or_default();
+    root.set_path(rootfs.to_path_buf());
+    config.set_root(Some(root));
+    let mut linux = config.linux().clone().unwrap_or_default();
+    linux.set_cgroups_path(Some(cgroups_path.into()));
+    config.set_linux(Some(linux));
+    Ok(())
 }
 
 /// Writes `config.json` into the container directory.

@@ -33,7 +33,7 @@
 //!              "dirs": ["/sys/fs/cgroup/memory/agent/<id>", …]},
 //!   "rootfs": {"upperdir": "…/overlay2/<id>/diff", "workdir": "…/work",
 //!              "merged": "…/merged", "lowerdirs": ["…/overlay2/<layer>/diff", …]},
-//!   "namespaces": {"mnt": 4026532000, "uts": …, "ipc": …, "pid": …, "net": …, "cgroup": …},
+//!   "namespaces": {"mnt": 4026532000, "uts": …, "ipc": …, "pid": …, "net": …, "cgroup": …, "user": …},
 //!   "network": "none" | "host",
 //!   "hostname": "…",
 //!   "detached": false, "auto_remove": false, "init": false,
@@ -145,7 +145,8 @@ pub struct ContainerState {
     pub cgroup: Option<CgroupInfo>,
     /// Overlay directories.
     pub rootfs: RootfsInfo,
-    /// Namespace inode numbers by kind (`mnt`, `uts`, `ipc`, `pid`, `net`, `cgroup`).
+    /// Namespace inode numbers by kind (`mnt`, `uts`, `ipc`, `pid`, `net`, `cgroup`,
+    /// `user`).
     #[serde(default)]
     pub namespaces: BTreeMap<String, u64>,
     /// `none` or `host`.

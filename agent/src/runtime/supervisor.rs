@@ -12,12 +12,15 @@
 //! multi-threaded process would copy locks held by threads that do not exist in the
 //! child.
 
-use super::namespaces::{self, ChildContext};
+use super::bundle;
+use super::namespaces::{self, ChildContext, Rootfs};
 use super::rootfs::{self, ContainerLayer};
 use super::spec::{self, LaunchOptions, LaunchSpec};
 use super::state::{self, ContainerState, RootfsInfo, STATE_VERSION, Status};
-use super::{Error, IoContext, Paths, Result, sys};
+use super::userns::{self, IdMap};
+use super::{Error, IoContext, Paths, Result, seccomp, sys};
 use crate::cgroup::{ContainerCgroup, Hierarchy};
+use oci_spec::runtime::{LinuxNamespaceType, Spec};
 use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
@@ -70,19 +73,55 @@ pub fn ensure_single_threaded() -> Result<()> {
     }
 }
 
-/// Launches a container. Must be called while the process is single-threaded (it
-/// checks): from the `agent launch` command, never from inside an async runtime.
-pub fn launch(paths: &Paths, opts: &LaunchOptions) -> Result<Launched> {
+/// A container ready to start: its spec and how its root comes to be.
+struct Prepared {
+    /// The spec the child applies (`root.path` absolute, `cgroupsPath` set); it
+    /// is also `config.json`.
+    config: Spec,
+    /// The overlay layer (image launches); `None` for a bundle's rootfs.
+    layer: Option<ContainerLayer>,
+    /// Relative bind sources are relative to this.
+    base_dir: PathBuf,
+    /// The compiled `linux.seccomp`.
+    seccomp_bpf: Option<Vec<u8>>,
+    /// `--init`.
+    init: bool,
+    /// `-d`.
+    detach: bool,
+    /// `--rm`.
+    auto_remove: bool,
+}
+
+/// The compiled program of the spec's `linux.seccomp`, from the store's cache.
+fn compile_seccomp(paths: &Paths, config: &Spec) -> Result<Option<Vec<u8>>> {
+    config
+        .linux()
+        .as_ref()
+        .and_then(|l| l.seccomp().as_ref())
+        .map(|s| seccomp::compiled(&paths.root().join("seccomp"), s))
+        .transpose()
+}
+
+/// The start of every launch: single-threaded, the store laid out, a fresh id
+/// whose leftovers are removed unless the launch gets far enough, the host's
+/// cgroup layout.
+fn begin(paths: &Paths) -> Result<(String, Creation<'_>, Hierarchy)> {
     ensure_single_threaded()?;
     super::ensure_layout(paths)?;
     let id = super::random_id()?;
-    let mut creation = Creation {
+    let creation = Creation {
         paths,
         id: id.clone(),
         cgroup: None,
         armed: true,
     };
-    let hierarchy = Hierarchy::detect_host()?;
+    Ok((id, creation, Hierarchy::detect_host()?))
+}
+
+/// Launches a container. Must be called while the process is single-threaded (it
+/// checks): from the `agent launch` command, never from inside an async runtime.
+pub fn launch(paths: &Paths, opts: &LaunchOptions) -> Result<Launched> {
+    let (id, mut creation, hierarchy) = begin(paths)?;
     let (spec, mut st, layer) = {
         let _lock = sys::lock_exclusive(&paths.lock_file())?;
         let spec = spec::validate(paths, opts, id.clone())?;
@@ -98,7 +137,8 @@ pub fn launch(paths: &Paths, opts: &LaunchOptions) -> Result<Launched> {
         }
         let dir = paths.container(&id);
         std::fs::create_dir(&dir).at("create container directory", &dir)?;
-        let layer = ContainerLayer::create(paths, &id, &spec.image)?;
+        let mut layer = ContainerLayer::create(paths, &id, &spec.image)?;
+        layer.volatile = spec.auto_remove;
         let mut st = initial_state(&spec, &layer);
         // Recorded before they exist, so whatever a crash leaves, `rm` removes.
         st.cgroup = Some(ContainerCgroup::planned(&hierarchy, &id));
@@ -107,24 +147,106 @@ pub fn launch(paths: &Paths, opts: &LaunchOptions) -> Result<Launched> {
     };
     let dir = paths.container(&id);
     write_etc_files(&dir, &spec)?;
-    let cg = ContainerCgroup::create(&hierarchy, &id, &spec.limits)?;
+    let mut config = spec.config.clone();
+    let resources = config.linux().as_ref().and_then(|l| l.resources().clone());
+    let cg = ContainerCgroup::create(&hierarchy, &id, resources.as_ref())?;
     st.cgroup = Some(cg.info().clone());
     creation.cgroup = Some(cg.clone());
-    let config = spec::oci_config(&spec, &layer.merged, &cg.info().path)?;
+    spec::place(&mut config, &layer.merged, &cg.info().path)?;
+    if let Some(map) = &spec.idmap {
+        userns::chown_own_layer(&layer, map)?;
+    }
     spec::write_oci_config(&dir, &config)?;
+    let seccomp_bpf = compile_seccomp(paths, &config)?;
     state::save(paths, &st)?;
+    let prepared = Prepared {
+        config,
+        layer: Some(layer),
+        base_dir: dir,
+        seccomp_bpf,
+        init: spec.init,
+        detach: spec.detach,
+        auto_remove: spec.auto_remove,
+    };
+    creation.armed = false;
+    run(paths, &prepared, cg, st)
+}
 
-    if spec.detach {
-        let log = dir.join("container.log");
+/// `agent run --bundle DIR`: runs an OCI bundle (its `config.json` and the rootfs
+/// it names) exactly as its spec says, under the agent's supervision: its cgroup
+/// is `/agent/<id>` whatever `cgroupsPath` says (the agent's subtree is where
+/// `agent serve` and `rm` look), with the spec's `linux.resources`.
+pub fn run_bundle(paths: &Paths, opts: &bundle::BundleOptions) -> Result<Launched> {
+    let mut config = bundle::load(&opts.bundle)?;
+    let (id, mut creation, hierarchy) = begin(paths)?;
+    let name = match &opts.name {
+        Some(n) => {
+            state::validate_name(n)?;
+            n.clone()
+        }
+        None => format!("agent-{}", &id[..12]),
+    };
+    let mut st = {
+        let _lock = sys::lock_exclusive(&paths.lock_file())?;
+        if state::list(paths.root())?.iter().any(|c| c.name == name) {
+            creation.armed = false;
+            return Err(Error::Conflict(format!(
+                "the container name {name} is already in use"
+            )));
+        }
+        let dir = paths.container(&id);
+        std::fs::create_dir(&dir).at("create container directory", &dir)?;
+        let st = bundle::initial_state(&id, &name, &opts.bundle, &config, opts.detach);
+        let mut st = ContainerState {
+            supervisor_pid: Some(std::process::id() as i32),
+            supervisor_started: state::process_start_ticks(std::process::id() as i32),
+            ..st
+        };
+        st.cgroup = Some(ContainerCgroup::planned(&hierarchy, &id));
+        state::save(paths, &st)?;
+        st
+    };
+    let resources = config.linux().as_ref().and_then(|l| l.resources().clone());
+    let cg = ContainerCgroup::create(&hierarchy, &id, resources.as_ref())?;
+    st.cgroup = Some(cg.info().clone());
+    creation.cgroup = Some(cg.clone());
+    let root = st.rootfs.merged.clone();
+    spec::place(&mut config, &root, &cg.info().path)?;
+    let dir = paths.container(&id);
+    spec::write_oci_config(&dir, &config)?;
+    let seccomp_bpf = compile_seccomp(paths, &config)?;
+    state::save(paths, &st)?;
+    let prepared = Prepared {
+        config,
+        layer: None,
+        base_dir: opts.bundle.clone(),
+        seccomp_bpf,
+        init: false,
+        detach: opts.detach,
+        auto_remove: false,
+    };
+    creation.armed = false;
+    run(paths, &prepared, cg, st)
+}
+
+/// Starts a prepared container and supervises it: here, or with `-d` in a
+/// forked, `setsid` supervisor.
+fn run(
+    paths: &Paths,
+    prepared: &Prepared,
+    cg: ContainerCgroup,
+    mut st: ContainerState,
+) -> Result<Launched> {
+    let id = st.id.clone();
+    if prepared.detach {
+        let log = paths.container(&id).join("container.log");
         st.log_path = Some(log.clone());
         state::save(paths, &st)?;
         let (mut ready_r, ready_w) = sys::pipe()?;
         match sys::fork()? {
             0 => {
                 drop(ready_r);
-                // The detached supervisor owns cleanup from here on.
-                creation.armed = false;
-                let code = detached_supervisor(paths, &spec, &layer, cg, st, &log, ready_w);
+                let code = detached_supervisor(paths, prepared, cg, st, &log, ready_w);
                 sys::exit_now(code);
             }
             _child => {
@@ -135,7 +257,6 @@ pub fn launch(paths: &Paths, opts: &LaunchOptions) -> Result<Launched> {
                     &mut std::io::BufReader::new(&mut ready_r),
                     &mut msg,
                 );
-                creation.armed = false;
                 if msg.trim() == "ok" {
                     Ok(Launched::Detached { id })
                 } else {
@@ -149,16 +270,14 @@ pub fn launch(paths: &Paths, opts: &LaunchOptions) -> Result<Launched> {
             }
         }
     } else {
-        creation.armed = false;
-        let exit_code = supervise(paths, &spec, &layer, &cg, &mut st, |_| {})?;
+        let exit_code = supervise(paths, prepared, &cg, &mut st, |_| {})?;
         Ok(Launched::Exited { id, exit_code })
     }
 }
 
 fn detached_supervisor(
     paths: &Paths,
-    spec: &LaunchSpec,
-    layer: &ContainerLayer,
+    prepared: &Prepared,
     cg: ContainerCgroup,
     mut st: ContainerState,
     log: &Path,
@@ -185,7 +304,7 @@ fn detached_supervisor(
     st.supervisor_pid = Some(std::process::id() as i32);
     st.supervisor_started = state::process_start_ticks(std::process::id() as i32);
     let mut ready = Some(ready);
-    let result = supervise(paths, spec, layer, &cg, &mut st, |outcome| {
+    let result = supervise(paths, prepared, &cg, &mut st, |outcome| {
         if let Some(mut r) = ready.take() {
             let _ = match outcome {
                 Ok(()) => writeln!(r, "ok"),
@@ -267,8 +386,7 @@ fn fail_start(paths: &Paths, cg: &ContainerCgroup, st: &mut ContainerState, err:
 /// Returns the exit code (128+signal when killed).
 fn supervise(
     paths: &Paths,
-    spec: &LaunchSpec,
-    layer: &ContainerLayer,
+    prepared: &Prepared,
     cg: &ContainerCgroup,
     st: &mut ContainerState,
     mut on_start: impl FnMut(std::result::Result<(), &Error>),
@@ -276,7 +394,7 @@ fn supervise(
     let mut blocked = FORWARDED.to_vec();
     blocked.push(libc::SIGCHLD);
     sys::sigmask(libc::SIG_BLOCK, &blocked)?;
-    let started = start(paths, spec, layer, cg, st);
+    let started = start(paths, prepared, cg, st);
     let pid = match started {
         Ok(pid) => {
             on_start(Ok(()));
@@ -300,7 +418,7 @@ fn supervise(
     st.finished_at = Some(super::now_unix());
     st.pid = None;
     cg.destroy();
-    if spec.auto_remove {
+    if prepared.auto_remove {
         rootfs::remove(paths, &st.id)?;
         let dir = paths.container(&st.id);
         std::fs::remove_dir_all(&dir).at("remove", &dir)?;
@@ -314,21 +432,30 @@ fn supervise(
 /// until it has exec'd. Returns its host pid.
 fn start(
     paths: &Paths,
-    spec: &LaunchSpec,
-    layer: &ContainerLayer,
+    prepared: &Prepared,
     cg: &ContainerCgroup,
     st: &mut ContainerState,
 ) -> Result<i32> {
+    let config = &prepared.config;
+    let linux = config.linux().clone().unwrap_or_default();
+    let user_ns = namespaces::has_namespace(config, LinuxNamespaceType::User);
+    let flags = namespaces::clone_flags(config)?;
     let (sync_r, mut sync_w) = sys::pipe()?;
     let (mut err_r, err_w) = sys::pipe()?;
-    let ctx = ChildContext {
-        spec,
-        layer,
-        paths,
-        container_dir: paths.container(&spec.id),
-        cgroup_hierarchy: cg.hierarchy(),
+    let rootfs = match &prepared.layer {
+        Some(_) if user_ns => Rootfs::Premounted,
+        Some(layer) => Rootfs::Overlay(layer, paths),
+        None => Rootfs::Directory,
     };
-    let pid = sys::clone_fork(namespaces::clone_flags(spec.network))?;
+    let ctx = ChildContext {
+        config,
+        rootfs,
+        base_dir: prepared.base_dir.clone(),
+        cgroup_hierarchy: cg.hierarchy(),
+        seccomp_bpf: prepared.seccomp_bpf.as_deref(),
+        init: prepared.init,
+    };
+    let pid = sys::clone_fork(flags)?;
     if pid == 0 {
         drop(sync_w);
         drop(err_r);
@@ -336,11 +463,23 @@ fn start(
     }
     drop(sync_r);
     drop(err_w);
-    let placed = cg.add_process(pid);
+    let placed = (|| -> Result<()> {
+        if user_ns {
+            userns::write_maps(pid, &linux)?;
+            if let Some(layer) = &prepared.layer {
+                let map = IdMap::from_spec(&linux).ok_or_else(|| {
+                    Error::Invalid("a user namespace needs uid and gid mappings of root".into())
+                })?;
+                userns::mount_rootfs(pid, paths, layer, &map)?;
+            }
+        }
+        cg.add_process(pid)?;
+        Ok(())
+    })();
     if let Err(e) = placed {
         let _ = sys::kill(pid, libc::SIGKILL);
         let _ = sys::waitpid(pid, 0);
-        return Err(e.into());
+        return Err(e);
     }
     // Record the pid before releasing the child, so `stop`/`kill` can find it, and
     // its namespaces while it is sure to be alive (a short command may be gone by

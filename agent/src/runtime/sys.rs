@@ -535,3 +535,203 @@ pub fn umask(mask: libc::mode_t) {
     // SAFETY: umask cannot fail.
     unsafe { libc::umask(mask) };
 }
+
+/// `setns(2)` into the namespace at `path` (e.g. `/proc/<pid>/ns/mnt`).
+pub fn setns_path(path: &Path, nstype: libc::c_int) -> Result<()> {
+    let file = std::fs::File::open(path).at("open namespace", path)?;
+    // SAFETY: the descriptor is open for the duration of the call.
+    let ret = unsafe { libc::setns(file.as_raw_fd(), nstype) };
+    check(ret, "setns", path)
+}
+
+/// `struct mount_attr` of `mount_setattr(2)`.
+#[repr(C)]
+struct MountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+
+const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
+const OPEN_TREE_CLONE: libc::c_uint = 1;
+const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x0000_0004;
+
+/// Replaces the directory `dir` (in this mount namespace) by an idmapped mount of
+/// itself, mapped through the user namespace at `userns`: `open_tree` clones it,
+/// `mount_setattr(MOUNT_ATTR_IDMAP)` maps it, `move_mount` puts it over `dir`.
+/// The error of `mount_setattr` says `mount_setattr` (the caller falls back on it).
+pub fn idmap_over(dir: &Path, userns: &str) -> Result<()> {
+    let userns_file = std::fs::File::open(userns).at("open user namespace", userns)?;
+    let c = cpath(dir)?;
+    // SAFETY: `c` is NUL-terminated and outlives the call; flags are plain integers.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_open_tree,
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint,
+        )
+    };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error()).at("open_tree", dir);
+    }
+    // SAFETY: open_tree returned a fresh descriptor that nothing else owns.
+    let tree = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    let attr = MountAttr {
+        attr_set: MOUNT_ATTR_IDMAP,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: userns_file.as_raw_fd() as u64,
+    };
+    // SAFETY: `tree` is an open detached mount, the empty path is a NUL-terminated
+    // literal and `attr` a valid mount_attr whose size is passed; all outlive the call.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            tree.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    if ret < 0 {
+        return Err(Error::last_os(format!("mount_setattr {}", dir.display())));
+    }
+    // SAFETY: as above; `c` names the target directory.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            tree.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH,
+        )
+    };
+    check(ret as libc::c_int, "move_mount onto", dir)
+}
+
+/// `lgetxattr(2)`: the attribute's value, `None` when it is not set.
+pub fn lgetxattr(path: &Path, name: &str) -> Result<Option<Vec<u8>>> {
+    let p = cpath(path)?;
+    let n = cstr(name)?;
+    let mut buf = vec![0u8; 256];
+    // SAFETY: the strings are NUL-terminated; the buffer pointer/length describe `buf`.
+    let ret =
+        unsafe { libc::lgetxattr(p.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    if ret < 0 {
+        let err = std::io::Error::last_os_error();
+        return match err.raw_os_error() {
+            Some(libc::ENODATA) | Some(libc::ENOTSUP) => Ok(None),
+            _ => Err(err).at("get xattr of", path),
+        };
+    }
+    buf.truncate(ret as usize);
+    Ok(Some(buf))
+}
+
+/// `setrlimit(2)`.
+pub fn setrlimit(resource: libc::c_int, soft: u64, hard: u64) -> Result<()> {
+    let lim = libc::rlimit {
+        rlim_cur: soft,
+        rlim_max: hard,
+    };
+    // SAFETY: `lim` is an initialised rlimit that outlives the call.
+    let ret = unsafe { libc::setrlimit(resource as _, &lim) };
+    check_sys(ret as libc::c_long, "setrlimit").map(drop)
+}
+
+/// Installs a classic BPF seccomp program (`struct sock_filter` array, as
+/// libseccomp exports it) on this thread with seccomp(2).
+pub fn seccomp_load(bpf: &[u8], flags: libc::c_ulong) -> Result<()> {
+    if bpf.is_empty()
+        || !bpf
+            .len()
+            .is_multiple_of(std::mem::size_of::<libc::sock_filter>())
+    {
+        return Err(Error::Invalid(format!(
+            "a seccomp program of {} bytes is not a whole number of instructions",
+            bpf.len()
+        )));
+    }
+    // Copied into properly aligned instructions.
+    let filter: Vec<libc::sock_filter> = bpf
+        .chunks_exact(8)
+        .map(|c| libc::sock_filter {
+            code: u16::from_ne_bytes([c[0], c[1]]),
+            jt: c[2],
+            jf: c[3],
+            k: u32::from_ne_bytes([c[4], c[5], c[6], c[7]]),
+        })
+        .collect();
+    let prog = libc::sock_fprog {
+        len: filter.len() as libc::c_ushort,
+        filter: filter.as_ptr() as *mut libc::sock_filter,
+    };
+    // SAFETY: `prog` points at `filter`, both alive for the call; the kernel copies
+    // the program.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_seccomp,
+            libc::SECCOMP_SET_MODE_FILTER,
+            flags,
+            &prog as *const libc::sock_fprog,
+        )
+    };
+    check_sys(ret, "seccomp").map(drop)
+}
+
+/// The mount flags of the mount at `path` that a bind remount must repeat
+/// (`statvfs(3)`'s `f_flag` as `MS_*`): a remount that left out a flag the kernel
+/// locked (in a user namespace) would be refused.
+pub fn mount_flags(path: &Path) -> Result<libc::c_ulong> {
+    let p = cpath(path)?;
+    // SAFETY: statvfs is plain data; zeroed is a valid value.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `p` is NUL-terminated and `st` a valid out-pointer, both outlive the call.
+    let ret = unsafe { libc::statvfs(p.as_ptr(), &mut st) };
+    check(ret, "statvfs", path)?;
+    let f = st.f_flag;
+    let mut flags = 0;
+    for (st_flag, ms_flag) in [
+        (libc::ST_RDONLY, libc::MS_RDONLY),
+        (libc::ST_NOSUID, libc::MS_NOSUID),
+        (libc::ST_NODEV, libc::MS_NODEV),
+        (libc::ST_NOEXEC, libc::MS_NOEXEC),
+        (libc::ST_NOATIME, libc::MS_NOATIME),
+        (libc::ST_NODIRATIME, libc::MS_NODIRATIME),
+        (libc::ST_RELATIME, libc::MS_RELATIME),
+    ] {
+        if f & st_flag != 0 {
+            flags |= ms_flag;
+        }
+    }
+    Ok(flags)
+}
+
+/// An `O_PATH | O_CLOEXEC` descriptor of `path` (for binding it later through
+/// `/proc/self/fd` once the path itself is out of reach).
+pub fn open_path(path: &Path) -> Result<OwnedFd> {
+    let p = cpath(path)?;
+    // SAFETY: `p` is NUL-terminated and outlives the call; flags are plain integers.
+    let fd = unsafe { libc::open(p.as_ptr(), libc::O_PATH | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error()).at("open", path);
+    }
+    // SAFETY: open returned a fresh descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Makes every mount of this mount namespace private, recursively, so nothing
+/// mounted here propagates back to the host.
+pub fn make_rprivate() -> Result<()> {
+    mount(
+        None,
+        Path::new("/"),
+        None,
+        libc::MS_REC | libc::MS_PRIVATE,
+        None,
+    )
+}

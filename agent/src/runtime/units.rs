@@ -188,6 +188,39 @@ impl FromStr for Signal {
     }
 }
 
+/// A `--security-opt` value, as Docker spells them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecurityOpt {
+    /// `seccomp=unconfined`: no seccomp filter.
+    SeccompUnconfined,
+    /// `seccomp=PATH.json`: this profile instead of the default one.
+    SeccompProfile(std::path::PathBuf),
+    /// `no-new-privileges[=true|false]` (on unless turned off).
+    NoNewPrivileges(bool),
+}
+
+impl FromStr for SecurityOpt {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (key, value) = match s.split_once(['=', ':']) {
+            Some((k, v)) => (k, Some(v)),
+            None => (s, None),
+        };
+        match (key, value) {
+            ("seccomp", Some("unconfined")) => Ok(SecurityOpt::SeccompUnconfined),
+            ("seccomp", Some(path)) if !path.is_empty() => {
+                Ok(SecurityOpt::SeccompProfile(path.into()))
+            }
+            ("no-new-privileges", None | Some("true")) => Ok(SecurityOpt::NoNewPrivileges(true)),
+            ("no-new-privileges", Some("false")) => Ok(SecurityOpt::NoNewPrivileges(false)),
+            _ => Err(format!(
+                "{s:?}: use seccomp=unconfined, seccomp=PATH.json or no-new-privileges[=true|false]"
+            )),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -235,5 +268,33 @@ mod tests {
         }
         assert_eq!("host".parse::<Network>(), Ok(Network::Host));
         assert!("bridge".parse::<Network>().is_err());
+    }
+
+    #[test]
+    fn security_opts() {
+        assert_eq!(
+            "seccomp=unconfined".parse::<SecurityOpt>(),
+            Ok(SecurityOpt::SeccompUnconfined)
+        );
+        assert_eq!(
+            "seccomp=/p.json".parse::<SecurityOpt>(),
+            Ok(SecurityOpt::SeccompProfile("/p.json".into()))
+        );
+        assert_eq!(
+            "no-new-privileges".parse::<SecurityOpt>(),
+            Ok(SecurityOpt::NoNewPrivileges(true))
+        );
+        assert_eq!(
+            "no-new-privileges=false".parse::<SecurityOpt>(),
+            Ok(SecurityOpt::NoNewPrivileges(false))
+        );
+        for bad in [
+            "seccomp",
+            "seccomp=",
+            "apparmor=x",
+            "no-new-privileges=maybe",
+        ] {
+            assert!(bad.parse::<SecurityOpt>().is_err(), "{bad}");
+        }
     }
 }

@@ -30,6 +30,7 @@ pub const TESTS: &[&str] = &[
     "privileged_launch",
     "privileged_ebpf",
     "privileged_launch_observed",
+    "privileged_confinement",
     "privileged_docker",
     "cli_serve",
     "e2e_prometheus",
@@ -43,6 +44,10 @@ const DATA_DIRS: &[&str] = &["dashboards"];
 /// Host programs some tests run, copied in (with their libraries) when the host has
 /// them; a test that finds one missing skips or fails on its own terms.
 const HOST_PROGRAMS: &[&str] = &["/usr/bin/prometheus"];
+
+/// Host files the agent reads at run time, copied to the same paths: the default
+/// seccomp profile (without it every launch is refused, by design).
+const HOST_FILES: &[&str] = &["/usr/share/containers/seccomp.json"];
 
 /// Kernel modules the guest loads (with their dependencies): overlay for container
 /// root filesystems, virtio-blk for the capture disk and the tests' scratch disk.
@@ -59,6 +64,8 @@ pub const PACKAGES: &[&str] = &[
     "clang-19",
     "libbpf-dev",
     "prometheus",
+    "libseccomp-dev",
+    "golang-github-containers-common",
 ];
 
 /// Controllers enabled in the root's subtree_control (the capture adds cpuset, as the
@@ -190,6 +197,17 @@ pub fn run(mut opts: Options) -> anyhow::Result<()> {
                 eprintln!(
                     "xtask: vm: {} not on the host; tests that need it will say so",
                     p.display()
+                );
+            }
+        }
+        for f in HOST_FILES {
+            let f = Path::new(f);
+            if f.exists() {
+                fs.copy(f, f, false)?;
+            } else {
+                eprintln!(
+                    "xtask: vm: {} not on the host; launches in the guest will be refused",
+                    f.display()
                 );
             }
         }
