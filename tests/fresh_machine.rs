@@ -40,6 +40,7 @@ impl Drop for FreshRun {
         }
         if !Path::new(CLANG).exists() {
             let _ = Command::new("apt-get")
+                .args(["-o", "DPkg::Lock::Timeout=300"])
                 .args(["install", "-y", "-q", "--no-install-recommends", "clang-19"])
                 .env("DEBIAN_FRONTEND", "noninteractive")
                 .status();
@@ -87,7 +88,13 @@ fn fresh_clone_without_clang_runs_the_whole_agent() {
         log: dir.path().join("run.log"),
     };
     if Path::new(CLANG).exists() {
+        // A dpkg run that was killed half-way must be finished before any other.
+        let _ = Command::new("dpkg")
+            .args(["--configure", "-a"])
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status();
         let ok = Command::new("apt-get")
+            .args(["-o", "DPkg::Lock::Timeout=300"])
             .args(["remove", "-y", "-q", "clang-19"])
             .env("DEBIAN_FRONTEND", "noninteractive")
             .stdout(Stdio::null())

@@ -123,7 +123,14 @@ pub fn ensure(wanted: &[&str]) -> anyhow::Result<()> {
         );
     }
     eprintln!("xtask: installing {}", missing.join(" "));
+    // An install that was killed half-way leaves dpkg asking for this first.
+    let _ = Command::new("dpkg")
+        .arg("--configure")
+        .arg("-a")
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .status();
     let status = Command::new("apt-get")
+        .args(["-o", "DPkg::Lock::Timeout=300"])
         .arg("update")
         .arg("-q")
         .status()
@@ -131,7 +138,9 @@ pub fn ensure(wanted: &[&str]) -> anyhow::Result<()> {
     if !status.success() {
         bail!("apt-get update failed");
     }
+    // Another apt may hold the lock for a while; wait for it rather than fail.
     let status = Command::new("apt-get")
+        .args(["-o", "DPkg::Lock::Timeout=300"])
         .args(["install", "-y", "-q", "--no-install-recommends"])
         .args(&missing)
         .env("DEBIAN_FRONTEND", "noninteractive")
