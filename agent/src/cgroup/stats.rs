@@ -531,27 +531,7 @@ impl StatsReader {
         };
         let mut inactive_file = None;
         for (source, kept, path) in &self.files {
-            let opened;
-            let file = match kept {
-                Some(f) => f,
-                None => match File::open(path) {
-                    Ok(f) => {
-                        opened = f;
-                        &opened
-                    }
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                        return Err(StatsError::Vanished(self.rel.clone()));
-                    }
-                    Err(source) => {
-                        on_error(StatsError::Read {
-                            path: path.clone(),
-                            source,
-                        });
-                        continue;
-                    }
-                },
-            };
-            let data = match read_all(file, buf) {
+            let data = match read_source(kept.as_ref(), path, buf) {
                 Ok(d) => d,
                 Err(e) if super::discovery::is_vanished(&e) => {
                     return Err(StatsError::Vanished(self.rel.clone()));
@@ -599,6 +579,19 @@ fn open_into(
             Err(StatsError::Vanished(path.display().to_string()))
         }
         Err(source) => Err(StatsError::Read { path, source }),
+    }
+}
+
+/// Reads a stat file through its kept descriptor, or by opening it (past the
+/// descriptor budget).
+fn read_source<'b>(
+    kept: Option<&File>,
+    path: &std::path::Path,
+    buf: &'b mut Vec<u8>,
+) -> std::io::Result<&'b [u8]> {
+    match kept {
+        Some(file) => read_all(file, buf),
+        None => read_all(&File::open(path)?, buf),
     }
 }
 
