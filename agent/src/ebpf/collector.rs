@@ -11,13 +11,7 @@ impl Tracer {
     /// start, so that "tracing is off" can be alerted on.
     pub fn encode_unavailable(encoder: &mut DescriptorEncoder) -> std::fmt::Result {
         let hooks: Vec<(&str, i64)> = HOOKS.iter().map(|h| (*h, 0)).collect();
-        encode_gauge_by(
-            encoder,
-            "agent_ebpf_program_attached",
-            "1 when the eBPF program on this hook is attached",
-            "program",
-            &hooks,
-        )
+        encode_attached(encoder, &hooks)
     }
 
     /// Writes every `agent_ebpf_*`, `agent_exec_events_total` and
@@ -30,13 +24,7 @@ impl Tracer {
             .iter()
             .map(|p| (p.hook, i64::from(p.attached)))
             .collect();
-        encode_gauge_by(
-            encoder,
-            "agent_ebpf_program_attached",
-            "1 when the eBPF program on this hook is attached",
-            "program",
-            &hooks,
-        )?;
+        encode_attached(encoder, &hooks)?;
         let (lost_exec, lost_mount) = self.lost();
         encode_counter_by(
             encoder,
@@ -65,6 +53,17 @@ impl Tracer {
         self.shared.prune();
         self.shared.counters.lock().encode(encoder)
     }
+}
+
+/// `agent_ebpf_program_attached{program}`: 1 per live hook, 0 otherwise.
+fn encode_attached(encoder: &mut DescriptorEncoder, hooks: &[(&str, i64)]) -> std::fmt::Result {
+    encode_gauge_by(
+        encoder,
+        "agent_ebpf_program_attached",
+        "1 when the eBPF program on this hook is attached",
+        "program",
+        hooks,
+    )
 }
 
 /// Puts the tracer's families into a scrape: its counters when it runs, the
