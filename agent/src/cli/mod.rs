@@ -8,7 +8,7 @@ mod launch;
 mod logs;
 mod ps;
 mod rm;
-mod serve;
+pub(crate) mod serve;
 mod state_dir;
 mod stop;
 
@@ -114,7 +114,7 @@ pub fn main() -> ExitCode {
 /// An error and its causes on one line, each said once. The runtime's errors print
 /// their cause in their own message and keep it as their source too (so `{:#}` would
 /// say it twice); a cause whose text is already on the line is left out.
-fn one_line(err: &anyhow::Error) -> String {
+pub(crate) fn one_line(err: &anyhow::Error) -> String {
     let mut line = String::new();
     for cause in err.chain() {
         let msg = cause.to_string();

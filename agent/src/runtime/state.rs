@@ -229,15 +229,20 @@ impl ContainerState {
 }
 
 /// What `/proc/<pid>/stat` says of a process that the state needs.
-struct ProcessStat {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProcessStat {
     /// R, S, D, Z (zombie), X (dead)…
-    state: char,
+    pub state: char,
     /// Start time in clock ticks since boot (field 22).
-    start_ticks: u64,
+    pub start_ticks: u64,
 }
 
 fn process_stat(pid: i32) -> Option<ProcessStat> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    parse_stat(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
+/// Parses the contents of `/proc/<pid>/stat`; `None` when it is not in that format.
+pub fn parse_stat(stat: &str) -> Option<ProcessStat> {
     // Fields after the command name (which may hold spaces and parentheses).
     let rest = stat.get(stat.rfind(')')? + 2..)?;
     let mut fields = rest.split_whitespace();
@@ -431,6 +436,25 @@ mod tests {
             !s.supervisor_alive(),
             "a different start time is another process"
         );
+    }
+
+    #[test]
+    fn stat_lines_are_parsed_past_the_command_name() {
+        // Field 22 (start time) is 19 fields after the state; the command name may
+        // hold spaces and parentheses.
+        let tail = "1 1 0 0 -1 4194560 100 0 0 0 5 3 0 0 20 0 1 0 4242 1000 200";
+        let stat = parse_stat(&format!("77 (a) (b c) S {tail}\n")).unwrap();
+        assert_eq!(
+            stat,
+            ProcessStat {
+                state: 'S',
+                start_ticks: 4242
+            }
+        );
+        assert_eq!(parse_stat(&format!("77 (x) Z {tail}")).unwrap().state, 'Z');
+        for bad in ["", "77 (x)", "77 (x) S 1 2", "77 x S", "77 (x)\u{e9}S"] {
+            assert_eq!(parse_stat(bad), None, "{bad:?}");
+        }
     }
 
     #[test]
