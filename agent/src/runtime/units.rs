@@ -28,7 +28,6 @@ impl FromStr for ByteSize {
         if num.is_empty() || num.starts_with('.') {
             return Err(bad());
         }
-        let value: f64 = num.parse().map_err(|_| bad())?;
         let mult: u64 = match unit.to_ascii_lowercase().as_str() {
             "" | "b" => 1,
             "k" | "ki" | "kb" | "kib" => 1 << 10,
@@ -37,6 +36,11 @@ impl FromStr for ByteSize {
             "t" | "ti" | "tb" | "tib" => 1 << 40,
             _ => return Err(bad()),
         };
+        // Whole numbers exactly: an f64 holds integers only up to 2^53.
+        if let Ok(whole) = num.parse::<u64>() {
+            return whole.checked_mul(mult).map(ByteSize).ok_or_else(bad);
+        }
+        let value: f64 = num.parse().map_err(|_| bad())?;
         let bytes = value * mult as f64;
         if !bytes.is_finite() || bytes >= u64::MAX as f64 {
             return Err(bad());
@@ -204,9 +208,26 @@ mod tests {
         ] {
             assert_eq!(s.parse::<ByteSize>(), Ok(ByteSize(want)), "{s}");
         }
-        for s in ["", "abc", "-1", "1x", ".5m", "99999999999999999999t"] {
+        for s in [
+            "",
+            "abc",
+            "-1",
+            "1x",
+            ".5m",
+            "99999999999999999999t",
+            "16777216t",
+        ] {
             assert!(s.parse::<ByteSize>().is_err(), "{s}");
         }
+        // Found by the cli_values fuzz target: whole numbers above 2^53 went
+        // through an f64 and came back rounded.
+        for n in [(1u64 << 53) + 1, 30_806_552_531_659_123, u64::MAX] {
+            assert_eq!(n.to_string().parse::<ByteSize>(), Ok(ByteSize(n)), "{n}");
+        }
+        assert_eq!(
+            "16777215t".parse::<ByteSize>(),
+            Ok(ByteSize(16_777_215 << 40))
+        );
         assert_eq!("-1".parse::<MemorySwap>(), Ok(MemorySwap::Unlimited));
     }
 
