@@ -113,7 +113,9 @@ pub fn main() -> ExitCode {
 
 /// An error and its causes on one line, each said once. The runtime's errors print
 /// their cause in their own message and keep it as their source too (so `{:#}` would
-/// say it twice); a cause whose text is already on the line is left out.
+/// say it twice); a cause whose text is already on the line is left out. Control
+/// characters are escaped (`\n`, `\u{1b}`): messages quote what archives, images
+/// and files hold, which must not break the line or reach the terminal raw.
 pub(crate) fn one_line(err: &anyhow::Error) -> String {
     let mut line = String::new();
     for cause in err.chain() {
@@ -126,7 +128,18 @@ pub(crate) fn one_line(err: &anyhow::Error) -> String {
         }
         line.push_str(&msg);
     }
-    line
+    if !line.contains(char::is_control) {
+        return line;
+    }
+    let mut escaped = String::with_capacity(line.len());
+    for c in line.chars() {
+        if c.is_control() {
+            escaped.extend(c.escape_default());
+        } else {
+            escaped.push(c);
+        }
+    }
+    escaped
 }
 
 #[cfg(test)]
@@ -152,5 +165,21 @@ mod tests {
             one_line(&corrupt.into()),
             "corrupt image data /x: invalid JSON: line 1"
         );
+    }
+
+    #[test]
+    fn control_characters_from_the_input_are_escaped() {
+        // Found by the layer_unpack fuzz target: tar quotes a header field of the
+        // layer in its error, newlines and terminal escapes included.
+        let tar = std::io::Error::other(
+            "numeric field was not a number: 1\n2 when getting cksum for \u{1b}[2Jx",
+        );
+        let err = anyhow::Error::from(tar).context("read layer /l.tar");
+        let line = one_line(&err);
+        assert_eq!(
+            line,
+            "read layer /l.tar: numeric field was not a number: 1\\n2 when getting cksum for \\u{1b}[2Jx"
+        );
+        assert!(!line.contains(char::is_control), "{line}");
     }
 }
