@@ -244,7 +244,7 @@ fn process_stat(pid: i32) -> Option<ProcessStat> {
 /// Parses the contents of `/proc/<pid>/stat`; `None` when it is not in that format.
 pub fn parse_stat(stat: &str) -> Option<ProcessStat> {
     // Fields after the command name (which may hold spaces and parentheses).
-    let rest = stat.get(stat.rfind(')')? + 2..)?;
+    let rest = stat[stat.rfind(')')? + 1..].strip_prefix(' ')?;
     let mut fields = rest.split_whitespace();
     let state = fields.next()?.chars().next()?;
     let start_ticks = fields.nth(18)?.parse().ok()?;
@@ -455,6 +455,9 @@ mod tests {
         for bad in ["", "77 (x)", "77 (x) S 1 2", "77 x S", "77 (x)\u{e9}S"] {
             assert_eq!(parse_stat(bad), None, "{bad:?}");
         }
+        // Found by the proc_files fuzz target: the byte after the command name was
+        // skipped unseen, so `)0S` read as state S.
+        assert_eq!(parse_stat(&format!("77 (x)0S {tail}")), None);
     }
 
     #[test]
