@@ -47,18 +47,17 @@ fn substitute(part: &[u8], done: &[Option<(String, usize)>]) -> Vec<u8> {
     let mut out = Vec::with_capacity(part.len());
     let mut i = 0;
     while i < part.len() {
-        if part[i] == b'$' && i + 2 < part.len() {
-            let n = (part[i + 2] as char).to_digit(10).map(|n| n as usize);
-            if let (Some(n), kind @ (b'D' | b'S')) = (n, part[i + 1]) {
-                if let Some(Some((digest, size))) = done.get(n) {
-                    match kind {
-                        b'D' => out.extend_from_slice(digest.as_bytes()),
-                        _ => out.extend_from_slice(size.to_string().as_bytes()),
-                    }
-                    i += 3;
-                    continue;
-                }
+        if part[i] == b'$'
+            && let Some(&[kind @ (b'D' | b'S'), digit]) = part.get(i + 1..i + 3)
+            && let Some(n) = (digit as char).to_digit(10)
+            && let Some(Some((digest, size))) = done.get(n as usize)
+        {
+            match kind {
+                b'D' => out.extend_from_slice(digest.as_bytes()),
+                _ => out.extend_from_slice(size.to_string().as_bytes()),
             }
+            i += 3;
+            continue;
         }
         out.push(part[i]);
         i += 1;
