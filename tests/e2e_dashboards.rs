@@ -505,12 +505,12 @@ fn dashboards_and_alerts_against_real_prometheus() {
             .unwrap_or(f64::NAN)
     };
     assert_eq!(
-        by_name("Restarts (new ids per name, 15m)", &exits.name),
+        by_name("Restarts (15m)", &exits.name),
         1.0,
         "one relaunch under the same name"
     );
     assert_eq!(
-        by_name("Restarts (new ids per name, 15m)", &near.name),
+        by_name("Restarts (15m)", &near.name),
         0.0,
         "no restart of a container launched once"
     );

@@ -2,6 +2,7 @@
 
 use super::state_dir::StateDir;
 use crate::runtime::capabilities::CapArg;
+use crate::runtime::restart::RestartPolicy;
 use crate::runtime::spec::LaunchOptions;
 use crate::runtime::supervisor::{self, Launched};
 use crate::runtime::units::{ByteSize, Cpus, MemorySwap, Network, PidsLimit, SecurityOpt};
@@ -73,6 +74,10 @@ pub struct LaunchArgs {
     /// /etc/subuid (and GROUP's, or USER's, from /etc/subgid).
     #[arg(long = "userns-remap", value_name = "USER[:GROUP]")]
     userns_remap: Option<String>,
+    /// Restart policy: no, on-failure[:N] (at most N restarts), always or
+    /// unless-stopped. `agent stop`, `kill` and `rm -f` end it.
+    #[arg(long, default_value = "no", value_name = "POLICY")]
+    restart: RestartPolicy,
     /// Image reference or id.
     image: String,
     /// Command and arguments (default: the image's Entrypoint and Cmd).
@@ -102,6 +107,7 @@ pub fn run(args: LaunchArgs) -> anyhow::Result<ExitCode> {
         read_only: args.read_only,
         security_opts: args.security_opt,
         userns_remap: args.userns_remap,
+        restart: args.restart,
         image: args.image,
         command: args.command,
     };

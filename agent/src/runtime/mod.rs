@@ -16,7 +16,8 @@
 //!   `--cap-add`/`--cap-drop`; the containers/common seccomp profile resolved and
 //!   compiled with libseccomp; `--userns-remap` with idmapped layers.
 //! - [`bundle`]: `agent run --bundle`, a foreign OCI bundle run the same way.
-//! - [`supervisor`]: clone into namespaces, wait, forward signals, record the exit.
+//! - [`supervisor`]: clone into namespaces, wait, forward signals, record the exit,
+//!   and restart the container as its [`restart`] policy says.
 //! - [`state`]: `containers/<id>/state.json` (the schema `agent serve` reads) and the
 //!   store lock.
 //!
@@ -28,6 +29,7 @@ pub mod capabilities;
 pub mod image;
 pub mod namespaces;
 pub mod reconcile;
+pub mod restart;
 pub mod rootfs;
 pub mod seccomp;
 pub mod spec;

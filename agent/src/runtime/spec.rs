@@ -6,6 +6,7 @@
 
 use super::capabilities::{self, CapArg};
 use super::image::{self, ImageRecord};
+use super::restart::RestartPolicy;
 use super::seccomp::Profile;
 use super::state::validate_name;
 pub use super::units::Network;
@@ -65,6 +66,8 @@ pub struct LaunchOptions {
     pub security_opts: Vec<SecurityOpt>,
     /// `--userns-remap USER[:GROUP]`.
     pub userns_remap: Option<String>,
+    /// `--restart`.
+    pub restart: RestartPolicy,
     /// IMAGE.
     pub image: String,
     /// CMD….
@@ -102,6 +105,8 @@ pub struct LaunchSpec {
     pub config: Spec,
     /// The user namespace's id map (`--userns-remap`).
     pub idmap: Option<IdMap>,
+    /// `--restart`.
+    pub restart: RestartPolicy,
 }
 
 /// Smallest memory limit accepted (Docker's minimum).
@@ -286,6 +291,7 @@ fn resolve_user_in(
 /// Validates `opts` against the store. Creates nothing.
 pub fn validate(paths: &Paths, opts: &LaunchOptions, id: String) -> Result<LaunchSpec> {
     let limits = parse_limits(opts)?;
+    super::restart::validate(opts.restart, opts.auto_remove)?;
     let network = opts.network;
     let name = match &opts.name {
         Some(n) => {
@@ -397,6 +403,7 @@ pub fn validate(paths: &Paths, opts: &LaunchOptions, id: String) -> Result<Launc
         init: opts.init,
         config,
         idmap,
+        restart: opts.restart,
     })
 }
 

@@ -14,6 +14,7 @@
 
 use super::bundle;
 use super::namespaces::{self, ChildContext, Rootfs};
+use super::restart::{self, Backoff, RestartPolicy};
 use super::rootfs::{self, ContainerLayer};
 use super::spec::{self, LaunchOptions, LaunchSpec};
 use super::state::{self, ContainerState, RootfsInfo, STATE_VERSION, Status};
@@ -90,6 +91,8 @@ struct Prepared {
     detach: bool,
     /// `--rm`.
     auto_remove: bool,
+    /// `--restart`.
+    restart: RestartPolicy,
 }
 
 /// The compiled program of the spec's `linux.seccomp`, from the store's cache.
@@ -167,6 +170,7 @@ pub fn launch(paths: &Paths, opts: &LaunchOptions) -> Result<Launched> {
         init: spec.init,
         detach: spec.detach,
         auto_remove: spec.auto_remove,
+        restart: spec.restart,
     };
     creation.armed = false;
     run(paths, &prepared, cg, st)
@@ -224,6 +228,7 @@ pub fn run_bundle(paths: &Paths, opts: &bundle::BundleOptions) -> Result<Launche
         init: false,
         detach: opts.detach,
         auto_remove: false,
+        restart: RestartPolicy::No,
     };
     creation.armed = false;
     run(paths, &prepared, cg, st)
@@ -350,6 +355,8 @@ fn initial_state(spec: &LaunchSpec, layer: &ContainerLayer) -> ContainerState {
         auto_remove: spec.auto_remove,
         init: spec.init,
         log_path: None,
+        restart_policy: spec.restart,
+        restart_count: 0,
     }
 }
 
@@ -406,17 +413,51 @@ fn supervise(
             return Err(e);
         }
     };
-    let exit = wait_forwarding(pid)?;
-    let (code, signal) = match exit {
-        sys::Exit::Code(c) => (c, None),
-        sys::Exit::Signal(s) => (128 + s, Some(s)),
-    };
-    st.status = Status::Exited;
-    st.exit_code = Some(code);
-    st.signal = signal;
-    st.oom_killed = cg.oom_kills() > 0;
-    st.finished_at = Some(super::now_unix());
-    st.pid = None;
+    let mut pid = pid;
+    let mut backoff = Backoff::new();
+    loop {
+        let began = Instant::now();
+        let (exit, signalled) = wait_forwarding(pid)?;
+        let (code, signal) = match exit {
+            sys::Exit::Code(c) => (c, None),
+            sys::Exit::Signal(s) => (128 + s, Some(s)),
+        };
+        st.status = Status::Exited;
+        st.exit_code = Some(code);
+        st.signal = signal;
+        st.oom_killed = cg.oom_kills() > 0;
+        st.finished_at = Some(super::now_unix());
+        st.pid = None;
+        // A signal forwarded from the supervisor's terminal is the user stopping it.
+        let stopped = signalled || restart::stopped_by_user(paths, &st.id);
+        if !prepared.restart.restarts(code, st.restart_count, stopped) {
+            break;
+        }
+        st.status = Status::Restarting;
+        state::save(paths, st)?;
+        if !wait_backoff(paths, &st.id, backoff.delay(began.elapsed()))? {
+            st.status = Status::Exited;
+            break;
+        }
+        st.restart_count += 1;
+        match start(paths, prepared, cg, st) {
+            Ok(p) => {
+                pid = p;
+                // `stop` may have come while it was starting.
+                if restart::stopped_by_user(paths, &st.id) {
+                    let _ = sys::kill(pid, libc::SIGKILL);
+                }
+            }
+            Err(e) => {
+                // The container keeps its layer and state: its last exit stays
+                // recorded with why it could not run again.
+                st.status = Status::Exited;
+                st.error = Some(format!("restart {}: {e}", st.restart_count));
+                break;
+            }
+        }
+    }
+    let code = st.exit_code.unwrap_or(1);
     cg.destroy();
     if prepared.auto_remove {
         rootfs::remove(paths, &st.id)?;
@@ -509,19 +550,40 @@ fn start(
     Ok(pid)
 }
 
-/// Waits for `pid`, forwarding the blocked signals to it.
-fn wait_forwarding(pid: i32) -> Result<sys::Exit> {
+/// Waits for `pid`, forwarding the blocked signals to it. Says whether a
+/// signal was forwarded.
+fn wait_forwarding(pid: i32) -> Result<(sys::Exit, bool)> {
     let mut waited = FORWARDED.to_vec();
     waited.push(libc::SIGCHLD);
+    let mut signalled = false;
     loop {
         if let Some((_, exit)) = sys::waitpid(pid, libc::WNOHANG)? {
-            return Ok(exit);
+            return Ok((exit, signalled));
         }
         match sys::sigtimedwait(&waited, Duration::from_secs(1))? {
             Some(libc::SIGCHLD) | None => {}
             Some(sig) => {
+                signalled = true;
                 let _ = sys::kill(pid, sig);
             }
+        }
+    }
+}
+
+/// Sleeps `delay` before a restart; `false` when the user stopped the container
+/// meanwhile (stop, kill, rm, or a signal to the supervisor).
+fn wait_backoff(paths: &Paths, id: &str, delay: Duration) -> Result<bool> {
+    let deadline = Instant::now() + delay;
+    loop {
+        if restart::stopped_by_user(paths, id) {
+            return Ok(false);
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Ok(true);
+        }
+        if sys::sigtimedwait(FORWARDED, left.min(Duration::from_millis(50)))?.is_some() {
+            return Ok(false);
         }
     }
 }
@@ -538,6 +600,8 @@ fn pid_is_container(st: &ContainerState) -> Option<i32> {
 /// Sends `signal` to a running container's PID 1.
 pub fn kill(paths: &Paths, key: &str, signal: i32) -> Result<ContainerState> {
     let st = state::find(paths, key)?;
+    // Docker's rule: a killed container is not restarted by its policy.
+    restart::mark_stopped_by_user(paths, &st.id)?;
     if !st.is_running() {
         return Err(Error::Conflict(format!(
             "container {} is not running",
@@ -555,7 +619,10 @@ pub fn wait_exited(paths: &Paths, id: &str, timeout: Duration) -> Result<bool> {
     let deadline = Instant::now() + timeout;
     loop {
         match state::load(paths, id) {
-            Ok(st) if st.is_running() || st.status == Status::Created && st.supervisor_alive() => {}
+            Ok(st)
+                if st.is_running()
+                    || matches!(st.status, Status::Created | Status::Restarting)
+                        && st.supervisor_alive() => {}
             Ok(_) => return Ok(true),
             Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
                 return Ok(true);
@@ -572,6 +639,12 @@ pub fn wait_exited(paths: &Paths, id: &str, timeout: Duration) -> Result<bool> {
 /// SIGTERM, then SIGKILL after `timeout`, like `docker stop`.
 pub fn stop(paths: &Paths, key: &str, timeout: Duration) -> Result<ContainerState> {
     let st = state::find(paths, key)?;
+    restart::mark_stopped_by_user(paths, &st.id)?;
+    if st.status == Status::Restarting {
+        // Between two runs: the supervisor sees the marker and ends.
+        wait_exited(paths, &st.id, Duration::from_secs(10))?;
+        return state::load(paths, &st.id).or(Ok(st));
+    }
     if !st.is_running() {
         return Ok(st);
     }
@@ -595,13 +668,15 @@ pub fn stop(paths: &Paths, key: &str, timeout: Duration) -> Result<ContainerStat
 /// Removes a container: refused while running unless `force` (which kills it).
 pub fn remove(paths: &Paths, key: &str, force: bool) -> Result<ContainerState> {
     let st = state::find(paths, key)?;
-    if st.is_running() {
+    let restarting = st.status == Status::Restarting && st.supervisor_alive();
+    if st.is_running() || restarting {
         if !force {
             return Err(Error::Conflict(format!(
                 "container {} is running; stop it first or use rm -f",
                 st.name
             )));
         }
+        restart::mark_stopped_by_user(paths, &st.id)?;
         if let Some(pid) = pid_is_container(&st) {
             sys::kill(pid, libc::SIGKILL)?;
         }
