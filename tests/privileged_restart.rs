@@ -23,10 +23,12 @@ fn on_failure_2_runs_a_failing_command_three_times_and_the_metric_says_2() {
         "flaky",
         "--restart",
         "on-failure:2",
+        "-v",
+        "kept:/v",
         "busybox",
         "sh",
         "-c",
-        "echo run >> /runs; echo attempt; exit 1",
+        "echo run >> /runs; echo run >> /v/runs; echo attempt; exit 1",
     ]);
     let took = started.elapsed();
     assert_eq!(run.code, 1, "the last run's exit code: {run:#?}");
@@ -38,6 +40,9 @@ fn on_failure_2_runs_a_failing_command_three_times_and_the_metric_says_2() {
     // The three runs wrote into one writable layer: the same container.
     let runs = std::fs::read_to_string(upper(&v).join("runs")).unwrap();
     assert_eq!(runs.lines().count(), 3, "{runs:?}");
+    // And each run had its volume.
+    let in_volume = std::fs::read_to_string(env.state.join("volumes/kept/_data/runs")).unwrap();
+    assert_eq!(in_volume.lines().count(), 3, "{in_volume:?}");
     // Back-off: 100 ms, then 200 ms.
     assert!(took >= Duration::from_millis(300), "{took:?}");
 

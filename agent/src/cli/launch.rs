@@ -6,6 +6,7 @@ use crate::runtime::restart::RestartPolicy;
 use crate::runtime::spec::LaunchOptions;
 use crate::runtime::supervisor::{self, Launched};
 use crate::runtime::units::{ByteSize, Cpus, MemorySwap, Network, PidsLimit, SecurityOpt};
+use crate::runtime::volumes::{MountArg, TmpfsArg, VolumeArg};
 use clap::Args;
 use std::process::ExitCode;
 
@@ -78,6 +79,16 @@ pub struct LaunchArgs {
     /// unless-stopped. `agent stop`, `kill` and `rm -f` end it.
     #[arg(long, default_value = "no", value_name = "POLICY")]
     restart: RestartPolicy,
+    /// Volume: HOST:CTR[:ro] binds a host path (made if missing), NAME:CTR[:ro]
+    /// a named volume of the store (made if missing, kept after rm).
+    #[arg(long = "volume", short = 'v', value_name = "SRC:CTR[:ro]")]
+    volumes: Vec<VolumeArg>,
+    /// A tmpfs at CTR, e.g. /run:size=64m,mode=1777 (noexec,nosuid,nodev).
+    #[arg(long, value_name = "CTR[:OPTS]")]
+    tmpfs: Vec<TmpfsArg>,
+    /// type=bind|volume|tmpfs,source=…,target=…[,readonly][,tmpfs-size=…]
+    #[arg(long = "mount", value_name = "SPEC")]
+    mounts: Vec<MountArg>,
     /// Image reference or id.
     image: String,
     /// Command and arguments (default: the image's Entrypoint and Cmd).
@@ -108,6 +119,13 @@ pub fn run(args: LaunchArgs) -> anyhow::Result<ExitCode> {
         security_opts: args.security_opt,
         userns_remap: args.userns_remap,
         restart: args.restart,
+        mounts: args
+            .volumes
+            .into_iter()
+            .map(|v| v.0)
+            .chain(args.mounts.into_iter().map(|m| m.0))
+            .chain(args.tmpfs.into_iter().map(|t| t.0))
+            .collect(),
         image: args.image,
         command: args.command,
     };

@@ -12,6 +12,7 @@ mod run;
 mod serve;
 mod state_dir;
 mod stop;
+mod volume;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -49,6 +50,8 @@ pub enum Command {
     Logs(logs::LogsArgs),
     /// Import, list and remove images.
     Image(image::ImageArgs),
+    /// Create, list and remove named volumes.
+    Volume(volume::VolumeArgs),
 }
 
 impl Command {
@@ -58,6 +61,7 @@ impl Command {
             self,
             Command::Events(_) | Command::Ps(_) | Command::Inspect(_) | Command::Logs(_)
         ) || matches!(self, Command::Image(args) if args.only_reads())
+            || matches!(self, Command::Volume(args) if args.only_reads())
     }
 }
 
@@ -105,6 +109,7 @@ pub fn main() -> ExitCode {
         Command::Rm(args) => rm::run(args),
         Command::Logs(args) => logs::run(args),
         Command::Image(args) => image::run(args),
+        Command::Volume(args) => volume::run(args),
     };
     match result {
         Ok(code) => code,

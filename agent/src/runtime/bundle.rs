@@ -124,5 +124,6 @@ pub fn initial_state(
         log_path: None,
         restart_policy: Default::default(),
         restart_count: 0,
+        volumes: Vec::new(),
     }
 }

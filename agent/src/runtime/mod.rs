@@ -15,6 +15,8 @@
 //! - [`capabilities`], [`seccomp`], [`userns`]: Docker's default capabilities and
 //!   `--cap-add`/`--cap-drop`; the containers/common seccomp profile resolved and
 //!   compiled with libseccomp; `--userns-remap` with idmapped layers.
+//! - [`volumes`]: `-v`, `--tmpfs`, `--mount` and the store's named volumes, as
+//!   entries of the spec's `mounts`.
 //! - [`bundle`]: `agent run --bundle`, a foreign OCI bundle run the same way.
 //! - [`supervisor`]: clone into namespaces, wait, forward signals, record the exit,
 //!   and restart the container as its [`restart`] policy says.
@@ -38,6 +40,7 @@ pub mod supervisor;
 mod sys;
 pub mod units;
 pub mod userns;
+pub mod volumes;
 
 use std::path::{Path, PathBuf};
 
@@ -156,6 +159,10 @@ impl Paths {
     pub fn container(&self, id: &str) -> PathBuf {
         self.containers().join(id)
     }
+    /// `volumes/`: named volumes, `volumes/<name>/_data` (kept after `rm`).
+    pub fn volumes(&self) -> PathBuf {
+        self.root.join("volumes")
+    }
     /// `tmp/`: scratch space for imports, on the same filesystem as the store.
     pub fn tmp(&self) -> PathBuf {
         self.root.join("tmp")
@@ -178,6 +185,7 @@ pub fn ensure_layout(paths: &Paths) -> Result<()> {
         (paths.images(), 0o700),
         (paths.containers(), 0o700),
         (paths.tmp(), 0o700),
+        (paths.volumes(), 0o711),
     ] {
         if dir.is_dir() {
             continue;

@@ -289,7 +289,10 @@ fn prepare(ctx: &ChildContext<'_>) -> Result<Exec> {
 }
 
 /// `path` under `root` with every symbolic link on the way resolved inside
-/// `root`, so a link in the image can never send a mount out of the container.
+/// `root` (an absolute target starts again at `root`), so a link in the image can
+/// never send a mount out of the container. A `..` that would climb above `root`,
+/// in the path or in a link's target, is refused: a mount there is an attack,
+/// not a mistake to quietly correct.
 fn secure_join(root: &Path, path: &Path) -> Result<PathBuf> {
     let mut out = root.to_path_buf();
     let mut pending: Vec<std::ffi::OsString> = path
@@ -304,9 +307,13 @@ fn secure_join(root: &Path, path: &Path) -> Result<PathBuf> {
     let mut links = 0;
     while let Some(name) = pending.pop() {
         if name == ".." {
-            if out != root {
-                out.pop();
+            if out == root {
+                return Err(Error::Invalid(format!(
+                    "mount point {} climbs out of the container's root",
+                    path.display()
+                )));
             }
+            out.pop();
             continue;
         }
         let next = out.join(&name);
@@ -799,16 +806,20 @@ mod tests {
         std::fs::create_dir_all(root.join("etc")).unwrap();
         std::os::unix::fs::symlink("/outside/file", root.join("etc/abs")).unwrap();
         std::os::unix::fs::symlink("../../../../x", root.join("etc/rel")).unwrap();
+        std::os::unix::fs::symlink("../tmp", root.join("etc/up")).unwrap();
         assert_eq!(
             secure_join(root, Path::new("/etc/abs")).unwrap(),
             root.join("outside/file")
         );
         assert_eq!(
-            secure_join(root, Path::new("/etc/rel")).unwrap(),
-            root.join("x")
+            secure_join(root, Path::new("/etc/up/x")).unwrap(),
+            root.join("tmp/x")
         );
+        assert!(secure_join(root, Path::new("/etc/rel")).is_err());
+        assert!(secure_join(root, Path::new("/etc/rel/deeper")).is_err());
+        assert!(secure_join(root, Path::new("/a/../../b")).is_err());
         assert_eq!(
-            secure_join(root, Path::new("/a/../../b")).unwrap(),
+            secure_join(root, Path::new("/a/../b")).unwrap(),
             root.join("b")
         );
         std::os::unix::fs::symlink("loop", root.join("loop")).unwrap();

@@ -12,6 +12,7 @@ use super::state::validate_name;
 pub use super::units::Network;
 use super::units::{ByteSize, Cpus, MemorySwap, PidsLimit, SecurityOpt};
 use super::userns::IdMap;
+use super::volumes::{self, MountRequest};
 use super::{Error, IoContext, Paths, Result};
 use crate::cgroup::Limits;
 use oci_spec::runtime::{
@@ -68,6 +69,8 @@ pub struct LaunchOptions {
     pub userns_remap: Option<String>,
     /// `--restart`.
     pub restart: RestartPolicy,
+    /// `-v`, `--tmpfs` and `--mount`, in the order given.
+    pub mounts: Vec<MountRequest>,
     /// IMAGE.
     pub image: String,
     /// CMD….
@@ -107,6 +110,8 @@ pub struct LaunchSpec {
     pub idmap: Option<IdMap>,
     /// `--restart`.
     pub restart: RestartPolicy,
+    /// Its volumes, as asked for.
+    pub volumes: Vec<MountRequest>,
 }
 
 /// Smallest memory limit accepted (Docker's minimum).
@@ -292,6 +297,7 @@ fn resolve_user_in(
 pub fn validate(paths: &Paths, opts: &LaunchOptions, id: String) -> Result<LaunchSpec> {
     let limits = parse_limits(opts)?;
     super::restart::validate(opts.restart, opts.auto_remove)?;
+    volumes::check_duplicates(&opts.mounts)?;
     let network = opts.network;
     let name = match &opts.name {
         Some(n) => {
@@ -375,8 +381,10 @@ pub fn validate(paths: &Paths, opts: &LaunchOptions, id: String) -> Result<Launc
         .as_deref()
         .map(IdMap::from_subid_files)
         .transpose()?;
+    let volume_mounts = volumes::oci_mounts(paths, &opts.mounts)?;
     let config = build_config(
         &paths.container(&id),
+        volume_mounts,
         &argv,
         &env,
         &cwd,
@@ -404,6 +412,7 @@ pub fn validate(paths: &Paths, opts: &LaunchOptions, id: String) -> Result<Launc
         config,
         idmap,
         restart: opts.restart,
+        volumes: opts.mounts.clone(),
     })
 }
 
@@ -628,6 +637,7 @@ pub fn confinement(opts: &LaunchOptions) -> Result<Confinement> {
 #[allow(clippy::too_many_arguments)]
 fn build_config(
     container_dir: &Path,
+    volume_mounts: Vec<Mount>,
     argv: &[String],
     env: &[String],
     cwd: &str,
@@ -726,11 +736,11 @@ fn build_config(
                 .map_err(build_error("root"))?,
         )
         .hostname(hostname)
-        .mounts(mounts(
-            container_dir,
-            confinement.privileged,
-            confinement.read_only,
-        )?)
+        .mounts({
+            let mut all = mounts(container_dir, confinement.privileged, confinement.read_only)?;
+            all.extend(volume_mounts);
+            all
+        })
         .annotations(
             labels
                 .iter()

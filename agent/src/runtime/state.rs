@@ -40,7 +40,8 @@
 //!   "log_path": "…/containers/<id>/container.log", // detached containers only
 //!   "restart_policy": {"name": "no" | "on-failure" | "always" | "unless-stopped",
 //!                      "max_retries": 2},       // on-failure:N only
-//!   "restart_count": 0                   // restarts done by the supervisor
+//!   "restart_count": 0,                  // restarts done by the supervisor
+//!   "volumes": ["pgdata"]                // named volumes it mounts
 //! }
 //! ```
 //!
@@ -177,6 +178,9 @@ pub struct ContainerState {
     /// How many times the supervisor has restarted it.
     #[serde(default)]
     pub restart_count: u32,
+    /// The named volumes it mounts (`agent volume rm` refuses them).
+    #[serde(default)]
+    pub volumes: Vec<String>,
 }
 
 impl ContainerState {
@@ -214,6 +218,7 @@ impl ContainerState {
             log_path: None,
             restart_policy: RestartPolicy::No,
             restart_count: 0,
+            volumes: Vec::new(),
         }
     }
 

@@ -138,6 +138,7 @@ pub fn launch(paths: &Paths, opts: &LaunchOptions) -> Result<Launched> {
                 spec.name
             )));
         }
+        super::volumes::prepare(paths, &spec.volumes, spec.idmap.as_ref())?;
         let dir = paths.container(&id);
         std::fs::create_dir(&dir).at("create container directory", &dir)?;
         let mut layer = ContainerLayer::create(paths, &id, &spec.image)?;
@@ -357,6 +358,7 @@ fn initial_state(spec: &LaunchSpec, layer: &ContainerLayer) -> ContainerState {
         log_path: None,
         restart_policy: spec.restart,
         restart_count: 0,
+        volumes: super::volumes::names(&spec.volumes),
     }
 }
 
