@@ -1,6 +1,7 @@
 //! Command line: one file per subcommand, each returning `anyhow::Result`.
 
 mod events;
+mod exec;
 mod image;
 mod inspect;
 mod kill;
@@ -34,6 +35,8 @@ pub enum Command {
     Events(events::EventsArgs),
     /// Run a command in a new container from an image.
     Launch(Box<launch::LaunchArgs>),
+    /// Run a command in a running container.
+    Exec(exec::ExecArgs),
     /// Run an OCI bundle (config.json and its rootfs, as `runc spec` makes them).
     Run(run::RunArgs),
     /// List containers.
@@ -102,6 +105,7 @@ pub fn main() -> ExitCode {
         Command::Events(args) => events::run(args),
         Command::Launch(args) => launch::run(*args),
         Command::Run(args) => run::run(args),
+        Command::Exec(args) => exec::run(args),
         Command::Ps(args) => ps::run(args),
         Command::Inspect(args) => inspect::run(args),
         Command::Stop(args) => stop::run(args),

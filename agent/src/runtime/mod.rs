@@ -17,6 +17,9 @@
 //!   compiled with libseccomp; `--userns-remap` with idmapped layers.
 //! - [`volumes`]: `-v`, `--tmpfs`, `--mount` and the store's named volumes, as
 //!   entries of the spec's `mounts`.
+//! - [`exec`]: `agent exec`, a process joining a running container's
+//!   namespaces and cgroup under its spec's confinement; [`terminal`]: the
+//!   pseudo-terminals of `-t`.
 //! - [`bundle`]: `agent run --bundle`, a foreign OCI bundle run the same way.
 //! - [`supervisor`]: clone into namespaces, wait, forward signals, record the exit,
 //!   and restart the container as its [`restart`] policy says.
@@ -28,6 +31,7 @@
 
 pub mod bundle;
 pub mod capabilities;
+pub mod exec;
 pub mod image;
 pub mod namespaces;
 pub mod reconcile;
@@ -38,6 +42,7 @@ pub mod spec;
 pub mod state;
 pub mod supervisor;
 mod sys;
+pub mod terminal;
 pub mod units;
 pub mod userns;
 pub mod volumes;
@@ -86,6 +91,10 @@ pub enum Error {
     /// The container's cgroup could not be made or changed.
     #[error(transparent)]
     Cgroup(#[from] crate::cgroup::CgroupError),
+    /// `agent exec` could not start its command (the code to exit with: 126 when
+    /// it cannot be run, 127 when it is not found).
+    #[error("{message}")]
+    Exec { code: i32, message: String },
     /// JSON that could not be read or written.
     #[error("{} : {source}", path.display())]
     Json {

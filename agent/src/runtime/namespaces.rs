@@ -140,7 +140,7 @@ pub fn child_main(ctx: &ChildContext<'_>, mut sync: File, mut errors: File) -> !
 
 /// Closes every descriptor above stderr except `keep`. Runs in the forked child,
 /// which never returns to the frames owning those descriptors.
-fn close_fds_except(keep: i32) {
+pub(super) fn close_fds_except(keep: i32) {
     let fds: Vec<i32> = match std::fs::read_dir("/proc/self/fd") {
         Ok(rd) => rd
             .flatten()
@@ -169,14 +169,14 @@ fn setup_and_exec(ctx: &ChildContext<'_>, errors: &mut File) -> Error {
 }
 
 /// A resolved `execve`.
-struct Exec {
-    path: CString,
-    argv: Vec<CString>,
-    env: Vec<CString>,
+pub(super) struct Exec {
+    pub(super) path: CString,
+    pub(super) argv: Vec<CString>,
+    pub(super) env: Vec<CString>,
 }
 
 impl Exec {
-    fn run(&self) -> Error {
+    pub(super) fn run(&self) -> Error {
         sys::reset_signal_handlers();
         if let Err(e) = sys::sigmask(libc::SIG_SETMASK, &[]) {
             return e;
@@ -185,7 +185,7 @@ impl Exec {
     }
 }
 
-fn cstring(s: &str) -> Result<CString> {
+pub(super) fn cstring(s: &str) -> Result<CString> {
     CString::new(s).map_err(|_| Error::Invalid(format!("NUL byte in {s:?}")))
 }
 
@@ -623,7 +623,7 @@ fn readonly_path(path: &Path) -> Result<()> {
     )
 }
 
-fn rlimit_resource(t: PosixRlimitType) -> libc::c_int {
+pub(super) fn rlimit_resource(t: PosixRlimitType) -> libc::c_int {
     (match t {
         PosixRlimitType::RlimitCpu => libc::RLIMIT_CPU,
         PosixRlimitType::RlimitFsize => libc::RLIMIT_FSIZE,
@@ -645,7 +645,7 @@ fn rlimit_resource(t: PosixRlimitType) -> libc::c_int {
 }
 
 /// Finds `cmd` on the container's `PATH` (after `pivot_root`).
-fn find_executable(cmd: &str, env: &[String]) -> Result<String> {
+pub(super) fn find_executable(cmd: &str, env: &[String]) -> Result<String> {
     use std::os::unix::fs::PermissionsExt as _;
     if cmd.contains('/') {
         return Ok(cmd.to_string());
@@ -680,7 +680,11 @@ fn caps_error(what: &'static str) -> impl Fn(caps::errors::CapsError) -> Error {
 /// then effective, permitted and inheritable, then ambient, then
 /// `no_new_privs`, and the seccomp program last — or, without `no_new_privs`,
 /// first, while the process still holds CAP_SYS_ADMIN to install it.
-fn confine(process: &Process, seccomp: Option<&LinuxSeccomp>, bpf: Option<&[u8]>) -> Result<()> {
+pub(super) fn confine(
+    process: &Process,
+    seccomp: Option<&LinuxSeccomp>,
+    bpf: Option<&[u8]>,
+) -> Result<()> {
     let nnp = process.no_new_privileges().unwrap_or(false);
     let load = |bpf: &[u8]| {
         let flags = seccomp.map_or(0, super::seccomp::filter_flags);

@@ -293,6 +293,35 @@ fn resolve_user_in(
     })
 }
 
+/// Applies `-e KEY=VALUE` (or `-e KEY`, copied from this process's environment
+/// when set) to `env`: a key given again replaces the earlier value.
+pub fn merge_env(env: &mut Vec<String>, overrides: &[String]) -> Result<()> {
+    let mut set = |kv: String| {
+        let key = kv.split('=').next().unwrap_or("").to_string();
+        env.retain(|e| e.split('=').next() != Some(key.as_str()));
+        env.push(kv);
+    };
+    for e in overrides {
+        if e.contains('=') {
+            let (k, v) = parse_kv("-e", e)?;
+            set(format!("{k}={v}"));
+        } else if e.is_empty() || e.contains('\0') {
+            return Err(Error::Invalid(format!("-e {e:?}: expected KEY=VALUE")));
+        } else if let Ok(v) = std::env::var(e) {
+            set(format!("{e}={v}"));
+        }
+    }
+    Ok(())
+}
+
+/// Resolves `user[:group]` against `etc/passwd` and `etc/group` under `root`
+/// (a running container's `/proc/<pid>/root`, whose links resolve inside it).
+pub fn resolve_user_under(root: &Path, spec: &str) -> Result<ResolvedUser> {
+    let passwd = read_colon_file(Some(&root.join("etc/passwd")));
+    let group = read_colon_file(Some(&root.join("etc/group")));
+    resolve_user_in(&passwd, &group, spec)
+}
+
 /// Validates `opts` against the store. Creates nothing.
 pub fn validate(paths: &Paths, opts: &LaunchOptions, id: String) -> Result<LaunchSpec> {
     let limits = parse_limits(opts)?;
@@ -351,21 +380,7 @@ pub fn validate(paths: &Paths, opts: &LaunchOptions, id: String) -> Result<Launc
         )));
     }
     let mut env: Vec<String> = cfg.env.clone();
-    let mut set = |kv: String| {
-        let key = kv.split('=').next().unwrap_or("").to_string();
-        env.retain(|e| e.split('=').next() != Some(key.as_str()));
-        env.push(kv);
-    };
-    for e in &opts.env {
-        if e.contains('=') {
-            let (k, v) = parse_kv("-e", e)?;
-            set(format!("{k}={v}"));
-        } else if e.is_empty() || e.contains('\0') {
-            return Err(Error::Invalid(format!("-e {e:?}: expected KEY=VALUE")));
-        } else if let Ok(v) = std::env::var(e) {
-            set(format!("{e}={v}"));
-        }
-    }
+    merge_env(&mut env, &opts.env)?;
     if !env.iter().any(|e| e.starts_with("PATH=")) {
         env.insert(0, image::DEFAULT_PATH_ENV.to_string());
     }

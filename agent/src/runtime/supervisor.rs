@@ -96,7 +96,7 @@ struct Prepared {
 }
 
 /// The compiled program of the spec's `linux.seccomp`, from the store's cache.
-fn compile_seccomp(paths: &Paths, config: &Spec) -> Result<Option<Vec<u8>>> {
+pub(super) fn compile_seccomp(paths: &Paths, config: &Spec) -> Result<Option<Vec<u8>>> {
     config
         .linux()
         .as_ref()
@@ -592,7 +592,7 @@ fn wait_backoff(paths: &Paths, id: &str, delay: Duration) -> Result<bool> {
 
 /// Whether `st`'s recorded pid is still the container's PID 1 (guards against pid
 /// reuse after the container exited).
-fn pid_is_container(st: &ContainerState) -> Option<i32> {
+pub(super) fn pid_is_container(st: &ContainerState) -> Option<i32> {
     let pid = st.pid?;
     let want = st.namespaces.get("pid")?;
     let now = namespaces::namespace_inodes(pid);

@@ -376,7 +376,7 @@ pub fn sigmask(how: libc::c_int, sigs: &[i32]) -> Result<()> {
     check_sys(ret as libc::c_long, "sigprocmask").map(drop)
 }
 
-fn sigset(sigs: &[i32]) -> libc::sigset_t {
+pub(super) fn sigset(sigs: &[i32]) -> libc::sigset_t {
     // SAFETY: sigemptyset initialises the zeroed set; sigaddset only writes into it.
     unsafe {
         let mut set: libc::sigset_t = std::mem::zeroed();
@@ -542,6 +542,13 @@ pub fn setns_path(path: &Path, nstype: libc::c_int) -> Result<()> {
     // SAFETY: the descriptor is open for the duration of the call.
     let ret = unsafe { libc::setns(file.as_raw_fd(), nstype) };
     check(ret, "setns", path)
+}
+
+/// `setns(2)` into the namespace behind `fd`.
+pub fn setns_fd(fd: BorrowedFd<'_>, nstype: libc::c_int, what: &str) -> Result<()> {
+    // SAFETY: the descriptor is borrowed, so open for the duration of the call.
+    let ret = unsafe { libc::setns(fd.as_raw_fd(), nstype) };
+    check_sys(ret as libc::c_long, &format!("setns {what}")).map(drop)
 }
 
 /// `struct mount_attr` of `mount_setattr(2)`.
