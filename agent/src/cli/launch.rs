@@ -47,6 +47,13 @@ pub struct LaunchArgs {
     /// Network: none (own namespace, loopback only) or host.
     #[arg(long, default_value = "none")]
     network: Network,
+    /// Keep stdin open (without it the container's stdin is /dev/null).
+    #[arg(long, short = 'i')]
+    interactive: bool,
+    /// Allocate a pseudo-terminal (with -i: this terminal's input, raw; Ctrl-C
+    /// reaches the container).
+    #[arg(long, short = 't')]
+    tty: bool,
     /// Run in the background; output goes to `agent logs`.
     #[arg(long, short = 'd')]
     detach: bool,
@@ -119,6 +126,8 @@ pub fn run(args: LaunchArgs) -> anyhow::Result<ExitCode> {
         security_opts: args.security_opt,
         userns_remap: args.userns_remap,
         restart: args.restart,
+        interactive: args.interactive,
+        tty: args.tty,
         mounts: args
             .volumes
             .into_iter()

@@ -1,5 +1,6 @@
 //! Command line: one file per subcommand, each returning `anyhow::Result`.
 
+mod attach;
 mod events;
 mod exec;
 mod image;
@@ -49,6 +50,9 @@ pub enum Command {
     Kill(kill::KillArgs),
     /// Remove containers.
     Rm(rm::RmArgs),
+    /// Attach this terminal to a detached container (its output, and its input
+    /// with -i).
+    Attach(attach::AttachArgs),
     /// Print a detached container's output.
     Logs(logs::LogsArgs),
     /// Import, list and remove images.
@@ -112,6 +116,7 @@ pub fn main() -> ExitCode {
         Command::Kill(args) => kill::run(args),
         Command::Rm(args) => rm::run(args),
         Command::Logs(args) => logs::run(args),
+        Command::Attach(args) => attach::run(args),
         Command::Image(args) => image::run(args),
         Command::Volume(args) => volume::run(args),
     };

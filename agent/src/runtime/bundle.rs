@@ -125,5 +125,8 @@ pub fn initial_state(
         restart_policy: Default::default(),
         restart_count: 0,
         volumes: Vec::new(),
+        tty: false,
+        interactive: false,
+        log_timestamps: false,
     }
 }

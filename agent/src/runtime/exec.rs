@@ -16,13 +16,13 @@
 use super::namespaces::{self, Exec, NS_KINDS};
 use super::spec;
 use super::state::{self, ContainerState};
-use super::terminal::{self, Pty, Relay};
+use super::terminal::{self, Pty};
 use super::{Error, IoContext, Paths, Result, supervisor, sys};
 use crate::cgroup::ContainerCgroup;
 use oci_spec::runtime::{Process, Spec};
 use std::fs::File;
 use std::io::{Read, Write};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd};
 use std::path::PathBuf;
 
 /// Signals `agent exec` forwards to the process.
@@ -205,7 +205,7 @@ pub fn exec(paths: &Paths, opts: &ExecOptions) -> Result<i32> {
         Some(Pty { master, slave }) => {
             // Only the process holds the slave now: its exit ends the relay.
             drop(slave);
-            relay_terminal(&master, child, opts.interactive)?
+            terminal::relay_caller(&master, child, opts.interactive, FORWARDED)?.exit
         }
         None => wait_forwarding(child)?,
     };
@@ -213,32 +213,6 @@ pub fn exec(paths: &Paths, opts: &ExecOptions) -> Result<i32> {
         sys::Exit::Code(c) => c,
         sys::Exit::Signal(s) => 128 + s,
     })
-}
-
-/// The caller's terminal, raw, relayed to `master` until `pid` exits.
-pub(super) fn relay_terminal(master: &OwnedFd, pid: i32, interactive: bool) -> Result<sys::Exit> {
-    let stdin = std::io::stdin();
-    let stdout = std::io::stdout();
-    let _raw = if interactive {
-        terminal::RawMode::enter(stdin.as_fd())
-    } else {
-        None
-    };
-    let mut out = stdout.lock();
-    terminal::relay(
-        master,
-        pid,
-        FORWARDED,
-        Relay {
-            input: interactive.then(|| stdin.as_fd()),
-            output: &mut out,
-            size_from: Some(if interactive {
-                stdin.as_fd()
-            } else {
-                stdout.as_fd()
-            }),
-        },
-    )
 }
 
 fn wait_forwarding(pid: i32) -> Result<sys::Exit> {

@@ -19,7 +19,8 @@
 //!   entries of the spec's `mounts`.
 //! - [`exec`]: `agent exec`, a process joining a running container's
 //!   namespaces and cgroup under its spec's confinement; [`terminal`]: the
-//!   pseudo-terminals of `-t`.
+//!   pseudo-terminals of `-t`; [`attach`]: `agent attach` through a detached
+//!   supervisor; [`logs`]: the timestamped log of a detached container.
 //! - [`bundle`]: `agent run --bundle`, a foreign OCI bundle run the same way.
 //! - [`supervisor`]: clone into namespaces, wait, forward signals, record the exit,
 //!   and restart the container as its [`restart`] policy says.
@@ -29,10 +30,12 @@
 //! The whole runtime shares one error type: its modules hand paths and state to each
 //! other constantly and the CLI only needs one line per failure.
 
+pub mod attach;
 pub mod bundle;
 pub mod capabilities;
 pub mod exec;
 pub mod image;
+pub mod logs;
 pub mod namespaces;
 pub mod reconcile;
 pub mod restart;

@@ -105,6 +105,43 @@ pub struct ChildContext<'a> {
     pub seccomp_bpf: Option<&'a [u8]>,
     /// `--init`.
     pub init: bool,
+    /// Its stdin, stdout and stderr.
+    pub stdio: ChildStdio,
+}
+
+/// What the container process gets as stdin, stdout and stderr.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ChildStdio {
+    /// A pty slave: its controlling terminal and all three.
+    pub terminal: Option<std::os::fd::RawFd>,
+    /// stdout and stderr (otherwise the supervisor's).
+    pub output: Option<std::os::fd::RawFd>,
+    /// stdin (otherwise `/dev/null`, or the supervisor's with `inherit_stdin`).
+    pub input: Option<std::os::fd::RawFd>,
+    /// `-i` in the foreground: the supervisor's own stdin.
+    pub inherit_stdin: bool,
+}
+
+impl ChildStdio {
+    /// Puts the descriptors in place (before the others are closed).
+    fn apply(&self) -> Result<()> {
+        if let Some(t) = self.terminal {
+            return super::terminal::become_controlling(t);
+        }
+        if let Some(out) = self.output {
+            sys::dup2(out, 1)?;
+            sys::dup2(out, 2)?;
+        }
+        match self.input {
+            Some(i) => sys::dup2(i, 0),
+            None if self.inherit_stdin => Ok(()),
+            None => {
+                use std::os::fd::AsRawFd;
+                let null = File::open("/dev/null").at("open", "/dev/null")?;
+                sys::dup2(null.as_raw_fd(), 0)
+            }
+        }
+    }
 }
 
 /// The child's entry point: waits for the parent to place it in its cgroup, sets the
@@ -126,6 +163,10 @@ pub fn child_main(ctx: &ChildContext<'_>, mut sync: File, mut errors: File) -> !
         sys::exit_now(1);
     }
     drop(sync);
+    if let Err(e) = ctx.stdio.apply() {
+        let _ = writeln!(errors, "{e}");
+        sys::exit_now(127);
+    }
     // Nothing of the supervisor's (pipes, the lock file, the caller's descriptors)
     // may leak into the container, nor keep a pipe open in an `--init` that never
     // execs.

@@ -69,6 +69,10 @@ pub struct LaunchOptions {
     pub userns_remap: Option<String>,
     /// `--restart`.
     pub restart: RestartPolicy,
+    /// `-i`: keep stdin open.
+    pub interactive: bool,
+    /// `-t`: a pseudo-terminal.
+    pub tty: bool,
     /// `-v`, `--tmpfs` and `--mount`, in the order given.
     pub mounts: Vec<MountRequest>,
     /// IMAGE.
@@ -112,6 +116,10 @@ pub struct LaunchSpec {
     pub restart: RestartPolicy,
     /// Its volumes, as asked for.
     pub volumes: Vec<MountRequest>,
+    /// `-i`.
+    pub interactive: bool,
+    /// `-t`.
+    pub tty: bool,
 }
 
 /// Smallest memory limit accepted (Docker's minimum).
@@ -400,6 +408,7 @@ pub fn validate(paths: &Paths, opts: &LaunchOptions, id: String) -> Result<Launc
     let config = build_config(
         &paths.container(&id),
         volume_mounts,
+        opts.tty,
         &argv,
         &env,
         &cwd,
@@ -428,6 +437,8 @@ pub fn validate(paths: &Paths, opts: &LaunchOptions, id: String) -> Result<Launc
         idmap,
         restart: opts.restart,
         volumes: opts.mounts.clone(),
+        interactive: opts.interactive,
+        tty: opts.tty,
     })
 }
 
@@ -653,6 +664,7 @@ pub fn confinement(opts: &LaunchOptions) -> Result<Confinement> {
 fn build_config(
     container_dir: &Path,
     volume_mounts: Vec<Mount>,
+    terminal: bool,
     argv: &[String],
     env: &[String],
     cwd: &str,
@@ -665,7 +677,7 @@ fn build_config(
     idmap: Option<&IdMap>,
 ) -> Result<Spec> {
     let process = ProcessBuilder::default()
-        .terminal(false)
+        .terminal(terminal)
         .user(
             UserBuilder::default()
                 .uid(user.uid)

@@ -41,7 +41,9 @@
 //!   "restart_policy": {"name": "no" | "on-failure" | "always" | "unless-stopped",
 //!                      "max_retries": 2},       // on-failure:N only
 //!   "restart_count": 0,                  // restarts done by the supervisor
-//!   "volumes": ["pgdata"]                // named volumes it mounts
+//!   "volumes": ["pgdata"],               // named volumes it mounts
+//!   "tty": false, "interactive": false,  // -t, -i
+//!   "log_timestamps": true               // log lines start with an RFC 3339 time
 //! }
 //! ```
 //!
@@ -181,6 +183,15 @@ pub struct ContainerState {
     /// The named volumes it mounts (`agent volume rm` refuses them).
     #[serde(default)]
     pub volumes: Vec<String>,
+    /// `-t`: its process has a pseudo-terminal.
+    #[serde(default)]
+    pub tty: bool,
+    /// `-i`: its stdin stays open.
+    #[serde(default)]
+    pub interactive: bool,
+    /// Its log prefixes every line with a timestamp ([`super::logs`]).
+    #[serde(default)]
+    pub log_timestamps: bool,
 }
 
 impl ContainerState {
@@ -219,6 +230,9 @@ impl ContainerState {
             restart_policy: RestartPolicy::No,
             restart_count: 0,
             volumes: Vec::new(),
+            tty: false,
+            interactive: false,
+            log_timestamps: false,
         }
     }
 

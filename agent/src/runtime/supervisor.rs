@@ -12,18 +12,21 @@
 //! multi-threaded process would copy locks held by threads that do not exist in the
 //! child.
 
+use super::attach::{self, AttachServer};
 use super::bundle;
-use super::namespaces::{self, ChildContext, Rootfs};
+use super::logs;
+use super::namespaces::{self, ChildContext, ChildStdio, Rootfs};
 use super::restart::{self, Backoff, RestartPolicy};
 use super::rootfs::{self, ContainerLayer};
 use super::spec::{self, LaunchOptions, LaunchSpec};
 use super::state::{self, ContainerState, RootfsInfo, STATE_VERSION, Status};
+use super::terminal::{self, Ended, Relay};
 use super::userns::{self, IdMap};
 use super::{Error, IoContext, Paths, Result, seccomp, sys};
 use crate::cgroup::{ContainerCgroup, Hierarchy};
 use oci_spec::runtime::{LinuxNamespaceType, Spec};
 use std::io::{Read, Write};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -93,6 +96,10 @@ struct Prepared {
     auto_remove: bool,
     /// `--restart`.
     restart: RestartPolicy,
+    /// `-i`.
+    interactive: bool,
+    /// `-t`.
+    tty: bool,
 }
 
 /// The compiled program of the spec's `linux.seccomp`, from the store's cache.
@@ -172,6 +179,8 @@ pub fn launch(paths: &Paths, opts: &LaunchOptions) -> Result<Launched> {
         detach: spec.detach,
         auto_remove: spec.auto_remove,
         restart: spec.restart,
+        interactive: spec.interactive,
+        tty: spec.tty,
     };
     creation.armed = false;
     run(paths, &prepared, cg, st)
@@ -230,6 +239,8 @@ pub fn run_bundle(paths: &Paths, opts: &bundle::BundleOptions) -> Result<Launche
         detach: opts.detach,
         auto_remove: false,
         restart: RestartPolicy::No,
+        interactive: false,
+        tty: false,
     };
     creation.armed = false;
     run(paths, &prepared, cg, st)
@@ -359,6 +370,9 @@ fn initial_state(spec: &LaunchSpec, layer: &ContainerLayer) -> ContainerState {
         restart_policy: spec.restart,
         restart_count: 0,
         volumes: super::volumes::names(&spec.volumes),
+        tty: spec.tty,
+        interactive: spec.interactive,
+        log_timestamps: spec.detach,
     }
 }
 
@@ -401,13 +415,24 @@ fn supervise(
     mut on_start: impl FnMut(std::result::Result<(), &Error>),
 ) -> Result<i32> {
     let mut blocked = FORWARDED.to_vec();
-    blocked.push(libc::SIGCHLD);
+    blocked.extend([libc::SIGCHLD, libc::SIGWINCH]);
     sys::sigmask(libc::SIG_BLOCK, &blocked)?;
-    let started = start(paths, prepared, cg, st);
-    let pid = match started {
-        Ok(pid) => {
+    let mut attach = if prepared.detach {
+        match AttachServer::bind(&attach::socket_path(paths, &st.id)) {
+            Ok(a) => Some(a),
+            Err(e) => {
+                fail_start(paths, cg, st, &e);
+                on_start(Err(&e));
+                return Err(e);
+            }
+        }
+    } else {
+        None
+    };
+    let mut started = match start(paths, prepared, cg, st) {
+        Ok(started) => {
             on_start(Ok(()));
-            pid
+            started
         }
         Err(e) => {
             fail_start(paths, cg, st, &e);
@@ -415,11 +440,13 @@ fn supervise(
             return Err(e);
         }
     };
-    let mut pid = pid;
     let mut backoff = Backoff::new();
     loop {
         let began = Instant::now();
-        let (exit, signalled) = wait_forwarding(pid)?;
+        let Ended { exit, signalled } = wait_for(prepared, &started, attach.as_mut())?;
+        if let Some(a) = attach.as_mut() {
+            a.disconnect_all();
+        }
         let (code, signal) = match exit {
             sys::Exit::Code(c) => (c, None),
             sys::Exit::Signal(s) => (128 + s, Some(s)),
@@ -443,11 +470,11 @@ fn supervise(
         }
         st.restart_count += 1;
         match start(paths, prepared, cg, st) {
-            Ok(p) => {
-                pid = p;
+            Ok(next) => {
+                started = next;
                 // `stop` may have come while it was starting.
                 if restart::stopped_by_user(paths, &st.id) {
-                    let _ = sys::kill(pid, libc::SIGKILL);
+                    let _ = sys::kill(started.pid, libc::SIGKILL);
                 }
             }
             Err(e) => {
@@ -459,6 +486,7 @@ fn supervise(
             }
         }
     }
+    drop(attach);
     let code = st.exit_code.unwrap_or(1);
     cg.destroy();
     if prepared.auto_remove {
@@ -471,14 +499,57 @@ fn supervise(
     Ok(code)
 }
 
+/// A started container process and the supervisor's ends of its stdio.
+struct Started {
+    pid: i32,
+    /// The pty master (`-t`).
+    master: Option<OwnedFd>,
+    /// The read end of its stdout and stderr (detached, no terminal).
+    output: Option<OwnedFd>,
+    /// The write end of its stdin (detached with `-i`, no terminal).
+    input: Option<OwnedFd>,
+}
+
+/// The container process's stdio and the supervisor's ends of it.
+fn make_stdio(prepared: &Prepared) -> Result<(ChildStdio, [Option<OwnedFd>; 3], Vec<OwnedFd>)> {
+    let mut stdio = ChildStdio {
+        inherit_stdin: prepared.interactive && !prepared.detach,
+        ..ChildStdio::default()
+    };
+    // The child's ends, closed here once it has them.
+    let mut theirs = Vec::new();
+    let mut master = None;
+    let mut output = None;
+    let mut input = None;
+    if prepared.tty {
+        let pty = terminal::openpty()?;
+        stdio.terminal = Some(pty.slave.as_raw_fd());
+        theirs.push(pty.slave);
+        master = Some(pty.master);
+    } else if prepared.detach {
+        let (r, w) = sys::pipe()?;
+        stdio.output = Some(w.as_raw_fd());
+        theirs.push(OwnedFd::from(w));
+        output = Some(OwnedFd::from(r));
+        if prepared.interactive {
+            let (r, w) = sys::pipe()?;
+            stdio.input = Some(r.as_raw_fd());
+            theirs.push(OwnedFd::from(r));
+            input = Some(OwnedFd::from(w));
+        }
+    }
+    Ok((stdio, [master, output, input], theirs))
+}
+
 /// Clones the container process, places it in its cgroup, releases it and waits
-/// until it has exec'd. Returns its host pid.
+/// until it has exec'd.
 fn start(
     paths: &Paths,
     prepared: &Prepared,
     cg: &ContainerCgroup,
     st: &mut ContainerState,
-) -> Result<i32> {
+) -> Result<Started> {
+    let (stdio, [master, output, input], theirs) = make_stdio(prepared)?;
     let config = &prepared.config;
     let linux = config.linux().clone().unwrap_or_default();
     let user_ns = namespaces::has_namespace(config, LinuxNamespaceType::User);
@@ -497,6 +568,7 @@ fn start(
         cgroup_hierarchy: cg.hierarchy(),
         seccomp_bpf: prepared.seccomp_bpf.as_deref(),
         init: prepared.init,
+        stdio,
     };
     let pid = sys::clone_fork(flags)?;
     if pid == 0 {
@@ -506,6 +578,7 @@ fn start(
     }
     drop(sync_r);
     drop(err_w);
+    drop(theirs);
     let placed = (|| -> Result<()> {
         if user_ns {
             userns::write_maps(pid, &linux)?;
@@ -549,7 +622,54 @@ fn start(
     ns.extend(namespaces::namespace_inodes(pid));
     st.namespaces = ns;
     state::save(paths, st)?;
-    Ok(pid)
+    Ok(Started {
+        pid,
+        master,
+        output,
+        input,
+    })
+}
+
+/// Waits for a run of the container: relaying its terminal to the caller
+/// (`-t` in the foreground), its output to the timestamped log and attached
+/// clients (`-d`), or only forwarding signals (the output is the caller's).
+fn wait_for(
+    prepared: &Prepared,
+    started: &Started,
+    attach: Option<&mut AttachServer>,
+) -> Result<Ended> {
+    let pid = started.pid;
+    if let Some(master) = &started.master
+        && !prepared.detach
+    {
+        return terminal::relay_caller(master, pid, prepared.interactive, FORWARDED);
+    }
+    let from = match (&started.master, &started.output) {
+        (Some(m), _) | (None, Some(m)) => m,
+        (None, None) => {
+            let (exit, signalled) = wait_forwarding(pid)?;
+            return Ok(Ended { exit, signalled });
+        }
+    };
+    // The detached supervisor's stdout is the log file.
+    let mut log = logs::TimestampedWriter::new(std::io::stdout().lock());
+    terminal::relay(
+        pid,
+        FORWARDED,
+        Relay {
+            from: from.as_fd(),
+            tty: started.master.as_ref().map(|m| m.as_fd()),
+            input: None,
+            input_to: started
+                .master
+                .as_ref()
+                .or(started.input.as_ref())
+                .map(|f| f.as_fd()),
+            output: &mut log,
+            size_from: None,
+            attach,
+        },
+    )
 }
 
 /// Waits for `pid`, forwarding the blocked signals to it. Says whether a

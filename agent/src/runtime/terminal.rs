@@ -158,59 +158,106 @@ fn read_signals(fd: &mut std::fs::File) -> Vec<i32> {
     out
 }
 
-/// What the relay does with the caller's side.
+/// What the relay connects.
 pub struct Relay<'a> {
-    /// Copied to the pty (`-i`); `None`: nothing is sent.
+    /// What the container writes: the pty master, or the read end of its
+    /// output pipe.
+    pub from: BorrowedFd<'a>,
+    /// The pty master when the container has a terminal (window size, EOF).
+    pub tty: Option<BorrowedFd<'a>>,
+    /// The caller's input (`-i`); `None`: nothing is read.
     pub input: Option<BorrowedFd<'a>>,
-    /// Where the pty's output goes.
+    /// Where input goes: the pty master, or the container's stdin pipe.
+    pub input_to: Option<BorrowedFd<'a>>,
+    /// Where the container's output goes (the caller's stdout, or the log).
     pub output: &'a mut dyn Write,
-    /// The terminal whose window size is followed (usually stdin or stdout).
+    /// The terminal whose window size the container's follows.
     pub size_from: Option<BorrowedFd<'a>>,
+    /// `agent attach` clients of a detached container.
+    pub attach: Option<&'a mut super::attach::AttachServer>,
 }
 
-/// Relays between the caller and `master` until `pid` exits; returns its exit.
-/// `forward` are signals (blocked by the caller) sent on to `pid`; SIGWINCH
-/// and SIGCHLD must be blocked too.
-pub fn relay(master: &OwnedFd, pid: i32, forward: &[i32], io: Relay<'_>) -> Result<sys::Exit> {
+/// What ended a relay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ended {
+    /// The process's exit.
+    pub exit: sys::Exit,
+    /// Whether one of the forwarded signals was received (the user stopping it).
+    pub signalled: bool,
+}
+
+fn pollfd(fd: RawFd) -> libc::pollfd {
+    libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    }
+}
+
+const READY: libc::c_short = libc::POLLIN | libc::POLLHUP | libc::POLLERR;
+
+/// `read(2)` into `buf`; `None` at end of file or on error.
+pub(super) fn read_fd(fd: BorrowedFd<'_>, buf: &mut [u8]) -> Option<usize> {
+    loop {
+        // SAFETY: reading into a buffer we own from a borrowed descriptor.
+        let r = unsafe {
+            libc::read(
+                fd.as_raw_fd(),
+                buf.as_mut_ptr() as *mut libc::c_void,
+                buf.len(),
+            )
+        };
+        if r > 0 {
+            return Some(r as usize);
+        }
+        if r < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
+            continue;
+        }
+        return None;
+    }
+}
+
+/// Relays until `pid` exits and its output is drained. `forward` are signals
+/// (blocked by the caller, with SIGWINCH and SIGCHLD) sent on to `pid`.
+pub fn relay(pid: i32, forward: &[i32], io: Relay<'_>) -> Result<Ended> {
     let Relay {
+        from,
+        tty,
         mut input,
+        input_to,
         output,
         size_from,
+        mut attach,
     } = io;
     let mut watched = forward.to_vec();
     watched.extend([libc::SIGWINCH, libc::SIGCHLD]);
     let mut sigs = signalfd(&watched)?;
-    if let Some(size) = size_from.and_then(window_size) {
-        set_window_size(master.as_fd(), size)?;
+    if let (Some(t), Some(size)) = (tty, size_from.and_then(window_size)) {
+        set_window_size(t, size)?;
     }
     let mut buf = [0u8; 8192];
     let mut exited = None;
+    let mut signalled = false;
+    let mut from_open = true;
     loop {
         if exited.is_none()
             && let Some((_, exit)) = sys::waitpid(pid, libc::WNOHANG)?
         {
             exited = Some(exit);
         }
-        let mut fds = vec![
-            libc::pollfd {
-                fd: master.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            },
-            libc::pollfd {
-                fd: sigs.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            },
-        ];
-        if let Some(i) = input {
-            fds.push(libc::pollfd {
-                fd: i.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            });
+        let mut fds = vec![pollfd(from.as_raw_fd()), pollfd(sigs.as_raw_fd())];
+        if !from_open {
+            fds[0].fd = -1;
         }
-        // After the exit, drain what the pty still holds, then stop.
+        let input_at = fds.len();
+        if let Some(i) = input {
+            fds.push(pollfd(i.as_raw_fd()));
+        }
+        let attach_at = fds.len();
+        if let Some(a) = attach.as_deref() {
+            fds.extend(a.poll_fds().into_iter().map(pollfd));
+        }
+        // After the exit, drain what is still buffered, then stop.
         let timeout = if exited.is_some() { 0 } else { 1000 };
         // SAFETY: `fds` is a valid array of pollfd of the given length.
         let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
@@ -224,66 +271,72 @@ pub fn relay(master: &OwnedFd, pid: i32, forward: &[i32], io: Relay<'_>) -> Resu
                 source: e,
             });
         }
-        if fds[0].revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0 {
-            // SAFETY: reading into a buffer we own from a descriptor we own.
-            let r = unsafe {
-                libc::read(
-                    master.as_raw_fd(),
-                    buf.as_mut_ptr() as *mut libc::c_void,
-                    buf.len(),
-                )
-            };
-            if r > 0 {
-                let _ = output.write_all(&buf[..r as usize]);
-                let _ = output.flush();
-                continue;
+        let mut got_output = false;
+        if from_open && fds[0].revents & READY != 0 {
+            match read_fd(from, &mut buf) {
+                Some(r) => {
+                    got_output = true;
+                    let _ = output.write_all(&buf[..r]);
+                    let _ = output.flush();
+                    if let Some(a) = attach.as_deref_mut() {
+                        a.broadcast(&buf[..r]);
+                    }
+                }
+                // EIO on a pty: every slave descriptor is closed; EOF on a pipe.
+                None => from_open = false,
             }
-            // EIO: every slave descriptor is closed.
-            if let Some(exit) = exited {
-                return Ok(exit);
-            }
-        } else if let Some(exit) = exited {
-            return Ok(exit);
+        }
+        if let Some(exit) = exited
+            && (!got_output || !from_open)
+        {
+            return Ok(Ended { exit, signalled });
         }
         if fds[1].revents & libc::POLLIN != 0 {
             for sig in read_signals(&mut sigs) {
                 match sig {
                     libc::SIGCHLD => {}
                     libc::SIGWINCH => {
-                        if let Some(size) = size_from.and_then(window_size) {
-                            let _ = set_window_size(master.as_fd(), size);
+                        if let (Some(t), Some(size)) = (tty, size_from.and_then(window_size)) {
+                            let _ = set_window_size(t, size);
                         }
                     }
                     other => {
+                        signalled = true;
                         let _ = sys::kill(pid, other);
                     }
                 }
             }
         }
         if let Some(i) = input
-            && let Some(p) = fds.get(2)
-            && p.revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0
+            && fds[input_at].revents & READY != 0
         {
-            // SAFETY: reading into a buffer we own from a borrowed descriptor.
-            let r = unsafe {
-                libc::read(
-                    i.as_raw_fd(),
-                    buf.as_mut_ptr() as *mut libc::c_void,
-                    buf.len(),
-                )
-            };
-            if r > 0 {
-                write_all_fd(master.as_fd(), &buf[..r as usize]);
-            } else {
-                // End of input: send the terminal's EOF (Ctrl-D), stop reading.
-                write_all_fd(master.as_fd(), &[4]);
-                input = None;
+            match read_fd(i, &mut buf) {
+                Some(r) => {
+                    if let Some(to) = input_to {
+                        write_all_fd(to, &buf[..r]);
+                    }
+                }
+                None => {
+                    // End of input: on a terminal, its EOF character (Ctrl-D).
+                    if let Some(t) = tty {
+                        write_all_fd(t, &[4]);
+                    }
+                    input = None;
+                }
             }
+        }
+        if let Some(a) = attach.as_deref_mut() {
+            let ready: Vec<bool> = fds[attach_at..]
+                .iter()
+                .map(|p| p.revents & READY != 0)
+                .collect();
+            a.service(&ready, input_to, tty);
         }
     }
 }
 
-fn write_all_fd(fd: BorrowedFd<'_>, mut data: &[u8]) {
+/// Writes all of `data` to `fd`, giving up on an error.
+pub(super) fn write_all_fd(fd: BorrowedFd<'_>, mut data: &[u8]) {
     while !data.is_empty() {
         // SAFETY: writing from a slice we own to a borrowed descriptor.
         let w = unsafe {
@@ -293,9 +346,47 @@ fn write_all_fd(fd: BorrowedFd<'_>, mut data: &[u8]) {
                 data.len(),
             )
         };
+        if w < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
+            continue;
+        }
         if w <= 0 {
             return;
         }
         data = &data[w as usize..];
     }
+}
+
+/// The caller's terminal (raw with `-i`) relayed to the container's `master`
+/// until `pid` exits: `launch -t` and `exec -t` in the foreground.
+pub fn relay_caller(
+    master: &OwnedFd,
+    pid: i32,
+    interactive: bool,
+    forward: &[i32],
+) -> Result<Ended> {
+    let stdin = std::io::stdin();
+    let stdout = std::io::stdout();
+    let _raw = if interactive {
+        RawMode::enter(stdin.as_fd())
+    } else {
+        None
+    };
+    let mut out = stdout.lock();
+    relay(
+        pid,
+        forward,
+        Relay {
+            from: master.as_fd(),
+            tty: Some(master.as_fd()),
+            input: interactive.then(|| stdin.as_fd()),
+            input_to: Some(master.as_fd()),
+            output: &mut out,
+            size_from: Some(if interactive {
+                stdin.as_fd()
+            } else {
+                stdout.as_fd()
+            }),
+            attach: None,
+        },
+    )
 }
