@@ -1,7 +1,7 @@
 //! `agent logs`: output of a detached container.
 
 use super::state_dir::StateDir;
-use crate::runtime::{logs, state, supervisor};
+use crate::runtime::{lifecycle, logs, state};
 use anyhow::Context;
 use clap::Args;
 use std::io::{Read, Write};
@@ -24,7 +24,7 @@ pub struct LogsArgs {
 
 pub fn run(args: LogsArgs) -> anyhow::Result<ExitCode> {
     let paths = args.state.open()?;
-    let (st, path) = supervisor::log_path(&paths, &args.container)?;
+    let (st, path) = lifecycle::log_path(&paths, &args.container)?;
     if args.timestamps && !st.log_timestamps {
         anyhow::bail!(
             "the log of {} has no timestamps (started by an older agent)",

@@ -232,7 +232,7 @@ pub fn attach(paths: &Paths, key: &str) -> Result<i32> {
             if sig == libc::SIGWINCH {
                 send_size(&mut stream);
             } else if !st.tty
-                && let Some(pid) = super::supervisor::pid_is_container(&st)
+                && let Some(pid) = super::lifecycle::pid_is_container(&st)
             {
                 let _ = sys::kill(pid, sig);
             }

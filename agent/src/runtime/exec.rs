@@ -238,7 +238,7 @@ fn running_pid(st: &ContainerState) -> Result<i32> {
             st.name
         )));
     }
-    supervisor::pid_is_container(st)
+    super::lifecycle::pid_is_container(st)
         .ok_or_else(|| Error::Conflict(format!("container {} is not running", st.name)))
 }
 

@@ -23,7 +23,8 @@
 //!   supervisor; [`logs`]: the timestamped log of a detached container.
 //! - [`bundle`]: `agent run --bundle`, a foreign OCI bundle run the same way.
 //! - [`supervisor`]: clone into namespaces, wait, forward signals, record the exit,
-//!   and restart the container as its [`restart`] policy says.
+//!   and restart the container as its [`restart`] policy says; [`lifecycle`]:
+//!   `kill`, `stop`, `rm` of a supervised container.
 //! - [`state`]: `containers/<id>/state.json` (the schema `agent serve` reads) and the
 //!   store lock.
 //!
@@ -35,6 +36,7 @@ pub mod bundle;
 pub mod capabilities;
 pub mod exec;
 pub mod image;
+pub mod lifecycle;
 pub mod logs;
 pub mod namespaces;
 pub mod reconcile;
