@@ -225,3 +225,40 @@ fn exec_works_in_a_user_namespace() {
         start
     );
 }
+
+#[test]
+fn exec_u_reads_the_containers_passwd_through_its_own_links() {
+    require_privileges!();
+    let env = Env::new();
+    // An image whose /etc/passwd is an absolute link: it must resolve inside the
+    // container's root, never to a host file.
+    let layout = env.dir.path().join("linked-passwd-oci");
+    let top = support::layer(|b| {
+        support::add_dir(b, "secret", 0o755);
+        support::add_file(
+            b,
+            "secret/passwd",
+            0o644,
+            b"root:x:0:0:root:/root:/bin/sh\neve:x:4242:4243:eve:/home/eve:/bin/sh\n",
+        );
+        support::add_symlink(b, "etc/passwd", "/secret/passwd");
+    });
+    support::build_oci(&layout, &[&support::base_layer(), &top], None, "latest");
+    env.agent(&[
+        "image",
+        "import",
+        "--name",
+        "linked",
+        &format!("{}:latest", layout.display()),
+    ])
+    .ok();
+    assert!(!std::path::Path::new("/secret/passwd").exists());
+    env.launch(&["-d", "--name", "l", "linked", "sleep", "600"])
+        .ok();
+    let run = exec(
+        &env,
+        &["-u", "eve", "l", "sh", "-c", "id -u; id -g; echo $HOME"],
+    )
+    .ok();
+    assert_eq!(run.stdout, "4242\n4243\n/home/eve\n", "{run:#?}");
+}

@@ -210,9 +210,11 @@ fn validate_hostname(h: &str) -> Result<()> {
 /// A passwd or group file parsed into (name, fields).
 fn read_colon_file(path: Option<&Path>) -> Vec<Vec<String>> {
     let Some(path) = path else { return Vec::new() };
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
+    parse_colon_file(&std::fs::read_to_string(path).unwrap_or_default())
+}
+
+fn parse_colon_file(text: &str) -> Vec<Vec<String>> {
+    text.lines()
         .filter(|l| !l.trim_start().starts_with('#'))
         .map(|l| l.split(':').map(str::to_string).collect())
         .collect()
@@ -322,12 +324,15 @@ pub fn merge_env(env: &mut Vec<String>, overrides: &[String]) -> Result<()> {
     Ok(())
 }
 
-/// Resolves `user[:group]` against `etc/passwd` and `etc/group` under `root`
-/// (a running container's `/proc/<pid>/root`, whose links resolve inside it).
+/// Resolves `user[:group]` against `/etc/passwd` and `/etc/group` of a running
+/// container, read through its `/proc/<pid>/root` with links resolved inside it
+/// (an image's `/etc/passwd -> /etc/shadow` names the container's, not the host's).
 pub fn resolve_user_under(root: &Path, spec: &str) -> Result<ResolvedUser> {
-    let passwd = read_colon_file(Some(&root.join("etc/passwd")));
-    let group = read_colon_file(Some(&root.join("etc/group")));
-    resolve_user_in(&passwd, &group, spec)
+    let read = |name: &str| -> Result<Vec<Vec<String>>> {
+        let data = super::sys::read_in_root(root, name)?.unwrap_or_default();
+        Ok(parse_colon_file(&String::from_utf8_lossy(&data)))
+    };
+    resolve_user_in(&read("etc/passwd")?, &read("etc/group")?, spec)
 }
 
 /// Validates `opts` against the store. Creates nothing.
