@@ -179,3 +179,55 @@ fn container_paths_that_climb_out_are_refused() {
     assert_eq!(run.stdout, "in\n");
     assert!(Path::new(&env.state.join("volumes/v3/_data/f")).exists());
 }
+
+#[test]
+fn a_new_named_volume_starts_with_what_the_image_has_there() {
+    require_privileges!();
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::new();
+    let run = env
+        .launch(&[
+            "--rm",
+            "-v",
+            "seeded:/opaque",
+            "-v",
+            "tmpvol:/tmp",
+            "-v",
+            "bare:/etc:nocopy",
+            "busybox",
+            "sh",
+            "-c",
+            "cat /opaque/new; ls /etc | wc -l; echo mine > /opaque/new",
+        ])
+        .ok();
+    assert_eq!(run.stdout, "new\n0\n", "{run:#?}");
+    let vols = env.state.join("volumes");
+    let mode = std::fs::metadata(vols.join("tmpvol/_data"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(
+        mode & 0o7777,
+        0o1777,
+        "the image directory's mode is copied"
+    );
+    // A volume that holds data is not filled again.
+    let run = env
+        .launch(&[
+            "--rm",
+            "-v",
+            "seeded:/opaque",
+            "busybox",
+            "cat",
+            "/opaque/new",
+        ])
+        .ok();
+    assert_eq!(run.stdout, "mine\n");
+    assert!(
+        std::fs::read_dir(vols.join("bare/_data"))
+            .unwrap()
+            .next()
+            .is_none(),
+        "nocopy leaves it empty"
+    );
+}

@@ -419,6 +419,9 @@ struct MountOptions {
     data: Vec<String>,
     bind: bool,
     recursive: bool,
+    /// `copyup`: fill an empty bind source from what the image has at the
+    /// destination (Docker's new-volume copy; like crun's `tmpcopyup`).
+    copy_up: bool,
 }
 
 fn parse_options(options: &[String]) -> MountOptions {
@@ -455,6 +458,10 @@ fn parse_options(options: &[String]) -> MountOptions {
             "rbind" => {
                 o.bind = true;
                 o.recursive = true;
+                (0, 0)
+            }
+            "copyup" => {
+                o.copy_up = true;
                 (0, 0)
             }
             "private" | "rprivate" | "shared" | "rshared" | "slave" | "rslave" | "unbindable"
@@ -507,6 +514,16 @@ fn apply_mount(root: &Path, m: &Mount, ctx: &ChildContext<'_>, via: Option<PathB
     }
     if opts.bind || typ == "bind" {
         let source = via.unwrap_or_else(|| bind_source(m, ctx));
+        if opts.copy_up
+            && dest.is_dir()
+            && source.is_dir()
+            && std::fs::read_dir(&source)
+                .at("read directory", &source)?
+                .next()
+                .is_none()
+        {
+            super::userns::copy_contents(&dest, &source)?;
+        }
         if source.is_dir() {
             ensure_dir(&dest)?;
         } else {

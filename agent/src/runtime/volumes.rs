@@ -1,6 +1,7 @@
 //! Volumes with Docker's semantics: `-v HOST:CTR[:ro]` bind mounts, named volumes
 //! `-v NAME:CTR[:ro]` kept under `<state>/volumes/<name>/_data` (and kept after
-//! `rm`), `--tmpfs CTR[:OPTIONS]`, and `--mount type=bind|volume|tmpfs,…`.
+//! `rm`; an empty one is first filled with what the image holds at `CTR`, as
+//! Docker does, unless `nocopy`), `--tmpfs CTR[:OPTIONS]`, and `--mount type=bind|volume|tmpfs,…`.
 //!
 //! Each is parsed once at the edge into a [`MountRequest`], becomes one entry of
 //! the spec's `mounts` (bind or tmpfs), and is applied by the container's first
@@ -26,8 +27,9 @@ pub enum MountSource {
         /// `-v` creates a missing host directory; `--mount` refuses it (Docker).
         create: bool,
     },
-    /// A named volume of the store.
-    Volume(String),
+    /// A named volume of the store; `copy`: an empty one is first filled with
+    /// what the image has at the container path (Docker's default; `nocopy`).
+    Volume { name: String, copy: bool },
     /// A fresh tmpfs.
     Tmpfs {
         /// `size=`, in bytes (unlimited when absent, as Docker).
@@ -139,7 +141,10 @@ impl FromStr for VolumeArg {
             }
         } else {
             validate_volume_name(src).map_err(|e| e.to_string())?;
-            MountSource::Volume(src.to_string())
+            MountSource::Volume {
+                name: src.to_string(),
+                copy: true,
+            }
         };
         let mut req = MountRequest {
             source,
@@ -154,8 +159,13 @@ impl FromStr for VolumeArg {
                 "private" | "rprivate" | "shared" | "rshared" | "slave" | "rslave" => {
                     req.options.push(o.to_string())
                 }
-                // SELinux relabelling and nocopy have nothing to do here.
-                "z" | "Z" | "nocopy" => {}
+                "nocopy" => {
+                    if let MountSource::Volume { copy, .. } = &mut req.source {
+                        *copy = false;
+                    }
+                }
+                // SELinux relabelling has nothing to do here.
+                "z" | "Z" => {}
                 _ => return Err(format!("-v {s}: unknown option {o:?}")),
             }
         }
@@ -228,6 +238,7 @@ impl FromStr for MountArg {
         let (mut typ, mut source, mut target) = (None, None, None);
         let (mut read_only, mut options) = (false, Vec::new());
         let (mut size, mut mode) = (None, None);
+        let mut copy = true;
         for field in s.split(',').filter(|f| !f.is_empty()) {
             let (k, v) = match field.split_once('=') {
                 Some((k, v)) => (k, Some(v)),
@@ -247,7 +258,8 @@ impl FromStr for MountArg {
                 },
                 ("tmpfs-size", Some(v)) => size = Some(v.parse::<ByteSize>().map_err(bad)?.0),
                 ("tmpfs-mode", Some(v)) => mode = Some(parse_mode(v).map_err(bad)?),
-                ("volume-nocopy", _) => {}
+                ("volume-nocopy", None | Some("true" | "1")) => copy = false,
+                ("volume-nocopy", Some("false" | "0")) => copy = true,
                 _ => return Err(bad(format!("unknown field {field:?}"))),
             }
         }
@@ -262,7 +274,7 @@ impl FromStr for MountArg {
             ("bind", _) => return Err(bad("a bind needs an absolute source=".into())),
             ("volume", Some(name)) => {
                 validate_volume_name(&name).map_err(|e| bad(e.to_string()))?;
-                MountSource::Volume(name)
+                MountSource::Volume { name, copy }
             }
             ("volume", None) => {
                 return Err(bad(
@@ -329,8 +341,11 @@ pub fn oci_mounts(paths: &Paths, requests: &[MountRequest]) -> Result<Vec<Mount>
                     options.extend(["rbind".to_string(), "rprivate".to_string()]);
                     ("bind", path.clone())
                 }
-                MountSource::Volume(name) => {
+                MountSource::Volume { name, copy } => {
                     options.extend(["rbind".to_string(), "rprivate".to_string()]);
+                    if *copy {
+                        options.push("copyup".into());
+                    }
                     ("bind", volume_data(paths, name))
                 }
                 MountSource::Tmpfs { size, mode } => {
@@ -359,7 +374,7 @@ pub fn names(requests: &[MountRequest]) -> Vec<String> {
     let mut out: Vec<String> = requests
         .iter()
         .filter_map(|r| match &r.source {
-            MountSource::Volume(n) => Some(n.clone()),
+            MountSource::Volume { name, .. } => Some(name.clone()),
             _ => None,
         })
         .collect();
@@ -386,7 +401,7 @@ pub fn prepare(paths: &Paths, requests: &[MountRequest], idmap: Option<&IdMap>) 
                     std::fs::create_dir_all(path).at("create bind source", path)?;
                 }
             }
-            MountSource::Volume(name) => {
+            MountSource::Volume { name, .. } => {
                 let data = volume_data(paths, name);
                 if data.is_dir() {
                     continue;
@@ -463,7 +478,10 @@ pub fn create(paths: &Paths, name: &str) -> Result<PathBuf> {
     prepare(
         paths,
         &[MountRequest {
-            source: MountSource::Volume(name.to_string()),
+            source: MountSource::Volume {
+                name: name.to_string(),
+                copy: false,
+            },
             target: PathBuf::from("/unused"),
             read_only: false,
             options: Vec::new(),
@@ -517,9 +535,24 @@ mod tests {
         assert_eq!(r.target, Path::new("/data"));
         assert!(r.read_only);
         let r = v("pgdata:/var/lib/postgresql/data/").unwrap();
-        assert_eq!(r.source, MountSource::Volume("pgdata".into()));
+        assert_eq!(
+            r.source,
+            MountSource::Volume {
+                name: "pgdata".into(),
+                copy: true
+            }
+        );
         assert_eq!(r.target, Path::new("/var/lib/postgresql/data"));
         assert!(!r.read_only);
+        let r = v("pgdata:/data:ro,nocopy").unwrap();
+        assert_eq!(
+            r.source,
+            MountSource::Volume {
+                name: "pgdata".into(),
+                copy: false
+            }
+        );
+        assert!(r.read_only);
         for bad in [
             "/data",
             "x:/data",
@@ -561,7 +594,13 @@ mod tests {
         );
         assert!(m.0.read_only);
         let m: MountArg = "type=volume,src=cache,dst=/cache".parse().unwrap();
-        assert_eq!(m.0.source, MountSource::Volume("cache".into()));
+        assert_eq!(
+            m.0.source,
+            MountSource::Volume {
+                name: "cache".into(),
+                copy: true
+            }
+        );
         let m: MountArg = "type=tmpfs,target=/scratch,tmpfs-size=1m".parse().unwrap();
         assert_eq!(
             m.0.source,
