@@ -258,6 +258,8 @@ fn run(
     if prepared.detach {
         let log = paths.container(&id).join("container.log");
         st.log_path = Some(log.clone());
+        // The supervisor writes it, each line with its time (runtime::logs).
+        st.log_timestamps = true;
         state::save(paths, &st)?;
         let (mut ready_r, ready_w) = sys::pipe()?;
         match sys::fork()? {
@@ -372,7 +374,7 @@ fn initial_state(spec: &LaunchSpec, layer: &ContainerLayer) -> ContainerState {
         volumes: super::volumes::names(&spec.volumes),
         tty: spec.tty,
         interactive: spec.interactive,
-        log_timestamps: spec.detach,
+        log_timestamps: false,
     }
 }
 
