@@ -62,6 +62,7 @@ const CONTAINER_METRICS: &[&str] = &[
     "agent_container_exit_code",
     "agent_container_running",
     "agent_container_oom_killed",
+    "agent_container_restarts_total",
 ];
 
 /// The agent's own families (no container labels).

@@ -24,7 +24,7 @@ use common::docker::Dockerd;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use support::Env;
+use support::{Env, SubidEntry};
 
 /// Podman's default profile (containers/common).
 const PODMAN_PROFILE: &str = "/usr/share/containers/seccomp.json";
@@ -411,43 +411,6 @@ fn read_only_root_with_writable_tmpfs() {
     assert_eq!(lines[3], "1", "the root mount is ro");
     // Without --read-only the root is writable.
     env.launch(&["--rm", "busybox", "touch", "/x"]).ok();
-}
-
-/// A test entry in /etc/subuid and /etc/subgid, removed on drop (only if this
-/// test added it).
-struct SubidEntry {
-    added: Vec<(PathBuf, String)>,
-}
-
-impl SubidEntry {
-    fn ensure(name: &str, start: u32, count: u32) -> SubidEntry {
-        let mut added = Vec::new();
-        for file in ["/etc/subuid", "/etc/subgid"] {
-            let text = std::fs::read_to_string(file).unwrap_or_default();
-            if text.lines().any(|l| l.starts_with(&format!("{name}:"))) {
-                continue;
-            }
-            let line = format!("{name}:{start}:{count}\n");
-            let mut new = text.clone();
-            if !new.is_empty() && !new.ends_with('\n') {
-                new.push('\n');
-            }
-            new.push_str(&line);
-            std::fs::write(file, new).unwrap();
-            added.push((PathBuf::from(file), line));
-        }
-        SubidEntry { added }
-    }
-}
-
-impl Drop for SubidEntry {
-    fn drop(&mut self) {
-        for (file, line) in &self.added {
-            if let Ok(text) = std::fs::read_to_string(file) {
-                let _ = std::fs::write(file, text.replacen(line.as_str(), "", 1));
-            }
-        }
-    }
 }
 
 #[test]

@@ -339,7 +339,7 @@ fn container_execs_and_mounts_are_counted_streamed_and_labelled() {
     );
     let inner_env = format!("INNER={inner}");
     let mut launch = env.command(&[
-        "launch", "--name", &name, "-e", &inner_env, "busybox", "/bin/sh", "-c", &script,
+        "launch", "-i", "--name", &name, "-e", &inner_env, "busybox", "/bin/sh", "-c", &script,
     ]);
     launch.stdin(Stdio::piped());
     let mut launch = KillOnDrop(launch.spawn().expect("agent launch"));

@@ -323,6 +323,43 @@ impl Drop for Env {
     }
 }
 
+/// A test entry in /etc/subuid and /etc/subgid, removed on drop (only if this
+/// test added it).
+pub struct SubidEntry {
+    added: Vec<(PathBuf, String)>,
+}
+
+impl SubidEntry {
+    pub fn ensure(name: &str, start: u32, count: u32) -> SubidEntry {
+        let mut added = Vec::new();
+        for file in ["/etc/subuid", "/etc/subgid"] {
+            let text = std::fs::read_to_string(file).unwrap_or_default();
+            if text.lines().any(|l| l.starts_with(&format!("{name}:"))) {
+                continue;
+            }
+            let line = format!("{name}:{start}:{count}\n");
+            let mut new = text.clone();
+            if !new.is_empty() && !new.ends_with('\n') {
+                new.push('\n');
+            }
+            new.push_str(&line);
+            std::fs::write(file, new).unwrap();
+            added.push((PathBuf::from(file), line));
+        }
+        SubidEntry { added }
+    }
+}
+
+impl Drop for SubidEntry {
+    fn drop(&mut self) {
+        for (file, line) in &self.added {
+            if let Ok(text) = std::fs::read_to_string(file) {
+                let _ = std::fs::write(file, text.replacen(line.as_str(), "", 1));
+            }
+        }
+    }
+}
+
 // ---- building the busybox OCI image ------------------------------------------------
 
 pub fn sha256_hex(data: &[u8]) -> String {
