@@ -65,6 +65,7 @@ pub const PACKAGES: &[&str] = &[
     "libbpf-dev",
     "prometheus",
     "libseccomp-dev",
+    "protobuf-compiler",
     "golang-github-containers-common",
 ];
 
