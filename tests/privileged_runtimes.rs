@@ -220,7 +220,22 @@ fn containerd_cri_pods_and_ctr_containers_are_named_as_kubelet_names_them() {
 
     // A plain containerd container in a namespace of its own.
     let ctr_id = format!("plain-{pid}");
-    let (ok, out) = containerd.ctr(&ctr_ns, &["run", "-d", APP_IMAGE, &ctr_id, "sleep", "300"]);
+    // A hostile label (quote, newline, bell, 3000 bytes: containerd allows 4096
+    // per label) must come out escaped, the exposition still well-formed.
+    let hostile = format!("a\"b\nc\u{7}{}", "x".repeat(3000));
+    let (ok, out) = containerd.ctr(
+        &ctr_ns,
+        &[
+            "run",
+            "-d",
+            "--label",
+            &format!("note={hostile}"),
+            APP_IMAGE,
+            &ctr_id,
+            "sleep",
+            "300",
+        ],
+    );
     assert!(ok, "ctr run: {out}");
 
     // What containerd's own records say the images are (kubelet's cAdvisor
@@ -293,6 +308,32 @@ fn containerd_cri_pods_and_ctr_containers_are_named_as_kubelet_names_them() {
     assert!(
         !plain.contains_key("pod"),
         "not a Kubernetes container: {plain:?}"
+    );
+    let (_, body) = http_get(&agent.addr, "/metrics", &[]).unwrap();
+    let m = String::from_utf8(body).unwrap();
+    let info = m
+        .lines()
+        .find(|l| l.starts_with("agent_container_info{") && l.contains(&ctr_id))
+        .expect("an info series for the ctr container");
+    let escaped = format!(
+        "container_label_note=\"a\\\"b\\nc\u{7}{}\"",
+        "x".repeat(3000)
+    );
+    assert!(info.contains(&escaped), "{}", &info[..info.len().min(300)]);
+    assert!(
+        info.contains("runtime=\"containerd\""),
+        "{}",
+        &info[..info.len().min(300)]
+    );
+    let app_info = m
+        .lines()
+        .find(|l| l.starts_with("agent_container_info{") && l.contains(&container_id))
+        .expect("an info series for the CRI container");
+    assert!(
+        app_info.contains("container_label_io_kubernetes_pod_name=\"web-0\"")
+            && app_info.contains("pod=\"web-0\"")
+            && app_info.contains("runtime=\"kubernetes\""),
+        "{app_info}"
     );
 }
 

@@ -19,6 +19,7 @@
 //! kubelet gives). Any other container (`ctr run`) is named by its containerd id.
 
 use super::metadata::{ContainerMeta, KubeLabels, MAX_LABELS, allowed_env, read_json};
+use crate::cgroup::discovery::{Runtime, classify};
 use containerd_client::services::v1::GetContainerRequest;
 use containerd_client::services::v1::containers_client::ContainersClient;
 use containerd_client::tonic;
@@ -91,6 +92,9 @@ enum Fetch {
         backoff: Duration,
     },
     Done(ContainerMeta),
+    /// Another runtime's container run through containerd (Docker's, in the
+    /// `moby` namespace): that runtime's own records name it; never fetched.
+    Elsewhere,
 }
 
 impl Containerd {
@@ -142,17 +146,17 @@ impl Containerd {
                 // Being written, or not a Linux container: looked at again next scan.
                 continue;
             };
-            tasks.by_key.insert(
-                key.clone(),
-                Task {
-                    cgroup,
-                    meta: Fetch::Pending {
+            let meta = match classify(&cgroup) {
+                Some((runtime, _)) if runtime != Runtime::Kubernetes => Fetch::Elsewhere,
+                _ => {
+                    wanted = true;
+                    Fetch::Pending {
                         next: Instant::now(),
                         backoff: RETRY_MIN,
-                    },
-                },
-            );
-            wanted = true;
+                    }
+                }
+            };
+            tasks.by_key.insert(key.clone(), Task { cgroup, meta });
         }
         tasks.by_cgroup = tasks
             .by_key
@@ -178,7 +182,7 @@ impl Containerd {
         let key = tasks.by_cgroup.get(path)?;
         match &tasks.by_key.get(key)?.meta {
             Fetch::Done(m) => Some(m.clone()),
-            Fetch::Pending { .. } => None,
+            Fetch::Pending { .. } | Fetch::Elsewhere => None,
         }
     }
 
@@ -331,7 +335,7 @@ fn fetch_loop(weak: Weak<Shared>) {
                     .values()
                     .filter_map(|t| match t.meta {
                         Fetch::Pending { next, .. } => Some(next.saturating_duration_since(now)),
-                        Fetch::Done(_) => None,
+                        Fetch::Done(_) | Fetch::Elsewhere => None,
                     })
                     .min()
                     .unwrap_or(Duration::from_secs(5))
@@ -359,7 +363,9 @@ fn fetch_loop(weak: Weak<Shared>) {
                         backoff: (*backoff * 2).min(RETRY_MAX),
                     }
                 }
+                // Answered meanwhile (not by this thread): keep that.
                 (Err(_), Fetch::Done(m)) => Fetch::Done(m.clone()),
+                (Err(_), Fetch::Elsewhere) => Fetch::Elsewhere,
             };
         }
     }
@@ -591,6 +597,12 @@ mod tests {
         );
         write("other", "web", r#"{"linux":{"cgroupsPath":"/other/web"}}"#);
         write("other", "broken", r#"{"linux":"#);
+        let docker_id = "a".repeat(64);
+        write(
+            "moby",
+            &docker_id,
+            &format!(r#"{{"linux":{{"cgroupsPath":"/docker/{docker_id}"}}}}"#),
+        );
         use std::os::unix::ffi::OsStrExt;
         std::fs::create_dir_all(
             t.path()
@@ -606,9 +618,17 @@ mod tests {
         assert_eq!(
             found,
             [
+                (format!("/docker/{docker_id}"), docker_id.clone()),
                 ("/kubepods/pod9/c1".to_string(), "c1".to_string()),
                 ("/other/web".to_string(), "web".to_string())
             ]
+        );
+        assert!(
+            matches!(
+                c.shared.tasks.lock().by_key[&("moby".to_string(), docker_id.clone())].meta,
+                Fetch::Elsewhere
+            ),
+            "Docker's containers are named from Docker's files, not fetched"
         );
         assert_eq!(c.lookup("/other/web"), None, "not fetched (no containerd)");
         // As if the fetcher had answered.
@@ -638,7 +658,7 @@ mod tests {
         assert_eq!(c.pod("/kubepods/pod"), None, "a prefix is not a parent");
         // A bundle that goes is forgotten.
         std::fs::remove_dir_all(t.path().join(TASK_DIR).join("k8s.io/c1")).unwrap();
-        assert_eq!(c.scan().len(), 1);
+        assert_eq!(c.scan().len(), 2);
         assert_eq!(c.lookup("/kubepods/pod9/c1"), None);
     }
 }

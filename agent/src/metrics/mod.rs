@@ -429,6 +429,11 @@ fn write_cgroup_families(
         push_label(&mut l, "id", &t.discovered.path);
         push_label(&mut l, "name", &t.meta.name);
         push_label(&mut l, "image", &t.meta.image);
+        if let Some(k) = &t.meta.kube {
+            push_label(&mut l, "container", &k.container);
+            push_label(&mut l, "namespace", &k.namespace);
+            push_label(&mut l, "pod", &k.pod);
+        }
         push_label(&mut l, "runtime", t.discovered.runtime.as_str());
         for (key, v) in container_label_names("container_label_", &t.meta.labels) {
             push_label(&mut l, &key, v);

@@ -97,9 +97,16 @@ impl Drop for Podman {
         // Unmounts and removes the store.
         self.podman(&["system", "reset", "--force"]);
         // podman keeps its conmon processes in `/libpod_parent/conmon`: children
-        // first. A cgroup still in use (another podman's) refuses rmdir and stays.
+        // first, once the last conmon has exited (shortly after `rm`). A cgroup
+        // still in use (another podman's) refuses rmdir and stays.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         for p in &self.parents {
-            let _ = std::fs::remove_dir(p.join("conmon"));
+            while std::fs::remove_dir(p.join("conmon")).is_err()
+                && p.join("conmon").exists()
+                && std::time::Instant::now() < deadline
+            {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
             let _ = std::fs::remove_dir(p);
         }
     }
