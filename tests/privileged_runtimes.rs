@@ -230,6 +230,10 @@ fn containerd_cri_pods_and_ctr_containers_are_named_as_kubelet_names_them() {
             "-d",
             "--label",
             &format!("note={hostile}"),
+            "--env",
+            "AGENT_TEST_TIER=front",
+            "--env",
+            "AGENT_TEST_SECRET=hunter2",
             APP_IMAGE,
             &ctr_id,
             "sleep",
@@ -260,6 +264,8 @@ fn containerd_cri_pods_and_ctr_containers_are_named_as_kubelet_names_them() {
         state.to_str().unwrap(),
         "--containerd-socket",
         socket.to_str().unwrap(),
+        "--container-env",
+        "AGENT_TEST_TIER",
     ]);
 
     let app = wait_named(&agent, &format!("{pod_cgroup}/{container_id}"), "name");
@@ -305,6 +311,17 @@ fn containerd_cri_pods_and_ctr_containers_are_named_as_kubelet_names_them() {
         "{plain:?}"
     );
     assert_eq!(image_of(&ctr_ns, &ctr_id), APP_IMAGE);
+    assert_eq!(
+        plain
+            .get("container_env_AGENT_TEST_TIER")
+            .map(String::as_str),
+        Some("front"),
+        "the allow-listed variable, from the OCI spec in containerd's record: {plain:?}"
+    );
+    assert!(
+        !plain.keys().any(|k| k.contains("SECRET")),
+        "no other variable: {plain:?}"
+    );
     assert!(
         !plain.contains_key("pod"),
         "not a Kubernetes container: {plain:?}"

@@ -125,7 +125,9 @@ impl Containerd {
         let mut tasks = self.shared.tasks.lock();
         let tasks = &mut *tasks;
         let live_keys: HashSet<&Key> = live.iter().collect();
+        let before = tasks.by_key.len();
         tasks.by_key.retain(|k, _| live_keys.contains(k));
+        let mut changed = tasks.by_key.len() != before;
         let mut wanted = false;
         for key in &live {
             if tasks.by_key.contains_key(key) || tasks.by_key.len() >= MAX_TASKS {
@@ -157,12 +159,15 @@ impl Containerd {
                 }
             };
             tasks.by_key.insert(key.clone(), Task { cgroup, meta });
+            changed = true;
         }
-        tasks.by_cgroup = tasks
-            .by_key
-            .iter()
-            .map(|(k, t)| (t.cgroup.clone(), k.clone()))
-            .collect();
+        if changed {
+            tasks.by_cgroup = tasks
+                .by_key
+                .iter()
+                .map(|(k, t)| (t.cgroup.clone(), k.clone()))
+                .collect();
+        }
         if wanted {
             if !tasks.fetcher {
                 tasks.fetcher = spawn_fetcher(Arc::downgrade(&self.shared));
