@@ -18,7 +18,7 @@
 //! `namespace` and `container` labels (empty `container` for the sandbox, as
 //! kubelet gives). Any other container (`ctr run`) is named by its containerd id.
 
-use super::metadata::{ContainerMeta, KubeLabels, MAX_LABELS, allowed_env, read_json};
+use super::metadata::{ContainerMeta, KubeLabels, MAX_LABELS, allowed_env, read_capped};
 use crate::cgroup::discovery::{Runtime, classify};
 use containerd_client::services::v1::GetContainerRequest;
 use containerd_client::services::v1::containers_client::ContainersClient;
@@ -139,7 +139,8 @@ impl Containerd {
                 .join(TASK_DIR)
                 .join(&key.0)
                 .join(&key.1);
-            let Some(cgroup) = read_json(bundle.join("config.json"))
+            let Some(cgroup) = read_capped(&bundle.join("config.json"))
+                .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
                 .as_ref()
                 .and_then(|c| c.pointer("/linux/cgroupsPath"))
                 .and_then(|p| p.as_str())
