@@ -263,6 +263,10 @@ pub fn cgroup_path(spec: &str) -> Option<String> {
     if let [slice, prefix, name] = parts[..]
         && !spec.starts_with('/')
     {
+        // Unit names: no `/` (a path with one would be another cgroup).
+        if spec.contains('/') || name.is_empty() {
+            return None;
+        }
         let slice = if slice.is_empty() {
             "system.slice"
         } else {
@@ -292,11 +296,24 @@ pub fn cgroup_path(spec: &str) -> Option<String> {
         } else {
             format!("{prefix}-{name}.scope")
         };
-        return Some(format!("{path}/{unit}"));
+        return clean_path(&format!("{path}/{unit}"));
     }
-    let trimmed = spec.trim_matches('/');
-    (!trimmed.is_empty() && !trimmed.split('/').any(|c| c == ".." || c == "."))
-        .then(|| format!("/{trimmed}"))
+    clean_path(spec)
+}
+
+/// `path` as the cgroup walker spells it (`/a/b`: one `/` between components,
+/// none at the end), or `None` for the root or a path that climbs (`.`, `..`):
+/// it becomes a label and is joined to the hierarchy's root.
+fn clean_path(path: &str) -> Option<String> {
+    let mut out = String::new();
+    for c in path.split('/').filter(|c| !c.is_empty()) {
+        if c == "." || c == ".." {
+            return None;
+        }
+        out.push('/');
+        out.push_str(c);
+    }
+    (!out.is_empty()).then_some(out)
 }
 
 /// Starts the thread that asks containerd for new containers' records; it ends
@@ -520,6 +537,11 @@ mod tests {
             ("", None),
             ("/", None),
             ("/a/../b", None),
+            ("//a//b/", Some("/a/b")),
+            ("system.slice:p:a/../../etc", None),
+            ("x/../y.slice:p:z", None),
+            ("system.slice:p:", None),
+            ("system.slice:p:..", Some("/system.slice/p-...scope")),
             ("bad-.slice:p:x", None),
             ("noslice:p:x", None),
         ];
