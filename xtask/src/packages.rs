@@ -79,7 +79,17 @@ pub const PACKAGES: &[(&str, &str, &str)] = &[
     (
         "/usr/bin/podman",
         "podman",
-        "the seccomp comparison test (a second real runtime)",
+        "the seccomp comparison test and podman's naming test (a real runtime)",
+    ),
+    (
+        "/usr/bin/protoc",
+        "protobuf-compiler",
+        "building the agent (containerd's API client is generated from its protos)",
+    ),
+    (
+        "/usr/bin/containerd",
+        "containerd",
+        "the containerd and Kubernetes CRI naming tests (a real containerd)",
     ),
     (
         "/usr/bin/cc",
@@ -94,8 +104,14 @@ pub const PACKAGES: &[(&str, &str, &str)] = &[
 ];
 
 /// The packages `serve` itself needs at run time (none beyond the kernel) and at
-/// build time (the eBPF toolchain, libseccomp).
-pub const SERVE_PACKAGES: &[&str] = &["clang-19", "llvm-19", "libbpf-dev", "libseccomp-dev"];
+/// build time (the eBPF toolchain, libseccomp, protoc for containerd's API client).
+pub const SERVE_PACKAGES: &[&str] = &[
+    "clang-19",
+    "llvm-19",
+    "libbpf-dev",
+    "libseccomp-dev",
+    "protobuf-compiler",
+];
 
 fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.

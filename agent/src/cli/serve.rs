@@ -36,6 +36,30 @@ pub struct ServeArgs {
     /// Docker's data root, for container names and images.
     #[arg(long, env = "AGENT_DOCKER_ROOT", default_value = "/var/lib/docker")]
     pub docker_root: PathBuf,
+    /// containerd's state directory (its `state`, where the shims' bundles say
+    /// which cgroup each container has), for containers of every containerd
+    /// namespace, Kubernetes' included.
+    #[arg(
+        long,
+        env = "AGENT_CONTAINERD_STATE",
+        default_value = "/run/containerd"
+    )]
+    pub containerd_state: PathBuf,
+    /// containerd's API socket, asked once per new container for its name,
+    /// image and labels (in the background, never at scrape time).
+    #[arg(
+        long,
+        env = "AGENT_CONTAINERD_SOCKET",
+        default_value = "/run/containerd/containerd.sock"
+    )]
+    pub containerd_socket: PathBuf,
+    /// podman's storage root (rootful podman), for its containers' names and images.
+    #[arg(
+        long,
+        env = "AGENT_PODMAN_ROOT",
+        default_value = "/var/lib/containers/storage"
+    )]
+    pub podman_root: PathBuf,
     /// The agent's state root (containers started by `agent launch`).
     #[arg(long, env = "AGENT_STATE_DIR", default_value = "/var/lib/agent")]
     pub state_dir: PathBuf,
@@ -204,10 +228,11 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         hierarchy.clone(),
         filter,
         MetadataSource {
-            docker_root: args.docker_root.clone(),
-            state_dir: args.state_dir.clone(),
             env_keys: args.container_env.clone(),
-        },
+            ..MetadataSource::new(&args.docker_root, &args.state_dir)
+        }
+        .with_containerd(&args.containerd_state, &args.containerd_socket)
+        .with_podman(&args.podman_root),
         args.rescan_interval,
     )
     .with_groups(groups);

@@ -1,12 +1,15 @@
 //! Shared pieces of the privileged and end-to-end tests: root checks, real cgroups
 //! that remove themselves, a memory/CPU hog process, the agent binary as a child, a real
-//! Prometheus server ([`prometheus`]) and a minimal HTTP client; the launch tests'
+//! Prometheus server ([`prometheus`]) and a minimal HTTP client; real container
+//! runtimes on private roots and sockets ([`docker`], [`containerd`], [`podman`]); the launch tests'
 //! state dirs and images ([`launch`]); the dashboard's queries
 //! ([`dashboard_queries`]). Everything cleans up in `Drop`, also when a test fails.
 
+pub mod containerd;
 pub mod dashboard_queries;
 pub mod docker;
 pub mod launch;
+pub mod podman;
 pub mod prometheus;
 
 use agent::cgroup::Hierarchy;

@@ -72,6 +72,7 @@ pub const PACKAGES: &[&str] = &[
     "libbpf-dev",
     "prometheus",
     "libseccomp-dev",
+    "protobuf-compiler",
     "golang-github-docker-docker-dev",
     "golang-github-containers-common",
 ];
