@@ -4,6 +4,8 @@
 //! - `cargo xtask test`: install what is missing, then fmt, clippy and every test
 //!   (privileged and end-to-end ones need root, as in CI), then `vm-test`.
 //! - `cargo xtask bench [scrape|exec|launch]`: the scrape, event and launch paths.
+//! - `cargo xtask image [--agent PATH] [--out DIR]`: the agent's OCI image (see
+//!   `image.rs`), as an OCI layout and a tar that `docker load` reads.
 //! - `cargo xtask vm-test [--capture-fixtures]`: the privileged tests inside a qemu VM
 //!   running Debian's cloud kernel on cgroup v2 (see `vm/mod.rs`).
 
@@ -95,6 +97,38 @@ fn test() -> anyhow::Result<()> {
     host.and(vm)
 }
 
+/// `cargo xtask image`: builds the release agent (unless one is given) and writes
+/// its OCI image; prints where, its size and what is in it.
+fn image(agent: Option<PathBuf>, out: Option<PathBuf>) -> anyhow::Result<()> {
+    let agent = match agent {
+        Some(a) => a,
+        None => {
+            packages::ensure(packages::SERVE_PACKAGES)?;
+            build_release_agent()?
+        }
+    };
+    packages::ensure(&["binutils"])?;
+    let out = out.unwrap_or_else(|| workspace_root().join("target/image"));
+    let reference = format!("agent:{}", env!("CARGO_PKG_VERSION"));
+    let img = xtask::image::build(&agent, &out, &reference)?;
+    let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+    println!("image {} ({})", img.reference, img.id);
+    for (path, bytes) in &img.files {
+        println!("  {path:<45} {:>7.2} MiB", mib(*bytes));
+    }
+    println!(
+        "layer {:.2} MiB ({:.2} MiB gzip-compressed, as a registry stores it)",
+        mib(img.layer_bytes),
+        mib(img.layer_gzip_bytes)
+    );
+    println!("OCI layout:  {}", img.layout.display());
+    println!(
+        "archive:     {}  (docker load -i / podman load -i / ctr images import / agent image import)",
+        img.archive.display()
+    );
+    Ok(())
+}
+
 fn run(args: &[String]) -> anyhow::Result<()> {
     packages::ensure(packages::SERVE_PACKAGES)?;
     let bin = build_release_agent()?;
@@ -126,6 +160,15 @@ enum Task {
     Bench {
         #[command(subcommand)]
         bench: Option<Bench>,
+    },
+    /// Build the agent's OCI image: an OCI layout and a tar for docker/podman load.
+    Image {
+        /// The agent binary to put in it (default: build the release binary).
+        #[arg(long)]
+        agent: Option<PathBuf>,
+        /// Output directory (default target/image).
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
     /// The privileged tests inside a qemu VM on Debian's cloud kernel and cgroup v2.
     VmTest(vm::Options),
@@ -169,6 +212,7 @@ fn main() -> std::process::ExitCode {
         Task::Run { serve_flags } => run(&serve_flags),
         Task::Test => test(),
         Task::Bench { bench } => self::bench(bench),
+        Task::Image { agent, out } => image(agent, out),
         Task::VmTest(options) => vm::run(options),
         Task::Soak { cycles } => self::bench(Some(Bench::Soak { cycles })),
     };

@@ -50,6 +50,11 @@ pub const PACKAGES: &[(&str, &str, &str)] = &[
         "a real third-party runtime for discovery tests",
     ),
     (
+        "/usr/bin/ctr",
+        "containerd",
+        "a real containerd that imports the agent's image (ctr images import)",
+    ),
+    (
         "/usr/bin/qemu-system-x86_64",
         "qemu-system-x86",
         "the VM test rig (cargo xtask vm-test)",

@@ -4,9 +4,11 @@
 //! state dirs and images ([`launch`]); the dashboard's queries
 //! ([`dashboard_queries`]). Everything cleans up in `Drop`, also when a test fails.
 
+pub mod containerd;
 pub mod dashboard_queries;
 pub mod docker;
 pub mod launch;
+pub mod podman;
 pub mod prometheus;
 
 use agent::cgroup::Hierarchy;
@@ -32,6 +34,13 @@ pub fn agent_bin() -> PathBuf {
         bin.display()
     );
     bin
+}
+
+/// The agent's OCI image (`cargo xtask image`'s code) built from the binary under
+/// test into `out`: the tests prove the image of the code they test.
+pub fn agent_image(out: &Path) -> xtask::image::Image {
+    xtask::image::build(&agent_bin(), out, "agent-test/agent:1")
+        .unwrap_or_else(|e| panic!("building the agent's image: {e:#}"))
 }
 
 /// True when running as root; otherwise prints why the test is skipped.
