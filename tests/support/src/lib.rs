@@ -5,6 +5,7 @@
 //! ([`dashboard_queries`]). Everything cleans up in `Drop`, also when a test fails.
 
 pub mod containerd;
+pub mod daemonset;
 pub mod dashboard_queries;
 pub mod docker;
 pub mod launch;
