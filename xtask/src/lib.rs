@@ -1,10 +1,12 @@
-//! What `cargo xtask` shares with the tests: the agent's OCI image ([`image`]) and
+//! What `cargo xtask` shares with the tests: the agent's OCI image ([`image`]), the
+//! generated Kubernetes manifests ([`manifests`]) and
 //! the shared libraries an executable needs ([`shared_libraries`]).
 //!
 //! The tests build the image from the binary they test (so an image is never stale),
 //! with the same code `cargo xtask image` uses for the release binary.
 
 pub mod image;
+pub mod manifests;
 
 use anyhow::{Context, bail};
 use std::path::{Path, PathBuf};

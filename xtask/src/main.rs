@@ -6,6 +6,7 @@
 //! - `cargo xtask bench [scrape|exec|launch]`: the scrape, event and launch paths.
 //! - `cargo xtask image [--agent PATH] [--out DIR]`: the agent's OCI image (see
 //!   `image.rs`), as an OCI layout and a tar that `docker load` reads.
+//! - `cargo xtask manifests`: regenerate deploy/kubernetes/'s copies of dashboards/.
 //! - `cargo xtask vm-test [--capture-fixtures]`: the privileged tests inside a qemu VM
 //!   running Debian's cloud kernel on cgroup v2 (see `vm/mod.rs`).
 
@@ -78,6 +79,7 @@ fn bench(which: Option<Bench>) -> anyhow::Result<()> {
 
 fn test() -> anyhow::Result<()> {
     packages::ensure(&packages::all())?;
+    packages::ensure_kubernetes_validate(&workspace_root())?;
     cargo(&["fmt", "--all", "--check"])?;
     cargo(&[
         "clippy",
@@ -170,6 +172,8 @@ enum Task {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Regenerate deploy/kubernetes/'s copies of dashboards/ (PrometheusRule, dashboard JSON).
+    Manifests,
     /// The privileged tests inside a qemu VM on Debian's cloud kernel and cgroup v2.
     VmTest(vm::Options),
     /// Launch/rm cycles while a real Prometheus scrapes every second: what grew.
@@ -213,6 +217,7 @@ fn main() -> std::process::ExitCode {
         Task::Test => test(),
         Task::Bench { bench } => self::bench(bench),
         Task::Image { agent, out } => image(agent, out),
+        Task::Manifests => xtask::manifests::write(&workspace_root()),
         Task::VmTest(options) => vm::run(options),
         Task::Soak { cycles } => self::bench(Some(Bench::Soak { cycles })),
     };

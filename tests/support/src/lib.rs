@@ -755,3 +755,28 @@ pub fn stdout_lines(child: &mut std::process::Child) -> std::sync::mpsc::Receive
     });
     rx
 }
+
+/// Runs promtool with `args` in `dir`; panics with its output unless it succeeds.
+pub fn promtool(dir: &Path, args: &[&str]) -> String {
+    let program = std::env::var("PROMTOOL").unwrap_or_else(|_| "promtool".to_string());
+    let output = match Command::new(&program).args(args).current_dir(dir).output() {
+        Ok(output) => output,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => panic!(
+            "`{program}` not found: these tests need promtool. Install Debian's `prometheus` \
+             package (apt-get install prometheus, gives /usr/bin/promtool) or set PROMTOOL."
+        ),
+        Err(e) => panic!("cannot run `{program}`: {e}"),
+    };
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        output.status.success(),
+        "`promtool {}` failed in {}:\n{text}",
+        args.join(" "),
+        dir.display()
+    );
+    text
+}
