@@ -4,7 +4,8 @@
 //! exactly the groups of `dashboards/alerts.yml` and `recording.yml` and passes
 //! promtool, the dashboard ConfigMap is `dashboards/agent.json` labelled for
 //! Grafana's sidecar, the plain Prometheus job passes `promtool check config`, and
-//! the recording rules pass their promtool unit tests.
+//! the recording rules pass their promtool unit tests, and so do the remote_write
+//! and federation examples of `deploy/prometheus/`.
 //!
 //! Needs neither root nor a cluster. kubectl (Debian's kubernetes-client) and
 //! kubernetes-validate (`cargo xtask test` installs it into target/tools/venv; or
@@ -224,4 +225,17 @@ fn the_plain_prometheus_job_passes_promtool_check_config() {
         std::fs::copy(dashboards_dir().join(f), dir.path().join(f)).unwrap();
     }
     promtool(dir.path(), &["check", "config", "prometheus.yml"]);
+}
+
+#[test]
+fn the_remote_write_and_federation_examples_pass_promtool_check_config() {
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/prometheus");
+    for example in ["remote-write.yml", "federate.yml"] {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::copy(examples.join(example), dir.path().join("prometheus.yml")).unwrap();
+        for f in ["alerts.yml", "recording.yml"] {
+            std::fs::copy(dashboards_dir().join(f), dir.path().join(f)).unwrap();
+        }
+        promtool(dir.path(), &["check", "config", "prometheus.yml"]);
+    }
 }

@@ -193,6 +193,13 @@ enum Bench {
     Launch,
     /// Launch/rm cycles under a scraping Prometheus (also `cargo xtask soak`).
     Soak { cycles: Option<usize> },
+    /// K agents (default 20) over synthetic trees of N containers (default 200), one
+    /// Prometheus scraping every 5 s for SECS (default 60).
+    Fleet {
+        agents: Option<usize>,
+        containers: Option<usize>,
+        secs: Option<u64>,
+    },
 }
 
 impl Bench {
@@ -207,6 +214,20 @@ impl Bench {
             Bench::Soak { cycles } => std::iter::once("soak".to_owned())
                 .chain(cycles.map(|c| c.to_string()))
                 .collect(),
+            Bench::Fleet {
+                agents,
+                containers,
+                secs,
+            } => {
+                let mut v = vec!["fleet".to_owned()];
+                // Positional: a later one needs the earlier ones.
+                let k = agents.or(containers.or(secs.map(|_| 0)).map(|_| 20));
+                let n = containers.or(secs.map(|_| 200));
+                v.extend(k.map(|x| x.to_string()));
+                v.extend(n.map(|x| x.to_string()));
+                v.extend(secs.map(|x| x.to_string()));
+                v
+            }
         }
     }
 }

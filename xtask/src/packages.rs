@@ -177,14 +177,20 @@ pub fn ensure_kubernetes_validate(workspace: &Path) -> anyhow::Result<()> {
     if venv.join("bin/kubernetes-validate").is_file() {
         return Ok(());
     }
-    eprintln!("xtask: installing kubernetes-validate into {}", venv.display());
+    eprintln!(
+        "xtask: installing kubernetes-validate into {}",
+        venv.display()
+    );
     let status = Command::new("python3")
         .args(["-m", "venv"])
         .arg(&venv)
         .status()
         .context("running python3 -m venv (Debian package python3-venv)")?;
     if !status.success() {
-        bail!("python3 -m venv {} failed (apt-get install python3-venv)", venv.display());
+        bail!(
+            "python3 -m venv {} failed (apt-get install python3-venv)",
+            venv.display()
+        );
     }
     let status = Command::new(venv.join("bin/pip"))
         .args(["install", "-q", "kubernetes-validate==1.37.0"])
