@@ -240,6 +240,7 @@ fn the_daemonset_pod_sees_containers_and_their_events_and_names_a_missing_capabi
             .filter(|l| l.contains("eBPF hooks attached"))
             .collect();
         assert_eq!(startup.len(), 1, "one start-up line:\n{logs}");
+        eprintln!("cgroupns {cgroupns}: {}", startup[0]);
         assert!(
             !startup[0].contains("missing"),
             "cgroupns {cgroupns}: {}",

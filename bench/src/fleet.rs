@@ -105,6 +105,9 @@ fn start_agent(bin: &Path, dir: &Path, node: usize, n: usize) -> anyhow::Result<
 
 /// What one phase measured.
 struct Phase {
+    /// The synthetic trees: removing 50 files per container takes a while on a
+    /// busy disk, so it happens after the report.
+    _trees: tempfile::TempDir,
     agents: usize,
     series_per_node: f64,
     samples_per_sec: f64,
@@ -195,7 +198,10 @@ fn run_phase(
     if check_rules {
         check_recording_rules(&prom, k)?;
     }
+    drop(prom);
+    drop(agents);
     Ok(Phase {
+        _trees: dir,
         agents: k,
         series_per_node,
         samples_per_sec: (samples1 - samples0) / elapsed,
@@ -278,7 +284,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         "ratio"
     );
     let row = |what: &str, a: f64, b: f64| {
-        println!("  {what:<34} {a:>12.1} {b:>12.1} {:>8.2}", b / a);
+        println!("  {what:<34} {a:>12.3} {b:>12.3} {:>8.2}", b / a);
     };
     row(
         "series per node",
