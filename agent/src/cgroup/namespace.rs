@@ -43,9 +43,6 @@ impl NsView {
             .map(|m| m.ino() == INIT_CGROUP_NS_INO)
             // No cgroup namespaces (or no /proc): nothing to translate.
             .unwrap_or(true);
-        if in_host_ns {
-            return NsView::Host;
-        }
         let Some(ns_path) = std::fs::read_to_string(own.join("cgroup"))
             .ok()
             .and_then(|c| cgroup_path_from_proc(&c))
@@ -57,9 +54,26 @@ impl NsView {
             .filter(|_| !hierarchy.is_v2())
             .or_else(|| hierarchy.unified_dir("/"))
         else {
-            return NsView::Confined;
+            return if in_host_ns {
+                NsView::Host
+            } else {
+                NsView::Confined
+            };
         };
-        match find_process(&tree, &pid.to_string()) {
+        let pid = pid.to_string();
+        if in_host_ns {
+            // The tree is the host's when it shows the agent where /proc does. A
+            // runtime's bind mount of the container's own cgroup shows it at the
+            // root instead; a tree without the agent (a test's) tells nothing.
+            if lists(&tree.join(ns_path.trim_start_matches('/')), &pid) {
+                return NsView::Host;
+            }
+            return match find_process(&tree, &pid) {
+                Some(at) if at != ns_path => NsView::Confined,
+                _ => NsView::Host,
+            };
+        }
+        match find_process(&tree, &pid) {
             Some(tree_path) => Self::from_paths(&tree_path, &ns_path),
             None => NsView::Confined,
         }
@@ -142,15 +156,19 @@ fn components(path: &str) -> Vec<&str> {
     path.split('/').filter(|c| !c.is_empty()).collect()
 }
 
+/// Whether the `cgroup.procs` of the cgroup directory `dir` lists `pid`.
+fn lists(dir: &Path, pid: &str) -> bool {
+    std::fs::read_to_string(dir.join("cgroup.procs"))
+        .is_ok_and(|procs| procs.lines().any(|l| l.trim() == pid))
+}
+
 /// The tree path (`/a/b`) of the cgroup below `root` whose `cgroup.procs` lists
 /// `pid`, breadth first.
 fn find_process(root: &Path, pid: &str) -> Option<String> {
     let mut queue = std::collections::VecDeque::from([String::new()]);
     while let Some(rel) = queue.pop_front() {
         let dir = root.join(rel.trim_start_matches('/'));
-        if std::fs::read_to_string(dir.join("cgroup.procs"))
-            .is_ok_and(|procs| procs.lines().any(|l| l.trim() == pid))
-        {
+        if lists(&dir, pid) {
             return Some(if rel.is_empty() { "/".into() } else { rel });
         }
         let Ok(entries) = std::fs::read_dir(&dir) else {
@@ -219,6 +237,44 @@ mod tests {
                 .describe()
                 .unwrap()
                 .contains("/sys/fs/cgroup")
+        );
+    }
+
+    /// A cgroup v2 tree holding process 4242 at `at`, and a /proc whose
+    /// `4242/cgroup` says `ns_path` in a namespace of its own.
+    fn fake(at: &str, ns_path: &str) -> (tempfile::TempDir, crate::cgroup::Hierarchy) {
+        let t = tempfile::tempdir().unwrap();
+        let tree = t.path().join("cgroup");
+        std::fs::create_dir_all(tree.join(at.trim_start_matches('/'))).unwrap();
+        std::fs::write(tree.join("cgroup.controllers"), "memory\n").unwrap();
+        std::fs::write(
+            tree.join(at.trim_start_matches('/')).join("cgroup.procs"),
+            "1\n4242\n",
+        )
+        .unwrap();
+        let own = t.path().join("proc/4242");
+        std::fs::create_dir_all(own.join("ns")).unwrap();
+        // Not the initial namespace's inode: a private cgroup namespace.
+        std::fs::write(own.join("ns/cgroup"), "").unwrap();
+        std::fs::write(own.join("cgroup"), format!("0::{ns_path}\n")).unwrap();
+        let h = crate::cgroup::Hierarchy::detect(&tree).unwrap();
+        (t, h)
+    }
+
+    #[test]
+    fn detect_finds_the_namespace_root_in_the_host_tree() {
+        let (t, h) = fake("/kubepods/burstable/podA/agent", "/");
+        assert_eq!(
+            NsView::detect(&h, &t.path().join("proc"), 4242),
+            NsView::Private {
+                root: "/kubepods/burstable/podA/agent".into()
+            }
+        );
+        // The runtime's own mount: the agent at the root of what it sees.
+        let (t, h) = fake("/", "/");
+        assert_eq!(
+            NsView::detect(&h, &t.path().join("proc"), 4242),
+            NsView::Confined
         );
     }
 
