@@ -219,14 +219,12 @@ impl Bench {
                 containers,
                 secs,
             } => {
-                let mut v = vec!["fleet".to_owned()];
-                // Positional: a later one needs the earlier ones.
-                let k = agents.or(containers.or(secs.map(|_| 0)).map(|_| 20));
-                let n = containers.or(secs.map(|_| 200));
-                v.extend(k.map(|x| x.to_string()));
-                v.extend(n.map(|x| x.to_string()));
-                v.extend(secs.map(|x| x.to_string()));
-                v
+                // Positional: clap gives a later one only after the earlier ones.
+                std::iter::once("fleet".to_owned())
+                    .chain(agents.map(|x| x.to_string()))
+                    .chain(containers.map(|x| x.to_string()))
+                    .chain(secs.map(|x| x.to_string()))
+                    .collect()
             }
         }
     }
