@@ -26,6 +26,7 @@
 //! - `store`: `overlay2/` layers, short links, and the records in `images/`.
 
 mod archive;
+pub(crate) mod fuzzing;
 mod reference;
 mod store;
 mod unpack;
