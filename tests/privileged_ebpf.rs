@@ -968,7 +968,7 @@ async fn a_tracer_that_cannot_load_is_none() {
         ..TracerConfig::default()
     };
     assert!(
-        Tracer::start_or_warn(config.clone(), Arc::new(NoContainers))
+        Tracer::start_or_warn(config.clone(), Arc::new(NoContainers), &[])
             .await
             .is_none()
     );

@@ -7,11 +7,14 @@
 //! - `agent-bench launch`: `agent launch --rm` side by side with `runc run`.
 //! - `agent-bench soak [CYCLES]`: launch/rm cycles under a scraping Prometheus;
 //!   what grew (`cargo xtask soak`).
+//! - `agent-bench fleet [K] [N] [SECS]`: K agents over synthetic trees of N
+//!   containers under one real Prometheus.
 //!
 //! Run through `cargo xtask bench …`, which builds the release agent first and
 //! passes its path in `AGENT_BIN`.
 
 mod exec;
+mod fleet;
 mod launch;
 mod scrape;
 mod soak;
@@ -34,8 +37,9 @@ fn main() -> std::process::ExitCode {
         Some("exec") => exec::run(),
         Some("launch") => launch::run(),
         Some("soak") => soak::run(&args[1..]),
+        Some("fleet") => fleet::run(&args[1..]),
         _ => Err(anyhow::anyhow!(
-            "usage: agent-bench <scrape [N…] | exec | launch | soak [CYCLES]>"
+            "usage: agent-bench <scrape [N…] | exec | launch | soak [CYCLES] | fleet [K] [N] [SECS]>"
         )),
     };
     match result {

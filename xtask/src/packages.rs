@@ -50,6 +50,16 @@ pub const PACKAGES: &[(&str, &str, &str)] = &[
         "a real third-party runtime for discovery tests",
     ),
     (
+        "/usr/bin/ctr",
+        "containerd",
+        "a real containerd that imports the agent's image (ctr images import)",
+    ),
+    (
+        "/usr/bin/kubectl",
+        "kubernetes-client",
+        "building the kustomize base (kubectl kustomize) in the deploy test",
+    ),
+    (
         "/usr/bin/qemu-system-x86_64",
         "qemu-system-x86",
         "the VM test rig (cargo xtask vm-test)",
@@ -178,4 +188,37 @@ pub fn all() -> Vec<&'static str> {
     let mut v: Vec<&str> = PACKAGES.iter().map(|(_, p, _)| *p).collect();
     v.dedup();
     v
+}
+
+/// PyPI's kubernetes-validate (it bundles the Kubernetes OpenAPI schemas), which the
+/// deploy test runs: installed with pip into a venv under `target/tools/venv`, not
+/// into the system's Python.
+pub fn ensure_kubernetes_validate(workspace: &Path) -> anyhow::Result<()> {
+    let venv = workspace.join("target/tools/venv");
+    if venv.join("bin/kubernetes-validate").is_file() {
+        return Ok(());
+    }
+    eprintln!(
+        "xtask: installing kubernetes-validate into {}",
+        venv.display()
+    );
+    let status = Command::new("python3")
+        .args(["-m", "venv"])
+        .arg(&venv)
+        .status()
+        .context("running python3 -m venv (Debian package python3-venv)")?;
+    if !status.success() {
+        bail!(
+            "python3 -m venv {} failed (apt-get install python3-venv)",
+            venv.display()
+        );
+    }
+    let status = Command::new(venv.join("bin/pip"))
+        .args(["install", "-q", "kubernetes-validate==1.37.0"])
+        .status()
+        .context("running pip")?;
+    if !status.success() {
+        bail!("pip install kubernetes-validate failed");
+    }
+    Ok(())
 }

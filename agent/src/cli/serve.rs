@@ -1,9 +1,9 @@
 //! `agent serve`: the node daemon.
 
-use crate::cgroup::{Filter, Hierarchy, MetricGroup, MetricGroups};
+use crate::cgroup::{Filter, Hierarchy, MetricGroup, MetricGroups, NsView};
 use crate::container::{MetadataSource, Tracker};
 use crate::ebpf::{Tracer, TracerCollector, TracerConfig};
-use crate::machine::MachineFacts;
+use crate::machine::{MachineFacts, privileges};
 use crate::metrics::{ExportOptions, Exporter, LabelKeys, LaunchedCollector};
 use crate::server::connections::Limits;
 use crate::server::web_config::WebConfig;
@@ -244,6 +244,11 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     };
     tracker.refresh(true);
     let index = tracker.container_index();
+    // Run in a container, the agent may stand in a cgroup namespace of its own, and
+    // lack a capability or a mount: found now, said once in the start-up line.
+    let proc_root = std::path::Path::new("/proc");
+    let ns_view = NsView::detect(&hierarchy, proc_root, std::process::id());
+    let missing = privileges::check(proc_root, &ns_view, !args.no_ebpf);
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -256,14 +261,23 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         let listener = server::bind(args.listen)
             .with_context(|| format!("listening on {}", args.listen))?;
         let tracer = if args.no_ebpf {
-            tracing::info!("eBPF tracing disabled (--no-ebpf)");
+            let (warn, line) =
+                privileges::startup_line(&privileges::Tracing::Disabled, &missing, &ns_view);
+            if warn {
+                tracing::warn!("{line}");
+            } else {
+                tracing::info!("{line}");
+            }
             None
         } else {
             let config = TracerConfig {
                 trace_mounts: !args.no_trace_mounts,
+                ns_view: ns_view.clone(),
                 ..TracerConfig::default()
             };
-            Tracer::start_or_warn(config, index).await.map(Arc::new)
+            Tracer::start_or_warn(config, index, &missing)
+                .await
+                .map(Arc::new)
         };
         // Loading parsed the kernel's BTF (megabytes, now freed); hand the freed
         // heap back to the system so the daemon's resident size stays small.

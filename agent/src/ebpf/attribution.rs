@@ -8,31 +8,12 @@
 //! `0::` line), asks a [`ContainerLookup`] which container owns that cgroup,
 //! and caches the answer per namespace.
 
+use crate::cgroup::{NsView, cgroup_path_from_proc};
 use crate::container::{ContainerLabels, ContainerLookup};
 use std::collections::HashMap;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-
-/// The cgroup path of a process from the contents of `/proc/<pid>/cgroup`:
-/// on v1 (and hybrid) the memory controller's line, else the unified `0::` line.
-pub fn cgroup_path_from_proc(content: &str) -> Option<String> {
-    let mut unified = None;
-    for line in content.lines() {
-        let mut parts = line.splitn(3, ':');
-        let (Some(id), Some(controllers), Some(path)) = (parts.next(), parts.next(), parts.next())
-        else {
-            continue;
-        };
-        if controllers.split(',').any(|c| c == "memory") {
-            return Some(path.to_owned());
-        }
-        if id == "0" && controllers.is_empty() {
-            unified = Some(path.to_owned());
-        }
-    }
-    unified
-}
 
 /// How long a "no container" answer is trusted before asking again: discovery
 /// may learn of a fresh container a moment after its first exec.
@@ -106,6 +87,9 @@ pub struct Attributor {
     host_mnt_ns: Option<u32>,
     /// pidfds name processes of the real /proc only.
     use_pidfd: bool,
+    /// How `/proc/<pid>/cgroup` paths map to the tree's (the agent may run in a
+    /// private cgroup namespace).
+    ns_view: NsView,
     cache: HashMap<u32, CacheEntry>,
 }
 
@@ -121,8 +105,15 @@ impl Attributor {
             lookup,
             proc_root,
             host_mnt_ns,
+            ns_view: NsView::Host,
             cache: HashMap::new(),
         }
+    }
+
+    /// Reads `/proc/<pid>/cgroup` paths through `view` (see [`NsView`]).
+    pub fn with_ns_view(mut self, view: NsView) -> Self {
+        self.ns_view = view;
+        self
     }
 
     /// The host's mount namespace inode, if it could be read.
@@ -196,6 +187,7 @@ impl Attributor {
             return (labels, Subject::Namespace { pid: tgid });
         };
         let (labels, subject) = match cgroup_path_from_proc(&content)
+            .and_then(|p| self.ns_view.tree_path(&p))
             .and_then(|cg| self.lookup.container_for_cgroup_path(&cg).map(|l| (l, cg)))
         {
             Some((labels, cgroup_path)) => (labels, Subject::Container { cgroup_path }),

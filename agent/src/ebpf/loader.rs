@@ -70,6 +70,8 @@ pub struct TracerConfig {
     pub subscriber_queue: usize,
     /// Where /proc is (tests may point elsewhere).
     pub proc_root: PathBuf,
+    /// How `/proc/<pid>/cgroup` paths map to the cgroup tree's.
+    pub ns_view: crate::cgroup::NsView,
 }
 
 impl Default for TracerConfig {
@@ -81,6 +83,7 @@ impl Default for TracerConfig {
             series_grace: Duration::from_secs(300),
             subscriber_queue: 4096,
             proc_root: PathBuf::from("/proc"),
+            ns_view: crate::cgroup::NsView::Host,
         }
     }
 }
@@ -146,22 +149,35 @@ impl Tracer {
         Self::finish(ebpf, programs, config, lookup)
     }
 
-    /// Like [`Tracer::start`], but a failure is one warning and `None`: the
-    /// agent goes on without event tracing.
+    /// Like [`Tracer::start`], but logs the start-up line (see
+    /// `machine::privileges::startup_line`, with `missing` in it), and a failure is
+    /// `None`: the agent goes on without event tracing.
     pub async fn start_or_warn(
         config: TracerConfig,
         lookup: Arc<dyn ContainerLookup>,
+        missing: &[crate::machine::privileges::Missing],
     ) -> Option<Tracer> {
-        match Self::start(config, lookup).await {
-            Ok(t) => Some(t),
-            Err(err) => {
-                tracing::warn!(
-                    error = %error_chain(&err),
-                    "eBPF event tracing is off; serving cgroup metrics only"
-                );
-                None
+        use crate::machine::privileges::{Tracing, startup_line};
+        let ns_view = config.ns_view.clone();
+        let result = Self::start(config, lookup).await;
+        let why;
+        let tracing = match &result {
+            Ok(t) => {
+                let (live, not_attached) = hooks_summary(t.programs());
+                Tracing::Attached { live, not_attached }
             }
+            Err(err) => {
+                why = error_chain(err);
+                Tracing::Off(&why)
+            }
+        };
+        let (warn, line) = startup_line(&tracing, missing, &ns_view);
+        if warn {
+            tracing::warn!("{line}");
+        } else {
+            tracing::info!("{line}");
         }
+        result.ok()
     }
 
     fn finish(
@@ -190,7 +206,10 @@ impl Tracer {
         let (events_tx, _) = broadcast::channel(config.subscriber_queue.max(1));
         let shared = Arc::new(Shared {
             counters: Mutex::new(EventCounters::default()),
-            attributor: Mutex::new(Attributor::new(Arc::clone(&lookup), &config.proc_root)),
+            attributor: Mutex::new(
+                Attributor::new(Arc::clone(&lookup), &config.proc_root)
+                    .with_ns_view(config.ns_view.clone()),
+            ),
             lookup,
             lost: Mutex::new(lost),
             events_tx,
@@ -283,6 +302,21 @@ pub const HOOKS: [&str; 6] = [
     "raw_tp/cgroup_mkdir",
 ];
 
+/// The hooks that are live, and those that are not with why: the start-up line
+/// says both (`machine::privileges::startup_line`).
+pub fn hooks_summary(programs: &[ProgramStatus]) -> (Vec<&'static str>, Vec<String>) {
+    let live = programs
+        .iter()
+        .filter(|p| p.attached)
+        .map(|p| p.hook)
+        .collect();
+    let failed = programs
+        .iter()
+        .filter_map(|p| p.error.as_ref().map(|e| format!("{} ({e})", p.hook)))
+        .collect();
+    (live, failed)
+}
+
 /// The program (C function in events.bpf.c) behind each of [`HOOKS`].
 const PROGRAMS: [&str; 6] = [
     "exec_btf",
@@ -371,21 +405,6 @@ fn load(config: &TracerConfig) -> Result<(Ebpf, Vec<ProgramStatus>), EbpfError> 
         {
             p.error = None;
         }
-    }
-    // One start-up line that says which hooks are live, and which are not and why.
-    let live: Vec<&str> = programs
-        .iter()
-        .filter(|p| p.attached)
-        .map(|p| p.hook)
-        .collect();
-    let failed: Vec<String> = programs
-        .iter()
-        .filter_map(|p| p.error.as_ref().map(|e| format!("{} ({e})", p.hook)))
-        .collect();
-    if failed.is_empty() {
-        tracing::info!(live = %live.join(", "), "eBPF hooks attached");
-    } else {
-        tracing::warn!(live = %live.join(", "), not_attached = %failed.join("; "), "eBPF hooks attached, some not");
     }
     Ok((ebpf, programs))
 }

@@ -14,7 +14,7 @@
 //!
 //! ```ignore
 //! let lookup: Arc<dyn ContainerLookup> = discovery.clone(); // cgroup path -> container
-//! let tracer = Tracer::start_or_warn(TracerConfig::default(), lookup).await.map(Arc::new);
+//! let tracer = Tracer::start_or_warn(TracerConfig::default(), lookup, &[]).await.map(Arc::new);
 //! // at scrape time, in the Collector:
 //! match &tracer {
 //!     Some(t) => t.encode_metrics(&mut encoder)?,

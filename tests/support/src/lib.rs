@@ -6,6 +6,7 @@
 //! ([`dashboard_queries`]). Everything cleans up in `Drop`, also when a test fails.
 
 pub mod containerd;
+pub mod daemonset;
 pub mod dashboard_queries;
 pub mod docker;
 pub mod launch;
@@ -35,6 +36,13 @@ pub fn agent_bin() -> PathBuf {
         bin.display()
     );
     bin
+}
+
+/// The agent's OCI image (`cargo xtask image`'s code) built from the binary under
+/// test into `out`: the tests prove the image of the code they test.
+pub fn agent_image(out: &Path) -> xtask::image::Image {
+    xtask::image::build(&agent_bin(), out, "agent-test/agent:1")
+        .unwrap_or_else(|e| panic!("building the agent's image: {e:#}"))
 }
 
 /// True when running as root; otherwise prints why the test is skipped.
@@ -747,4 +755,29 @@ pub fn stdout_lines(child: &mut std::process::Child) -> std::sync::mpsc::Receive
         }
     });
     rx
+}
+
+/// Runs promtool with `args` in `dir`; panics with its output unless it succeeds.
+pub fn promtool(dir: &Path, args: &[&str]) -> String {
+    let program = std::env::var("PROMTOOL").unwrap_or_else(|_| "promtool".to_string());
+    let output = match Command::new(&program).args(args).current_dir(dir).output() {
+        Ok(output) => output,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => panic!(
+            "`{program}` not found: these tests need promtool. Install Debian's `prometheus` \
+             package (apt-get install prometheus, gives /usr/bin/promtool) or set PROMTOOL."
+        ),
+        Err(e) => panic!("cannot run `{program}`: {e}"),
+    };
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        output.status.success(),
+        "`promtool {}` failed in {}:\n{text}",
+        args.join(" "),
+        dir.display()
+    );
+    text
 }

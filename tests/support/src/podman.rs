@@ -45,19 +45,25 @@ impl Podman {
 
     /// Runs podman on this root; returns (success, stdout or stderr).
     pub fn podman(&self, args: &[&str]) -> (bool, String) {
-        let out = Command::new("/usr/bin/podman")
+        let o = self.output(args);
+        if o.status.success() {
+            (true, String::from_utf8_lossy(&o.stdout).trim().into())
+        } else {
+            (false, String::from_utf8_lossy(&o.stderr).trim().into())
+        }
+    }
+
+    /// Runs podman on this root with `args`, as it is.
+    pub fn output(&self, args: &[&str]) -> std::process::Output {
+        Command::new("/usr/bin/podman")
             .arg("--root")
             .arg(self.root())
             .arg("--runroot")
             .arg(self.dir.path().join("run"))
             .args(["--cgroup-manager", "cgroupfs", "--events-backend", "none"])
             .args(args)
-            .output();
-        match out {
-            Ok(o) if o.status.success() => (true, String::from_utf8_lossy(&o.stdout).trim().into()),
-            Ok(o) => (false, String::from_utf8_lossy(&o.stderr).trim().into()),
-            Err(e) => (false, e.to_string()),
-        }
+            .output()
+            .expect("run podman")
     }
 
     /// Imports the directory `root` as image `reference` (`podman import`).
