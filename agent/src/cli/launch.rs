@@ -73,6 +73,8 @@ pub struct LaunchArgs {
     /// /etc/subuid (and GROUP's, or USER's, from /etc/subgid).
     #[arg(long = "userns-remap", value_name = "USER[:GROUP]")]
     userns_remap: Option<String>,
+    #[command(flatten)]
+    pull: super::pull::LaunchPull,
     /// Image reference or id.
     image: String,
     /// Command and arguments (default: the image's Entrypoint and Cmd).
@@ -81,6 +83,8 @@ pub struct LaunchArgs {
 }
 
 pub fn run(args: LaunchArgs) -> anyhow::Result<ExitCode> {
+    let paths = args.state.open()?;
+    args.pull.ensure(&paths, &args.image)?;
     let opts = LaunchOptions {
         name: args.name,
         memory: args.memory,
@@ -105,7 +109,7 @@ pub fn run(args: LaunchArgs) -> anyhow::Result<ExitCode> {
         image: args.image,
         command: args.command,
     };
-    Ok(report(supervisor::launch(&args.state.open()?, &opts)?))
+    Ok(report(supervisor::launch(&paths, &opts)?))
 }
 
 /// What the command line says of a launch: a detached container's id, or the

@@ -7,6 +7,7 @@ mod kill;
 mod launch;
 mod logs;
 mod ps;
+mod pull;
 mod rm;
 mod run;
 mod serve;
@@ -49,6 +50,8 @@ pub enum Command {
     Logs(logs::LogsArgs),
     /// Import, list and remove images.
     Image(image::ImageArgs),
+    /// Pull an image from a registry into the store.
+    Pull(pull::PullArgs),
 }
 
 impl Command {
@@ -105,6 +108,7 @@ pub fn main() -> ExitCode {
         Command::Rm(args) => rm::run(args),
         Command::Logs(args) => logs::run(args),
         Command::Image(args) => image::run(args),
+        Command::Pull(args) => pull::run(args),
     };
     match result {
         Ok(code) => code,

@@ -81,6 +81,14 @@ pub enum Error {
     /// The container's cgroup could not be made or changed.
     #[error(transparent)]
     Cgroup(#[from] crate::cgroup::CgroupError),
+    /// A registry refused a request, or could not be reached.
+    #[error("{op} from {registry}")]
+    Registry {
+        op: String,
+        registry: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// JSON that could not be read or written.
     #[error("{} : {source}", path.display())]
     Json {

@@ -8,6 +8,7 @@ pub mod dashboard_queries;
 pub mod docker;
 pub mod launch;
 pub mod prometheus;
+pub mod registry;
 
 use agent::cgroup::Hierarchy;
 use std::io::{Read, Write};
