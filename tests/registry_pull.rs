@@ -6,7 +6,7 @@ use agent_test_support::launch::{
     self, Env, KillOnDrop, Layer, add_dir, add_file, build_busybox_oci, image_config, layer,
     list_dir, write_blob,
 };
-use agent_test_support::registry::Registry;
+use agent_test_support::registry::{Auth, Registry};
 use agent_test_support::require_privileges;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -144,6 +144,49 @@ fn pulls_over_tls_with_basic_auth_then_launches() {
     let fresh = Env::empty();
     let run = fresh.launch(&["--rm", "--pull", "never", &reference, "true"]);
     assert!(run.stderr.contains("no such image"), "{run:#?}");
+}
+
+#[test]
+fn pulls_with_a_bearer_token_from_the_registrys_token_server() {
+    require_privileges!();
+    let Some(reg) = Registry::start_with(Auth::Token) else {
+        return;
+    };
+    let tokens = reg.tokens.as_ref().expect("a token server");
+    let env = Env::empty();
+    let layout = env.dir.path().join("busybox-oci");
+    build_busybox_oci(&layout);
+    reg.push(&oci(&layout, "latest"), "agent/token:1", &[]);
+    let reference = reg.reference("agent/token:1");
+
+    // Credentials the token server refuses.
+    let wrong = env.dir.path().join("wrong.json");
+    std::fs::write(
+        &wrong,
+        format!(
+            r#"{{"auths": {{"{}": {{"username": "puller", "password": "nope"}}}}}}"#,
+            reg.addr
+        ),
+    )
+    .unwrap();
+    let ca = reg.ca.display().to_string();
+    let wrong = wrong.display().to_string();
+    let run = env.agent(&[
+        "pull",
+        "--tls-ca",
+        &ca,
+        "--registry-config",
+        &wrong,
+        &reference,
+    ]);
+    assert_eq!(run.code, 1, "{run:#?}");
+    assert!(run.stderr.contains("Not authorized"), "{}", run.stderr);
+
+    let before = tokens.issued.load(std::sync::atomic::Ordering::SeqCst);
+    pull(&env, &reg, &reference, &[]).ok();
+    assert!(tokens.issued.load(std::sync::atomic::Ordering::SeqCst) > before);
+    let run = env.launch(&["--rm", &reference, "cat", "/etc/motd"]).ok();
+    assert_eq!(run.stdout, "layer two\n");
 }
 
 /// A one-file layer: `/etc/arch` saying `arch`.

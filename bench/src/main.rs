@@ -5,6 +5,7 @@
 //! - `agent-bench scrape [N…]`: the scrape path over N real cgroups.
 //! - `agent-bench exec`: what eBPF exec and mount tracing cost.
 //! - `agent-bench launch`: `agent launch --rm` side by side with `runc run`.
+//! - `agent-bench pull`: `agent pull` side by side with `skopeo copy` from a local registry.
 //! - `agent-bench soak [CYCLES]`: launch/rm cycles under a scraping Prometheus;
 //!   what grew (`cargo xtask soak`).
 //!
@@ -13,6 +14,7 @@
 
 mod exec;
 mod launch;
+mod pull;
 mod scrape;
 mod soak;
 
@@ -33,9 +35,10 @@ fn main() -> std::process::ExitCode {
         Some("scrape") => scrape::run(&args[1..]),
         Some("exec") => exec::run(),
         Some("launch") => launch::run(),
+        Some("pull") => pull::run(),
         Some("soak") => soak::run(&args[1..]),
         _ => Err(anyhow::anyhow!(
-            "usage: agent-bench <scrape [N…] | exec | launch | soak [CYCLES]>"
+            "usage: agent-bench <scrape [N…] | exec | launch | pull | soak [CYCLES]>"
         )),
     };
     match result {

@@ -3,7 +3,7 @@
 //! - `cargo xtask run [SERVE FLAGS…]`: install what is missing, build, run `agent serve`.
 //! - `cargo xtask test`: install what is missing, then fmt, clippy and every test
 //!   (privileged and end-to-end ones need root, as in CI), then `vm-test`.
-//! - `cargo xtask bench [scrape|exec|launch]`: the scrape, event and launch paths.
+//! - `cargo xtask bench [scrape|exec|launch|pull]`: the scrape, event and launch paths.
 //! - `cargo xtask vm-test [--capture-fixtures]`: the privileged tests inside a qemu VM
 //!   running Debian's cloud kernel on cgroup v2 (see `vm/mod.rs`).
 
@@ -44,7 +44,7 @@ pub fn build_release_agent() -> anyhow::Result<PathBuf> {
     Ok(workspace_root().join("target/release/agent"))
 }
 
-/// `cargo xtask bench [scrape [N…] | exec | launch]`: installs what the
+/// `cargo xtask bench [scrape [N…] | exec | launch | pull]`: installs what the
 /// benchmarks need, builds the release agent and `agent-bench`, runs it.
 fn bench(which: Option<Bench>) -> anyhow::Result<()> {
     packages::ensure(&packages::all())?;
@@ -56,6 +56,7 @@ fn bench(which: Option<Bench>) -> anyhow::Result<()> {
             Bench::Scrape { sizes: Vec::new() },
             Bench::Exec,
             Bench::Launch,
+            Bench::Pull,
         ]
         .iter()
         .map(Bench::args)
@@ -144,6 +145,8 @@ enum Bench {
     Exec,
     /// `agent launch --rm` side by side with `runc run`.
     Launch,
+    /// `agent pull` side by side with `skopeo copy` from a local registry.
+    Pull,
     /// Launch/rm cycles under a scraping Prometheus (also `cargo xtask soak`).
     Soak { cycles: Option<usize> },
 }
@@ -157,6 +160,7 @@ impl Bench {
                 .collect(),
             Bench::Exec => vec!["exec".into()],
             Bench::Launch => vec!["launch".into()],
+            Bench::Pull => vec!["pull".into()],
             Bench::Soak { cycles } => std::iter::once("soak".to_owned())
                 .chain(cycles.map(|c| c.to_string()))
                 .collect(),

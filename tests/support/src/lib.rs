@@ -9,6 +9,7 @@ pub mod docker;
 pub mod launch;
 pub mod prometheus;
 pub mod registry;
+pub mod token_server;
 
 use agent::cgroup::Hierarchy;
 use std::io::{Read, Write};

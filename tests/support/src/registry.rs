@@ -3,6 +3,7 @@
 //! (bcrypt) auth, its own storage directory, and skopeo to push images to it. The
 //! registry is killed and its files removed on drop.
 
+use crate::token_server::{self, TokenServer};
 use base64::Engine;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -28,6 +29,17 @@ pub struct Registry {
     pub auth_config: PathBuf,
     /// The registry's storage root.
     pub storage: PathBuf,
+    /// The bearer-token server, when the registry wants tokens.
+    pub tokens: Option<TokenServer>,
+}
+
+/// How the registry authenticates clients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Auth {
+    /// Basic auth against an htpasswd file (bcrypt).
+    Htpasswd,
+    /// Bearer tokens from a token server that takes the same user and password.
+    Token,
 }
 
 /// Why a registry cannot run here, if it cannot.
@@ -110,8 +122,14 @@ fn free_port() -> u16 {
 }
 
 impl Registry {
-    /// Starts a registry; `None` (after printing why) when it cannot run here.
+    /// Starts a registry with htpasswd auth; `None` (after printing why) when it
+    /// cannot run here.
     pub fn start() -> Option<Registry> {
+        Self::start_with(Auth::Htpasswd)
+    }
+
+    /// Starts a registry that authenticates as `auth` says.
+    pub fn start_with(auth: Auth) -> Option<Registry> {
         if let Some(reason) = skip_reason() {
             eprintln!("SKIPPED: {reason}");
             return None;
@@ -129,6 +147,20 @@ impl Registry {
             .format_for_version(bcrypt::Version::TwoY);
         let htpasswd = dir.path().join("htpasswd");
         std::fs::write(&htpasswd, format!("{USER}:{hash}\n")).unwrap();
+        let tokens = (auth == Auth::Token).then(|| TokenServer::start(dir.path(), USER, PASSWORD));
+        let auth_section = match &tokens {
+            None => format!(
+                "  htpasswd:\n    realm: agent-test\n    path: {}\n",
+                htpasswd.display()
+            ),
+            Some(t) => format!(
+                "  token:\n    realm: {}\n    service: {}\n    issuer: {}\n    rootcertbundle: {}\n",
+                t.realm,
+                token_server::SERVICE,
+                token_server::ISSUER,
+                t.cert.display()
+            ),
+        };
         let storage = dir.path().join("storage");
         let addr = format!("127.0.0.1:{}", free_port());
         let config = dir.path().join("config.yml");
@@ -138,11 +170,10 @@ impl Registry {
                 "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\n\
                  storage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n\
                  http:\n  addr: {addr}\n  tls:\n    certificate: {}\n    key: {}\n\
-                 auth:\n  htpasswd:\n    realm: agent-test\n    path: {}\n",
+                 auth:\n{auth_section}",
                 storage.display(),
                 cert.display(),
                 key.display(),
-                htpasswd.display()
             ),
         )
         .unwrap();
@@ -170,6 +201,7 @@ impl Registry {
             cert_dir,
             auth_config,
             storage,
+            tokens,
         };
         let deadline = Instant::now() + Duration::from_secs(20);
         while std::net::TcpStream::connect(&registry.addr).is_err() {
