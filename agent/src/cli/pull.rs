@@ -259,7 +259,7 @@ fn describe(state: LayerState) -> String {
                 mib(total)
             )
         }
-        LayerState::Verified => "verified, waiting for the layers below".into(),
+        LayerState::Verified => "verified".into(),
         LayerState::Done => "pull complete".into(),
     }
 }
