@@ -253,6 +253,29 @@ mod tests {
     }
 
     #[test]
+    fn certs_d_gives_the_registrys_crt_files() {
+        let t = tempfile::tempdir().unwrap();
+        let dir = t.path().join("reg.example:5000");
+        std::fs::create_dir_all(&dir).unwrap();
+        for f in ["ca.crt", "client.cert", "client.key", "other.pem"] {
+            std::fs::write(dir.join(f), "x").unwrap();
+        }
+        assert_eq!(
+            certs_d(t.path(), "reg.example:5000").unwrap(),
+            vec![dir.join("ca.crt")]
+        );
+        assert!(certs_d(t.path(), "elsewhere").unwrap().is_empty());
+        // A CA file that is not PEM is refused before any connection.
+        let r: Reference = "reg.example:5000/x".parse().unwrap();
+        let o = RegistryOptions {
+            certs_dir: t.path().to_path_buf(),
+            ..Default::default()
+        };
+        let err = client_config(&o, &r).map(|_| ()).unwrap_err().to_string();
+        assert!(err.contains("not a PEM certificate"), "{err}");
+    }
+
+    #[test]
     fn only_named_registries_are_plain_http() {
         let r: Reference = "127.0.0.1:5000/x".parse().unwrap();
         let mut o = RegistryOptions::default();
