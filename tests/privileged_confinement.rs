@@ -1,11 +1,14 @@
 //! Privileged: `agent launch` is confined like Docker's defaults, and the OCI spec
 //! is the program.
 //!
-//! - A static C program (tests/support/probe/syscall_probe.c) tries syscalls the
-//!   default seccomp profile blocks and some it allows, under `agent launch`,
-//!   under a real `docker run` (the test's own dockerd) with the same profile, and
-//!   under `podman run` (which needs its rlimits lowered here: this host's
-//!   bounding set lacks CAP_SYS_RESOURCE); the outcomes must be identical.
+//! - A static C program (tests/support/probe/syscall_probe.c) tries syscalls
+//!   Docker's default seccomp profile blocks and some it allows, under `agent
+//!   launch`, under a real `docker run` (the test's own dockerd, its built-in
+//!   profile) and under `podman run` (which needs its rlimits lowered here: this
+//!   host's bounding set lacks CAP_SYS_RESOURCE). Agent and Docker agree on every
+//!   outcome; podman's own profile is weaker on exactly `keyctl`, `setns` and
+//!   `unshare(CLONE_NEWUSER)`, and the agent given podman's profile agrees with
+//!   podman on every outcome.
 //! - CapEff/CapBnd equal Docker's, `--privileged` gives the host's bounding set.
 //! - `--read-only`, `--userns-remap`, and `agent run --bundle` on `runc spec`
 //!   bundles.
@@ -16,13 +19,17 @@ use agent_test_support as common;
 use agent_test_support::launch as support;
 use agent_test_support::require_privileges;
 
+use agent::runtime::seccomp::{DEFAULT_PROFILE, PROFILE_PACKAGE};
 use common::docker::Dockerd;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use support::Env;
 
-const PROFILE: &str = "/usr/share/containers/seccomp.json";
+/// Podman's default profile (containers/common).
+const PODMAN_PROFILE: &str = "/usr/share/containers/seccomp.json";
+/// What podman's profile allows and Docker's (the agent's default) blocks.
+const ONLY_PODMAN_ALLOWS: [&str; 3] = ["keyctl", "setns", "unshare(CLONE_NEWUSER)"];
 
 /// Builds the probe with `cc -static`; `None` (reason printed) without a compiler.
 fn build_probe(dir: &Path) -> Option<PathBuf> {
@@ -119,6 +126,14 @@ impl Drop for Podman {
     }
 }
 
+/// `name → passed?`: whether the call got past the filter (allowed, or failed
+/// on its own merits like `setns` on a bad fd), whatever errno a block answers.
+fn allowed(m: &BTreeMap<String, String>) -> BTreeMap<String, bool> {
+    m.iter()
+        .map(|(k, v)| (k.clone(), v != "EPERM" && v != "ENOSYS"))
+        .collect()
+}
+
 fn status_line<'a>(text: &'a str, key: &str) -> &'a str {
     text.lines()
         .find(|l| l.starts_with(key))
@@ -128,9 +143,14 @@ fn status_line<'a>(text: &'a str, key: &str) -> &'a str {
 #[test]
 fn seccomp_and_capabilities_match_docker_and_podman() {
     require_privileges!();
-    if !Path::new(PROFILE).exists() {
-        eprintln!("SKIPPED: {PROFILE} missing (apt-get install golang-github-containers-common)");
-        return;
+    for (profile, package) in [
+        (DEFAULT_PROFILE, PROFILE_PACKAGE),
+        (PODMAN_PROFILE, "golang-github-containers-common"),
+    ] {
+        if !Path::new(profile).exists() {
+            eprintln!("SKIPPED: {profile} missing (apt-get install {package})");
+            return;
+        }
     }
     let env = Env::new();
     let Some(probe) = build_probe(env.dir.path()) else {
@@ -160,10 +180,20 @@ fn seccomp_and_capabilities_match_docker_and_podman() {
         .ok();
     let unconfined_out = outcomes(&unconfined.stdout);
 
-    // The profile's own blocks: ENOSYS by default action, EPERM by rule.
+    let podman_profile = format!("seccomp={PODMAN_PROFILE}");
+    let agent_podman_profile = outcomes(
+        &env.launch(&["--rm", "--security-opt", &podman_profile, "probe", "/probe"])
+            .ok()
+            .stdout,
+    );
+
+    // Docker's profile answers EPERM to everything it does not allow.
     for (name, want) in [
-        ("add_key", "ENOSYS"),
-        ("personality(PER_BSD)", "ENOSYS"),
+        ("add_key", "EPERM"),
+        ("keyctl", "EPERM"),
+        ("setns", "EPERM"),
+        ("unshare(CLONE_NEWUSER)", "EPERM"),
+        ("personality(PER_BSD)", "EPERM"),
         ("kexec_load", "EPERM"),
         ("bpf", "EPERM"),
         ("swapon", "EPERM"),
@@ -176,6 +206,14 @@ fn seccomp_and_capabilities_match_docker_and_podman() {
         assert_eq!(
             agent_out[name], want,
             "{name} under agent launch: {agent_out:#?}"
+        );
+    }
+    // Podman's profile: ENOSYS by default action, and the three it allows.
+    assert_eq!(agent_podman_profile["add_key"], "ENOSYS");
+    for name in ONLY_PODMAN_ALLOWS {
+        assert_ne!(
+            agent_podman_profile[name], "EPERM",
+            "{name} under podman's profile"
         );
     }
     // Unconfined lifts what only seccomp blocked.
@@ -219,9 +257,12 @@ fn seccomp_and_capabilities_match_docker_and_podman() {
         .iter()
         .map(|(k, v)| (k.clone(), vec![v.clone(), unconfined_out[k].clone()]))
         .collect();
-    let mut columns = vec!["agent", "agent unconfined"];
+    for (k, v) in table.iter_mut() {
+        v.push(agent_podman_profile.get(k).cloned().unwrap_or_default());
+    }
+    let mut columns = vec!["agent", "agent unconfined", "agent (podman's profile)"];
 
-    // Docker, with its built-in default profile and with the package's.
+    // Docker, with its built-in default profile and with podman's.
     let docker_ran = if let Some(dockerd) = Dockerd::start() {
         dockerd.import_dir(&root, "agent-test/probe:1");
         let run = |extra: &[&str], cmd: &[&str]| {
@@ -233,25 +274,26 @@ fn seccomp_and_capabilities_match_docker_and_podman() {
             assert!(ok, "docker {a:?} failed");
             out
         };
-        let docker_same = outcomes(&run(
-            &["--security-opt", &format!("seccomp={PROFILE}")],
-            &["/probe"],
-        ));
+        let docker_podman_profile =
+            outcomes(&run(&["--security-opt", &podman_profile], &["/probe"]));
         let docker_builtin = outcomes(&run(&[], &["/probe"]));
-        // Docker 20.10 ignores the profile's defaultErrnoRet (ENOSYS) and answers
-        // EPERM for every syscall the profile does not name: the verdicts must
-        // agree everywhere, and so must every errno once both run a copy of the
-        // profile without that field.
-        let allowed = |m: &BTreeMap<String, String>| -> BTreeMap<String, bool> {
-            m.iter().map(|(k, v)| (k.clone(), v == "allowed")).collect()
-        };
+        // The agent's default is the profile built into dockerd: every outcome,
+        // errno included, is the same.
         assert_eq!(
-            allowed(&agent_out),
-            allowed(&docker_same),
-            "agent launch and docker run allow different syscalls"
+            agent_out, docker_builtin,
+            "agent launch and docker run (its built-in profile) disagree"
+        );
+        // Docker 20.10 ignores a profile's defaultErrnoRet (ENOSYS) and answers
+        // EPERM for every syscall the profile does not name: with podman's profile
+        // the verdicts must agree everywhere, and so must every errno once both run
+        // a copy of the profile without that field.
+        assert_eq!(
+            allowed(&agent_podman_profile),
+            allowed(&docker_podman_profile),
+            "agent launch and docker run allow different syscalls under podman's profile"
         );
         let mut eperm_profile: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(PROFILE).unwrap()).unwrap();
+            serde_json::from_slice(&std::fs::read(PODMAN_PROFILE).unwrap()).unwrap();
         let obj = eperm_profile.as_object_mut().unwrap();
         obj.remove("defaultErrnoRet");
         obj.remove("defaultErrno");
@@ -269,10 +311,10 @@ fn seccomp_and_capabilities_match_docker_and_podman() {
             "agent launch and docker run disagree on the same profile"
         );
         for (k, v) in table.iter_mut() {
-            v.push(docker_same.get(k).cloned().unwrap_or_default());
             v.push(docker_builtin.get(k).cloned().unwrap_or_default());
+            v.push(docker_podman_profile.get(k).cloned().unwrap_or_default());
         }
-        columns.extend(["docker (containers profile)", "docker (built-in profile)"]);
+        columns.extend(["docker (built-in profile)", "docker (podman's profile)"]);
         // Capabilities: the same as Docker's, default and minimal.
         assert_eq!(run(&[], &caps_cmd), agent_default_caps.trim());
         assert_eq!(
@@ -318,9 +360,17 @@ fn seccomp_and_capabilities_match_docker_and_podman() {
         if out.status.success() {
             let podman_out = outcomes(&String::from_utf8_lossy(&out.stdout));
             assert_eq!(
-                agent_out, podman_out,
-                "agent launch and podman run disagree"
+                agent_podman_profile, podman_out,
+                "agent launch and podman run disagree on podman's profile"
             );
+            // With its own default the agent blocks what podman blocks, and
+            // allows what podman allows but for Docker's three.
+            let differ: Vec<&str> = agent_out
+                .keys()
+                .filter(|k| allowed(&agent_out)[*k] != allowed(&podman_out)[*k])
+                .map(String::as_str)
+                .collect();
+            assert_eq!(differ, ONLY_PODMAN_ALLOWS, "agent default vs podman run");
             for (k, v) in table.iter_mut() {
                 v.push(podman_out.get(k).cloned().unwrap_or_default());
             }

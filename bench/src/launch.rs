@@ -1,8 +1,8 @@
 //! `cargo xtask bench launch`: create + start + wait + delete of `/bin/true` with the
 //! release `agent launch --rm`, side by side with Debian's `runc run` on the same
 //! rootfs and the same namespaces (pid, net, ipc, uts, mount, cgroup). Both run
-//! confined the same way: Docker's default capabilities and the default seccomp
-//! profile (`/usr/share/containers/seccomp.json`), which runc gets in its
+//! confined the same way: Docker's default capabilities and Docker's default seccomp
+//! profile (the agent's default, `agent::runtime::seccomp::DEFAULT_PROFILE`), which runc gets in its
 //! `config.json` converted exactly as the agent converts it. Runs are interleaved
 //! (agent, runc, agent, …) so machine noise hits both alike; prints the medians
 //! and the ratio (the target is 0.6 or less). Needs root.

@@ -2,11 +2,15 @@
 //!
 //! - `cargo xtask run [SERVE FLAGS…]`: install what is missing, build, run `agent serve`.
 //! - `cargo xtask test`: install what is missing, then fmt, clippy and every test
-//!   (privileged and end-to-end ones need root, as in CI), then `vm-test`.
+//!   (privileged and end-to-end ones need root, as in CI), then `vm-test`, then
+//!   `fuzz` with a short budget per target.
 //! - `cargo xtask bench [scrape|exec|launch|pull]`: the scrape, event and launch paths.
 //! - `cargo xtask vm-test [--capture-fixtures]`: the privileged tests inside a qemu VM
 //!   running Debian's cloud kernel on cgroup v2 (see `vm/mod.rs`).
+//! - `cargo xtask fuzz [--seconds N] [TARGET…]`: the fuzz targets of `fuzz/` (see
+//!   `fuzz.rs`).
 
+mod fuzz;
 mod packages;
 mod vm;
 
@@ -93,7 +97,9 @@ fn test() -> anyhow::Result<()> {
     // The privileged tests again, on cgroup v2 and a stock Debian kernel under qemu
     // TCG. It reuses the test binaries just built; 3.5-4 min on 2 cores.
     let vm = vm::run(vm::Options::default());
-    host.and(vm)
+    // Every fuzz target for a few seconds; the nightly build is most of it.
+    let fuzz = fuzz::run(&fuzz::Options::smoke());
+    host.and(vm).and(fuzz)
 }
 
 fn run(args: &[String]) -> anyhow::Result<()> {
@@ -121,7 +127,7 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         serve_flags: Vec<String>,
     },
-    /// Install what is missing, then fmt, clippy, every test (as root) and vm-test.
+    /// Install what is missing, then fmt, clippy, every test (as root), vm-test and fuzz.
     Test,
     /// Benchmarks (all three when none is named).
     Bench {
@@ -135,6 +141,8 @@ enum Task {
         /// Cycles (default 2000).
         cycles: Option<usize>,
     },
+    /// Every fuzz target (or those named) for a while, over its corpus.
+    Fuzz(fuzz::Options),
 }
 
 #[derive(Debug, Clone, Subcommand)]
@@ -175,6 +183,7 @@ fn main() -> std::process::ExitCode {
         Task::Bench { bench } => self::bench(bench),
         Task::VmTest(options) => vm::run(options),
         Task::Soak { cycles } => self::bench(Some(Bench::Soak { cycles })),
+        Task::Fuzz(options) => fuzz::run(&options),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -77,9 +77,14 @@ pub const PACKAGES: &[(&str, &str, &str)] = &[
         "building the agent (seccomp filters through libseccomp)",
     ),
     (
+        "/usr/share/gocode/src/github.com/docker/docker/profiles/seccomp/default.json",
+        "golang-github-docker-docker-dev",
+        "Docker's default seccomp profile, which every launch loads",
+    ),
+    (
         "/usr/share/containers/seccomp.json",
         "golang-github-containers-common",
-        "the default seccomp profile every launch loads",
+        "podman's seccomp profile (the confinement comparison test)",
     ),
     (
         "/usr/bin/podman",

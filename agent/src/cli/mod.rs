@@ -10,7 +10,7 @@ mod ps;
 mod pull;
 mod rm;
 mod run;
-mod serve;
+pub(crate) mod serve;
 mod state_dir;
 mod stop;
 
@@ -124,7 +124,7 @@ pub fn main() -> ExitCode {
 /// say it twice); a cause whose text is already on the line is left out. Control
 /// characters are escaped (`\n`, `\u{1b}`): messages quote what archives, images
 /// and files hold, which must not break the line or reach the terminal raw.
-fn one_line(err: &anyhow::Error) -> String {
+pub(crate) fn one_line(err: &anyhow::Error) -> String {
     let mut line = String::new();
     for cause in err.chain() {
         let msg = cause.to_string();

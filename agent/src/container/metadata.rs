@@ -6,7 +6,7 @@
 
 use crate::cgroup::discovery::{Discovered, Runtime};
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// What the `name`, `image` and info-series labels of a cgroup say.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -32,7 +32,7 @@ pub struct MetadataSource {
 }
 
 /// Docker's own config files can hold thousands of labels; keep the info series sane.
-const MAX_LABELS: usize = 64;
+pub const MAX_LABELS: usize = 64;
 /// Files bigger than this are not container configs; refuse to parse them.
 const MAX_CONFIG_BYTES: u64 = 4 << 20;
 
@@ -59,43 +59,17 @@ impl MetadataSource {
     }
 
     fn docker(&self, id: &str) -> Option<ContainerMeta> {
-        let v = read_json(
-            self.docker_root
-                .join("containers")
-                .join(id)
-                .join("config.v2.json"),
-        )?;
-        let config = v.get("Config");
-        Some(ContainerMeta {
-            name: v
-                .get("Name")
-                .and_then(|n| n.as_str())
-                .unwrap_or_default()
-                .trim_start_matches('/')
-                .to_string(),
-            image: config
-                .and_then(|c| c.get("Image"))
-                .and_then(|i| i.as_str())
-                .unwrap_or_default()
-                .to_string(),
-            labels: string_map(config.and_then(|c| c.get("Labels"))),
-            env: self.allowed_env(config.and_then(|c| c.get("Env"))),
-        })
-    }
-
-    /// The allow-listed variables of a JSON array of `KEY=VALUE` strings (Docker's
-    /// `Config.Env`, OCI `process.env`).
-    fn allowed_env(&self, env: Option<&serde_json::Value>) -> BTreeMap<String, String> {
-        if self.env_keys.is_empty() {
-            return BTreeMap::new();
-        }
-        env.and_then(|e| e.as_array())
-            .into_iter()
-            .flatten()
-            .filter_map(|kv| kv.as_str()?.split_once('='))
-            .filter(|(k, _)| self.env_keys.iter().any(|want| want == k))
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+        let path = self
+            .docker_root
+            .join("containers")
+            .join(id)
+            .join("config.v2.json");
+        let bytes = read_capped(&path)?;
+        docker_config(&bytes, &self.env_keys)
+            .inspect_err(|e| {
+                tracing::debug!(path = %path.display(), error = %e, "unreadable container config");
+            })
+            .ok()
     }
 
     /// The agent's own containers, through the runtime's typed state.
@@ -108,8 +82,13 @@ impl MetadataSource {
         let env = if self.env_keys.is_empty() {
             BTreeMap::new()
         } else {
-            let config = read_json(paths.container(id).join("config.json"));
-            self.allowed_env(config.as_ref().and_then(|c| c.pointer("/process/env")))
+            let config: Option<serde_json::Value> =
+                read_capped(&paths.container(id).join("config.json"))
+                    .and_then(|b| serde_json::from_slice(&b).ok());
+            allowed_env(
+                &self.env_keys,
+                config.as_ref().and_then(|c| c.pointer("/process/env")),
+            )
         };
         Some(ContainerMeta {
             name: st.name,
@@ -120,19 +99,58 @@ impl MetadataSource {
     }
 }
 
-fn read_json(path: PathBuf) -> Option<serde_json::Value> {
-    let file = std::fs::File::open(&path).ok()?;
-    if file.metadata().ok()?.len() > MAX_CONFIG_BYTES {
+/// The file's bytes, or `None` when it cannot be read or is over [`MAX_CONFIG_BYTES`].
+fn read_capped(path: &Path) -> Option<Vec<u8>> {
+    use std::io::Read;
+    let file = std::fs::File::open(path).ok()?;
+    let mut bytes = Vec::new();
+    file.take(MAX_CONFIG_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .ok()?;
+    if bytes.len() as u64 > MAX_CONFIG_BYTES {
         tracing::warn!(path = %path.display(), "container config too large; ignored");
         return None;
     }
-    match serde_json::from_reader(std::io::BufReader::new(file)) {
-        Ok(v) => Some(v),
-        Err(e) => {
-            tracing::debug!(path = %path.display(), error = %e, "unreadable container config");
-            None
-        }
+    Some(bytes)
+}
+
+/// What Docker's `config.v2.json` says of a container: `Name` (without its leading
+/// `/`), `Config.Image` and the string values of `Config.Labels` (at most
+/// [`MAX_LABELS`]), and the variables of `Config.Env` named in `env_keys`. Missing
+/// or mistyped fields are empty; only bytes that are not JSON are an error.
+pub fn docker_config(bytes: &[u8], env_keys: &[String]) -> serde_json::Result<ContainerMeta> {
+    let v: serde_json::Value = serde_json::from_slice(bytes)?;
+    let config = v.get("Config");
+    Ok(ContainerMeta {
+        name: v
+            .get("Name")
+            .and_then(|n| n.as_str())
+            .unwrap_or_default()
+            .trim_start_matches('/')
+            .to_string(),
+        image: config
+            .and_then(|c| c.get("Image"))
+            .and_then(|i| i.as_str())
+            .unwrap_or_default()
+            .to_string(),
+        labels: string_map(config.and_then(|c| c.get("Labels"))),
+        env: allowed_env(env_keys, config.and_then(|c| c.get("Env"))),
+    })
+}
+
+/// The allow-listed variables of a JSON array of `KEY=VALUE` strings (Docker's
+/// `Config.Env`, OCI `process.env`); none when `keys` is empty.
+fn allowed_env(keys: &[String], env: Option<&serde_json::Value>) -> BTreeMap<String, String> {
+    if keys.is_empty() {
+        return BTreeMap::new();
     }
+    env.and_then(|e| e.as_array())
+        .into_iter()
+        .flatten()
+        .filter_map(|kv| kv.as_str()?.split_once('='))
+        .filter(|(k, _)| keys.iter().any(|want| want == k))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 fn string_map(v: Option<&serde_json::Value>) -> BTreeMap<String, String> {

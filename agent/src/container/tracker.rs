@@ -14,12 +14,22 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+/// A cgroup without metadata is looked up again this long after it was found, then
+/// after twice as long each time: a runtime writes its files a moment after making
+/// the cgroup, and a cgroup no runtime names (a synthetic tree, a service that
+/// looks like a container) must not cost a failed open per second forever.
+const META_RETRY_FIRST: Duration = Duration::from_secs(1);
+/// The longest wait between two lookups of missing metadata.
+const META_RETRY_MAX: Duration = Duration::from_secs(60);
+
 /// A cgroup the agent follows: what discovery said, its metadata and open files.
 #[derive(Debug)]
 pub struct Tracked {
     pub discovered: Discovered,
     pub meta: ContainerMeta,
     meta_found: bool,
+    /// While `meta` is not found: when to look again, and the wait after that.
+    meta_retry: (Instant, Duration),
     reader: StatsReader,
     /// The label text of its series, rendered by the exposition once per metadata
     /// lookup; emptied whenever `meta` changes.
@@ -30,11 +40,31 @@ impl Tracked {
     fn new(discovered: Discovered, meta: Option<ContainerMeta>, reader: StatsReader) -> Self {
         Tracked {
             meta_found: meta.is_some(),
+            meta_retry: (Instant::now() + META_RETRY_FIRST, META_RETRY_FIRST),
             meta: meta.unwrap_or_default(),
             discovered,
             reader,
             series_labels: OnceLock::new(),
         }
+    }
+
+    /// Sets the metadata found for it; its series labels are rendered anew.
+    fn found_meta(&mut self, meta: ContainerMeta) {
+        self.meta = meta;
+        self.meta_found = true;
+        self.series_labels = OnceLock::new();
+    }
+
+    /// Whether a lookup of its missing metadata is due at `now`; when it is, the
+    /// next one is scheduled twice as far off (up to [`META_RETRY_MAX`]).
+    fn meta_retry_due(&mut self, now: Instant) -> bool {
+        let (at, wait) = self.meta_retry;
+        if self.meta_found || now < at {
+            return false;
+        }
+        let wait = (wait * 2).min(META_RETRY_MAX);
+        self.meta_retry = (now + wait, wait);
+        true
     }
 
     /// The label text every series of this cgroup carries, rendered by `render` the
@@ -172,10 +202,12 @@ impl Tracker {
 
     fn retry_missing_metadata(&mut self) {
         let mut found = false;
-        for t in self.tracked.values_mut().filter(|t| !t.meta_found) {
-            if let Some(m) = self.metadata.lookup(&t.discovered) {
-                t.meta = m;
-                t.meta_found = true;
+        let now = Instant::now();
+        for t in self.tracked.values_mut() {
+            if t.meta_retry_due(now)
+                && let Some(m) = self.metadata.lookup(&t.discovered)
+            {
+                t.found_meta(m);
                 found = true;
             }
         }
@@ -244,9 +276,7 @@ impl Tracker {
                 if !t.meta_found
                     && let Some(m) = self.metadata.lookup(&d)
                 {
-                    t.meta = m;
-                    t.meta_found = true;
-                    t.series_labels = OnceLock::new();
+                    t.found_meta(m);
                 }
                 next.insert(d.path.clone(), t);
                 continue;
@@ -503,5 +533,54 @@ mod tests {
             "one bad name, counted once over two rescans"
         );
         assert_eq!(tracker.counts().get(&Runtime::Agent), Some(&1));
+    }
+
+    #[test]
+    fn metadata_written_after_the_cgroup_is_found_with_backoff() {
+        const ID: &str = "a2c13bad3808eb2673f71b881f61ad18d6a24e509cdf4e1c48975bd036f41f6a";
+        let t = tempfile::tempdir().unwrap();
+        let memory = t.path().join("memory");
+        std::fs::create_dir_all(memory.join("docker").join(ID)).unwrap();
+        std::fs::write(memory.join("cgroup.procs"), "").unwrap();
+        let mut tracker = Tracker::new(
+            Hierarchy::detect(t.path()).unwrap(),
+            Filter::default(),
+            MetadataSource::new(t.path().join("docker"), t.path().join("state")),
+            Duration::ZERO,
+        );
+        tracker.refresh(false);
+        let path = format!("/docker/{ID}");
+        let labels = |tracker: &Tracker| {
+            tracker.tracked[&path]
+                .series_labels(|t| t.meta.name.clone())
+                .to_owned()
+        };
+        assert_eq!(labels(&tracker), "", "no config yet");
+
+        // Not due before a second has passed, then at 2 s, 4 s, … up to a minute.
+        let tracked = tracker.tracked.get_mut(&path).unwrap();
+        let start = tracked.meta_retry.0 - META_RETRY_FIRST;
+        assert!(!tracked.meta_retry_due(start));
+        let mut waits = Vec::new();
+        for _ in 0..8 {
+            let at = tracked.meta_retry.0;
+            assert!(tracked.meta_retry_due(at));
+            assert!(!tracked.meta_retry_due(at), "not twice at once");
+            waits.push((tracked.meta_retry.0 - at).as_secs());
+        }
+        assert_eq!(waits, [2, 4, 8, 16, 32, 60, 60, 60]);
+
+        // The runtime writes its config; the next due lookup names the cgroup and
+        // its series labels are rendered anew.
+        let dir = t.path().join("docker/containers").join(ID);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("config.v2.json"),
+            r#"{"Name":"/late","Config":{"Image":"busybox"}}"#,
+        )
+        .unwrap();
+        tracker.tracked.get_mut(&path).unwrap().meta_retry.0 = start;
+        tracker.retry_missing_metadata();
+        assert_eq!(labels(&tracker), "late");
     }
 }

@@ -1,10 +1,15 @@
-//! Seccomp: the default profile Docker and podman share (the containers/common
-//! format of `/usr/share/containers/seccomp.json`, Debian's
-//! `golang-github-containers-common`) resolved into the OCI spec's
-//! `linux.seccomp` for one container's capabilities and this machine's
+//! Seccomp: Docker's default profile (the one built into dockerd, which Debian
+//! ships as a file in `golang-github-docker-docker-dev`) resolved into the OCI
+//! spec's `linux.seccomp` for one container's capabilities and this machine's
 //! architecture, then compiled to a classic BPF program with libseccomp.
 //!
-//! The profile format is a superset of the OCI one: `archMap` (native and
+//! Docker's rather than podman's (`/usr/share/containers/seccomp.json`, the same
+//! format): podman's allows `keyctl`, `setns` and `unshare(CLONE_NEWUSER)` to
+//! every container, and a container here gets Docker's confinement or stronger.
+//! Podman's still runs with `--security-opt seccomp=PATH`.
+//!
+//! The profile format (moby's, shared by containers/common) is a superset of the
+//! OCI one: `archMap` (native and
 //! sub-architectures), per-rule `includes`/`excludes` by capabilities,
 //! architectures and minimum kernel, and `errnoRet`. A rule applies when every
 //! capability it includes is in the container's bounding set and none it excludes
@@ -31,10 +36,12 @@ use oci_spec::runtime::{
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
-/// Where Debian's `golang-github-containers-common` puts the default profile.
-pub const DEFAULT_PROFILE: &str = "/usr/share/containers/seccomp.json";
+/// Where Debian's `golang-github-docker-docker-dev` puts Docker's default profile
+/// (moby's `profiles/seccomp/default.json`, the one dockerd compiles in).
+pub const DEFAULT_PROFILE: &str =
+    "/usr/share/gocode/src/github.com/docker/docker/profiles/seccomp/default.json";
 /// The package that ships [`DEFAULT_PROFILE`].
-pub const PROFILE_PACKAGE: &str = "golang-github-containers-common";
+pub const PROFILE_PACKAGE: &str = "golang-github-docker-docker-dev";
 
 /// A profile file, in the containers/common form or the plain OCI one.
 #[derive(Debug, Clone, Deserialize)]

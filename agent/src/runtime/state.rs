@@ -230,12 +230,12 @@ impl ContainerState {
 }
 
 /// What `/proc/<pid>/stat` says of a process that the state needs.
-#[derive(Debug, PartialEq, Eq)]
-struct ProcessStat {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProcessStat {
     /// R, S, D, Z (zombie), X (dead)…
-    state: char,
+    pub state: char,
     /// Start time in clock ticks since boot (field 22).
-    start_ticks: u64,
+    pub start_ticks: u64,
 }
 
 fn process_stat(pid: i32) -> Option<ProcessStat> {
@@ -243,7 +243,7 @@ fn process_stat(pid: i32) -> Option<ProcessStat> {
 }
 
 /// Parses the contents of `/proc/<pid>/stat`; `None` when it is not in that format.
-fn parse_stat(stat: &str) -> Option<ProcessStat> {
+pub fn parse_stat(stat: &str) -> Option<ProcessStat> {
     // Fields after the command name (which may hold spaces and parentheses), and
     // the space the kernel writes after it.
     let rest = stat[stat.rfind(')')? + 1..].strip_prefix(' ')?;
@@ -457,8 +457,8 @@ mod tests {
         for bad in ["", "77 (x)", "77 (x) S 1 2", "77 x S", "77 (x)\u{e9}S"] {
             assert_eq!(parse_stat(bad), None, "{bad:?}");
         }
-        // Found by the fuzzing branch: the byte after the command name was skipped
-        // unseen, so `)0S` read as state S.
+        // Found by the proc_files fuzz target: the byte after the command name was
+        // skipped unseen, so `)0S` read as state S.
         assert_eq!(parse_stat(&format!("77 (x)0S {tail}")), None);
     }
 

@@ -122,7 +122,7 @@ fn remember(cache: &Mutex<VecDeque<[u8; 32]>>, key: [u8; 32]) {
 }
 
 /// The user and password of a `Basic` authorization header.
-fn credentials(header: &HeaderValue) -> Option<(String, String)> {
+pub(crate) fn credentials(header: &HeaderValue) -> Option<(String, String)> {
     let value = header.to_str().ok()?.trim();
     let (scheme, encoded) = value.split_once(' ')?;
     if !scheme.eq_ignore_ascii_case("basic") {

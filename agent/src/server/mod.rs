@@ -3,7 +3,7 @@
 //! [`connections`], over TLS and behind basic auth when a [`web_config`] asks.
 
 mod accept;
-mod basic_auth;
+pub(crate) mod basic_auth;
 pub mod connections;
 pub mod control;
 mod tls;

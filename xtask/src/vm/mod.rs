@@ -47,7 +47,10 @@ const HOST_PROGRAMS: &[&str] = &["/usr/bin/prometheus"];
 
 /// Host files the agent reads at run time, copied to the same paths: the default
 /// seccomp profile (without it every launch is refused, by design).
-const HOST_FILES: &[&str] = &["/usr/share/containers/seccomp.json"];
+const HOST_FILES: &[&str] = &[
+    "/usr/share/gocode/src/github.com/docker/docker/profiles/seccomp/default.json",
+    "/usr/share/containers/seccomp.json",
+];
 
 /// Kernel modules the guest loads (with their dependencies): overlay for container
 /// root filesystems, virtio-blk for the capture disk and the tests' scratch disk.
@@ -65,6 +68,7 @@ pub const PACKAGES: &[&str] = &[
     "libbpf-dev",
     "prometheus",
     "libseccomp-dev",
+    "golang-github-docker-docker-dev",
     "golang-github-containers-common",
 ];
 

@@ -138,7 +138,7 @@ const OPAQUE: &[u8] = b".wh..wh..opq";
 
 /// What a layer entry's name makes of it.
 #[derive(Debug, PartialEq)]
-enum Whiteout<'a> {
+pub(super) enum Whiteout<'a> {
     /// An ordinary entry.
     No,
     /// `DIR/.wh..wh..opq`: `DIR` is opaque.
@@ -151,7 +151,10 @@ enum Whiteout<'a> {
 /// malformed whiteout. Whiteouts are empty regular files (or hard links to one)
 /// named `.wh.` and a file name; names starting `.wh..wh.` are reserved for the opaque
 /// marker (AUFS kept its own metadata there); nothing lies below a whiteout.
-fn whiteout(rel: &Path, kind: tar::EntryType) -> std::result::Result<Whiteout<'_>, String> {
+pub(super) fn whiteout(
+    rel: &Path,
+    kind: tar::EntryType,
+) -> std::result::Result<Whiteout<'_>, String> {
     let mut names = rel.iter().map(OsStr::as_bytes);
     let last = names.next_back().unwrap_or_default();
     if let Some(dir) = names.find(|n| n.starts_with(WHITEOUT)) {
