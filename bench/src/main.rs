@@ -5,6 +5,7 @@
 //! - `agent-bench scrape [N…]`: the scrape path over N real cgroups.
 //! - `agent-bench exec`: what eBPF exec and mount tracing cost.
 //! - `agent-bench launch`: `agent launch --rm` side by side with `runc run`.
+//! - `agent-bench pull`: `agent pull` side by side with `skopeo copy` from a local registry.
 //! - `agent-bench soak [CYCLES]`: launch/rm cycles under a scraping Prometheus;
 //!   what grew (`cargo xtask soak`).
 //! - `agent-bench fleet [K] [N] [SECS]`: K agents over synthetic trees of N
@@ -16,6 +17,7 @@
 mod exec;
 mod fleet;
 mod launch;
+mod pull;
 mod scrape;
 mod soak;
 
@@ -36,10 +38,11 @@ fn main() -> std::process::ExitCode {
         Some("scrape") => scrape::run(&args[1..]),
         Some("exec") => exec::run(),
         Some("launch") => launch::run(),
+        Some("pull") => pull::run(),
         Some("soak") => soak::run(&args[1..]),
         Some("fleet") => fleet::run(&args[1..]),
         _ => Err(anyhow::anyhow!(
-            "usage: agent-bench <scrape [N…] | exec | launch | soak [CYCLES] | fleet [K] [N] [SECS]>"
+            "usage: agent-bench <scrape [N…] | exec | launch | pull | soak [CYCLES] | fleet [K] [N] [SECS]>"
         )),
     };
     match result {

@@ -4,7 +4,7 @@
 //! - `cargo xtask test`: install what is missing, then fmt, clippy and every test
 //!   (privileged and end-to-end ones need root, as in CI), then `vm-test`, then
 //!   `fuzz` with a short budget per target.
-//! - `cargo xtask bench [scrape|exec|launch]`: the scrape, event and launch paths.
+//! - `cargo xtask bench [scrape|exec|launch|pull]`: the scrape, event and launch paths.
 //! - `cargo xtask image [--agent PATH] [--out DIR]`: the agent's OCI image (see
 //!   `image.rs`), as an OCI layout and a tar that `docker load` reads.
 //! - `cargo xtask manifests`: regenerate deploy/kubernetes/'s copies of dashboards/.
@@ -51,7 +51,7 @@ pub fn build_release_agent() -> anyhow::Result<PathBuf> {
     Ok(workspace_root().join("target/release/agent"))
 }
 
-/// `cargo xtask bench [scrape [N…] | exec | launch]`: installs what the
+/// `cargo xtask bench [scrape [N…] | exec | launch | pull]`: installs what the
 /// benchmarks need, builds the release agent and `agent-bench`, runs it.
 fn bench(which: Option<Bench>) -> anyhow::Result<()> {
     packages::ensure(&packages::all())?;
@@ -63,6 +63,7 @@ fn bench(which: Option<Bench>) -> anyhow::Result<()> {
             Bench::Scrape { sizes: Vec::new() },
             Bench::Exec,
             Bench::Launch,
+            Bench::Pull,
         ]
         .iter()
         .map(Bench::args)
@@ -199,6 +200,8 @@ enum Bench {
     Exec,
     /// `agent launch --rm` side by side with `runc run`.
     Launch,
+    /// `agent pull` side by side with `skopeo copy` from a local registry.
+    Pull,
     /// Launch/rm cycles under a scraping Prometheus (also `cargo xtask soak`).
     Soak { cycles: Option<usize> },
     /// K agents (default 20) over synthetic trees of N containers (default 200), one
@@ -219,6 +222,7 @@ impl Bench {
                 .collect(),
             Bench::Exec => vec!["exec".into()],
             Bench::Launch => vec!["launch".into()],
+            Bench::Pull => vec!["pull".into()],
             Bench::Soak { cycles } => std::iter::once("soak".to_owned())
                 .chain(cycles.map(|c| c.to_string()))
                 .collect(),

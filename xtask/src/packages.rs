@@ -45,6 +45,16 @@ pub const PACKAGES: &[(&str, &str, &str)] = &[
     ("/usr/sbin/runc", "runc", "the launch benchmark baseline"),
     ("/usr/bin/umoci", "umoci", "building OCI test images"),
     (
+        "/usr/bin/skopeo",
+        "skopeo",
+        "pushing test images to a registry; the pull benchmark baseline",
+    ),
+    (
+        "/usr/bin/docker-registry",
+        "docker-registry",
+        "a real OCI distribution registry for the pull tests and benchmark",
+    ),
+    (
         "/usr/sbin/dockerd",
         "docker.io",
         "a real third-party runtime for discovery tests",

@@ -96,6 +96,8 @@ pub struct LaunchArgs {
     /// type=bind|volume|tmpfs,source=…,target=…[,readonly][,tmpfs-size=…]
     #[arg(long = "mount", value_name = "SPEC")]
     mounts: Vec<MountArg>,
+    #[command(flatten)]
+    pull: super::pull::LaunchPull,
     /// Image reference or id.
     image: String,
     /// Command and arguments (default: the image's Entrypoint and Cmd).
@@ -104,6 +106,8 @@ pub struct LaunchArgs {
 }
 
 pub fn run(args: LaunchArgs) -> anyhow::Result<ExitCode> {
+    let paths = args.state.open()?;
+    args.pull.ensure(&paths, &args.image)?;
     let opts = LaunchOptions {
         name: args.name,
         memory: args.memory,
@@ -138,7 +142,7 @@ pub fn run(args: LaunchArgs) -> anyhow::Result<ExitCode> {
         image: args.image,
         command: args.command,
     };
-    Ok(report(supervisor::launch(&args.state.open()?, &opts)?))
+    Ok(report(supervisor::launch(&paths, &opts)?))
 }
 
 /// What the command line says of a launch: a detached container's id, or the

@@ -9,6 +9,7 @@ mod kill;
 mod launch;
 mod logs;
 mod ps;
+mod pull;
 mod rm;
 mod run;
 pub(crate) mod serve;
@@ -59,6 +60,8 @@ pub enum Command {
     Image(image::ImageArgs),
     /// Create, list and remove named volumes.
     Volume(volume::VolumeArgs),
+    /// Pull an image from a registry into the store.
+    Pull(pull::PullArgs),
 }
 
 impl Command {
@@ -119,6 +122,7 @@ pub fn main() -> ExitCode {
         Command::Attach(args) => attach::run(args),
         Command::Image(args) => image::run(args),
         Command::Volume(args) => volume::run(args),
+        Command::Pull(args) => pull::run(args),
     };
     match result {
         Ok(code) => code,

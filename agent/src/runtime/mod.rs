@@ -100,6 +100,14 @@ pub enum Error {
     /// it cannot be run, 127 when it is not found).
     #[error("{message}")]
     Exec { code: i32, message: String },
+    /// A registry refused a request, or could not be reached.
+    #[error("{op} from {registry}")]
+    Registry {
+        op: String,
+        registry: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// JSON that could not be read or written.
     #[error("{} : {source}", path.display())]
     Json {

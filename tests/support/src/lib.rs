@@ -12,6 +12,8 @@ pub mod docker;
 pub mod launch;
 pub mod podman;
 pub mod prometheus;
+pub mod registry;
+pub mod token_server;
 
 use agent::cgroup::Hierarchy;
 use std::io::{Read, Write};
