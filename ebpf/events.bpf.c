@@ -8,6 +8,8 @@
  *   raw_tp/sys_exit             the mount family fallback (probe-reads pt_regs)
  *   tp_btf/cgroup_mkdir         new cgroup2 directories: id and path (optional)
  *   raw_tp/cgroup_mkdir         the same, fallback
+ *   tp_btf/sched_process_exit   process exits: status and start time (optional)
+ *   raw_tp/sched_process_exit   the same, fallback
  *
  * The mount family is taken at sys_exit alone: on x86_64 the argument
  * registers in pt_regs are intact at exit, so arguments and result come in
@@ -70,10 +72,19 @@ struct mm_struct {
 	unsigned long arg_start;
 	unsigned long arg_end;
 } __pai;
+struct signal_struct {
+	struct {
+		int counter;
+	} live;
+} __pai;
 struct task_struct {
 	int pid;
 	int tgid;
+	int exit_code;
+	__u64 start_boottime;
 	struct task_struct *real_parent;
+	struct task_struct *group_leader;
+	struct signal_struct *signal;
 	struct nsproxy *nsproxy;
 	struct mm_struct *mm;
 	struct pid *thread_pid;
@@ -387,4 +398,40 @@ SEC("raw_tp/cgroup_mkdir")
 int BPF_PROG(cgroup_mkdir_raw, struct cgroup *cgrp, const char *path)
 {
 	return handle_cgroup_mkdir(cgrp, path);
+}
+
+/* ---- process exits ---- */
+
+/*
+ * Fires for every exiting thread; only the last one of a process is reported
+ * (signal->live is decremented before the tracepoint), so a process exit is
+ * one record whichever thread ends it. exit_code is already set then.
+ */
+static __always_inline int handle_exit(struct task_struct *task)
+{
+	if (BPF_CORE_READ(task, signal, live.counter) != 0)
+		return 0;
+	struct agent_exit_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e) {
+		count_lost(AGENT_LOST_EXIT);
+		return 0;
+	}
+	fill_header(&e->hdr, AGENT_EVENT_EXIT);
+	e->start_ns = BPF_CORE_READ(task, group_leader, start_boottime);
+	e->status = BPF_CORE_READ(task, exit_code);
+	e->_pad = 0;
+	bpf_ringbuf_submit(e, wakeup_flags());
+	return 0;
+}
+
+SEC("tp_btf/sched_process_exit")
+int BPF_PROG(exit_btf, struct task_struct *p)
+{
+	return handle_exit(p);
+}
+
+SEC("raw_tp/sched_process_exit")
+int BPF_PROG(exit_raw, struct task_struct *p)
+{
+	return handle_exit(p);
 }

@@ -23,6 +23,7 @@
 #define AGENT_EVENT_EXEC 1
 #define AGENT_EVENT_MOUNT 2
 #define AGENT_EVENT_CGROUP_MKDIR 3
+#define AGENT_EVENT_EXIT 4
 
 /* agent_mount_event.op: one per traced syscall of the mount family */
 #define AGENT_MOUNT_OP_MOUNT 1
@@ -38,7 +39,8 @@
 #define AGENT_LOST_EXEC 0
 #define AGENT_LOST_MOUNT 1
 #define AGENT_LOST_CGROUP 2
-#define AGENT_LOST_SLOTS 3
+#define AGENT_LOST_EXIT 3
+#define AGENT_LOST_SLOTS 4
 
 struct agent_event_header {
 	__u64 ts_ns;     /* bpf_ktime_get_boot_ns() */
@@ -108,6 +110,18 @@ struct agent_cgroup_mkdir_event {
 };
 
 /*
+ * From sched_process_exit, once per process: when its last thread exits
+ * (signal->live has dropped to 0), not for every thread. The header describes
+ * that thread; `tgid` is the process.
+ */
+struct agent_exit_event {
+	struct agent_event_header hdr;
+	__u64 start_ns;  /* the process's start: group_leader->start_boottime (CLOCK_BOOTTIME ns) */
+	__u32 status;    /* as wait(2) reports it: exit code << 8, or the signal (| 0x80 with a core dump) */
+	__u32 _pad;
+};
+
+/*
  * The layout is pinned: agent/src/ebpf/events.rs asserts the same numbers on
  * its #[repr(C)] mirror, so a change on one side fails the build of both.
  */
@@ -127,5 +141,8 @@ _Static_assert(__builtin_offsetof(struct agent_mount_event, fstype) == 632, "fst
 _Static_assert(sizeof(struct agent_cgroup_mkdir_event) == 344, "cgroup mkdir size");
 _Static_assert(__builtin_offsetof(struct agent_cgroup_mkdir_event, id) == 80, "cgroup id offset");
 _Static_assert(__builtin_offsetof(struct agent_cgroup_mkdir_event, path) == 88, "cgroup path offset");
+_Static_assert(sizeof(struct agent_exit_event) == 96, "exit size");
+_Static_assert(__builtin_offsetof(struct agent_exit_event, start_ns) == 80, "exit start offset");
+_Static_assert(__builtin_offsetof(struct agent_exit_event, status) == 88, "exit status offset");
 
 #endif /* AGENT_EVENTS_H */

@@ -6,8 +6,8 @@
 
 use agent::ebpf::events::{
     ARGS_LEN, COMM_LEN, DecodeError, EVENT_CGROUP_MKDIR, Event, FILENAME_LEN, FSTYPE_LEN, PATH_LEN,
-    ProcessInfo, RawCgroupMkdirEvent, RawExecEvent, RawHeader, RawMountEvent, Record, decode,
-    decode_record,
+    ProcessInfo, RawCgroupMkdirEvent, RawExecEvent, RawExitEvent, RawHeader, RawMountEvent, Record,
+    decode, decode_record,
 };
 use libfuzzer_sys::fuzz_target;
 use std::mem::size_of;
@@ -52,6 +52,12 @@ fuzz_target!(|data: &[u8]| {
                     field(s, bound);
                 }
             }
+        }
+        Ok(Record::Event(Event::Exit(p, x))) => {
+            assert!(data.len() >= size_of::<RawExitEvent>());
+            process(p);
+            // Exactly one of code and signal.
+            assert_ne!(x.code().is_some(), x.signal().is_some());
         }
         Ok(Record::CgroupMkdir(p, c)) => {
             assert!(data.len() >= size_of::<RawCgroupMkdirEvent>());

@@ -1,4 +1,4 @@
-//! `agent events`: a live stream of exec and mount events from the running
+//! `agent events`: a live stream of exec, mount and exit events from the running
 //! `agent serve`, read over its root-only control socket.
 
 use crate::ebpf::EventKind;
@@ -30,6 +30,7 @@ pub struct EventsArgs {
 pub enum TypeArg {
     Exec,
     Mount,
+    Exit,
 }
 
 pub fn run(args: EventsArgs) -> anyhow::Result<ExitCode> {
@@ -44,6 +45,7 @@ pub fn run(args: EventsArgs) -> anyhow::Result<ExitCode> {
         kind: args.kind.map(|k| match k {
             TypeArg::Exec => EventKind::Exec,
             TypeArg::Mount => EventKind::Mount,
+            TypeArg::Exit => EventKind::Exit,
         }),
     };
     let mut line = serde_json::to_string(&request)?;

@@ -67,6 +67,10 @@ pub struct ServeArgs {
     /// of every process (about 100 ns each on this project's test host).
     #[arg(long)]
     pub no_trace_mounts: bool,
+    /// Do not trace process exits (`agent events --type exit`,
+    /// agent_process_exits_total). The exit hook runs once per exiting thread.
+    #[arg(long)]
+    pub no_trace_exits: bool,
     /// The root-only unix socket for `agent events`.
     #[arg(long, env = "AGENT_CONTROL_SOCKET", default_value = crate::server::control::DEFAULT_SOCKET)]
     pub control_socket: PathBuf,
@@ -236,6 +240,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         } else {
             let config = TracerConfig {
                 trace_mounts: !args.no_trace_mounts,
+                trace_exits: !args.no_trace_exits,
                 ..TracerConfig::default()
             };
             Tracer::start_or_warn(config, index).await.map(Arc::new)

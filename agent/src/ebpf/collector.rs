@@ -35,6 +35,7 @@ impl Tracer {
                 ("exec", lost_exec),
                 ("mount", lost_mount),
                 ("cgroup_mkdir", self.lost_cgroup_mkdir()),
+                ("exit", self.lost_exits()),
             ],
         )?;
         encode_counter_by(

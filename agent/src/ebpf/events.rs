@@ -17,6 +17,7 @@ pub const FSTYPE_LEN: usize = 32;
 pub const EVENT_EXEC: u32 = 1;
 pub const EVENT_MOUNT: u32 = 2;
 pub const EVENT_CGROUP_MKDIR: u32 = 3;
+pub const EVENT_EXIT: u32 = 4;
 
 /// Index of the exec slot in the kernel's `lost_events` per-CPU array.
 pub const LOST_EXEC: u32 = 0;
@@ -24,8 +25,10 @@ pub const LOST_EXEC: u32 = 0;
 pub const LOST_MOUNT: u32 = 1;
 /// Index of the cgroup-mkdir slot in the kernel's `lost_events` per-CPU array.
 pub const LOST_CGROUP: u32 = 2;
+/// Index of the process-exit slot in the kernel's `lost_events` per-CPU array.
+pub const LOST_EXIT: u32 = 3;
 /// Number of slots in `lost_events`.
-pub const LOST_SLOTS: u32 = 3;
+pub const LOST_SLOTS: u32 = 4;
 
 /// `agent_mount_event.op`, one per traced syscall of the mount family.
 pub const MOUNT_OP_MOUNT: u32 = 1;
@@ -95,6 +98,16 @@ pub struct RawCgroupMkdirEvent {
     pub path: [u8; PATH_LEN],
 }
 
+/// `struct agent_exit_event`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct RawExitEvent {
+    pub hdr: RawHeader,
+    pub start_ns: u64,
+    pub status: u32,
+    pub _pad: u32,
+}
+
 // The same numbers are asserted with _Static_assert in agent_events.h.
 const _: () = {
     assert!(size_of::<RawHeader>() == 80);
@@ -113,6 +126,9 @@ const _: () = {
     assert!(size_of::<RawCgroupMkdirEvent>() == 344);
     assert!(offset_of!(RawCgroupMkdirEvent, id) == 80);
     assert!(offset_of!(RawCgroupMkdirEvent, path) == 88);
+    assert!(size_of::<RawExitEvent>() == 96);
+    assert!(offset_of!(RawExitEvent, start_ns) == 80);
+    assert!(offset_of!(RawExitEvent, status) == 88);
 };
 
 /// Plain-old-data records: every bit pattern of `size_of::<Self>()` bytes is a
@@ -129,6 +145,8 @@ unsafe impl Pod for RawExecEvent {}
 unsafe impl Pod for RawMountEvent {}
 // SAFETY: as above.
 unsafe impl Pod for RawCgroupMkdirEvent {}
+// SAFETY: as above.
+unsafe impl Pod for RawExitEvent {}
 
 /// The bytes of a record, as the kernel would write them.
 fn pod_bytes<T: Pod>(v: &T) -> &[u8] {
@@ -153,6 +171,13 @@ impl RawMountEvent {
 }
 
 impl RawCgroupMkdirEvent {
+    /// The record's bytes (for tests of the decoder).
+    pub fn as_bytes(&self) -> &[u8] {
+        pod_bytes(self)
+    }
+}
+
+impl RawExitEvent {
     /// The record's bytes (for tests of the decoder).
     pub fn as_bytes(&self) -> &[u8] {
         pod_bytes(self)
@@ -280,6 +305,67 @@ impl MountInfo {
     }
 }
 
+/// A process exit: its wait status and when it started.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExitInfo {
+    /// When the process started (its thread-group leader), CLOCK_BOOTTIME ns.
+    pub start_boot_ns: u64,
+    /// The status as wait(2) reports it.
+    pub status: u32,
+}
+
+/// How a process ended, the `outcome` label of `agent_process_exits_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExitOutcome {
+    /// Exit code 0.
+    Ok,
+    /// A non-zero exit code.
+    Error,
+    /// Killed by a signal.
+    Signal,
+}
+
+impl ExitOutcome {
+    pub const ALL: [ExitOutcome; 3] = [ExitOutcome::Ok, ExitOutcome::Error, ExitOutcome::Signal];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExitOutcome::Ok => "ok",
+            ExitOutcome::Error => "error",
+            ExitOutcome::Signal => "signal",
+        }
+    }
+}
+
+impl ExitInfo {
+    /// The signal that killed the process, if one did.
+    pub fn signal(&self) -> Option<i32> {
+        let sig = (self.status & 0x7f) as i32;
+        (sig != 0).then_some(sig)
+    }
+
+    /// The exit code, when the process exited rather than being killed.
+    pub fn code(&self) -> Option<i32> {
+        self.signal()
+            .is_none()
+            .then_some(((self.status >> 8) & 0xff) as i32)
+    }
+
+    /// Whether the kernel dumped core when the signal killed it.
+    pub fn core_dumped(&self) -> bool {
+        self.signal().is_some() && self.status & 0x80 != 0
+    }
+
+    pub fn outcome(&self) -> ExitOutcome {
+        match (self.signal(), self.code()) {
+            (Some(_), _) => ExitOutcome::Signal,
+            (None, Some(0)) => ExitOutcome::Ok,
+            _ => ExitOutcome::Error,
+        }
+    }
+}
+
 /// A new directory in the cgroup2 hierarchy.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CgroupMkdir {
@@ -290,17 +376,18 @@ pub struct CgroupMkdir {
     pub path: String,
 }
 
-/// A decoded exec or mount record.
+/// A decoded exec, mount or exit record.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
     Exec(ProcessInfo, ExecInfo),
     Mount(ProcessInfo, MountInfo),
+    Exit(ProcessInfo, ExitInfo),
 }
 
 impl Event {
     pub fn process(&self) -> &ProcessInfo {
         match self {
-            Event::Exec(p, _) | Event::Mount(p, _) => p,
+            Event::Exec(p, _) | Event::Mount(p, _) | Event::Exit(p, _) => p,
         }
     }
 }
@@ -335,7 +422,7 @@ pub fn decode_record(bytes: &[u8]) -> Result<Record, DecodeError> {
     ))
 }
 
-/// Decodes one exec or mount record (a cgroup mkdir record is
+/// Decodes one exec, mount or exit record (a cgroup mkdir record is
 /// [`DecodeError::UnknownKind`] here: see [`decode_record`]).
 pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
     let hdr: RawHeader = read_pod(bytes).ok_or(DecodeError::TooShort {
@@ -377,6 +464,19 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
                     dfd: raw.dfd,
                     dfd2: raw.dfd2,
                     ret: raw.ret,
+                },
+            ))
+        }
+        EVENT_EXIT => {
+            let raw: RawExitEvent = read_pod(bytes).ok_or(DecodeError::TooShort {
+                what: "exit record",
+                len: bytes.len(),
+            })?;
+            Ok(Event::Exit(
+                process(&raw.hdr),
+                ExitInfo {
+                    start_boot_ns: raw.start_ns,
+                    status: raw.status,
                 },
             ))
         }
@@ -589,6 +689,46 @@ mod tests {
         .unwrap() else {
             panic!("not a mount");
         };
+    }
+
+    #[test]
+    fn decodes_exits_by_outcome() {
+        let exit = |status| {
+            let raw = RawExitEvent {
+                hdr: header(EVENT_EXIT),
+                start_ns: 3,
+                status,
+                _pad: 0,
+            };
+            let Event::Exit(p, e) = decode(raw.as_bytes()).unwrap() else {
+                panic!("not an exit");
+            };
+            assert_eq!((p.tgid, e.start_boot_ns), (100, 3));
+            e
+        };
+        let ok = exit(0);
+        assert_eq!(
+            (ok.outcome(), ok.code(), ok.signal()),
+            (ExitOutcome::Ok, Some(0), None)
+        );
+        let err = exit(3 << 8);
+        assert_eq!((err.outcome(), err.code()), (ExitOutcome::Error, Some(3)));
+        let killed = exit(9);
+        assert_eq!(
+            (
+                killed.outcome(),
+                killed.signal(),
+                killed.code(),
+                killed.core_dumped()
+            ),
+            (ExitOutcome::Signal, Some(9), None, false)
+        );
+        let core = exit(0x80 | 11);
+        assert_eq!((core.signal(), core.core_dumped()), (Some(11), true));
+        assert!(matches!(
+            decode(&as_bytes(&header(EVENT_EXIT))),
+            Err(DecodeError::TooShort { .. })
+        ));
     }
 
     #[test]

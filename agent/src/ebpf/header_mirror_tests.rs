@@ -20,6 +20,7 @@ fn every_header_constant_has_its_rust_twin() {
         ("AGENT_EVENT_EXEC", EVENT_EXEC.into()),
         ("AGENT_EVENT_MOUNT", EVENT_MOUNT.into()),
         ("AGENT_EVENT_CGROUP_MKDIR", EVENT_CGROUP_MKDIR.into()),
+        ("AGENT_EVENT_EXIT", EVENT_EXIT.into()),
         ("AGENT_MOUNT_OP_MOUNT", MOUNT_OP_MOUNT.into()),
         ("AGENT_MOUNT_OP_UMOUNT2", MOUNT_OP_UMOUNT2.into()),
         ("AGENT_MOUNT_OP_FSOPEN", MOUNT_OP_FSOPEN.into()),
@@ -34,6 +35,7 @@ fn every_header_constant_has_its_rust_twin() {
         ("AGENT_LOST_EXEC", LOST_EXEC.into()),
         ("AGENT_LOST_MOUNT", LOST_MOUNT.into()),
         ("AGENT_LOST_CGROUP", LOST_CGROUP.into()),
+        ("AGENT_LOST_EXIT", LOST_EXIT.into()),
         ("AGENT_LOST_SLOTS", LOST_SLOTS.into()),
     ];
     let defines: Vec<(&str, u64)> = HEADER
@@ -94,6 +96,11 @@ fn every_field_offset_matches_the_c_header() {
         "agent_cgroup_mkdir_event",
         RawCgroupMkdirEvent,
         [hdr, id, path]
+    ));
+    want.extend(fields!(
+        "agent_exit_event",
+        RawExitEvent,
+        [hdr, start_ns, status, _pad]
     ));
 
     let dir = tempfile::tempdir().unwrap();

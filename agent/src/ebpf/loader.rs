@@ -2,7 +2,7 @@
 //! kernel allows, with its fallback, and the [`Tracer`] that owns them.
 
 use super::attribution::Attributor;
-use super::events::{LOST_CGROUP, LOST_EXEC, LOST_MOUNT};
+use super::events::{LOST_CGROUP, LOST_EXEC, LOST_EXIT, LOST_MOUNT};
 use super::metrics::EventCounters;
 use super::reader::{Shared, boot_to_unix_offset_ns, read_loop};
 use super::record::EventRecord;
@@ -61,6 +61,8 @@ pub struct TracerConfig {
     /// of every process (measured here: about 100 ns on a null syscall), so it
     /// can be turned off.
     pub trace_mounts: bool,
+    /// Trace process exits at `sched_process_exit` (runs once per exiting thread).
+    pub trace_exits: bool,
     /// Ring buffer size in bytes: a power of two, a multiple of the page size.
     pub ring_buffer_bytes: u32,
     /// Series of containers and namespaces that are gone are dropped this
@@ -77,6 +79,7 @@ impl Default for TracerConfig {
         TracerConfig {
             prefer_tp_btf: true,
             trace_mounts: true,
+            trace_exits: true,
             ring_buffer_bytes: 1 << 20,
             series_grace: Duration::from_secs(300),
             subscriber_queue: 4096,
@@ -262,10 +265,17 @@ impl Tracer {
 
     /// cgroup mkdir records the kernel could not deliver (ring buffer full).
     pub fn lost_cgroup_mkdir(&self) -> u64 {
+        self.lost_slot(LOST_CGROUP)
+    }
+
+    /// Exit records the kernel could not deliver (ring buffer full).
+    pub fn lost_exits(&self) -> u64 {
+        self.lost_slot(LOST_EXIT)
+    }
+
+    fn lost_slot(&self, slot: u32) -> u64 {
         let lost = self.shared.lost.lock();
-        lost.get(&LOST_CGROUP, 0)
-            .map(|v| v.iter().sum())
-            .unwrap_or(0)
+        lost.get(&slot, 0).map(|v| v.iter().sum()).unwrap_or(0)
     }
 
     pub(super) fn decode_errors(&self) -> u64 {
@@ -274,23 +284,27 @@ impl Tracer {
 }
 
 /// Every hook the tracer knows, in the order [`Tracer::programs`] lists them.
-pub const HOOKS: [&str; 6] = [
+pub const HOOKS: [&str; 8] = [
     "tp_btf/sched_process_exec",
     "raw_tp/sched_process_exec",
     "tp_btf/sys_exit",
     "raw_tp/sys_exit",
     "tp_btf/cgroup_mkdir",
     "raw_tp/cgroup_mkdir",
+    "tp_btf/sched_process_exit",
+    "raw_tp/sched_process_exit",
 ];
 
 /// The program (C function in events.bpf.c) behind each of [`HOOKS`].
-const PROGRAMS: [&str; 6] = [
+const PROGRAMS: [&str; 8] = [
     "exec_btf",
     "exec_raw",
     "mount_exit_btf",
     "mount_exit_raw",
     "cgroup_mkdir_btf",
     "cgroup_mkdir_raw",
+    "exit_btf",
+    "exit_raw",
 ];
 
 /// How often an attached program ran and for how long, as the kernel counts
@@ -349,19 +363,21 @@ fn load(config: &TracerConfig) -> Result<(Ebpf, Vec<ProgramStatus>), EbpfError> 
     if config.trace_mounts {
         attach(&mut programs, HOOK_MOUNT);
     } else {
-        for hook in [HOOK_MOUNT.btf_hook, HOOK_MOUNT.raw_hook] {
-            programs.push(ProgramStatus {
-                hook,
-                attached: false,
-                error: Some("mount tracing is turned off".to_owned()),
-            });
-        }
+        turned_off(&mut programs, HOOK_MOUNT, "mount tracing is turned off");
     }
 
     // New cgroup2 directories, so that the ids of containers gone before
     // their events are read can still be attributed. Optional: without it,
     // ids are learned by stat'ing the cgroup2 tree.
     attach(&mut programs, HOOK_CGROUP_MKDIR);
+
+    // Process exits. Optional: without them, `agent events` shows no exits
+    // and agent_process_exits_total stays empty.
+    if config.trace_exits {
+        attach(&mut programs, HOOK_EXIT);
+    } else {
+        turned_off(&mut programs, HOOK_EXIT, "exit tracing is turned off");
+    }
 
     // A fallback that was not needed, or a hook not tried, is no error.
     for p in &mut programs {
@@ -388,6 +404,17 @@ fn load(config: &TracerConfig) -> Result<(Ebpf, Vec<ProgramStatus>), EbpfError> 
         tracing::warn!(live = %live.join(", "), not_attached = %failed.join("; "), "eBPF hooks attached, some not");
     }
     Ok((ebpf, programs))
+}
+
+/// Lists both programs of a hook point as not attached, and why.
+fn turned_off(programs: &mut Vec<ProgramStatus>, h: Hooks, why: &str) {
+    for hook in [h.btf_hook, h.raw_hook] {
+        programs.push(ProgramStatus {
+            hook,
+            attached: false,
+            error: Some(why.to_owned()),
+        });
+    }
 }
 
 fn status(hook: &'static str, r: Result<(), String>) -> ProgramStatus {
@@ -428,6 +455,14 @@ const HOOK_CGROUP_MKDIR: Hooks = Hooks {
     raw_prog: "cgroup_mkdir_raw",
     raw_hook: "raw_tp/cgroup_mkdir",
     tracepoint: "cgroup_mkdir",
+};
+
+const HOOK_EXIT: Hooks = Hooks {
+    btf_prog: "exit_btf",
+    btf_hook: "tp_btf/sched_process_exit",
+    raw_prog: "exit_raw",
+    raw_hook: "raw_tp/sched_process_exit",
+    tracepoint: "sched_process_exit",
 };
 
 /// Attaches the tp_btf program, or the raw_tp one if that is refused; records

@@ -1,11 +1,12 @@
 //! Shared pieces of the privileged and end-to-end tests: root checks, real cgroups
 //! that remove themselves, a memory/CPU hog process, the agent binary as a child, a real
 //! Prometheus server ([`prometheus`]) and a minimal HTTP client; the launch tests'
-//! state dirs and images ([`launch`]); the dashboard's queries
+//! state dirs and images ([`launch`]); starting an eBPF tracer and reading its events ([`ebpf`]); the dashboard's queries
 //! ([`dashboard_queries`]). Everything cleans up in `Drop`, also when a test fails.
 
 pub mod dashboard_queries;
 pub mod docker;
+pub mod ebpf;
 pub mod launch;
 pub mod prometheus;
 

@@ -1,0 +1,324 @@
+//! Privileged eBPF tests of a process's end: exits (code, signal, run time,
+//! paired with their execs) and OOM kills, with the real programs in this
+//! kernel and real processes and cgroups.
+//!
+//! Needs root and a kernel with BTF; otherwise each test prints why it skips.
+//! Cgroups and child processes are removed in `Drop`, also when a test fails.
+
+use agent_test_support as common;
+
+use agent::container::{ContainerLabels, StaticLookup};
+use agent::ebpf::events::ExitOutcome;
+use agent::ebpf::{EventKind, EventRecord, TracerConfig};
+use common::ebpf::{BUSYBOX, collect, sample_u64, scrape, start};
+use std::collections::HashMap;
+use std::ffi::{CString, c_char};
+use std::os::unix::process::CommandExt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn cstr(s: &str) -> CString {
+    CString::new(s).expect("no NUL")
+}
+
+/// 2,000 short processes from four threads within 10 s: none lost, every
+/// exec has its exit (same tgid, started before the exec, ended after it),
+/// with the right outcome.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_exec_of_a_burst_pairs_with_its_exit() {
+    const N: usize = 2000;
+    const THREADS: usize = 4;
+    let config = TracerConfig {
+        trace_mounts: false,
+        subscriber_queue: 1 << 16,
+        ..TracerConfig::default()
+    };
+    let Some(tracer) = start(config, Arc::new(StaticLookup::new())).await else {
+        return;
+    };
+    let exit_hook = tracer
+        .programs()
+        .iter()
+        .find(|p| p.hook.ends_with("sched_process_exit") && p.attached);
+    assert!(exit_hook.is_some(), "no exit hook: {:?}", tracer.programs());
+    let mut rx = tracer.subscribe();
+    let (lost_exec, _) = tracer.lost();
+    let lost_exits = tracer.lost_exits();
+
+    // Every 10th process fails (`false`, exit code 1).
+    let started = Instant::now();
+    let spawners: Vec<_> = (0..THREADS)
+        .map(|t| {
+            std::thread::spawn(move || {
+                let mut pids = Vec::new();
+                for i in (t..N).step_by(THREADS) {
+                    let applet = if i % 10 == 0 { "false" } else { "true" };
+                    let mut child = std::process::Command::new(BUSYBOX)
+                        .arg0(applet)
+                        .arg(format!("burst-{i}"))
+                        .spawn()
+                        .expect("spawn busybox");
+                    let status = child.wait().expect("wait");
+                    assert_eq!(status.success(), applet == "true");
+                    pids.push((i, child.id()));
+                }
+                pids
+            })
+        })
+        .collect();
+    let pids: HashMap<u32, usize> = spawners
+        .into_iter()
+        .flat_map(|h| h.join().expect("spawner"))
+        .map(|(i, pid)| (pid, i))
+        .collect();
+    let elapsed = started.elapsed();
+    eprintln!("{N} processes in {elapsed:?} (machine shared with other builds)");
+    assert_eq!(pids.len(), N);
+    assert!(elapsed < Duration::from_secs(10), "took {elapsed:?}");
+
+    let seen = collect(&mut rx, Duration::from_secs(30), |seen| {
+        seen.iter()
+            .filter(|e| e.kind == EventKind::Exit && pids.contains_key(&e.process.tgid))
+            .count()
+            >= N
+    })
+    .await;
+    assert_eq!(tracer.lost().0 - lost_exec, 0, "exec records lost");
+    assert_eq!(tracer.lost_exits() - lost_exits, 0, "exit records lost");
+
+    let mut execs: HashMap<u32, &EventRecord> = HashMap::new();
+    let mut exits: HashMap<u32, &EventRecord> = HashMap::new();
+    for e in &seen {
+        if !pids.contains_key(&e.process.tgid) {
+            continue;
+        }
+        let slot = match e.kind {
+            EventKind::Exec => &mut execs,
+            EventKind::Exit => &mut exits,
+            EventKind::Mount => continue,
+        };
+        assert!(
+            slot.insert(e.process.tgid, e).is_none(),
+            "two {:?} records of {}",
+            e.kind,
+            e.process.tgid
+        );
+    }
+    assert_eq!(execs.len(), N, "execs of the burst");
+    assert_eq!(exits.len(), N, "exits of the burst");
+    for (pid, i) in &pids {
+        let exec = execs[pid];
+        let exit = exits[pid];
+        assert_eq!(
+            exec.exec.as_ref().unwrap().argv,
+            [
+                if i % 10 == 0 { "false" } else { "true" },
+                &format!("burst-{i}")
+            ]
+        );
+        let x = exit.exit.as_ref().unwrap();
+        assert!(
+            x.start_time_unix_ns <= exec.time_unix_ns && exec.time_unix_ns <= exit.time_unix_ns,
+            "exec of {pid} not within its process's life: {exec:?} {exit:?}"
+        );
+        assert_eq!(
+            exit.time_unix_ns - x.start_time_unix_ns,
+            i128::from(x.runtime_ns)
+        );
+        let (outcome, code) = if i % 10 == 0 {
+            (ExitOutcome::Error, 1)
+        } else {
+            (ExitOutcome::Ok, 0)
+        };
+        assert_eq!((x.outcome, x.code, x.signal), (outcome, Some(code), None));
+        assert_eq!(exit.container, ContainerLabels::host());
+    }
+}
+
+/// A process in its own mount namespace and cgroup (a container to the
+/// lookup) runs `true`, `false`, and a shell that kills itself with SIGKILL,
+/// then exits 0, and has a thread that exits before it: the container's exits
+/// are counted by outcome, once per process, not per thread.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exits_are_counted_per_container_by_outcome() {
+    let lookup = Arc::new(StaticLookup::new());
+    let config = TracerConfig {
+        trace_mounts: false,
+        ..TracerConfig::default()
+    };
+    let Some(tracer) = start(config, lookup.clone()).await else {
+        return;
+    };
+    let tracer = Arc::new(tracer);
+    let cgroup = common::TestCgroup::create(&common::host_hierarchy(), "ebpf-exits");
+    let labels = ContainerLabels {
+        id: cgroup.path.clone(),
+        name: "exits".into(),
+        image: "busybox".into(),
+    };
+    lookup.insert(cgroup.path.clone(), labels.clone());
+    let mut rx = tracer.subscribe();
+
+    // Built before fork: after it, only async-signal-safe calls.
+    let busybox = cstr(BUSYBOX);
+    let argvs: Vec<Vec<CString>> = [
+        &["true", "exits-ok"][..],
+        &["false", "exits-error"],
+        &["sh", "-c", "kill -KILL $$", "exits-signal"],
+    ]
+    .iter()
+    .map(|a| a.iter().map(|s| cstr(s)).collect())
+    .collect();
+    let argv_ptrs: Vec<Vec<*const c_char>> = argvs
+        .iter()
+        .map(|a| {
+            a.iter()
+                .map(|s| s.as_ptr())
+                .chain([std::ptr::null()])
+                .collect()
+        })
+        .collect();
+    let envp: [*const c_char; 1] = [std::ptr::null()];
+    let mut go = [0; 2];
+    // SAFETY: `go` is a valid array of two ints for pipe to fill.
+    assert_eq!(unsafe { libc::pipe(go.as_mut_ptr()) }, 0);
+    // SAFETY: the child makes only raw syscalls on data prepared above and
+    // leaves with _exit.
+    let child = unsafe { libc::fork() };
+    assert!(child >= 0, "fork");
+    if child == 0 {
+        // SAFETY: raw syscalls on valid buffers, as above.
+        unsafe {
+            libc::close(go[1]);
+            let mut b = 0u8;
+            libc::read(go[0], (&mut b as *mut u8).cast(), 1);
+            if libc::unshare(libc::CLONE_NEWNS) != 0 {
+                libc::_exit(11);
+            }
+            for argv in &argv_ptrs {
+                let c = libc::fork();
+                if c == 0 {
+                    libc::execve(busybox.as_ptr(), argv.as_ptr(), envp.as_ptr());
+                    libc::_exit(127);
+                }
+                let mut status = 0;
+                if c < 0 || libc::waitpid(c, &mut status, 0) != c {
+                    libc::_exit(12);
+                }
+            }
+            // A thread (CLONE_THREAD) that exits on its own first: its
+            // exit is no process exit.
+            let stack = libc::mmap(
+                std::ptr::null_mut(),
+                64 * 1024,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            );
+            if stack == libc::MAP_FAILED {
+                libc::_exit(13);
+            }
+            extern "C" fn thread_main(_: *mut libc::c_void) -> libc::c_int {
+                // SAFETY: ends this thread only (SYS_exit, not exit_group).
+                unsafe { libc::syscall(libc::SYS_exit, 0) };
+                0
+            }
+            let flags = libc::CLONE_VM
+                | libc::CLONE_FS
+                | libc::CLONE_FILES
+                | libc::CLONE_SIGHAND
+                | libc::CLONE_THREAD
+                | libc::CLONE_SYSVSEM;
+            let top = stack.cast::<u8>().add(64 * 1024).cast();
+            if libc::clone(thread_main, top, flags, std::ptr::null_mut()) < 0 {
+                libc::_exit(14);
+            }
+            // Give it time to exit before the process does.
+            let ts = libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 100_000_000,
+            };
+            libc::nanosleep(&ts, std::ptr::null_mut());
+            libc::_exit(0);
+        }
+    }
+    // SAFETY: closing our copy of the read end.
+    unsafe { libc::close(go[0]) };
+    cgroup.add_pid(child);
+    // SAFETY: one byte from a valid buffer into our pipe, then close it.
+    unsafe {
+        libc::write(go[1], b"x".as_ptr().cast(), 1);
+        libc::close(go[1]);
+    }
+    let mut status = 0;
+    // SAFETY: waits for our own child.
+    assert_eq!(unsafe { libc::waitpid(child, &mut status, 0) }, child);
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "workload failed: status {status:#x}"
+    );
+    let child = child as u32;
+
+    let seen = collect(&mut rx, Duration::from_secs(20), |seen| {
+        seen.iter()
+            .any(|e| e.kind == EventKind::Exit && e.process.tgid == child)
+    })
+    .await;
+    let exits: Vec<_> = seen
+        .iter()
+        .filter(|e| e.kind == EventKind::Exit && e.container == labels)
+        .collect();
+    let outcome_of = |marker: &str| {
+        let exec = seen
+            .iter()
+            .find(|e| {
+                e.exec
+                    .as_ref()
+                    .is_some_and(|x| x.argv.last().map(String::as_str) == Some(marker))
+            })
+            .unwrap_or_else(|| panic!("exec {marker}"));
+        assert_eq!(exec.container, labels);
+        let exit = exits
+            .iter()
+            .find(|e| e.process.tgid == exec.process.tgid)
+            .unwrap_or_else(|| panic!("exit of {marker}"));
+        let x = exit.exit.clone().unwrap();
+        (x.outcome, x.code, x.signal)
+    };
+    assert_eq!(outcome_of("exits-ok"), (ExitOutcome::Ok, Some(0), None));
+    assert_eq!(
+        outcome_of("exits-error"),
+        (ExitOutcome::Error, Some(1), None)
+    );
+    assert_eq!(
+        outcome_of("exits-signal"),
+        (ExitOutcome::Signal, None, Some(libc::SIGKILL))
+    );
+    // Four processes (three children and the workload itself); its thread is no process.
+    let own = seen
+        .iter()
+        .find(|e| e.kind == EventKind::Exit && e.process.tgid == child)
+        .unwrap();
+    assert_eq!(own.container, labels, "{own:#?}");
+    assert_eq!(exits.len(), 4, "{exits:#?}");
+    assert_eq!(own.exit.as_ref().unwrap().outcome, ExitOutcome::Ok);
+    assert!(own.exit.as_ref().unwrap().runtime_ns >= 100_000_000);
+
+    let text = scrape(&tracer);
+    let base = format!(r#"id="{}",name="exits",image="busybox""#, cgroup.path);
+    for (outcome, n) in [("ok", 2), ("error", 1), ("signal", 1)] {
+        assert_eq!(
+            sample_u64(
+                &text,
+                &format!(r#"agent_process_exits_total{{{base},outcome="{outcome}"}}"#)
+            ),
+            Some(n),
+            "{text}"
+        );
+    }
+    assert_eq!(
+        tracer.with_counters(|c| c.exits(&labels, ExitOutcome::Signal)),
+        1
+    );
+}
