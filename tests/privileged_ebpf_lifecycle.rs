@@ -95,7 +95,7 @@ async fn every_exec_of_a_burst_pairs_with_its_exit() {
         let slot = match e.kind {
             EventKind::Exec => &mut execs,
             EventKind::Exit => &mut exits,
-            EventKind::Mount => continue,
+            EventKind::Mount | EventKind::Oom => continue,
         };
         assert!(
             slot.insert(e.process.tgid, e).is_none(),
@@ -321,4 +321,183 @@ async fn exits_are_counted_per_container_by_outcome() {
         tracer.with_counters(|c| c.exits(&labels, ExitOutcome::Signal)),
         1
     );
+}
+
+/// The OOM-kill count of a cgroup as the kernel keeps it: v2 `memory.events`
+/// `oom_kill`, v1 `memory.oom_control` `oom_kill`.
+fn kernel_oom_kills(hierarchy: &agent::cgroup::Hierarchy, path: &str) -> u64 {
+    let (file, dir) = if hierarchy.is_v2() {
+        ("memory.events", hierarchy.root().join(&path[1..]))
+    } else {
+        (
+            "memory.oom_control",
+            hierarchy.root().join("memory").join(&path[1..]),
+        )
+    };
+    let text = std::fs::read_to_string(dir.join(file))
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.join(file).display()));
+    text.lines()
+        .find_map(|l| l.strip_prefix("oom_kill ")?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no oom_kill in {file}: {text}"))
+}
+
+fn set_memory_limit(hierarchy: &agent::cgroup::Hierarchy, cg: &common::TestCgroup, bytes: u64) {
+    if hierarchy.is_v2() {
+        cg.write("memory.max", &bytes.to_string());
+        // No swap to escape into.
+        let _ = std::fs::write(
+            hierarchy.root().join(&cg.path[1..]).join("memory.swap.max"),
+            "0",
+        );
+    } else {
+        cg.write("memory.limit_in_bytes", &bytes.to_string());
+    }
+}
+
+/// Runs a process that allocates `alloc` bytes in `cg` until the OOM killer
+/// takes it; returns its pid.
+fn run_until_oom_killed(cg: &common::TestCgroup, alloc: usize) -> u32 {
+    let hog = common::Hog::fork(alloc, Duration::from_secs(60));
+    cg.add_pid(hog.pid);
+    hog.release();
+    let status = hog.wait_exit();
+    assert!(
+        libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGKILL,
+        "the hog was not OOM-killed: status {status:#x}"
+    );
+    hog.pid as u32
+}
+
+const MIB: u64 = 1 << 20;
+
+/// A container over its own memory limit, then one under a parent cgroup's
+/// limit: each OOM kill is an event naming the victim, its container and the
+/// limit that was hit, and agent_oom_kills_total agrees with the kernel's count.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oom_kills_name_the_victim_and_the_limit_it_hit() {
+    let lookup = Arc::new(StaticLookup::new());
+    let config = TracerConfig {
+        trace_mounts: false,
+        ..TracerConfig::default()
+    };
+    let Some(tracer) = start(config, lookup.clone()).await else {
+        return;
+    };
+    let tracer = Arc::new(tracer);
+    let hook = tracer
+        .programs()
+        .iter()
+        .find(|p| p.attached && (p.hook.contains("oom_kill") || p.hook.contains("mark_victim")))
+        .map(|p| p.hook);
+    let Some(hook) = hook else {
+        common::ebpf::skip(&format!(
+            "no OOM hook attaches on this kernel: {:?}",
+            tracer.programs()
+        ));
+        return;
+    };
+    eprintln!("OOM hook: {hook}");
+    let hierarchy = common::host_hierarchy();
+    let mut rx = tracer.subscribe();
+
+    // 1. Over its own limit.
+    let own = common::TestCgroup::create(&hierarchy, "ebpf-oom-own");
+    set_memory_limit(&hierarchy, &own, 32 * MIB);
+    let own_labels = ContainerLabels {
+        id: own.path.clone(),
+        name: "oom-own".into(),
+        image: "hog".into(),
+    };
+    lookup.insert(own.path.clone(), own_labels.clone());
+    // The hog is forked from this thread: it has its name.
+    let comm = std::fs::read_to_string("/proc/thread-self/comm").unwrap();
+    let victim = run_until_oom_killed(&own, 64 << 20);
+    let seen = collect(&mut rx, Duration::from_secs(10), |s| {
+        s.iter()
+            .any(|e| e.kind == EventKind::Oom && e.process.tgid == victim)
+    })
+    .await;
+    let ev = seen
+        .iter()
+        .find(|e| e.kind == EventKind::Oom && e.process.tgid == victim)
+        .expect("an OOM event for the victim");
+    eprintln!("{ev}");
+    assert_eq!(ev.container, own_labels);
+    assert_eq!(ev.process.comm, comm.trim());
+    let oom = ev.oom.as_ref().unwrap();
+    assert_eq!(oom.memory_cgroup, own.path);
+    let t = oom.trigger.as_ref().expect("the limit that was hit");
+    assert_eq!(
+        (t.cgroup.as_str(), t.scope.as_str()),
+        (own.path.as_str(), "container")
+    );
+    assert_eq!(t.limit_bytes, 32 * MIB);
+    assert!(
+        t.usage_bytes + 4 * MIB >= t.limit_bytes && t.usage_bytes <= t.limit_bytes + MIB,
+        "usage {} at limit {}",
+        t.usage_bytes,
+        t.limit_bytes
+    );
+    let kernel = kernel_oom_kills(&hierarchy, &own.path);
+    assert!(kernel >= 1);
+    let text = scrape(&tracer);
+    assert_eq!(
+        sample_u64(
+            &text,
+            &format!(
+                r#"agent_oom_kills_total{{id="{}",name="oom-own",image="hog"}}"#,
+                own.path
+            )
+        ),
+        Some(kernel),
+        "{text}"
+    );
+
+    // 2. Under a parent's limit: the container itself has none.
+    let parent = common::TestCgroup::create(&hierarchy, "ebpf-oom-parent");
+    if hierarchy.is_v2() {
+        parent.write("cgroup.subtree_control", "+memory");
+    }
+    set_memory_limit(&hierarchy, &parent, 32 * MIB);
+    let boxed = common::TestCgroup::create(&hierarchy, "ebpf-oom-parent/box");
+    let box_labels = ContainerLabels {
+        id: boxed.path.clone(),
+        name: "oom-box".into(),
+        image: "hog".into(),
+    };
+    lookup.insert(boxed.path.clone(), box_labels.clone());
+    let victim = run_until_oom_killed(&boxed, 64 << 20);
+    let seen = collect(&mut rx, Duration::from_secs(10), |s| {
+        s.iter()
+            .any(|e| e.kind == EventKind::Oom && e.process.tgid == victim)
+    })
+    .await;
+    let ev = seen
+        .iter()
+        .find(|e| e.kind == EventKind::Oom && e.process.tgid == victim)
+        .expect("an OOM event for the second victim");
+    eprintln!("{ev}");
+    assert_eq!(ev.container, box_labels);
+    let oom = ev.oom.as_ref().unwrap();
+    assert_eq!(oom.memory_cgroup, boxed.path);
+    let t = oom.trigger.as_ref().expect("the limit that was hit");
+    assert_eq!(
+        (t.cgroup.as_str(), t.scope.as_str(), t.limit_bytes),
+        (parent.path.as_str(), "ancestor", 32 * MIB)
+    );
+    let kernel = kernel_oom_kills(&hierarchy, &boxed.path);
+    let text = scrape(&tracer);
+    assert_eq!(
+        sample_u64(
+            &text,
+            &format!(
+                r#"agent_oom_kills_total{{id="{}",name="oom-box",image="hog"}}"#,
+                boxed.path
+            )
+        ),
+        Some(kernel),
+        "{text}"
+    );
+    assert_eq!(tracer.lost_oom_kills(), 0);
+    drop(boxed);
 }

@@ -1,4 +1,4 @@
-//! `agent events`: a live stream of exec, mount and exit events from the running
+//! `agent events`: a live stream of exec, mount, exit and OOM-kill events from the running
 //! `agent serve`, read over its root-only control socket.
 
 use crate::ebpf::EventKind;
@@ -31,6 +31,7 @@ pub enum TypeArg {
     Exec,
     Mount,
     Exit,
+    Oom,
 }
 
 pub fn run(args: EventsArgs) -> anyhow::Result<ExitCode> {
@@ -46,6 +47,7 @@ pub fn run(args: EventsArgs) -> anyhow::Result<ExitCode> {
             TypeArg::Exec => EventKind::Exec,
             TypeArg::Mount => EventKind::Mount,
             TypeArg::Exit => EventKind::Exit,
+            TypeArg::Oom => EventKind::Oom,
         }),
     };
     let mut line = serde_json::to_string(&request)?;

@@ -36,6 +36,7 @@ impl Tracer {
                 ("mount", lost_mount),
                 ("cgroup_mkdir", self.lost_cgroup_mkdir()),
                 ("exit", self.lost_exits()),
+                ("oom", self.lost_oom_kills()),
             ],
         )?;
         encode_counter_by(

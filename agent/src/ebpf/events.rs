@@ -13,11 +13,20 @@ pub const FILENAME_LEN: usize = 256;
 pub const ARGS_LEN: usize = 512;
 pub const PATH_LEN: usize = 256;
 pub const FSTYPE_LEN: usize = 32;
+pub const CGROUP_NAME_LEN: usize = 64;
+/// Memory cgroups of an OOM victim's chain that a record holds.
+pub const OOM_LEVELS: usize = 8;
 
 pub const EVENT_EXEC: u32 = 1;
 pub const EVENT_MOUNT: u32 = 2;
 pub const EVENT_CGROUP_MKDIR: u32 = 3;
 pub const EVENT_EXIT: u32 = 4;
+pub const EVENT_OOM: u32 = 5;
+
+/// `agent_oom_event.hook`: fentry on `oom_kill_process` (the trigger is exact).
+pub const OOM_HOOK_OOM_KILL_PROCESS: u32 = 1;
+/// `agent_oom_event.hook`: the `mark_victim` tracepoint (the trigger is inferred).
+pub const OOM_HOOK_MARK_VICTIM: u32 = 2;
 
 /// Index of the exec slot in the kernel's `lost_events` per-CPU array.
 pub const LOST_EXEC: u32 = 0;
@@ -27,8 +36,10 @@ pub const LOST_MOUNT: u32 = 1;
 pub const LOST_CGROUP: u32 = 2;
 /// Index of the process-exit slot in the kernel's `lost_events` per-CPU array.
 pub const LOST_EXIT: u32 = 3;
+/// Index of the OOM-kill slot in the kernel's `lost_events` per-CPU array.
+pub const LOST_OOM: u32 = 4;
 /// Number of slots in `lost_events`.
-pub const LOST_SLOTS: u32 = 4;
+pub const LOST_SLOTS: u32 = 5;
 
 /// `agent_mount_event.op`, one per traced syscall of the mount family.
 pub const MOUNT_OP_MOUNT: u32 = 1;
@@ -108,6 +119,30 @@ pub struct RawExitEvent {
     pub _pad: u32,
 }
 
+/// `struct agent_oom_memcg`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct RawOomMemcg {
+    pub id: u64,
+    pub usage_pages: u64,
+    pub max_pages: u64,
+    pub name: [u8; CGROUP_NAME_LEN],
+}
+
+/// `struct agent_oom_event`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct RawOomEvent {
+    pub hdr: RawHeader,
+    pub hook: u32,
+    pub levels: u32,
+    pub trigger: i32,
+    pub truncated: u32,
+    pub killer_tgid: u32,
+    pub _pad: u32,
+    pub memcg: [RawOomMemcg; OOM_LEVELS],
+}
+
 // The same numbers are asserted with _Static_assert in agent_events.h.
 const _: () = {
     assert!(size_of::<RawHeader>() == 80);
@@ -129,6 +164,10 @@ const _: () = {
     assert!(size_of::<RawExitEvent>() == 96);
     assert!(offset_of!(RawExitEvent, start_ns) == 80);
     assert!(offset_of!(RawExitEvent, status) == 88);
+    assert!(size_of::<RawOomMemcg>() == 88);
+    assert!(size_of::<RawOomEvent>() == 808);
+    assert!(offset_of!(RawOomEvent, trigger) == 88);
+    assert!(offset_of!(RawOomEvent, memcg) == 104);
 };
 
 /// Plain-old-data records: every bit pattern of `size_of::<Self>()` bytes is a
@@ -147,6 +186,8 @@ unsafe impl Pod for RawMountEvent {}
 unsafe impl Pod for RawCgroupMkdirEvent {}
 // SAFETY: as above.
 unsafe impl Pod for RawExitEvent {}
+// SAFETY: as above.
+unsafe impl Pod for RawOomEvent {}
 
 /// The bytes of a record, as the kernel would write them.
 fn pod_bytes<T: Pod>(v: &T) -> &[u8] {
@@ -184,6 +225,13 @@ impl RawExitEvent {
     }
 }
 
+impl RawOomEvent {
+    /// The record's bytes (for tests of the decoder).
+    pub fn as_bytes(&self) -> &[u8] {
+        pod_bytes(self)
+    }
+}
+
 fn read_pod<T: Pod>(bytes: &[u8]) -> Option<T> {
     if bytes.len() < size_of::<T>() {
         return None;
@@ -202,6 +250,8 @@ pub enum DecodeError {
     UnknownKind(u32),
     #[error("unknown mount operation {0}")]
     UnknownMountOp(u32),
+    #[error("unknown OOM hook {0}")]
+    UnknownOomHook(u32),
 }
 
 /// Which traced syscall of the mount family a mount event is.
@@ -366,6 +416,93 @@ impl ExitInfo {
     }
 }
 
+/// The kernel's page size on x86_64, the only architecture the programs are built for.
+const PAGE_SIZE: u64 = 4096;
+/// `PAGE_COUNTER_MAX`: a page counter with this max (or more) has no limit.
+const PAGE_COUNTER_MAX: u64 = i64::MAX as u64 / PAGE_SIZE;
+/// How close to its limit a memory cgroup must be to have been the one that
+/// hit it, when the hook cannot say: the failed charge was at most a huge page.
+pub const OOM_TRIGGER_SLACK_BYTES: u64 = 4 << 20;
+
+/// Which program saw an OOM kill.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OomHook {
+    /// fentry on `oom_kill_process`: the cgroup whose limit was hit is exact.
+    #[serde(rename = "fentry/oom_kill_process")]
+    OomKillProcess,
+    /// The `mark_victim` tracepoint: that cgroup is inferred from usage and limit.
+    #[serde(rename = "tp_btf/mark_victim")]
+    MarkVictim,
+}
+
+/// One memory cgroup of an OOM victim's chain, at the kill.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OomMemcg {
+    /// Its directory's inode in its hierarchy.
+    pub id: u64,
+    pub name: String,
+    pub usage_bytes: u64,
+    /// `None`: no limit.
+    pub limit_bytes: Option<u64>,
+}
+
+/// What the kernel said about the cgroup whose limit was hit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OomTrigger {
+    /// `chain[i]` (exact).
+    Level(usize),
+    /// A global OOM: no cgroup's limit.
+    Global,
+    /// The hook cannot tell.
+    Unknown,
+}
+
+/// An OOM kill: the victim's memory cgroups from its own up to (not
+/// including) the root, and which of them hit its limit.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OomInfo {
+    pub hook: OomHook,
+    pub chain: Vec<OomMemcg>,
+    /// The chain is deeper than [`OOM_LEVELS`]: its top is missing.
+    pub truncated: bool,
+    pub trigger: OomTrigger,
+    /// The process that ran the OOM killer (the one whose allocation failed).
+    pub killer_tgid: u32,
+}
+
+impl OomInfo {
+    /// The cgroup path of `chain[level]`, as `/proc/<pid>/cgroup` shows it
+    /// (for a truncated chain, `…` stands for the missing top).
+    pub fn path(&self, level: usize) -> String {
+        let mut path = String::new();
+        if self.truncated {
+            path.push('…');
+        }
+        for m in self.chain.iter().skip(level).rev() {
+            path.push('/');
+            path.push_str(&m.name);
+        }
+        if path.is_empty() {
+            path.push('/');
+        }
+        path
+    }
+
+    /// The level whose limit was hit: what the kernel said, or else the
+    /// lowest cgroup whose usage was within [`OOM_TRIGGER_SLACK_BYTES`] of
+    /// its limit. `None`: a global OOM, or no cgroup of the chain was at its limit.
+    pub fn trigger_level(&self) -> Option<usize> {
+        match self.trigger {
+            OomTrigger::Level(i) => Some(i),
+            OomTrigger::Global => None,
+            OomTrigger::Unknown => self.chain.iter().position(|m| {
+                m.limit_bytes
+                    .is_some_and(|l| m.usage_bytes.saturating_add(OOM_TRIGGER_SLACK_BYTES) >= l)
+            }),
+        }
+    }
+}
+
 /// A new directory in the cgroup2 hierarchy.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CgroupMkdir {
@@ -382,12 +519,14 @@ pub enum Event {
     Exec(ProcessInfo, ExecInfo),
     Mount(ProcessInfo, MountInfo),
     Exit(ProcessInfo, ExitInfo),
+    /// The process is the victim.
+    Oom(ProcessInfo, OomInfo),
 }
 
 impl Event {
     pub fn process(&self) -> &ProcessInfo {
         match self {
-            Event::Exec(p, _) | Event::Mount(p, _) | Event::Exit(p, _) => p,
+            Event::Exec(p, _) | Event::Mount(p, _) | Event::Exit(p, _) | Event::Oom(p, _) => p,
         }
     }
 }
@@ -477,6 +616,43 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
                 ExitInfo {
                     start_boot_ns: raw.start_ns,
                     status: raw.status,
+                },
+            ))
+        }
+        EVENT_OOM => {
+            let raw: RawOomEvent = read_pod(bytes).ok_or(DecodeError::TooShort {
+                what: "OOM record",
+                len: bytes.len(),
+            })?;
+            let hook = match raw.hook {
+                OOM_HOOK_OOM_KILL_PROCESS => OomHook::OomKillProcess,
+                OOM_HOOK_MARK_VICTIM => OomHook::MarkVictim,
+                other => return Err(DecodeError::UnknownOomHook(other)),
+            };
+            let levels = (raw.levels as usize).min(OOM_LEVELS);
+            let chain: Vec<OomMemcg> = raw.memcg[..levels]
+                .iter()
+                .map(|m| OomMemcg {
+                    id: m.id,
+                    name: c_string(&m.name),
+                    usage_bytes: m.usage_pages.saturating_mul(PAGE_SIZE),
+                    limit_bytes: (m.max_pages < PAGE_COUNTER_MAX)
+                        .then(|| m.max_pages.saturating_mul(PAGE_SIZE)),
+                })
+                .collect();
+            let trigger = match usize::try_from(raw.trigger) {
+                Ok(i) if i < chain.len() => OomTrigger::Level(i),
+                _ if raw.trigger == -1 => OomTrigger::Global,
+                _ => OomTrigger::Unknown,
+            };
+            Ok(Event::Oom(
+                process(&raw.hdr),
+                OomInfo {
+                    hook,
+                    chain,
+                    truncated: raw.truncated != 0,
+                    trigger,
+                    killer_tgid: raw.killer_tgid,
                 },
             ))
         }
@@ -729,6 +905,73 @@ mod tests {
             decode(&as_bytes(&header(EVENT_EXIT))),
             Err(DecodeError::TooShort { .. })
         ));
+    }
+
+    fn memcg(name: &str, usage_pages: u64, max_pages: u64) -> RawOomMemcg {
+        let mut m = RawOomMemcg {
+            id: 1,
+            usage_pages,
+            max_pages,
+            name: [0; CGROUP_NAME_LEN],
+        };
+        m.name[..name.len()].copy_from_slice(name.as_bytes());
+        m
+    }
+
+    #[test]
+    fn decodes_oom_kills_and_finds_the_limit_that_was_hit() {
+        let none = memcg("", 0, 0);
+        let mut raw = RawOomEvent {
+            hdr: header(EVENT_OOM),
+            hook: OOM_HOOK_MARK_VICTIM,
+            levels: 3,
+            trigger: -2,
+            truncated: 0,
+            killer_tgid: 100,
+            _pad: 0,
+            memcg: [none; OOM_LEVELS],
+        };
+        // The victim's own cgroup has room; its parent is at its 32 MiB limit.
+        raw.memcg[0] = memcg("child", 8192, 1 << 20);
+        raw.memcg[1] = memcg("parent", 8190, 8192);
+        raw.memcg[2] = memcg("agent", 9000, PAGE_COUNTER_MAX);
+        let Event::Oom(p, o) = decode(raw.as_bytes()).unwrap() else {
+            panic!("not an OOM");
+        };
+        assert_eq!(p.tgid, 100);
+        assert_eq!(o.hook, OomHook::MarkVictim);
+        assert_eq!(o.trigger, OomTrigger::Unknown);
+        assert_eq!(o.path(0), "/agent/parent/child");
+        assert_eq!(o.path(1), "/agent/parent");
+        assert_eq!(o.trigger_level(), Some(1));
+        assert_eq!(o.chain[1].limit_bytes, Some(32 << 20));
+        assert_eq!(o.chain[1].usage_bytes, 8190 * 4096);
+        assert_eq!(o.chain[2].limit_bytes, None);
+        // The exact hook's word stands, a global OOM included.
+        raw.hook = OOM_HOOK_OOM_KILL_PROCESS;
+        raw.trigger = 0;
+        let Event::Oom(_, o) = decode(raw.as_bytes()).unwrap() else {
+            panic!("not an OOM");
+        };
+        assert_eq!(
+            (o.hook, o.trigger_level()),
+            (OomHook::OomKillProcess, Some(0))
+        );
+        raw.trigger = -1;
+        let Event::Oom(_, o) = decode(raw.as_bytes()).unwrap() else {
+            panic!("not an OOM");
+        };
+        assert_eq!((o.trigger, o.trigger_level()), (OomTrigger::Global, None));
+        // Levels past the array and a bad hook are bounded or refused.
+        raw.levels = 99;
+        raw.truncated = 1;
+        let Event::Oom(_, o) = decode(raw.as_bytes()).unwrap() else {
+            panic!("not an OOM");
+        };
+        assert_eq!(o.chain.len(), OOM_LEVELS);
+        assert!(o.path(7).starts_with('…'));
+        raw.hook = 7;
+        assert_eq!(decode(raw.as_bytes()), Err(DecodeError::UnknownOomHook(7)));
     }
 
     #[test]

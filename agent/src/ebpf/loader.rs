@@ -2,13 +2,13 @@
 //! kernel allows, with its fallback, and the [`Tracer`] that owns them.
 
 use super::attribution::Attributor;
-use super::events::{LOST_CGROUP, LOST_EXEC, LOST_EXIT, LOST_MOUNT};
+use super::events::{LOST_CGROUP, LOST_EXEC, LOST_EXIT, LOST_MOUNT, LOST_OOM};
 use super::metrics::EventCounters;
 use super::reader::{Shared, boot_to_unix_offset_ns, read_loop};
 use super::record::EventRecord;
 use crate::container::ContainerLookup;
 use aya::maps::{PerCpuArray, RingBuf};
-use aya::programs::{BtfTracePoint, RawTracePoint};
+use aya::programs::{BtfTracePoint, FEntry, RawTracePoint};
 use aya::{Btf, Ebpf, EbpfLoader};
 use parking_lot::Mutex;
 use std::path::PathBuf;
@@ -273,6 +273,11 @@ impl Tracer {
         self.lost_slot(LOST_EXIT)
     }
 
+    /// OOM-kill records the kernel could not deliver (ring buffer full).
+    pub fn lost_oom_kills(&self) -> u64 {
+        self.lost_slot(LOST_OOM)
+    }
+
     fn lost_slot(&self, slot: u32) -> u64 {
         let lost = self.shared.lost.lock();
         lost.get(&slot, 0).map(|v| v.iter().sum()).unwrap_or(0)
@@ -284,7 +289,7 @@ impl Tracer {
 }
 
 /// Every hook the tracer knows, in the order [`Tracer::programs`] lists them.
-pub const HOOKS: [&str; 8] = [
+pub const HOOKS: [&str; 10] = [
     "tp_btf/sched_process_exec",
     "raw_tp/sched_process_exec",
     "tp_btf/sys_exit",
@@ -293,10 +298,12 @@ pub const HOOKS: [&str; 8] = [
     "raw_tp/cgroup_mkdir",
     "tp_btf/sched_process_exit",
     "raw_tp/sched_process_exit",
+    "fentry/oom_kill_process",
+    "tp_btf/mark_victim",
 ];
 
 /// The program (C function in events.bpf.c) behind each of [`HOOKS`].
-const PROGRAMS: [&str; 8] = [
+const PROGRAMS: [&str; 10] = [
     "exec_btf",
     "exec_raw",
     "mount_exit_btf",
@@ -305,6 +312,8 @@ const PROGRAMS: [&str; 8] = [
     "cgroup_mkdir_raw",
     "exit_btf",
     "exit_raw",
+    "oom_kill_fentry",
+    "oom_mark_victim_btf",
 ];
 
 /// How often an attached program ran and for how long, as the kernel counts
@@ -377,6 +386,29 @@ fn load(config: &TracerConfig) -> Result<(Ebpf, Vec<ProgramStatus>), EbpfError> 
         attach(&mut programs, HOOK_EXIT);
     } else {
         turned_off(&mut programs, HOOK_EXIT, "exit tracing is turned off");
+    }
+
+    // OOM kills: fentry on oom_kill_process knows which cgroup's limit was
+    // hit; where fentry is refused, the mark_victim tracepoint (6.8+) names
+    // the victim and the limit is inferred. Optional: memory.events still counts.
+    let fentry = btf
+        .as_ref()
+        .map_err(Clone::clone)
+        .and_then(|btf| attach_fentry(&mut ebpf, "oom_kill_fentry", "oom_kill_process", btf));
+    let fentry_ok = fentry.is_ok();
+    programs.push(status("fentry/oom_kill_process", fentry));
+    if fentry_ok {
+        programs.push(ProgramStatus {
+            hook: "tp_btf/mark_victim",
+            attached: false,
+            error: None,
+        });
+    } else {
+        let tp = btf
+            .as_ref()
+            .map_err(Clone::clone)
+            .and_then(|btf| attach_btf(&mut ebpf, "oom_mark_victim_btf", "mark_victim", btf));
+        programs.push(status("tp_btf/mark_victim", tp));
     }
 
     // A fallback that was not needed, or a hook not tried, is no error.
@@ -500,6 +532,16 @@ fn attach_btf(ebpf: &mut Ebpf, name: &str, tracepoint: &str, btf: &Btf) -> Resul
         .ok_or_else(|| format!("no program {name}"))?;
     let prog: &mut BtfTracePoint = prog.try_into().map_err(|e| error_chain(&e))?;
     prog.load(tracepoint, btf).map_err(|e| error_chain(&e))?;
+    prog.attach().map_err(|e| error_chain(&e))?;
+    Ok(())
+}
+
+fn attach_fentry(ebpf: &mut Ebpf, name: &str, function: &str, btf: &Btf) -> Result<(), String> {
+    let prog = ebpf
+        .program_mut(name)
+        .ok_or_else(|| format!("no program {name}"))?;
+    let prog: &mut FEntry = prog.try_into().map_err(|e| error_chain(&e))?;
+    prog.load(function, btf).map_err(|e| error_chain(&e))?;
     prog.attach().map_err(|e| error_chain(&e))?;
     Ok(())
 }

@@ -20,6 +20,7 @@ struct Series {
     mounts: BTreeMap<(MountOp, bool), u64>,
     /// Process exits, indexed like [`ExitOutcome::ALL`].
     exits: [u64; 3],
+    oom_kills: u64,
     last_event: Instant,
     subject: Subject,
     mnt_ns: u32,
@@ -42,6 +43,7 @@ impl EventCounters {
                 exec: 0,
                 mounts: BTreeMap::new(),
                 exits: [0; 3],
+                oom_kills: 0,
                 last_event: now,
                 subject: subject.clone(),
                 mnt_ns,
@@ -54,6 +56,7 @@ impl EventCounters {
             Event::Exec(..) => series.exec += 1,
             Event::Mount(_, m) => *series.mounts.entry((m.operation, m.ok())).or_insert(0) += 1,
             Event::Exit(_, x) => series.exits[x.outcome() as usize] += 1,
+            Event::Oom(..) => series.oom_kills += 1,
         }
     }
 
@@ -96,8 +99,13 @@ impl EventCounters {
             .map_or(0, |s| s.exits[outcome as usize])
     }
 
-    /// Writes `agent_exec_events_total`, `agent_mount_events_total` and
-    /// `agent_process_exits_total`.
+    /// OOM kills of one series' processes.
+    pub fn oom_kills(&self, labels: &ContainerLabels) -> u64 {
+        self.series.get(labels).map_or(0, |s| s.oom_kills)
+    }
+
+    /// Writes `agent_exec_events_total`, `agent_mount_events_total`,
+    /// `agent_process_exits_total` and `agent_oom_kills_total`.
     pub fn encode(&self, encoder: &mut DescriptorEncoder) -> std::fmt::Result {
         let mut sorted: Vec<_> = self.series.iter().collect();
         sorted.sort_by(|a, b| a.0.cmp(b.0));
@@ -154,6 +162,18 @@ impl EventCounters {
                 let mut metric = family.encode_family(&set)?;
                 metric.encode_counter::<NoLabelSet, _, u64>(&s.exits[outcome as usize], None)?;
             }
+        }
+
+        let mut family = encoder.encode_descriptor(
+            "agent_oom_kills",
+            "Processes killed by the OOM killer, per container of the victim (the same count as memory.events oom_kill)",
+            None,
+            MetricType::Counter,
+        )?;
+        for (labels, s) in sorted.iter().filter(|(_, s)| s.oom_kills > 0) {
+            let set = label_set(labels);
+            let mut metric = family.encode_family(&set)?;
+            metric.encode_counter::<NoLabelSet, _, u64>(&s.oom_kills, None)?;
         }
         Ok(())
     }

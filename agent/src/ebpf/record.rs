@@ -1,18 +1,21 @@
 //! The attributed event as the control socket streams it (one JSON object
 //! per line) and `agent events` prints it.
 
-use super::events::{Event, ExecInfo, ExitOutcome, MountInfo, ProcessInfo};
+use super::events::{
+    Event, ExecInfo, ExitOutcome, MountInfo, OomHook, OomInfo, OomTrigger, ProcessInfo,
+};
 use crate::container::ContainerLabels;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
-/// `exec`, `mount` or `exit`.
+/// `exec`, `mount`, `exit` or `oom`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Hash)]
 #[serde(rename_all = "snake_case")]
 pub enum EventKind {
     Exec,
     Mount,
     Exit,
+    Oom,
 }
 
 impl EventKind {
@@ -21,6 +24,7 @@ impl EventKind {
             EventKind::Exec => "exec",
             EventKind::Mount => "mount",
             EventKind::Exit => "exit",
+            EventKind::Oom => "oom",
         }
     }
 }
@@ -40,6 +44,68 @@ pub struct EventRecord {
     pub mount: Option<MountResult>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exit: Option<ExitResult>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oom: Option<OomResult>,
+}
+
+/// An OOM kill: `process` is the victim.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OomResult {
+    /// Which program saw it: `fentry/oom_kill_process` knows the cgroup whose
+    /// limit was hit, `tp_btf/mark_victim` infers it from usage and limit.
+    pub hook: OomHook,
+    /// The victim's memory cgroup.
+    pub memory_cgroup: String,
+    /// The cgroup whose limit was hit; absent for a global (whole-machine) OOM.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trigger: Option<OomLimit>,
+    /// The process whose allocation failed and that ran the OOM killer.
+    pub killer_pid: u32,
+}
+
+/// The memory limit an OOM kill enforced.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OomLimit {
+    pub cgroup: String,
+    /// `container`: the victim's container's own cgroup (or one inside it);
+    /// `ancestor`: a cgroup above it; `cgroup` when the victim is in no container.
+    pub scope: String,
+    pub limit_bytes: u64,
+    pub usage_bytes: u64,
+    /// Inferred from usage against limit (the hook could not say).
+    pub inferred: bool,
+}
+
+impl OomResult {
+    fn new(o: &OomInfo) -> Self {
+        let trigger = o.trigger_level().and_then(|i| {
+            let m = &o.chain[i];
+            Some(OomLimit {
+                cgroup: o.path(i),
+                scope: "cgroup".to_owned(),
+                limit_bytes: m.limit_bytes?,
+                usage_bytes: m.usage_bytes,
+                inferred: o.trigger == OomTrigger::Unknown,
+            })
+        });
+        OomResult {
+            hook: o.hook,
+            memory_cgroup: o.path(0),
+            trigger,
+            killer_pid: o.killer_tgid,
+        }
+    }
+
+    /// Sets `trigger.scope` against the victim's container's cgroup path.
+    pub fn set_scope(&mut self, container_cgroup: &str) {
+        if let Some(t) = &mut self.trigger {
+            let inside = t.cgroup == container_cgroup
+                || t.cgroup
+                    .strip_prefix(container_cgroup)
+                    .is_some_and(|rest| rest.starts_with('/'));
+            t.scope = if inside { "container" } else { "ancestor" }.to_owned();
+        }
+    }
 }
 
 /// A process exit with its outcome spelled out. It pairs with the exec
@@ -87,6 +153,17 @@ impl EventRecord {
                 exec: Some(e.clone()),
                 mount: None,
                 exit: None,
+                oom: None,
+            },
+            Event::Oom(_, o) => EventRecord {
+                kind: EventKind::Oom,
+                time_unix_ns,
+                container,
+                process,
+                exec: None,
+                mount: None,
+                exit: None,
+                oom: Some(OomResult::new(o)),
             },
             Event::Exit(p, x) => EventRecord {
                 kind: EventKind::Exit,
@@ -94,6 +171,7 @@ impl EventRecord {
                 container,
                 exec: None,
                 mount: None,
+                oom: None,
                 exit: Some(ExitResult {
                     outcome: x.outcome(),
                     code: x.code(),
@@ -113,6 +191,7 @@ impl EventRecord {
                     process,
                     exec: None,
                     exit: None,
+                    oom: None,
                     mount: Some(MountResult {
                         info: m.clone(),
                         result: if m.ok() { "ok" } else { "error" }.to_owned(),
@@ -220,6 +299,22 @@ impl fmt::Display for EventRecord {
                 f.write_str(" (core dumped)")?;
             }
             write!(f, " after {:.3}s", x.runtime_ns as f64 / 1e9)?;
+        }
+        if let Some(o) = &self.oom {
+            write!(f, " killed in {}", o.memory_cgroup)?;
+            match &o.trigger {
+                Some(t) => write!(
+                    f,
+                    " by the limit of {} ({}): {} of {} bytes{}",
+                    t.cgroup,
+                    t.scope,
+                    t.usage_bytes,
+                    t.limit_bytes,
+                    if t.inferred { " (inferred)" } else { "" }
+                )?,
+                None => f.write_str(" by a global OOM")?,
+            }
+            write!(f, " [oom killer ran in pid {}]", o.killer_pid)?;
         }
         Ok(())
     }
