@@ -501,3 +501,98 @@ async fn oom_kills_name_the_victim_and_the_limit_it_hit() {
     assert_eq!(tracer.lost_oom_kills(), 0);
     drop(boxed);
 }
+
+/// The events file with the real tracer: a burst of execs and exits goes to
+/// it through several rotations, every line once, argv left out, 0600.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_file_takes_a_burst_through_rotations() {
+    use agent::server::events_file::{self, EventsFileConfig};
+    use std::os::unix::fs::PermissionsExt;
+    const N: usize = 300;
+    let config = TracerConfig {
+        trace_mounts: false,
+        subscriber_queue: 1 << 16,
+        ..TracerConfig::default()
+    };
+    let Some(tracer) = start(config, Arc::new(StaticLookup::new())).await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.jsonl");
+    let max_bytes = 32 * 1024;
+    let writer = events_file::spawn(
+        EventsFileConfig {
+            path: path.clone(),
+            max_bytes,
+            keep: 1000,
+            argv: false,
+        },
+        tracer.subscribe(),
+    )
+    .expect("events file");
+    let mut pids = std::collections::HashSet::new();
+    for i in 0..N {
+        let mut child = std::process::Command::new(BUSYBOX)
+            .arg0("true")
+            .arg(format!("file-secret-{i}"))
+            .spawn()
+            .expect("spawn busybox");
+        child.wait().expect("wait");
+        pids.insert(child.id());
+    }
+    // Every exit of ours in the files (the last one flushed), then stop the writer.
+    let files = || {
+        let mut v: Vec<_> = (1..=1000)
+            .map(|n| dir.path().join(format!("events.jsonl.{n}")))
+            .filter(|p| p.exists())
+            .collect();
+        v.reverse();
+        v.push(path.clone());
+        v
+    };
+    let read_all = || -> Vec<EventRecord> {
+        files()
+            .iter()
+            .flat_map(|f| {
+                std::fs::read_to_string(f)
+                    .unwrap()
+                    .lines()
+                    .map(|l| serde_json::from_str(l).expect("a JSON event line"))
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let exits = read_all()
+            .iter()
+            .filter(|r| r.kind == EventKind::Exit && pids.contains(&r.process.tgid))
+            .count();
+        if exits == N {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{exits} of {N} exits in the file"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(tracer);
+    writer.join().expect("writer thread");
+    let all = read_all();
+    let ours: Vec<_> = all
+        .iter()
+        .filter(|r| pids.contains(&r.process.tgid))
+        .collect();
+    let execs = ours.iter().filter(|r| r.kind == EventKind::Exec).count();
+    let exits = ours.iter().filter(|r| r.kind == EventKind::Exit).count();
+    assert_eq!((execs, exits), (N, N), "every exec and exit once");
+    assert!(files().len() >= 3, "rotated: {:?}", files());
+    for f in files() {
+        let meta = std::fs::metadata(&f).unwrap();
+        assert!(meta.len() <= max_bytes, "{}: {}", f.display(), meta.len());
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600, "{}", f.display());
+        let text = std::fs::read_to_string(&f).unwrap();
+        assert!(!text.contains("file-secret"), "argv in {}", f.display());
+    }
+}
