@@ -4,7 +4,8 @@
  *
  *   tp_btf/sched_process_exec   exec (preferred: BTF-typed, cheapest)
  *   raw_tp/sched_process_exec   exec fallback
- *   tp_btf/sys_exit             the mount family (preferred: reads pt_regs directly)
+ *   fexit/__x64_sys_<mount family>  the mount family (preferred: only those syscalls pay)
+ *   tp_btf/sys_exit             the mount family where fexit is refused (every syscall pays)
  *   raw_tp/sys_exit             the mount family fallback (probe-reads pt_regs)
  *   tp_btf/cgroup_mkdir         new cgroup2 directories: id and path (optional)
  *   raw_tp/cgroup_mkdir         the same, fallback
@@ -399,6 +400,29 @@ static __always_inline int mount_event(__u32 op, long ret, unsigned long a0, uns
 	bpf_ringbuf_submit(e, wakeup_flags());
 	return 0;
 }
+
+/*
+ * fexit on each syscall of the family (its __x64_sys_* function, which takes
+ * the user's pt_regs): the same record as at sys_exit, but only these
+ * syscalls pay for it; every other syscall runs untouched. Used where the
+ * kernel allows fexit; the loader attaches all eight or none.
+ */
+#define MOUNT_FEXIT(fn, op)                                                                   \
+	SEC("fexit/" #fn)                                                                     \
+	int BPF_PROG(mount_fexit_##fn, struct pt_regs *regs, long ret)                        \
+	{                                                                                     \
+		return mount_event(op, ret, BPF_CORE_READ(regs, di), BPF_CORE_READ(regs, si), \
+				   BPF_CORE_READ(regs, dx), BPF_CORE_READ(regs, r10),          \
+				   BPF_CORE_READ(regs, r8));                                   \
+	}
+MOUNT_FEXIT(__x64_sys_mount, AGENT_MOUNT_OP_MOUNT)
+MOUNT_FEXIT(__x64_sys_umount, AGENT_MOUNT_OP_UMOUNT2)
+MOUNT_FEXIT(__x64_sys_fsopen, AGENT_MOUNT_OP_FSOPEN)
+MOUNT_FEXIT(__x64_sys_fsconfig, AGENT_MOUNT_OP_FSCONFIG)
+MOUNT_FEXIT(__x64_sys_fsmount, AGENT_MOUNT_OP_FSMOUNT)
+MOUNT_FEXIT(__x64_sys_move_mount, AGENT_MOUNT_OP_MOVE_MOUNT)
+MOUNT_FEXIT(__x64_sys_open_tree, AGENT_MOUNT_OP_OPEN_TREE)
+MOUNT_FEXIT(__x64_sys_mount_setattr, AGENT_MOUNT_OP_MOUNT_SETATTR)
 
 /* tp_btf: pt_regs is a trusted BTF pointer, read with plain (CO-RE) loads. */
 SEC("tp_btf/sys_exit")
