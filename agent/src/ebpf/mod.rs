@@ -33,6 +33,7 @@ mod header_mirror_tests;
 mod hooks;
 pub mod loader;
 pub mod metrics;
+mod oom;
 mod reader;
 pub mod record;
 
