@@ -56,6 +56,8 @@ const CONTAINER_METRICS: &[&str] = &[
     // eBPF events (provisional names), labels id, name, image (+ operation, result).
     "agent_exec_events_total",
     "agent_mount_events_total",
+    "agent_process_exits_total",
+    "agent_oom_kills_total",
     // Containers started by `agent launch` (provisional names).
     "agent_container_info",
     "agent_container_exit_code",

@@ -91,6 +91,28 @@ pub struct ServeArgs {
     /// of every process (about 100 ns each on this project's test host).
     #[arg(long)]
     pub no_trace_mounts: bool,
+    /// Do not trace process exits (`agent events --type exit`,
+    /// agent_process_exits_total). The exit hook runs once per exiting thread.
+    #[arg(long)]
+    pub no_trace_exits: bool,
+    /// Also write every traced event as a JSON line to this file (created 0600),
+    /// for log shippers; rotated by size.
+    #[arg(long, value_name = "PATH")]
+    pub events_file: Option<PathBuf>,
+    /// Rotate the events file before it would pass this size (PATH.1, PATH.2, …).
+    #[arg(
+        long,
+        value_name = "SIZE",
+        default_value = "100Mi",
+        requires = "events_file"
+    )]
+    pub events_file_max_bytes: crate::runtime::units::ByteSize,
+    /// Rotated events files to keep.
+    #[arg(long, value_name = "N", default_value_t = 5, requires = "events_file")]
+    pub events_file_keep: u32,
+    /// Keep each exec's argv in the events file (it can hold secrets; off by default).
+    #[arg(long, requires = "events_file")]
+    pub events_file_argv: bool,
     /// The root-only unix socket for `agent events`.
     #[arg(long, env = "AGENT_CONTROL_SOCKET", default_value = crate::server::control::DEFAULT_SOCKET)]
     pub control_socket: PathBuf,
@@ -273,12 +295,33 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             let config = TracerConfig {
                 trace_mounts: !args.no_trace_mounts,
                 ns_view: ns_view.clone(),
+                trace_exits: !args.no_trace_exits,
                 ..TracerConfig::default()
             };
             Tracer::start_or_warn(config, index, &missing)
                 .await
                 .map(Arc::new)
         };
+        if let Some(path) = &args.events_file {
+            match &tracer {
+                Some(t) => {
+                    let config = server::events_file::EventsFileConfig {
+                        path: path.clone(),
+                        max_bytes: args.events_file_max_bytes.0,
+                        keep: args.events_file_keep,
+                        argv: args.events_file_argv,
+                    };
+                    server::events_file::spawn(config, t.subscribe()).map_err(|e| {
+                        anyhow::anyhow!(crate::ebpf::loader::error_chain(&e))
+                    })?;
+                    tracing::info!(path = %path.display(), "writing events to a file");
+                }
+                None => tracing::warn!(
+                    path = %path.display(),
+                    "eBPF tracing is off: the events file stays empty"
+                ),
+            }
+        }
         // Loading parsed the kernel's BTF (megabytes, now freed); hand the freed
         // heap back to the system so the daemon's resident size stays small.
         server::release_free_heap();

@@ -172,10 +172,12 @@ impl Attributor {
             }
         }
         // The parent usually outlives the child (a shell, an init): prefer it
-        // as the process the cache entry is checked against.
+        // as the process the cache entry is checked against. Either must still
+        // be in the namespace: an exit's process is gone by now, and its pid
+        // may already be another process's.
         let Some((holder, content)) = self
             .read_cgroup(ppid, Some(mnt_ns))
-            .or_else(|| self.read_cgroup(tgid, None))
+            .or_else(|| self.read_cgroup(tgid, Some(mnt_ns)))
         else {
             // Every process that could tell is gone (its events were still in
             // flight): count it to its namespace, and do not cache the guess.
@@ -299,17 +301,22 @@ mod tests {
         assert_eq!(l.container_for_cgroup_path("/docker/abc"), None);
     }
 
-    fn fake_proc(dir: &Path, pid: u32, cgroup: &str) {
+    /// A fake `/proc/<pid>` with its cgroup file and an `ns/mnt` whose inode
+    /// stands for its mount namespace (returned).
+    fn fake_proc(dir: &Path, pid: u32, cgroup: &str) -> u32 {
+        use std::os::unix::fs::MetadataExt;
         let p = dir.join(pid.to_string());
-        std::fs::create_dir_all(&p).unwrap();
+        std::fs::create_dir_all(p.join("ns")).unwrap();
         std::fs::write(p.join("cgroup"), cgroup).unwrap();
+        std::fs::write(p.join("ns/mnt"), "").unwrap();
+        u32::try_from(std::fs::metadata(p.join("ns/mnt")).unwrap().ino()).unwrap()
     }
 
     #[test]
     fn attributes_containers_namespaces_and_host() {
         let proc = tempfile::tempdir().unwrap();
-        fake_proc(proc.path(), 10, V1_HYBRID);
-        fake_proc(proc.path(), 11, "4:memory:/user.slice\n0::/\n");
+        let ns10 = fake_proc(proc.path(), 10, V1_HYBRID);
+        let ns11 = fake_proc(proc.path(), 11, "4:memory:/user.slice\n0::/\n");
         let lookup = Arc::new(StaticLookup::new());
         let web = ContainerLabels {
             id: "/docker/abc".into(),
@@ -322,12 +329,17 @@ mod tests {
         assert_eq!(a.host_mnt_ns(), None);
         a.host_mnt_ns = Some(1);
         assert_eq!(a.attribute(1, 10, 0, 0).0, ContainerLabels::host());
-        assert_eq!(a.attribute(100, 10, 0, 0).0, web);
-        // Cached per namespace: a pid that is gone still maps to the container.
-        assert_eq!(a.attribute(100, 999, 0, 0).0, web);
+        // A process of another namespace is not asked (its pid may be reused).
         assert_eq!(
-            a.attribute(200, 11, 0, 0).0,
-            ContainerLabels::namespace(200)
+            a.attribute(100, 10, 0, 0).0,
+            ContainerLabels::namespace(100)
+        );
+        assert_eq!(a.attribute(ns10, 10, 0, 0).0, web);
+        // Cached per namespace: a pid that is gone still maps to the container.
+        assert_eq!(a.attribute(ns10, 999, 0, 0).0, web);
+        assert_eq!(
+            a.attribute(ns11, 11, 0, 0).0,
+            ContainerLabels::namespace(ns11)
         );
         // A namespace first seen through a process that already exited, whose
         // parent cannot be checked to share its namespace.

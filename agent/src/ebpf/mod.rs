@@ -30,11 +30,13 @@ mod collector;
 pub mod events;
 #[cfg(test)]
 mod header_mirror_tests;
+mod hooks;
 pub mod loader;
 pub mod metrics;
+mod oom;
 mod reader;
 pub mod record;
 
 pub use collector::TracerCollector;
-pub use loader::{EbpfError, ProgramStatus, Tracer, TracerConfig};
+pub use loader::{EbpfError, MountHook, ProgramStatus, Tracer, TracerConfig};
 pub use record::{EventKind, EventRecord};

@@ -2,13 +2,14 @@
 //! that remove themselves, a memory/CPU hog process, the agent binary as a child, a real
 //! Prometheus server ([`prometheus`]) and a minimal HTTP client; real container
 //! runtimes on private roots and sockets ([`docker`], [`containerd`], [`podman`]); the launch tests'
-//! state dirs and images ([`launch`]); the dashboard's queries
+//! state dirs and images ([`launch`]); starting an eBPF tracer and reading its events ([`ebpf`]); the dashboard's queries
 //! ([`dashboard_queries`]). Everything cleans up in `Drop`, also when a test fails.
 
 pub mod containerd;
 pub mod daemonset;
 pub mod dashboard_queries;
 pub mod docker;
+pub mod ebpf;
 pub mod launch;
 pub mod podman;
 pub mod prometheus;

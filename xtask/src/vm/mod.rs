@@ -29,6 +29,7 @@ pub const TESTS: &[&str] = &[
     "privileged_cgroup",
     "privileged_launch",
     "privileged_ebpf",
+    "privileged_ebpf_lifecycle",
     "privileged_launch_observed",
     "privileged_confinement",
     "privileged_restart",
