@@ -138,12 +138,21 @@ fn dashboards_and_alerts_against_real_prometheus() {
     // mount namespace of its own (the container has no CAP_SYS_ADMIN, as under
     // Docker), then runs a child that asks for 64 MiB under a 32 MiB limit. The
     // child volunteers for the OOM killer (raising oom_score_adj needs no
-    // privilege), is killed, and PID 1 stays.
+    // privilege), is killed, and PID 1 stays. Docker's default seccomp profile,
+    // the agent's default, refuses unshare(2) without CAP_SYS_ADMIN, as `docker
+    // run` does: this container opts out as a Docker user would.
     let oom = launch(
         &env,
         Role::Oom,
         format!("dash-oom-{pid}"),
-        &["--memory", "32Mi", "--memory-swap", "32Mi"],
+        &[
+            "--memory",
+            "32Mi",
+            "--memory-swap",
+            "32Mi",
+            "--security-opt",
+            "seccomp=unconfined",
+        ],
         "while [ ! -e /tmp/go ]; do sleep 0.1; done; \
          busybox unshare -Urm sh -c 'mount -t tmpfs tmpfs /tmp && echo mounted'; \
          sh -c 'echo 1000 > /proc/self/oom_score_adj; exec dd if=/dev/zero of=/dev/null bs=64M count=1'; \
