@@ -456,6 +456,16 @@ pub fn upper_dir(
     }
     let text = std::fs::read(proc_root.join(pid.to_string()).join("mountinfo")).ok()?;
     let upper = root_upper_dir(&text)?;
+    // The path is the mounter's, and a task may have mounted an overlay of its own
+    // in a namespace of its own: take only what the runtimes make (`…/diff` of
+    // Docker, podman and the agent, `…/fs` of containerd's snapshots), so a
+    // container cannot point the walker at some other host directory it names.
+    if !matches!(
+        upper.file_name().and_then(OsStr::to_str),
+        Some("diff" | "fs")
+    ) {
+        return None;
+    }
     if upper.is_absolute() {
         return Some(upper);
     }
@@ -615,6 +625,13 @@ mod tests {
         let host = fs::metadata(proc.join("7/ns/mnt")).unwrap().ino();
         assert_eq!(upper_dir(&proc, 7, Some(host), &roots), None);
         assert_eq!(upper_dir(&proc, 8, None, &roots), None, "no such task");
+        // Only the runtimes' layer directories: not some directory a task names.
+        fs::write(
+            proc.join("7/mountinfo"),
+            "1 0 0:9 / / rw - overlay overlay rw,lowerdir=/l,upperdir=/etc,workdir=/w\n",
+        )
+        .unwrap();
+        assert_eq!(upper_dir(&proc, 7, None, &roots), None);
     }
 
     #[test]

@@ -222,7 +222,10 @@ impl NetnsTable {
             let stats = match self.read_one(inode, pid, &mut buf, &mut keep) {
                 Ok(s) => Arc::new(s),
                 Err(e) => {
-                    on_error(e);
+                    // A task that exited since `cgroup.procs` was read is no error.
+                    if e.kind() != std::io::ErrorKind::NotFound {
+                        on_error(e);
+                    }
                     self.files.remove(&inode);
                     Arc::default()
                 }
