@@ -336,27 +336,13 @@ fn docker_network_and_writable_layer_are_measured() {
 fn wait_for_log(dockerd: &Dockerd, container: &str, word: &str) {
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
-        let out = Command::new("docker")
-            .arg(format!(
-                "--host=unix://{}",
-                dockerd
-                    .data_root()
-                    .parent()
-                    .unwrap()
-                    .join("docker.sock")
-                    .display()
-            ))
-            .args(["logs", container])
-            .output()
-            .unwrap();
-        if String::from_utf8_lossy(&out.stdout).contains(word) {
+        let (_, log) = dockerd.docker(&["logs", container]);
+        if log.contains(word) {
             return;
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "{container} did not log {word:?}: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
+            "{container} did not log {word:?}: {log}"
         );
         std::thread::sleep(Duration::from_millis(200));
     }
