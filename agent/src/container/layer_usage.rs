@@ -147,7 +147,8 @@ struct Layer {
 }
 
 fn run(shared: &Shared, config: &WalkerConfig) {
-    let host_mnt = mnt_ns(&config.proc_root, 1);
+    let host_mnt =
+        mnt_ns(&config.proc_root, 1).or_else(|| mnt_ns(&config.proc_root, std::process::id()));
     let mut layers: HashMap<String, Layer> = HashMap::new();
     let mut devices: HashMap<u64, String> = HashMap::new();
     let mut limiter = RateLimit::new(config.max_stats_per_sec);

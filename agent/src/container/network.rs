@@ -125,7 +125,7 @@ pub struct Member {
 #[derive(Debug)]
 pub struct NetnsTable {
     proc_root: PathBuf,
-    /// The host's namespace (that of pid 1).
+    /// The host's namespace (that of pid 1, or failing that the agent's own).
     host: Option<u64>,
     files: HashMap<u64, NetnsFile>,
 }
@@ -134,7 +134,10 @@ impl NetnsTable {
     /// A table over the processes of `proc_root` (`/proc`).
     pub fn new(proc_root: impl Into<PathBuf>) -> Self {
         let proc_root = proc_root.into();
-        let host = netns_inode(&proc_root, 1);
+        // pid 1's, or this process's where pid 1's cannot be read (a sandbox
+        // that hides it): the agent runs on the host's network.
+        let host =
+            netns_inode(&proc_root, 1).or_else(|| netns_inode(&proc_root, std::process::id()));
         NetnsTable {
             proc_root,
             host,
