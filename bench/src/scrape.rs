@@ -330,6 +330,8 @@ struct Row {
     hwm: f64,
     base_p50_ms: f64,
     read_p50_ms: f64,
+    /// The same read with the network group off.
+    read_no_net_p50_ms: f64,
     encode_p50_ms: f64,
     /// Cgroups with a `container_cpu_usage_seconds_total` series.
     exported: usize,
@@ -394,7 +396,7 @@ fn bench_n(bin: &PathBuf, h: &Hierarchy, n: usize) -> anyhow::Result<Row> {
     }
     base.sort_by(f64::total_cmp);
     drop(agent);
-    let (read_p50_ms, encode_p50_ms) = in_process(h, &parent)?;
+    let (read_p50_ms, encode_p50_ms, read_no_net_p50_ms) = in_process(h, &parent)?;
     drop(tasks);
     drop(cgroups);
     Ok(Row {
@@ -408,6 +410,7 @@ fn bench_n(bin: &PathBuf, h: &Hierarchy, n: usize) -> anyhow::Result<Row> {
         hwm,
         base_p50_ms: percentile(&base, 0.5),
         read_p50_ms,
+        read_no_net_p50_ms,
         encode_p50_ms,
         exported,
         with_network,
@@ -417,11 +420,28 @@ fn bench_n(bin: &PathBuf, h: &Hierarchy, n: usize) -> anyhow::Result<Row> {
 
 /// The same scrape inside this process, split into reading the files and encoding
 /// the exposition, to show where the time goes.
-fn in_process(h: &Hierarchy, parent: &str) -> anyhow::Result<(f64, f64)> {
-    use agent::cgroup::Filter;
+fn in_process(h: &Hierarchy, parent: &str) -> anyhow::Result<(f64, f64, f64)> {
+    use agent::cgroup::{Filter, MetricGroup, MetricGroups};
     use agent::container::{MetadataSource, Tracker};
     let filter = Filter::new(&[format!("{parent}/*")], &[])?;
     let meta = MetadataSource::new("/nonexistent", "/nonexistent");
+    // The read without the network group, for what the network counters cost.
+    let mut tracker = Tracker::new(
+        h.clone(),
+        filter.clone(),
+        meta.clone(),
+        Duration::from_secs(3600),
+    )
+    .with_groups(MetricGroups::without(&[MetricGroup::Network]));
+    tracker.refresh(true);
+    let mut no_net = Vec::new();
+    for _ in 0..SCRAPES {
+        let t = Instant::now();
+        std::hint::black_box(tracker.collect().len());
+        no_net.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    drop(tracker);
+    no_net.sort_by(f64::total_cmp);
     let mut tracker = Tracker::new(h.clone(), filter, meta, Duration::from_secs(3600));
     tracker.refresh(true);
     let mut read = Vec::new();
@@ -445,7 +465,11 @@ fn in_process(h: &Hierarchy, parent: &str) -> anyhow::Result<(f64, f64)> {
     read.sort_by(f64::total_cmp);
     total.sort_by(f64::total_cmp);
     let r = percentile(&read, 0.5);
-    Ok((r, (percentile(&total, 0.5) - r).max(0.0)))
+    Ok((
+        r,
+        (percentile(&total, 0.5) - r).max(0.0),
+        percentile(&no_net, 0.5),
+    ))
 }
 
 pub fn run(args: &[String]) -> anyhow::Result<()> {
@@ -471,7 +495,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         h.version()
     );
     println!(
-        "{:>6} {:>8} {:>5} {:>9} {:>9} {:>10} {:>9} {:>11} {:>9} {:>9} {:>12} {:>7} {:>9} {:>9} {:>8}",
+        "{:>6} {:>8} {:>5} {:>9} {:>9} {:>10} {:>9} {:>11} {:>9} {:>9} {:>12} {:>7} {:>9} {:>11} {:>9} {:>8}",
         "N",
         "exported",
         "net",
@@ -485,13 +509,14 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         "base p50 ms",
         "ratio",
         "read ms",
+        "no-net ms",
         "encode ms",
         "idle %"
     );
     for n in sizes {
         let r = bench_n(&bin, &h, n)?;
         println!(
-            "{:>6} {:>8} {:>5} {:>9.2} {:>9.2} {:>10} {:>9} {:>11.2} {:>9.1} {:>9.1} {:>12.2} {:>6.2}x {:>9.2} {:>9.2} {:>8.2}",
+            "{:>6} {:>8} {:>5} {:>9.2} {:>9.2} {:>10} {:>9} {:>11.2} {:>9.1} {:>9.1} {:>12.2} {:>6.2}x {:>9.2} {:>11.2} {:>9.2} {:>8.2}",
             r.n,
             r.exported,
             r.with_network,
@@ -505,6 +530,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
             r.base_p50_ms,
             r.p50_ms / r.base_p50_ms,
             r.read_p50_ms,
+            r.read_no_net_p50_ms,
             r.encode_p50_ms,
             r.idle_pct
         );
