@@ -146,7 +146,17 @@ fn dashboards_and_alerts_against_real_prometheus() {
         &env,
         Role::Oom,
         format!("dash-oom-{pid}"),
-        &["--memory", "32Mi", "--memory-swap", "32Mi"],
+        // Docker's default seccomp profile refuses unshare(CLONE_NEWUSER), as
+        // `docker run` does: this one runs unconfined, as `docker run
+        // --security-opt seccomp=unconfined` would.
+        &[
+            "--memory",
+            "32Mi",
+            "--memory-swap",
+            "32Mi",
+            "--security-opt",
+            "seccomp=unconfined",
+        ],
         "while [ ! -e /tmp/go ]; do sleep 0.1; done; \
          busybox unshare -Urm sh -c 'mount -t tmpfs tmpfs /tmp && echo mounted'; \
          sh -c 'echo 1000 > /proc/self/oom_score_adj; exec dd if=/dev/zero of=/dev/null bs=64M count=1'; \
