@@ -208,68 +208,121 @@ impl NetnsTable {
         for i in owner.values() {
             wanted[*i] = true;
         }
-        // Read each wanted namespace once.
-        let mut read: HashMap<u64, Arc<Vec<InterfaceStats>>> = HashMap::new();
-        let mut buf = Vec::with_capacity(4096);
-        let mut out = Vec::with_capacity(members.len());
+        // Open each wanted namespace once (kept from earlier scrapes mostly).
+        let mut todo: Vec<u64> = Vec::new();
+        let mut failed: HashMap<u64, std::io::Error> = HashMap::new();
         for (i, inode) in inodes.iter().enumerate() {
             let (Some(inode), true) = (*inode, wanted[i]) else {
-                out.push(Arc::default());
                 continue;
             };
-            if let Some(v) = read.get(&inode) {
-                out.push(v.clone());
+            if todo.contains(&inode) || failed.contains_key(&inode) {
                 continue;
             }
             let pid = cache[i].map_or(1, |c| c.pid);
-            let stats = match self.read_one(inode, pid, &mut buf, &mut keep) {
-                Ok(s) => Arc::new(s),
+            match self.ensure_open(inode, pid, &mut keep) {
+                Ok(()) => todo.push(inode),
                 Err(e) => {
-                    // A task that exited since `cgroup.procs` was read is no error.
-                    if e.kind() != std::io::ErrorKind::NotFound {
-                        on_error(e);
-                    }
-                    self.files.remove(&inode);
-                    Arc::default()
+                    failed.insert(inode, e);
                 }
-            };
-            read.insert(inode, stats.clone());
-            out.push(stats);
+            }
         }
+        // Read them, on a few threads when there are many (each read is the
+        // kernel formatting the namespace's devices).
+        let files = &self.files;
+        let read_chunk = |chunk: &[u64]| -> Vec<(u64, std::io::Result<Vec<InterfaceStats>>)> {
+            let mut buf = Vec::with_capacity(4096);
+            chunk
+                .iter()
+                .map(|inode| (*inode, read_file(files.get(inode), &mut buf)))
+                .collect()
+        };
+        let results: Vec<(u64, std::io::Result<Vec<InterfaceStats>>)> = if todo.len() < PARALLEL_MIN
+        {
+            read_chunk(&todo)
+        } else {
+            let threads = std::thread::available_parallelism()
+                .map_or(1, |n| n.get())
+                .clamp(1, MAX_READ_THREADS);
+            let chunk = todo.len().div_ceil(threads).max(1);
+            std::thread::scope(|scope| {
+                let handles: Vec<_> = todo
+                    .chunks(chunk)
+                    .map(|c| scope.spawn(move || read_chunk(c)))
+                    .collect();
+                handles
+                    .into_iter()
+                    .flat_map(|h| h.join().unwrap_or_default())
+                    .collect()
+            })
+        };
+        let mut read: HashMap<u64, Arc<Vec<InterfaceStats>>> = HashMap::new();
+        let mut errors: Vec<(u64, std::io::Error)> = failed.into_iter().collect();
+        for (inode, r) in results {
+            match r {
+                Ok(v) => {
+                    read.insert(inode, Arc::new(v));
+                }
+                Err(e) => errors.push((inode, e)),
+            }
+        }
+        for (inode, e) in errors {
+            // A task that exited since `cgroup.procs` was read is no error.
+            if e.kind() != std::io::ErrorKind::NotFound {
+                on_error(e);
+            }
+            self.files.remove(&inode);
+            read.insert(inode, Arc::default());
+        }
+        let out = inodes
+            .iter()
+            .zip(&wanted)
+            .map(|(inode, wanted)| match (inode, wanted) {
+                (Some(inode), true) => read.get(inode).cloned().unwrap_or_default(),
+                _ => Arc::default(),
+            })
+            .collect();
         // Close the namespaces no cgroup is in any more (they may be gone).
         self.files.retain(|inode, _| read.contains_key(inode));
         out
     }
 
-    fn read_one(
+    /// Opens the `net/dev` of namespace `inode` through `pid`, unless open.
+    fn ensure_open(
         &mut self,
         inode: u64,
         pid: u32,
-        buf: &mut Vec<u8>,
         keep: &mut impl FnMut() -> bool,
-    ) -> std::io::Result<Vec<InterfaceStats>> {
-        let file = match self.files.entry(inode) {
-            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-            std::collections::hash_map::Entry::Vacant(e) => {
-                let path = self.proc_root.join(pid.to_string()).join("net/dev");
-                let opened = File::open(&path)?;
-                e.insert(NetnsFile {
-                    kept: keep().then_some(opened),
-                    path,
-                })
-            }
-        };
-        let data = match &file.kept {
-            Some(f) => read_all(f, buf)?,
-            None => read_all(&File::open(&file.path)?, buf)?,
-        };
-        parse_net_dev(data).map_err(|e| {
-            std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                format!("{}: {e}", file.path.display()),
-            )
-        })
+    ) -> std::io::Result<()> {
+        if let std::collections::hash_map::Entry::Vacant(e) = self.files.entry(inode) {
+            let path = self.proc_root.join(pid.to_string()).join("net/dev");
+            let opened = File::open(&path)?;
+            e.insert(NetnsFile {
+                kept: keep().then_some(opened),
+                path,
+            });
+        }
+        Ok(())
     }
+}
+
+/// Below this many namespaces one thread reads them all.
+const PARALLEL_MIN: usize = 64;
+/// Reading threads per scrape, at most.
+const MAX_READ_THREADS: usize = 4;
+
+/// Reads and parses one namespace's `net/dev`.
+fn read_file(file: Option<&NetnsFile>, buf: &mut Vec<u8>) -> std::io::Result<Vec<InterfaceStats>> {
+    let file = file.ok_or_else(|| std::io::Error::from(std::io::ErrorKind::NotFound))?;
+    let data = match &file.kept {
+        Some(f) => read_all(f, buf)?,
+        None => read_all(&File::open(&file.path)?, buf)?,
+    };
+    parse_net_dev(data).map_err(|e| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("{}: {e}", file.path.display()),
+        )
+    })
 }
 
 /// The inode of the network namespace of `pid`, `None` when it is gone.
@@ -452,6 +505,36 @@ veth12ab: 5 1 0 0 0 0 0 0 5 1 0 0 0 0 0 0
         let got = table.read(&members2[..1], &mut cache2[..1], || true, |e| panic!("{e}"));
         assert_eq!(got.len(), 1);
         assert_eq!(table.open_files(), 1);
+    }
+
+    #[test]
+    fn many_namespaces_are_read_on_several_threads_each_to_its_cgroup() {
+        let devs: Vec<(u32, String, String)> = (0..150u32)
+            .map(|i| {
+                (
+                    100 + i,
+                    format!("ns{i}"),
+                    CONTAINER.replace("8400313", &(1000 + i).to_string()),
+                )
+            })
+            .collect();
+        let mut pids: Vec<(u32, &str, &str)> = devs
+            .iter()
+            .map(|(p, n, d)| (*p, n.as_str(), d.as_str()))
+            .collect();
+        pids.push((1, "host", HOST));
+        let t = proc_tree(&pids);
+        let mut table = NetnsTable::new(t.path());
+        let members: Vec<Option<Member>> = devs
+            .iter()
+            .map(|(pid, ..)| member(Some(*pid), 1.0, Runtime::Docker))
+            .collect();
+        let mut cache = vec![None; members.len()];
+        let got = table.read(&members, &mut cache, || true, |e| panic!("{e}"));
+        for (i, v) in got.iter().enumerate() {
+            assert_eq!(v[0].rx_bytes, 1000 + i as u64);
+        }
+        assert_eq!(table.open_files(), 150);
     }
 
     #[test]
