@@ -173,6 +173,9 @@ fn disabled_metric_groups_are_not_exported() {
         "container_memory_rss",
         "container_last_seen",
         "machine_cpu_cores",
+        "container_network_receive_bytes_total",
+        "container_fs_usage_bytes",
+        "container_fs_inodes_free",
     ] {
         assert!(
             all.iter().any(|a| a == f),
@@ -186,7 +189,8 @@ fn disabled_metric_groups_are_not_exported() {
     assert!(!gone.is_empty());
     for f in &gone {
         assert!(
-            f.starts_with("container_fs_")
+            f.starts_with("container_fs_reads")
+                || f.starts_with("container_fs_writes")
                 || f.starts_with("container_blkio_")
                 || f.starts_with("container_pressure_"),
             "{f} went with disk and pressure off"
@@ -196,8 +200,30 @@ fn disabled_metric_groups_are_not_exported() {
     assert!(
         !some
             .iter()
-            .any(|f| f.starts_with("container_fs_") || f.starts_with("container_pressure_"))
+            .any(|f| f.starts_with("container_fs_reads") || f.starts_with("container_pressure_"))
     );
+    assert!(
+        some.iter().any(|f| f == "container_fs_usage_bytes"),
+        "fs is not disk"
+    );
+    // network and fs (cAdvisor's `network` and `disk`) go on their own.
+    let other = AgentProcess::start(&["--disable-metrics", "network,fs"]);
+    let (_, body) = http_get(&other.addr, "/metrics", &[]).unwrap();
+    let other = families(&String::from_utf8(body).unwrap());
+    for f in all.iter().filter(|f| !other.contains(f)) {
+        assert!(
+            f.starts_with("container_network_")
+                || ["container_fs_usage_bytes", "container_fs_limit_bytes"].contains(&f.as_str())
+                || f.starts_with("container_fs_inodes_"),
+            "{f} went with network and fs off"
+        );
+    }
+    assert!(
+        !other
+            .iter()
+            .any(|f| f.starts_with("container_network_") || f.starts_with("container_fs_inodes_"))
+    );
+    assert!(other.iter().any(|f| f == "container_fs_reads_bytes_total"));
 }
 
 #[test]

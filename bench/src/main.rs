@@ -4,6 +4,7 @@
 //!
 //! - `agent-bench scrape [N…]`: the scrape path over N real cgroups.
 //! - `agent-bench exec`: what eBPF exec and mount tracing cost.
+//! - `agent-bench fs-usage [LAYERS FILES]`: the writable-layer walker's CPU.
 //! - `agent-bench launch`: `agent launch --rm` side by side with `runc run`.
 //! - `agent-bench pull`: `agent pull` side by side with `skopeo copy` from a local registry.
 //! - `agent-bench soak [CYCLES]`: launch/rm cycles under a scraping Prometheus;
@@ -16,6 +17,7 @@
 
 mod exec;
 mod fleet;
+mod fs_usage;
 mod launch;
 mod pull;
 mod scrape;
@@ -37,12 +39,13 @@ fn main() -> std::process::ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("scrape") => scrape::run(&args[1..]),
         Some("exec") => exec::run(),
+        Some("fs-usage") => fs_usage::run(&args[1..]),
         Some("launch") => launch::run(),
         Some("pull") => pull::run(),
         Some("soak") => soak::run(&args[1..]),
         Some("fleet") => fleet::run(&args[1..]),
         _ => Err(anyhow::anyhow!(
-            "usage: agent-bench <scrape [N…] | exec | launch | pull | soak [CYCLES] | fleet [K] [N] [SECS]>"
+            "usage: agent-bench <scrape [N…] | exec | fs-usage [LAYERS FILES] | launch | pull | soak [CYCLES] | fleet [K] [N] [SECS]>"
         )),
     };
     match result {

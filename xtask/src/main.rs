@@ -4,7 +4,7 @@
 //! - `cargo xtask test`: install what is missing, then fmt, clippy and every test
 //!   (privileged and end-to-end ones need root, as in CI), then `vm-test`, then
 //!   `fuzz` with a short budget per target.
-//! - `cargo xtask bench [scrape|exec|launch|pull]`: the scrape, event and launch paths.
+//! - `cargo xtask bench [scrape|exec|fs-usage|launch|pull]`: the scrape, event and launch paths.
 //! - `cargo xtask image [--agent PATH] [--out DIR]`: the agent's OCI image (see
 //!   `image.rs`), as an OCI layout and a tar that `docker load` reads.
 //! - `cargo xtask manifests`: regenerate deploy/kubernetes/'s copies of dashboards/.
@@ -51,7 +51,7 @@ pub fn build_release_agent() -> anyhow::Result<PathBuf> {
     Ok(workspace_root().join("target/release/agent"))
 }
 
-/// `cargo xtask bench [scrape [N…] | exec | launch | pull]`: installs what the
+/// `cargo xtask bench [scrape [N…] | exec | fs-usage | launch | pull]`: installs what the
 /// benchmarks need, builds the release agent and `agent-bench`, runs it.
 fn bench(which: Option<Bench>) -> anyhow::Result<()> {
     packages::ensure(&packages::all())?;
@@ -198,6 +198,9 @@ enum Bench {
     Scrape { sizes: Vec<usize> },
     /// What eBPF exec and mount tracing cost.
     Exec,
+    /// The writable-layer walker's CPU over LAYERS layers of FILES files (default
+    /// 1000 of 1000), against `du`.
+    FsUsage { counts: Vec<usize> },
     /// `agent launch --rm` side by side with `runc run`.
     Launch,
     /// `agent pull` side by side with `skopeo copy` from a local registry.
@@ -221,6 +224,9 @@ impl Bench {
                 .chain(sizes.iter().map(usize::to_string))
                 .collect(),
             Bench::Exec => vec!["exec".into()],
+            Bench::FsUsage { counts } => std::iter::once("fs-usage".to_owned())
+                .chain(counts.iter().map(usize::to_string))
+                .collect(),
             Bench::Launch => vec!["launch".into()],
             Bench::Pull => vec!["pull".into()],
             Bench::Soak { cycles } => std::iter::once("soak".to_owned())

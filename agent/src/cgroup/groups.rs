@@ -10,14 +10,15 @@ pub enum MetricGroup {
     /// Memory usage, limits, limit hits and page faults (`container_memory_*`,
     /// `container_spec_memory_*`).
     Memory,
-    /// Per-interface network counters (`container_network_*`); their families are
-    /// not built yet, so this group has nothing to turn off today.
+    /// Per-interface network counters (`container_network_*`), read from each
+    /// container's network namespace.
     Network,
     /// Block I/O per device: `container_fs_{reads,writes}{,_bytes}_total`,
     /// `container_blkio_device_usage_total` (cAdvisor's `diskIO`).
     Disk,
-    /// Writable-layer usage (`container_fs_usage_bytes`, …; cAdvisor's `disk`); not
-    /// built yet, so this group has nothing to turn off today.
+    /// Writable-layer usage (`container_fs_usage_bytes`, `_limit_bytes`,
+    /// `container_fs_inodes_{total,free}`; cAdvisor's `disk`), measured by a
+    /// background walker.
     Fs,
     /// PSI stall times (`container_pressure_*`).
     Pressure,

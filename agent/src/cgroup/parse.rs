@@ -253,6 +253,17 @@ pub fn count_lines(buf: &[u8]) -> Result<u64, ParseError> {
     Ok(n)
 }
 
+/// The first pid of a list file (`cgroup.procs`), if any.
+pub fn first_pid(buf: &[u8]) -> Option<u32> {
+    text(buf)
+        .ok()?
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())?
+        .parse()
+        .ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -523,6 +534,9 @@ mod tests {
         assert_eq!(flat_keyed(b"", |_, _| ()), Err(ParseError::Empty));
         assert_eq!(pressure(b""), Err(ParseError::Empty));
         assert_eq!(count_lines(b""), Ok(0), "an empty cgroup has no processes");
+        assert_eq!(first_pid(b""), None);
+        assert_eq!(first_pid(b"\n 412\n77\n"), Some(412));
+        assert_eq!(first_pid(b"x\n"), None);
     }
 
     #[test]

@@ -42,6 +42,9 @@ pub struct CgroupStats {
     pub memory_hierarchy_pgmajfault: Option<f64>,
     pub oom_events: Option<f64>,
     pub processes: Option<f64>,
+    /// The first task listed in `cgroup.procs` (not exported: the network and
+    /// layer readers find the container's namespaces through it).
+    pub first_pid: Option<u32>,
     pub threads: Option<f64>,
     pub threads_max: Option<f64>,
     pub spec_memory_limit_bytes: Option<f64>,
@@ -260,7 +263,7 @@ const V2_SOURCES: &[SourceFile] = &[
     file(Source::CpuMax, C::Cpu, &["cpu.max"], G::Cpu),
     file(Source::CpuWeight, C::Cpu, &["cpu.weight"], G::Cpu),
     file(Source::IoStat, C::Blkio, &["io.stat"], G::Disk),
-    file(Source::Procs, C::Pids, &["cgroup.procs"], G::Process),
+    PROCS,
     file(Source::PidsCurrent, C::Pids, &["pids.current"], G::Process),
     file(Source::PidsMax, C::Pids, &["pids.max"], G::Process),
 ];
@@ -336,10 +339,19 @@ const V1_SOURCES: &[SourceFile] = &[
         ],
         G::Disk,
     ),
-    file(Source::Procs, C::Pids, &["cgroup.procs"], G::Process),
+    PROCS,
     file(Source::PidsCurrent, C::Pids, &["pids.current"], G::Process),
     file(Source::PidsMax, C::Pids, &["pids.max"], G::Process),
 ];
+
+/// `cgroup.procs`: the process count, and a task to find the container's network
+/// namespace and writable layer through.
+const PROCS: SourceFile = SourceFile {
+    source: Source::Procs,
+    controller: C::Pids,
+    names: &["cgroup.procs"],
+    groups: MetricGroups::of(G::Process).and(G::Network).and(G::Fs),
+};
 
 /// PSI files live on the cgroup2 mount: the only mount on v2, `unified/` on hybrid
 /// hosts.
@@ -747,7 +759,10 @@ fn apply(
         Source::CfsQuota => s.spec_cpu_quota = f(parse::signed_or_unlimited(data)?),
         Source::CfsPeriod => s.spec_cpu_period = f(parse::single_u64(data)?),
         Source::CpuShares => s.spec_cpu_shares = f(parse::single_u64(data)?),
-        Source::Procs => s.processes = f(parse::count_lines(data)?),
+        Source::Procs => {
+            s.processes = f(parse::count_lines(data)?);
+            s.first_pid = parse::first_pid(data);
+        }
         Source::PidsCurrent => s.threads = f(parse::single_u64(data)?),
         Source::PidsMax => s.threads_max = f(parse::limit_or_max(data)?),
         Source::CpuPressure => {

@@ -84,6 +84,11 @@ pub struct ServeArgs {
     /// secrets). Default: none, and no other variable is kept in memory.
     #[arg(long, value_delimiter = ',', value_name = "NAME", value_parser = env_name)]
     pub container_env: Vec<String>,
+    /// Walk each container's writable layer for container_fs_usage_bytes at most
+    /// this often (e.g. `30s`, `2m`); a layer found unchanged is walked up to 8
+    /// times less often. Off the scrape path: scrapes export the last result.
+    #[arg(long, default_value = "1m", value_parser = parse_positive_duration)]
+    pub fs_usage_interval: Duration,
     /// Do not load the eBPF exec and mount tracing (cgroup metrics only).
     #[arg(long)]
     pub no_ebpf: bool,
@@ -227,6 +232,10 @@ fn raise_nofile_limit() {
     }
 }
 
+/// Stat calls per second the writable-layer walker may make, at most (about a
+/// tenth of a core here; see `cargo xtask bench fs-usage`).
+const FS_USAGE_STATS_PER_SEC: u64 = 100_000;
+
 pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     // Each thread that allocates would get its own glibc arena, each keeping its
     // freed scrape buffers; two arenas bound the resident size of the daemon.
@@ -257,7 +266,8 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .with_podman(&args.podman_root),
         args.rescan_interval,
     )
-    .with_groups(groups);
+    .with_groups(groups)
+    .with_layer_usage(args.fs_usage_interval, FS_USAGE_STATS_PER_SEC);
     let export = ExportOptions {
         groups,
         container_labels: LabelKeys::from_keys(&args.container_labels),

@@ -5,16 +5,22 @@
 //! - [`metadata`]: names, images and labels from the runtimes' own records
 //!   (Docker's and the agent's files here, [`containerd`] and [`podman`] beside it);
 //! - [`index`]: the cgroup path / cgroup id → container table the event path asks;
+//! - [`network`]: per-interface counters from each container's network namespace;
+//! - [`layer_usage`]: writable-layer usage, measured by a background walker;
 //! - [`tracker`]: the set of container cgroups `agent serve` follows and reads.
 
 pub mod containerd;
 pub mod index;
+pub mod layer_usage;
 pub mod metadata;
+pub mod network;
 pub mod podman;
 pub mod tracker;
 
 pub use index::ContainerIndex;
+pub use layer_usage::{LayerUsage, UsageWalker, WalkerConfig};
 pub use metadata::{ContainerMeta, KubeLabels, MetadataSource};
+pub use network::InterfaceStats;
 pub use tracker::{Sample, Tracked, Tracker};
 
 use parking_lot::RwLock;

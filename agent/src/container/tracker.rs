@@ -2,12 +2,14 @@
 //! identity from the runtimes' files, and open stats readers, refreshed by
 //! rescans and read on each scrape.
 
+use super::layer_usage::{LayerUsage, UsageWalker, WalkerConfig};
+use super::network::{InterfaceStats, Member, NetnsOf, NetnsTable};
 use super::{ContainerIndex, ContainerLabels, ContainerMeta, MetadataSource};
 use crate::cgroup::discovery::{self, Discovered, Filter, Runtime};
 use crate::cgroup::stats::KeepOpen;
 use crate::cgroup::watch::TreeWatch;
 use crate::cgroup::{
-    CgroupStats, Hierarchy, MetricGroups, ScrapeErrorKind, StatsError, StatsReader,
+    CgroupStats, Hierarchy, MetricGroup, MetricGroups, ScrapeErrorKind, StatsError, StatsReader,
 };
 use std::collections::HashSet;
 use std::collections::{BTreeMap, HashMap};
@@ -31,6 +33,8 @@ pub struct Tracked {
     /// While `meta` is not found: when to look again, and the wait after that.
     meta_retry: (Instant, Duration),
     reader: StatsReader,
+    /// Its network namespace, as last resolved.
+    netns: Option<NetnsOf>,
     /// The label text of its series, rendered by the exposition once per metadata
     /// lookup; emptied whenever `meta` changes.
     series_labels: OnceLock<String>,
@@ -44,6 +48,7 @@ impl Tracked {
             meta: meta.unwrap_or_default(),
             discovered,
             reader,
+            netns: None,
             series_labels: OnceLock::new(),
         }
     }
@@ -79,6 +84,10 @@ impl Tracked {
 pub struct Sample<'a> {
     pub tracked: &'a Tracked,
     pub stats: CgroupStats,
+    /// The interfaces of its network namespace, where it reports them.
+    pub network: Arc<Vec<InterfaceStats>>,
+    /// Its writable layer, once the walker measured it.
+    pub layer: Option<LayerUsage>,
 }
 
 /// Follows the set of container cgroups and reads them on demand.
@@ -109,6 +118,11 @@ pub struct Tracker {
     non_utf8_seen: HashSet<String>,
     /// Says when the tree changed; `None` without inotify (then it is polled).
     watch: Option<TreeWatch>,
+    /// The network namespaces being read.
+    netns: NetnsTable,
+    /// The writable-layer walker (`with_layer_usage`), and the tasks it was told.
+    walker: Option<UsageWalker>,
+    walker_told: HashMap<String, u32>,
 }
 
 impl Tracker {
@@ -139,7 +153,34 @@ impl Tracker {
             watch: TreeWatch::new()
                 .inspect_err(|e| tracing::warn!(error = %e, "no inotify; polling the cgroup tree"))
                 .ok(),
+            netns: NetnsTable::new("/proc"),
+            walker: None,
+            walker_told: HashMap::new(),
         }
+    }
+
+    /// Measures each container's writable layer in the background, walking each
+    /// at most every `interval` (when the fs group is on). The overlay roots of
+    /// Docker and the agent come from the metadata source.
+    pub fn with_layer_usage(mut self, interval: Duration, max_stats_per_sec: u64) -> Self {
+        if !self.groups.has(MetricGroup::Fs) {
+            return self;
+        }
+        let config = WalkerConfig {
+            proc_root: "/proc".into(),
+            interval,
+            overlay_roots: vec![
+                self.metadata.docker_root.join("overlay2"),
+                self.metadata.state_dir.join("overlay2"),
+                "/var/lib/containers/storage/overlay".into(),
+            ],
+            max_stats_per_sec,
+        };
+        match UsageWalker::start(config) {
+            Ok(w) => self.walker = Some(w),
+            Err(e) => tracing::warn!(error = %e, "cannot start the writable-layer walker"),
+        }
+        self
     }
 
     /// Reads only the files of `groups` (every group by default).
@@ -300,7 +341,12 @@ impl Tracker {
             tracing::debug!(cgroup = %gone, "cgroup gone");
         }
         self.tracked = next;
-        self.kept_fds = self.tracked.values().map(|t| t.reader.open_files()).sum();
+        self.kept_fds = self
+            .tracked
+            .values()
+            .map(|t| t.reader.open_files())
+            .sum::<usize>()
+            + self.netns.open_files();
         self.publish_index();
     }
 
@@ -451,16 +497,104 @@ impl Tracker {
         for path in vanished {
             self.tracked.remove(&path);
         }
+        let network = self.read_network(&readings);
+        let layers = self.layer_results(&readings);
         readings
             .into_iter()
-            .filter_map(|(path, stats)| {
+            .zip(network.into_iter().zip(layers))
+            .filter_map(|((path, stats), (network, layer))| {
                 let tracked = match path.as_str() {
                     "/" => self.root.as_ref()?,
                     _ => self.tracked.get(&path)?,
                 };
-                Some(Sample { tracked, stats })
+                Some(Sample {
+                    tracked,
+                    stats,
+                    network,
+                    layer,
+                })
             })
             .collect()
+    }
+
+    /// Each reading's network interfaces (empty where not reported, or with the
+    /// network group off).
+    fn read_network(
+        &mut self,
+        readings: &[(String, CgroupStats)],
+    ) -> Vec<Arc<Vec<InterfaceStats>>> {
+        if !self.groups.has(MetricGroup::Network) {
+            return vec![Arc::default(); readings.len()];
+        }
+        let mut members = Vec::with_capacity(readings.len());
+        let mut cache = Vec::with_capacity(readings.len());
+        for (path, stats) in readings {
+            match self.tracked.get(path) {
+                Some(t) if path != "/" => {
+                    members.push(Some(Member {
+                        first_pid: stats.first_pid,
+                        start_time: stats.start_time_seconds.unwrap_or(0.0),
+                        runtime: t.discovered.runtime,
+                    }));
+                    cache.push(t.netns);
+                }
+                _ => {
+                    members.push(None);
+                    cache.push(None);
+                }
+            }
+        }
+        let before = self.netns.open_files();
+        let mut room = self.fd_budget.saturating_sub(self.kept_fds);
+        let mut failed = 0;
+        let network = self.netns.read(
+            &members,
+            &mut cache,
+            || {
+                let keep = room > 0;
+                room = room.saturating_sub(1);
+                keep
+            },
+            |e| {
+                tracing::debug!(error = %e, "network namespace");
+                failed += 1;
+            },
+        );
+        for ((path, _), netns) in readings.iter().zip(cache) {
+            if let Some(t) = self.tracked.get_mut(path) {
+                t.netns = netns;
+            }
+        }
+        self.kept_fds = (self.kept_fds + self.netns.open_files()).saturating_sub(before);
+        for _ in 0..failed {
+            self.count_error(ScrapeErrorKind::Read);
+        }
+        network
+    }
+
+    /// Tells the walker which containers there are, and takes its last results.
+    fn layer_results(&mut self, readings: &[(String, CgroupStats)]) -> Vec<Option<LayerUsage>> {
+        let Some(walker) = &self.walker else {
+            return vec![None; readings.len()];
+        };
+        let tasks = || {
+            readings
+                .iter()
+                .filter(|(path, _)| path != "/")
+                .filter_map(|(path, s)| Some((path.as_str(), s.first_pid?)))
+        };
+        let changed = tasks().count() != self.walker_told.len()
+            || tasks().any(|(path, pid)| self.walker_told.get(path) != Some(&pid));
+        if changed {
+            walker.want(tasks());
+            self.walker_told = tasks().map(|(p, pid)| (p.to_string(), pid)).collect();
+        }
+        walker.with_results(|r| {
+            readings
+                .iter()
+                .map(|(path, _)| r.get(path).cloned())
+                .collect()
+        })
     }
 }
 

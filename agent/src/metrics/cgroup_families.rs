@@ -2,6 +2,7 @@
 
 use super::exposition::Kind;
 use crate::cgroup::{CgroupStats, DeviceIo, IoOp, MetricGroup};
+use crate::container::{InterfaceStats, LayerUsage};
 
 /// A family's unit, appended to its name.
 #[derive(Debug, Clone, Copy)]
@@ -40,6 +41,10 @@ pub enum Series {
     MemoryFailures,
     /// The time of the scrape, for every cgroup.
     LastSeen,
+    /// One per network interface of the cgroup's namespace: `interface`.
+    PerInterface(fn(&InterfaceStats) -> u64),
+    /// The writable layer, when measured: `device`.
+    Layer(fn(&LayerUsage) -> u64),
 }
 
 /// One exported family: its name without unit or `_total` suffix, help, type, the
@@ -99,6 +104,34 @@ macro_rules! device_family {
             kind: Kind::Counter,
             group: Some(MetricGroup::Disk),
             series: Series::PerDevice(|d| d.$table(IoOp::$op)),
+        }
+    };
+}
+
+/// A per-interface network counter.
+macro_rules! network_family {
+    ($name:literal, $unit:ident, $field:ident, $help:literal) => {
+        Family {
+            name: $name,
+            help: $help,
+            unit: FamilyUnit::$unit,
+            kind: Kind::Counter,
+            group: Some(MetricGroup::Network),
+            series: Series::PerInterface(|i| i.$field),
+        }
+    };
+}
+
+/// A writable-layer gauge.
+macro_rules! layer_family {
+    ($name:literal, $unit:ident, $field:ident, $help:literal) => {
+        Family {
+            name: $name,
+            help: $help,
+            unit: FamilyUnit::$unit,
+            kind: Kind::Gauge,
+            group: Some(MetricGroup::Fs),
+            series: Series::Layer(|l| l.$field),
         }
     };
 }
@@ -392,6 +425,78 @@ pub static FAMILIES: &[Family] = &[
         group: Some(MetricGroup::Disk),
         series: Series::PerDeviceOperation,
     },
+    network_family!(
+        "container_network_receive",
+        Bytes,
+        rx_bytes,
+        "Cumulative count of bytes received"
+    ),
+    network_family!(
+        "container_network_receive_packets",
+        None,
+        rx_packets,
+        "Cumulative count of packets received"
+    ),
+    network_family!(
+        "container_network_receive_errors",
+        None,
+        rx_errors,
+        "Cumulative count of errors encountered while receiving"
+    ),
+    network_family!(
+        "container_network_receive_packets_dropped",
+        None,
+        rx_dropped,
+        "Cumulative count of packets dropped while receiving"
+    ),
+    network_family!(
+        "container_network_transmit",
+        Bytes,
+        tx_bytes,
+        "Cumulative count of bytes transmitted"
+    ),
+    network_family!(
+        "container_network_transmit_packets",
+        None,
+        tx_packets,
+        "Cumulative count of packets transmitted"
+    ),
+    network_family!(
+        "container_network_transmit_errors",
+        None,
+        tx_errors,
+        "Cumulative count of errors encountered while transmitting"
+    ),
+    network_family!(
+        "container_network_transmit_packets_dropped",
+        None,
+        tx_dropped,
+        "Cumulative count of packets dropped while transmitting"
+    ),
+    layer_family!(
+        "container_fs_usage",
+        Bytes,
+        usage_bytes,
+        "Number of bytes that are consumed by the container on this filesystem (its writable layer)"
+    ),
+    layer_family!(
+        "container_fs_limit",
+        Bytes,
+        limit_bytes,
+        "Number of bytes that can be consumed by the container on this filesystem (its size)"
+    ),
+    layer_family!(
+        "container_fs_inodes_total",
+        None,
+        inodes_used,
+        "Number of inodes the container's writable layer uses (cAdvisor's meaning for a container)"
+    ),
+    layer_family!(
+        "container_fs_inodes_free",
+        None,
+        inodes_free,
+        "Number of available inodes on the filesystem of the container's writable layer"
+    ),
     Family {
         name: "container_start_time",
         help: "Start time of the container since unix epoch in seconds",

@@ -369,12 +369,37 @@ fn write_cgroup_families(
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs() as f64);
     let device = |d: &crate::cgroup::DeviceIo| devices.get(&(d.major, d.minor));
+    // The `interface` and `device` label text of each cgroup's interfaces and
+    // layer, rendered once for all their families.
+    let interfaces: Vec<Vec<String>> = samples
+        .iter()
+        .map(|s| {
+            s.network
+                .iter()
+                .map(|i| {
+                    let mut l = String::new();
+                    push_label(&mut l, "interface", &i.name);
+                    l
+                })
+                .collect()
+        })
+        .collect();
+    let layer_devices: Vec<Option<String>> = samples
+        .iter()
+        .map(|s| {
+            s.layer.as_ref().map(|layer| {
+                let mut l = String::new();
+                push_label(&mut l, "device", &layer.device);
+                l
+            })
+        })
+        .collect();
     for family in FAMILIES {
         if family.group.is_some_and(|g| !options.groups.has(g)) {
             continue;
         }
         let name = w.header(family.name, family.help, family.kind, family.unit.suffix());
-        for (s, l) in samples.iter().zip(&labels) {
+        for (i, (s, l)) in samples.iter().zip(&labels).enumerate() {
             match family.series {
                 Series::One { value, extra } => {
                     if let Some(v) = value(&s.stats) {
@@ -410,6 +435,16 @@ fn write_cgroup_families(
                     }
                 }
                 Series::LastSeen => w.sample(&name, l, "", now),
+                Series::PerInterface(value) => {
+                    for (iface, extra) in s.network.iter().zip(&interfaces[i]) {
+                        w.sample(&name, l, extra, value(iface) as f64);
+                    }
+                }
+                Series::Layer(value) => {
+                    if let (Some(layer), Some(extra)) = (&s.layer, &layer_devices[i]) {
+                        w.sample(&name, l, extra, value(layer) as f64);
+                    }
+                }
             }
         }
     }
@@ -577,6 +612,8 @@ mod tests {
                 }
                 Series::MemoryFailures => want.extend(["failure_type", "scope"]),
                 Series::LastSeen => {}
+                Series::PerInterface(_) => want.push("interface"),
+                Series::Layer(_) => want.push("device"),
             }
             want.sort();
             assert_eq!(keys(&labels), want, "{name} {labels:?}");
@@ -709,7 +746,11 @@ mod tests {
             options(MetricGroups::without(&[MetricGroup::Disk]), LabelKeys::None),
             &[],
         );
-        for family in ["container_fs_", "container_blkio_"] {
+        for family in [
+            "container_fs_reads",
+            "container_fs_writes",
+            "container_blkio_",
+        ] {
             assert!(all.contains(family));
             assert!(!no_disk.contains(family), "{family} with disk off");
         }

@@ -1,0 +1,719 @@
+//! Writable-layer usage per container (`container_fs_usage_bytes` and friends),
+//! measured off the scrape path by a background walker; the scrape reads the last
+//! result.
+//!
+//! The layer is found the same way for every runtime: the `upperdir=` option of
+//! the overlay mounted on `/` in the mount namespace of one of the container's
+//! tasks (`/proc/<pid>/mountinfo`). That covers Docker's overlay2, podman, the
+//! containerd overlayfs snapshotter and `agent launch`. Relative upper dirs (Docker
+//! and the agent mount from their `overlay2/` directory when the options are long)
+//! are looked up under the known overlay roots.
+//!
+//! The walker counts what `du` counts: allocated blocks (hard links once) and
+//! inodes. A file written in place changes no directory, so every file is
+//! `fstatat`ed at each walk of its layer; what is reused is the answer for a layer
+//! that did not change: each walk that finds the same total doubles that layer's
+//! interval, up to [`MAX_BACKOFF`] times the base interval, and a change resets
+//! it. The walker never does more than `max_stats_per_sec` stat calls a second.
+
+use std::collections::{HashMap, HashSet};
+use std::ffi::{CStr, CString, OsStr};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// What the fs families export for one container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LayerUsage {
+    /// The filesystem holding the layer, as cAdvisor names it: the mount's source
+    /// (`/dev/vda1`).
+    pub device: String,
+    /// Bytes allocated to the layer's files and directories (`du`).
+    pub usage_bytes: u64,
+    /// Size of that filesystem (Docker sets no per-container limit; cAdvisor
+    /// exports the capacity).
+    pub limit_bytes: u64,
+    /// Inodes the layer uses (what cAdvisor exports as `container_fs_inodes_total`
+    /// for a container).
+    pub inodes_used: u64,
+    /// Free inodes on that filesystem.
+    pub inodes_free: u64,
+}
+
+/// A walked layer never waits more than this many base intervals.
+pub const MAX_BACKOFF: u32 = 8;
+/// Directories deeper than this are not descended into.
+const MAX_DEPTH: usize = 128;
+
+/// How the walker runs.
+#[derive(Debug, Clone)]
+pub struct WalkerConfig {
+    /// Where processes are (`/proc`).
+    pub proc_root: PathBuf,
+    /// Base time between two walks of a layer.
+    pub interval: Duration,
+    /// Directories relative upper dirs are resolved under (Docker's and the
+    /// agent's `overlay2/`, podman's `overlay/`).
+    pub overlay_roots: Vec<PathBuf>,
+    /// Stat calls per second, at most.
+    pub max_stats_per_sec: u64,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// cgroup path → a task of it (its first in `cgroup.procs`).
+    wanted: HashMap<String, u32>,
+    results: HashMap<String, LayerUsage>,
+    stop: bool,
+}
+
+#[derive(Debug, Default)]
+struct Shared {
+    state: Mutex<State>,
+    wake: Condvar,
+}
+
+/// The background walker; stopped on drop.
+#[derive(Debug)]
+pub struct UsageWalker {
+    shared: Arc<Shared>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl UsageWalker {
+    /// Starts the walker thread.
+    pub fn start(config: WalkerConfig) -> std::io::Result<Self> {
+        let shared = Arc::new(Shared::default());
+        let s = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name("fs-usage".into())
+            .spawn(move || run(&s, &config))?;
+        Ok(UsageWalker {
+            shared,
+            thread: Some(thread),
+        })
+    }
+
+    /// The containers to measure now, each with one of its tasks; the others are
+    /// forgotten.
+    pub fn want<'a>(&self, cgroups: impl Iterator<Item = (&'a str, u32)>) {
+        let wanted: HashMap<String, u32> = cgroups.map(|(c, p)| (c.to_string(), p)).collect();
+        let mut st = lock(&self.shared.state);
+        let new = wanted.keys().any(|k| !st.wanted.contains_key(k));
+        st.results.retain(|k, _| wanted.contains_key(k));
+        st.wanted = wanted;
+        drop(st);
+        if new {
+            self.shared.wake.notify_all();
+        }
+    }
+
+    /// The last measurement of `cgroup`'s layer.
+    pub fn usage(&self, cgroup: &str) -> Option<LayerUsage> {
+        lock(&self.shared.state).results.get(cgroup).cloned()
+    }
+
+    /// Every last measurement, by cgroup (one lock for a whole scrape).
+    pub fn with_results<R>(&self, f: impl FnOnce(&HashMap<String, LayerUsage>) -> R) -> R {
+        f(&lock(&self.shared.state).results)
+    }
+}
+
+impl Drop for UsageWalker {
+    fn drop(&mut self) {
+        lock(&self.shared.state).stop = true;
+        self.shared.wake.notify_all();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// What the walker remembers of one container's layer.
+#[derive(Debug)]
+struct Layer {
+    pid: u32,
+    upper: Option<PathBuf>,
+    last: Option<(u64, u64)>,
+    backoff: u32,
+    next_walk: Instant,
+}
+
+fn run(shared: &Shared, config: &WalkerConfig) {
+    let host_mnt =
+        mnt_ns(&config.proc_root, 1).or_else(|| mnt_ns(&config.proc_root, std::process::id()));
+    let mut layers: HashMap<String, Layer> = HashMap::new();
+    let mut devices: HashMap<u64, String> = HashMap::new();
+    let mut limiter = RateLimit::new(config.max_stats_per_sec);
+    loop {
+        let wanted = {
+            let st = lock(&shared.state);
+            if st.stop {
+                return;
+            }
+            st.wanted.clone()
+        };
+        layers.retain(|k, _| wanted.contains_key(k));
+        let now = Instant::now();
+        for (cgroup, pid) in &wanted {
+            let layer = layers.entry(cgroup.clone()).or_insert(Layer {
+                pid: *pid,
+                upper: None,
+                last: None,
+                backoff: 1,
+                next_walk: now,
+            });
+            if layer.upper.is_none() || layer.pid != *pid {
+                if layer.pid != *pid {
+                    layer.next_walk = now;
+                }
+                layer.pid = *pid;
+                layer.upper = upper_dir(&config.proc_root, *pid, host_mnt, &config.overlay_roots);
+            }
+            let Some(upper) = &layer.upper else { continue };
+            if layer.next_walk > Instant::now() {
+                continue;
+            }
+            match measure(upper, &mut devices, &mut limiter) {
+                Ok(usage) => {
+                    let total = (usage.usage_bytes, usage.inodes_used);
+                    layer.backoff = if layer.last == Some(total) {
+                        (layer.backoff * 2).min(MAX_BACKOFF)
+                    } else {
+                        1
+                    };
+                    layer.last = Some(total);
+                    layer.next_walk = Instant::now() + config.interval * layer.backoff;
+                    let mut st = lock(&shared.state);
+                    if st.stop {
+                        return;
+                    }
+                    if st.wanted.contains_key(cgroup) {
+                        st.results.insert(cgroup.clone(), usage);
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!(cgroup = %cgroup, error = %e, "layer walk failed");
+                    // Gone, or not yet made: look for it again next time.
+                    layer.upper = None;
+                    layer.next_walk = Instant::now() + config.interval;
+                }
+            }
+            if lock(&shared.state).stop {
+                return;
+            }
+        }
+        // Sleep until the next layer is due (or the wanted set grows).
+        let next = layers
+            .values()
+            .filter(|l| l.upper.is_some())
+            .map(|l| l.next_walk)
+            .min()
+            .unwrap_or_else(|| Instant::now() + config.interval);
+        let wait = next
+            .saturating_duration_since(Instant::now())
+            .min(config.interval)
+            .max(Duration::from_millis(100));
+        let st = lock(&shared.state);
+        if st.stop {
+            return;
+        }
+        let _unused = shared
+            .wake
+            .wait_timeout(st, wait)
+            .unwrap_or_else(|e| e.into_inner());
+    }
+}
+
+/// Measures the layer at `upper`: walk, device and filesystem size.
+pub fn measure(
+    upper: &Path,
+    devices: &mut HashMap<u64, String>,
+    limiter: &mut RateLimit,
+) -> std::io::Result<LayerUsage> {
+    let (usage_bytes, inodes_used) = walk(upper, limiter)?;
+    let dev = std::fs::metadata(upper)?.dev();
+    let device = devices
+        .entry(dev)
+        .or_insert_with(|| mount_source(Path::new("/proc/self/mountinfo"), dev))
+        .clone();
+    let (limit_bytes, inodes_free) = fs_size(upper)?;
+    Ok(LayerUsage {
+        device,
+        usage_bytes,
+        limit_bytes,
+        inodes_used,
+        inodes_free,
+    })
+}
+
+/// Caps stat calls per second by sleeping when ahead of the rate.
+#[derive(Debug)]
+pub struct RateLimit {
+    per_sec: u64,
+    window: Instant,
+    done: u64,
+}
+
+impl RateLimit {
+    pub fn new(per_sec: u64) -> Self {
+        RateLimit {
+            per_sec: per_sec.max(1),
+            window: Instant::now(),
+            done: 0,
+        }
+    }
+
+    fn tick(&mut self) {
+        self.done += 1;
+        if !self.done.is_multiple_of(256) {
+            return;
+        }
+        let allowed = Duration::from_secs_f64(self.done as f64 / self.per_sec as f64);
+        let spent = self.window.elapsed();
+        if allowed > spent {
+            std::thread::sleep(allowed - spent);
+        }
+        if spent > Duration::from_secs(1) {
+            self.window = Instant::now();
+            self.done = 0;
+        }
+    }
+}
+
+/// Walks the tree at `root` as `du` would: (bytes allocated, inodes), hard links
+/// counted once, symlinks not followed, other filesystems not entered.
+pub fn walk(root: &Path, limiter: &mut RateLimit) -> std::io::Result<(u64, u64)> {
+    let c = CString::new(root.as_os_str().as_bytes())
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+    let mut acc = Acc {
+        bytes: 0,
+        inodes: 0,
+        linked: HashSet::new(),
+        dev: std::fs::symlink_metadata(root)?.dev(),
+        limiter,
+    };
+    walk_dir(libc::AT_FDCWD, &c, 0, &mut acc)?;
+    Ok((acc.bytes, acc.inodes))
+}
+
+struct Acc<'a> {
+    bytes: u64,
+    inodes: u64,
+    linked: HashSet<u64>,
+    dev: u64,
+    limiter: &'a mut RateLimit,
+}
+
+impl Acc<'_> {
+    fn count(&mut self, st: &libc::stat) {
+        if st.st_nlink > 1
+            && (st.st_mode & libc::S_IFMT) != libc::S_IFDIR
+            && !self.linked.insert(st.st_ino)
+        {
+            return;
+        }
+        self.bytes += st.st_blocks as u64 * 512;
+        self.inodes += 1;
+    }
+}
+
+fn stat_at(dirfd: libc::c_int, name: &CStr) -> std::io::Result<libc::stat> {
+    // SAFETY: all-zero is a valid `stat`; fstatat writes it fully on success.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: `name` is NUL-terminated, `st` is a valid out pointer.
+    let r = unsafe { libc::fstatat(dirfd, name.as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW) };
+    if r != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(st)
+}
+
+/// Counts directory `name` (relative to `parent`) and everything below it.
+fn walk_dir(
+    parent: libc::c_int,
+    name: &CStr,
+    depth: usize,
+    acc: &mut Acc<'_>,
+) -> std::io::Result<()> {
+    // SAFETY: `name` is NUL-terminated; the flags open a directory only.
+    let fd = unsafe {
+        libc::openat(
+            parent,
+            name.as_ptr(),
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is an open directory we own; fdopendir takes it over.
+    let dir = unsafe { libc::fdopendir(fd) };
+    if dir.is_null() {
+        let e = std::io::Error::last_os_error();
+        // SAFETY: fdopendir failed, so `fd` is still ours to close.
+        unsafe { libc::close(fd) };
+        return Err(e);
+    }
+    let result = walk_open_dir(dir, fd, depth, acc);
+    // SAFETY: `dir` came from fdopendir and is closed once (closing `fd` too).
+    unsafe { libc::closedir(dir) };
+    result
+}
+
+fn walk_open_dir(
+    dir: *mut libc::DIR,
+    fd: libc::c_int,
+    depth: usize,
+    acc: &mut Acc<'_>,
+) -> std::io::Result<()> {
+    let own = stat_at(fd, c".")?;
+    acc.count(&own);
+    acc.limiter.tick();
+    let mut subdirs: Vec<CString> = Vec::new();
+    loop {
+        // SAFETY: `dir` is an open DIR stream, read by this thread only.
+        let entry = unsafe { libc::readdir(dir) };
+        if entry.is_null() {
+            break;
+        }
+        // SAFETY: readdir returned a valid dirent whose d_name is NUL-terminated
+        // and lives until the next readdir on `dir`.
+        let (name, kind) = unsafe { (CStr::from_ptr((*entry).d_name.as_ptr()), (*entry).d_type) };
+        let bytes = name.to_bytes();
+        if bytes == b"." || bytes == b".." {
+            continue;
+        }
+        if kind == libc::DT_DIR {
+            subdirs.push(name.to_owned());
+            continue;
+        }
+        let Ok(st) = stat_at(fd, name) else {
+            continue; // removed meanwhile
+        };
+        acc.limiter.tick();
+        if (st.st_mode & libc::S_IFMT) == libc::S_IFDIR {
+            subdirs.push(name.to_owned());
+        } else {
+            acc.count(&st);
+        }
+    }
+    if depth >= MAX_DEPTH {
+        return Ok(());
+    }
+    for sub in subdirs {
+        // A mount point inside the layer is another filesystem: not the layer's.
+        match stat_at(fd, &sub) {
+            Ok(st) if st.st_dev == acc.dev => {}
+            _ => continue,
+        }
+        match walk_dir(fd, &sub, depth + 1, acc) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// (size in bytes, free inodes) of the filesystem holding `path`.
+fn fs_size(path: &Path) -> std::io::Result<(u64, u64)> {
+    let c = CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+    // SAFETY: all-zero is a valid `statvfs`; statvfs fills it on success.
+    let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is NUL-terminated and `s` a valid out pointer.
+    if unsafe { libc::statvfs(c.as_ptr(), &mut s) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok((s.f_blocks as u64 * s.f_frsize as u64, s.f_ffree as u64))
+}
+
+fn mnt_ns(proc_root: &Path, pid: u32) -> Option<u64> {
+    std::fs::metadata(proc_root.join(pid.to_string()).join("ns/mnt"))
+        .ok()
+        .map(|m| m.ino())
+}
+
+/// The upper dir of the overlay on `/` in the mount namespace of `pid`; `None`
+/// while the task is still in the host's mount namespace, or its root is no
+/// overlay with an upper dir.
+pub fn upper_dir(
+    proc_root: &Path,
+    pid: u32,
+    host_mnt: Option<u64>,
+    overlay_roots: &[PathBuf],
+) -> Option<PathBuf> {
+    let own = mnt_ns(proc_root, pid)?;
+    if Some(own) == host_mnt {
+        return None;
+    }
+    let text = std::fs::read(proc_root.join(pid.to_string()).join("mountinfo")).ok()?;
+    let upper = root_upper_dir(&text)?;
+    // The path is the mounter's, and a task may have mounted an overlay of its own
+    // in a namespace of its own: take only what the runtimes make (`…/diff` of
+    // Docker, podman and the agent, `…/fs` of containerd's snapshots), so a
+    // container cannot point the walker at some other host directory it names.
+    if !matches!(
+        upper.file_name().and_then(OsStr::to_str),
+        Some("diff" | "fs")
+    ) {
+        return None;
+    }
+    if upper.is_absolute() {
+        return Some(upper);
+    }
+    overlay_roots
+        .iter()
+        .map(|r| r.join(&upper))
+        .find(|p| p.is_dir())
+}
+
+/// The fields of a mountinfo line: (major:minor, mount point, fstype, source,
+/// super options), unescaped where the kernel escapes.
+fn mountinfo_fields(line: &str) -> Option<(&str, String, &str, String, &str)> {
+    let (left, right) = line.split_once(" - ")?;
+    let mut l = left.split(' ');
+    let dev = l.nth(2)?;
+    let point = unescape(l.nth(1)?);
+    let mut r = right.split(' ');
+    let fstype = r.next()?;
+    let source = unescape(r.next()?);
+    let options = r.next().unwrap_or("");
+    Some((dev, point, fstype, source, options))
+}
+
+/// `upperdir=` of the last overlay mounted on `/` in a mountinfo text.
+fn root_upper_dir(text: &[u8]) -> Option<PathBuf> {
+    let text = std::str::from_utf8(text).ok()?;
+    let mut upper = None;
+    for line in text.lines() {
+        let Some((_, point, fstype, _, options)) = mountinfo_fields(line) else {
+            continue;
+        };
+        if point != "/" {
+            continue;
+        }
+        upper = None;
+        if fstype != "overlay" {
+            continue;
+        }
+        // overlayfs escapes a comma inside a path as `\,`.
+        let mut rest = options;
+        while !rest.is_empty() {
+            let mut end = rest.len();
+            let b = rest.as_bytes();
+            let mut i = 0;
+            while i < b.len() {
+                if b[i] == b'\\' {
+                    i += 2;
+                    continue;
+                }
+                if b[i] == b',' {
+                    end = i;
+                    break;
+                }
+                i += 1;
+            }
+            let opt = &rest[..end];
+            if let Some(v) = opt.strip_prefix("upperdir=") {
+                upper = Some(PathBuf::from(unescape(&v.replace("\\,", ","))));
+            }
+            rest = rest.get(end + 1..).unwrap_or("");
+        }
+    }
+    upper
+}
+
+/// Undoes mountinfo's octal escapes (`\040` for a space).
+fn unescape(s: &str) -> String {
+    if !s.contains('\\') {
+        return s.to_string();
+    }
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
+            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    OsStr::from_bytes(&out).to_string_lossy().into_owned()
+}
+
+/// The source of the mount whose device is `dev` (cAdvisor's `device` label), or
+/// `major:minor` when no mount shows it.
+fn mount_source(mountinfo: &Path, dev: u64) -> String {
+    let want = format!("{}:{}", libc::major(dev), libc::minor(dev));
+    std::fs::read_to_string(mountinfo)
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .filter_map(mountinfo_fields)
+                .find(|(d, ..)| *d == want)
+                .map(|(_, _, _, source, _)| source)
+        })
+        .unwrap_or(want)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+
+    const DOCKER: &str = "\
+1402 1237 0:98 / / rw,relatime master:617 - overlay overlay rw,lowerdir=/var/lib/docker/overlay2/l/AB:/var/lib/docker/overlay2/l/CD,upperdir=/var/lib/docker/overlay2/0c1d/diff,workdir=/var/lib/docker/overlay2/0c1d/work,nouserxattr
+1403 1402 0:101 / /proc rw,nosuid,nodev,noexec,relatime - proc proc rw
+1404 1402 0:102 / /dev rw,nosuid - tmpfs tmpfs rw,size=65536k,mode=755
+";
+
+    #[test]
+    fn the_upper_dir_of_the_root_overlay_is_found() {
+        assert_eq!(
+            root_upper_dir(DOCKER.as_bytes()),
+            Some(PathBuf::from("/var/lib/docker/overlay2/0c1d/diff"))
+        );
+        // Relative (mounted from overlay2/), escaped space and comma.
+        let rel = "1 0 0:9 / / rw - overlay overlay rw,lowerdir=l/A,upperdir=my\\040id\\,x/diff,workdir=w\n";
+        assert_eq!(
+            root_upper_dir(rel.as_bytes()),
+            Some(PathBuf::from("my id,x/diff"))
+        );
+        // A later mount on / hides the overlay.
+        let hidden = format!("{DOCKER}9 1402 0:3 / / rw - tmpfs tmpfs rw\n");
+        assert_eq!(root_upper_dir(hidden.as_bytes()), None);
+        // The host: ext4 root.
+        let host = "22 1 254:0 / / rw,relatime - ext4 /dev/vda rw\n";
+        assert_eq!(root_upper_dir(host.as_bytes()), None);
+        assert_eq!(root_upper_dir(b"garbage\n\xff"), None);
+    }
+
+    #[test]
+    fn relative_upper_dirs_resolve_under_the_overlay_roots() {
+        let t = tempfile::tempdir().unwrap();
+        let proc = t.path().join("proc");
+        fs::create_dir_all(proc.join("7/ns")).unwrap();
+        fs::write(proc.join("7/ns/mnt"), "").unwrap();
+        fs::write(
+            proc.join("7/mountinfo"),
+            "1 0 0:9 / / rw - overlay overlay rw,lowerdir=l/A,upperdir=abc/diff,workdir=abc/work\n",
+        )
+        .unwrap();
+        let roots = [
+            t.path().join("docker/overlay2"),
+            t.path().join("agent/overlay2"),
+        ];
+        fs::create_dir_all(roots[1].join("abc/diff")).unwrap();
+        assert_eq!(
+            upper_dir(&proc, 7, None, &roots),
+            Some(roots[1].join("abc/diff"))
+        );
+        // Still in the host's mount namespace: not yet the container's root.
+        let host = fs::metadata(proc.join("7/ns/mnt")).unwrap().ino();
+        assert_eq!(upper_dir(&proc, 7, Some(host), &roots), None);
+        assert_eq!(upper_dir(&proc, 8, None, &roots), None, "no such task");
+        // Only the runtimes' layer directories: not some directory a task names.
+        fs::write(
+            proc.join("7/mountinfo"),
+            "1 0 0:9 / / rw - overlay overlay rw,lowerdir=/l,upperdir=/etc,workdir=/w\n",
+        )
+        .unwrap();
+        assert_eq!(upper_dir(&proc, 7, None, &roots), None);
+    }
+
+    #[test]
+    fn the_walk_counts_what_du_counts() {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path().join("diff");
+        fs::create_dir_all(root.join("a/b")).unwrap();
+        fs::write(root.join("a/b/big"), vec![1u8; 1 << 20]).unwrap();
+        fs::write(root.join("small"), b"x").unwrap();
+        fs::hard_link(root.join("small"), root.join("a/again")).unwrap();
+        std::os::unix::fs::symlink("/etc", root.join("link")).unwrap();
+        let mut limit = RateLimit::new(1_000_000);
+        let (bytes, inodes) = walk(&root, &mut limit).unwrap();
+        // root, a, b, big, small (linked twice, once), link.
+        assert_eq!(inodes, 6);
+        let du = std::process::Command::new("du")
+            .args(["-s", "--block-size=1"])
+            .arg(&root)
+            .output()
+            .unwrap();
+        let du: u64 = String::from_utf8_lossy(&du.stdout)
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_eq!(bytes, du);
+        let mut devices = HashMap::new();
+        let usage = measure(&root, &mut devices, &mut limit).unwrap();
+        assert_eq!(usage.usage_bytes, du);
+        assert!(usage.limit_bytes > du && usage.inodes_free > 0);
+        assert!(!usage.device.is_empty());
+    }
+
+    #[test]
+    fn the_walker_publishes_and_forgets() {
+        let t = tempfile::tempdir().unwrap();
+        let proc = t.path().join("proc");
+        for pid in [1, 5] {
+            fs::create_dir_all(proc.join(format!("{pid}/ns"))).unwrap();
+            fs::write(proc.join(format!("{pid}/ns/mnt")), "").unwrap();
+        }
+        let upper = t.path().join("layer/diff");
+        fs::create_dir_all(&upper).unwrap();
+        fs::write(upper.join("f"), vec![0u8; 100_000]).unwrap();
+        fs::write(
+            proc.join("5/mountinfo"),
+            format!(
+                "1 0 0:9 / / rw - overlay overlay rw,upperdir={},workdir=w\n",
+                upper.display()
+            ),
+        )
+        .unwrap();
+        let walker = UsageWalker::start(WalkerConfig {
+            proc_root: proc,
+            interval: Duration::from_millis(100),
+            overlay_roots: vec![],
+            max_stats_per_sec: 100_000,
+        })
+        .unwrap();
+        walker.want([("/docker/x", 5)].into_iter());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let first = loop {
+            if let Some(u) = walker.usage("/docker/x") {
+                break u;
+            }
+            assert!(Instant::now() < deadline, "no result");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert!(first.usage_bytes >= 100_000, "{first:?}");
+        fs::write(upper.join("g"), vec![0u8; 1 << 20]).unwrap();
+        loop {
+            let u = walker.usage("/docker/x").unwrap();
+            if u.usage_bytes >= first.usage_bytes + (1 << 20) {
+                assert_eq!(u.inodes_used, 3);
+                break;
+            }
+            assert!(Instant::now() < deadline, "growth not seen: {u:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        walker.want(std::iter::empty());
+        assert_eq!(walker.usage("/docker/x"), None);
+    }
+}
