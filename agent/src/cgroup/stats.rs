@@ -607,8 +607,9 @@ fn read_source<'b>(
     }
 }
 
-/// Reads a whole cgroup file from offset 0 into `buf`, growing it as needed.
-fn read_all<'b>(file: &File, buf: &'b mut Vec<u8>) -> std::io::Result<&'b [u8]> {
+/// Reads a whole cgroup (or proc) file from offset 0 into `buf`, growing it as
+/// needed: one pread loop, so a kept descriptor needs no seek.
+pub(crate) fn read_all<'b>(file: &File, buf: &'b mut Vec<u8>) -> std::io::Result<&'b [u8]> {
     if buf.len() < 4096 {
         buf.resize(4096, 0);
     }

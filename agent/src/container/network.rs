@@ -16,7 +16,7 @@ use crate::cgroup::discovery::Runtime;
 use crate::cgroup::parse::ParseError;
 use std::collections::HashMap;
 use std::fs::File;
-use std::os::unix::fs::{FileExt, MetadataExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -314,8 +314,8 @@ const MAX_READ_THREADS: usize = 4;
 fn read_file(file: Option<&NetnsFile>, buf: &mut Vec<u8>) -> std::io::Result<Vec<InterfaceStats>> {
     let file = file.ok_or_else(|| std::io::Error::from(std::io::ErrorKind::NotFound))?;
     let data = match &file.kept {
-        Some(f) => read_all(f, buf)?,
-        None => read_all(&File::open(&file.path)?, buf)?,
+        Some(f) => crate::cgroup::stats::read_all(f, buf)?,
+        None => crate::cgroup::stats::read_all(&File::open(&file.path)?, buf)?,
     };
     parse_net_dev(data).map_err(|e| {
         std::io::Error::new(
@@ -330,25 +330,6 @@ fn netns_inode(proc_root: &Path, pid: u32) -> Option<u64> {
     std::fs::metadata(proc_root.join(pid.to_string()).join("ns/net"))
         .ok()
         .map(|m| m.ino())
-}
-
-/// Reads a whole proc file from offset 0 into `buf`.
-fn read_all<'b>(file: &File, buf: &'b mut Vec<u8>) -> std::io::Result<&'b [u8]> {
-    if buf.len() < 4096 {
-        buf.resize(4096, 0);
-    }
-    let mut n = 0;
-    loop {
-        if n == buf.len() {
-            buf.resize(buf.len() * 2, 0);
-        }
-        match file.read_at(&mut buf[n..], n as u64) {
-            Ok(0) => return Ok(&buf[..n]),
-            Ok(k) => n += k,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
 }
 
 #[cfg(test)]

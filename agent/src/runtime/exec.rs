@@ -252,21 +252,8 @@ struct ChildExec<'a> {
     seccomp_bpf: Option<&'a [u8]>,
 }
 
-fn child_main(ctx: &ChildExec<'_>, mut sync: File, mut errors: File) -> ! {
-    if sys::prctl(
-        libc::PR_SET_PDEATHSIG,
-        libc::SIGKILL as libc::c_ulong,
-        "pdeathsig",
-    )
-    .is_err()
-    {
-        sys::exit_now(1);
-    }
-    let mut go = [0u8; 1];
-    if !matches!(sync.read(&mut go), Ok(1)) {
-        sys::exit_now(1);
-    }
-    drop(sync);
+fn child_main(ctx: &ChildExec<'_>, sync: File, mut errors: File) -> ! {
+    super::namespaces::die_with_parent_once_released(sync);
     let (code, err) = match prepare(ctx) {
         Ok(exec) => {
             let e = exec.run();

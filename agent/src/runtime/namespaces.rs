@@ -144,10 +144,11 @@ impl ChildStdio {
     }
 }
 
-/// The child's entry point: waits for the parent to place it in its cgroup, sets the
-/// container up and execs. Never returns.
-pub fn child_main(ctx: &ChildContext<'_>, mut sync: File, mut errors: File) -> ! {
-    // If the supervisor dies, so does the container: it never runs unsupervised.
+/// The first step of a forked child (a container's first process, an exec):
+/// it dies with its parent, and waits on `sync` for the parent to release it
+/// (after placing it in its cgroup); exits when the parent gave up or died.
+pub(super) fn die_with_parent_once_released(mut sync: File) {
+    // If the supervisor dies, so does the child: it never runs unsupervised.
     if sys::prctl(
         libc::PR_SET_PDEATHSIG,
         libc::SIGKILL as libc::c_ulong,
@@ -159,10 +160,14 @@ pub fn child_main(ctx: &ChildContext<'_>, mut sync: File, mut errors: File) -> !
     }
     let mut go = [0u8; 1];
     if !matches!(sync.read(&mut go), Ok(1)) {
-        // The parent gave up (or died) before releasing us.
         sys::exit_now(1);
     }
-    drop(sync);
+}
+
+/// The child's entry point: waits for the parent to place it in its cgroup, sets the
+/// container up and execs. Never returns.
+pub fn child_main(ctx: &ChildContext<'_>, sync: File, mut errors: File) -> ! {
+    die_with_parent_once_released(sync);
     if let Err(e) = ctx.stdio.apply() {
         let _ = writeln!(errors, "{e}");
         sys::exit_now(127);

@@ -408,17 +408,22 @@ pub fn find(paths: &Paths, key: &str) -> Result<ContainerState> {
     }
 }
 
-/// Validates a container name the way Docker does: `[a-zA-Z0-9][a-zA-Z0-9_.-]*`.
-pub fn validate_name(name: &str) -> Result<()> {
-    let ok = name.len() <= 128
+/// Whether `name` is a name as Docker spells container and volume names,
+/// `[a-zA-Z0-9][a-zA-Z0-9_.-]*`, with a length in `len`.
+pub(crate) fn docker_name(name: &str, len: std::ops::RangeInclusive<usize>) -> bool {
+    len.contains(&name.len())
         && name
             .chars()
             .next()
             .is_some_and(|c| c.is_ascii_alphanumeric())
         && name
             .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
-    if ok {
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+}
+
+/// Validates a container name the way Docker does: `[a-zA-Z0-9][a-zA-Z0-9_.-]*`.
+pub fn validate_name(name: &str) -> Result<()> {
+    if docker_name(name, 1..=128) {
         Ok(())
     } else {
         Err(Error::Invalid(format!(

@@ -82,16 +82,7 @@ pub fn validate_target(target: &str) -> Result<PathBuf> {
 
 /// Validates a volume name as Docker does: `[a-zA-Z0-9][a-zA-Z0-9_.-]+`.
 pub fn validate_volume_name(name: &str) -> Result<()> {
-    let ok = name.len() >= 2
-        && name.len() <= 255
-        && name
-            .chars()
-            .next()
-            .is_some_and(|c| c.is_ascii_alphanumeric())
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
-    if ok {
+    if super::state::docker_name(name, 2..=255) {
         Ok(())
     } else {
         Err(Error::Invalid(format!(
