@@ -82,6 +82,11 @@ pub const PACKAGES: &[(&str, &str, &str)] = &[
         "the seccomp comparison test (a second real runtime)",
     ),
     (
+        "/usr/bin/chromium",
+        "chromium",
+        "the web UI test (a real browser, headless)",
+    ),
+    (
         "/usr/bin/cc",
         "gcc",
         "the static syscall probe of the confinement tests",

@@ -26,6 +26,7 @@
 pub mod bundle;
 pub mod capabilities;
 pub mod image;
+pub mod inspect;
 pub mod namespaces;
 pub mod reconcile;
 pub mod rootfs;
