@@ -5,6 +5,8 @@
 //! - `agent-bench scrape [N…]`: the scrape path over N real cgroups.
 //! - `agent-bench exec`: what eBPF exec and mount tracing cost.
 //! - `agent-bench launch`: `agent launch --rm` side by side with `runc run`.
+//! - `agent-bench ui [N]`: what the web UI costs (scrape p50, RSS with history for
+//!   N containers, idle CPU), against `--no-web-ui` in the same run.
 //! - `agent-bench soak [CYCLES]`: launch/rm cycles under a scraping Prometheus;
 //!   what grew (`cargo xtask soak`).
 //!
@@ -15,6 +17,7 @@ mod exec;
 mod launch;
 mod scrape;
 mod soak;
+mod ui;
 
 use std::path::PathBuf;
 
@@ -34,8 +37,9 @@ fn main() -> std::process::ExitCode {
         Some("exec") => exec::run(),
         Some("launch") => launch::run(),
         Some("soak") => soak::run(&args[1..]),
+        Some("ui") => ui::run(&args[1..]),
         _ => Err(anyhow::anyhow!(
-            "usage: agent-bench <scrape [N…] | exec | launch | soak [CYCLES]>"
+            "usage: agent-bench <scrape [N…] | exec | launch | ui [N] | soak [CYCLES]>"
         )),
     };
     match result {

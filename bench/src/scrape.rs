@@ -23,10 +23,10 @@ const WARMUP: usize = 3;
 const IDLE_SECS: u64 = 10;
 /// The agent's descriptor limit.
 const FD_LIMIT: u64 = 20_000;
-const PARENT_PREFIX: &str = "agent-bench-";
+pub(crate) const PARENT_PREFIX: &str = "agent-bench-";
 
 /// Removes the cgroups of earlier runs whose process is gone.
-fn sweep_stale(h: &Hierarchy) {
+pub(crate) fn sweep_stale(h: &Hierarchy) {
     let mut roots: Vec<PathBuf> = h.controller_dirs("/");
     roots.extend(h.unified_dir("/"));
     roots.sort();
@@ -58,14 +58,14 @@ fn sweep_stale(h: &Hierarchy) {
 }
 
 /// N empty cgroups in every controller, removed on drop.
-struct BenchCgroups {
+pub(crate) struct BenchCgroups {
     parent_dirs: Vec<PathBuf>,
     dirs: Vec<PathBuf>,
     paths: Vec<String>,
 }
 
 impl BenchCgroups {
-    fn create(h: &Hierarchy, parent: &str, n: usize) -> anyhow::Result<Self> {
+    pub(crate) fn create(h: &Hierarchy, parent: &str, n: usize) -> anyhow::Result<Self> {
         let mut me = BenchCgroups {
             parent_dirs: h.controller_dirs(parent),
             dirs: Vec::new(),
@@ -105,9 +105,9 @@ impl Drop for BenchCgroups {
 }
 
 /// The release agent as a child; killed on drop.
-struct Agent {
-    child: Child,
-    addr: String,
+pub(crate) struct Agent {
+    pub(crate) child: Child,
+    pub(crate) addr: String,
 }
 
 impl Drop for Agent {
@@ -118,12 +118,12 @@ impl Drop for Agent {
 }
 
 /// A keep-alive HTTP/1.1 client, as Prometheus scrapes: one connection, many GETs.
-struct Client {
+pub(crate) struct Client {
     reader: BufReader<TcpStream>,
 }
 
 impl Client {
-    fn connect(addr: &str) -> anyhow::Result<Self> {
+    pub(crate) fn connect(addr: &str) -> anyhow::Result<Self> {
         let s = TcpStream::connect(addr)?;
         s.set_nodelay(true)?;
         Ok(Client {
@@ -132,7 +132,7 @@ impl Client {
     }
 
     /// GETs /metrics and returns the body.
-    fn scrape(&mut self, gzip: bool) -> anyhow::Result<Vec<u8>> {
+    pub(crate) fn scrape(&mut self, gzip: bool) -> anyhow::Result<Vec<u8>> {
         let enc = if gzip {
             "Accept-Encoding: gzip\r\n"
         } else {
@@ -165,6 +165,15 @@ impl Client {
 }
 
 fn start_agent(bin: &PathBuf, parent: &str) -> anyhow::Result<Agent> {
+    start_agent_with(bin, parent, &[])
+}
+
+/// The release agent over the cgroups under `parent`, with `extra` flags.
+pub(crate) fn start_agent_with(
+    bin: &PathBuf,
+    parent: &str,
+    extra: &[&str],
+) -> anyhow::Result<Agent> {
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port();
@@ -181,6 +190,7 @@ fn start_agent(bin: &PathBuf, parent: &str) -> anyhow::Result<Agent> {
         ])
         .arg("--state-dir")
         .arg(&state)
+        .args(extra)
         .stdout(Stdio::null())
         .stderr(Stdio::null());
     // SAFETY: between fork and exec the closure only calls setrlimit, which is
@@ -210,7 +220,7 @@ fn start_agent(bin: &PathBuf, parent: &str) -> anyhow::Result<Agent> {
 }
 
 /// utime + stime of a process, in seconds.
-fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
+pub(crate) fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     let rest = &stat[stat.rfind(')').context("bad stat")? + 2..];
     let f: Vec<&str> = rest.split_whitespace().collect();
@@ -220,7 +230,7 @@ fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
 }
 
 /// (VmRSS, VmHWM) in MiB.
-fn rss_mib(pid: u32) -> anyhow::Result<(f64, f64)> {
+pub(crate) fn rss_mib(pid: u32) -> anyhow::Result<(f64, f64)> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     let field = |name: &str| -> f64 {
         status
@@ -233,7 +243,7 @@ fn rss_mib(pid: u32) -> anyhow::Result<(f64, f64)> {
     Ok((field("VmRSS:"), field("VmHWM:")))
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
+pub(crate) fn percentile(sorted: &[f64], p: f64) -> f64 {
     let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[idx.min(sorted.len() - 1)]
 }

@@ -154,6 +154,8 @@ enum Bench {
     Launch,
     /// Launch/rm cycles under a scraping Prometheus (also `cargo xtask soak`).
     Soak { cycles: Option<usize> },
+    /// What the web UI costs over N cgroups (default 1000), against --no-web-ui.
+    Ui { n: Option<usize> },
 }
 
 impl Bench {
@@ -167,6 +169,9 @@ impl Bench {
             Bench::Launch => vec!["launch".into()],
             Bench::Soak { cycles } => std::iter::once("soak".to_owned())
                 .chain(cycles.map(|c| c.to_string()))
+                .collect(),
+            Bench::Ui { n } => std::iter::once("ui".to_owned())
+                .chain(n.map(|n| n.to_string()))
                 .collect(),
         }
     }

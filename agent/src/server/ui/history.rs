@@ -81,18 +81,26 @@ pub const RING_BYTES: usize = SLOTS * (FIELDS * 4 + 4);
 /// One container's ring: slot `i` holds the values at `times[i]` (Unix seconds).
 #[derive(Debug)]
 struct Ring {
-    times: Box<[u32; SLOTS]>,
-    values: Box<[[f32; FIELDS]; SLOTS]>,
+    times: Box<[u32]>,
+    values: Box<[[f32; FIELDS]]>,
     /// The next slot to write, and how many are filled.
     head: usize,
     len: usize,
 }
 
 impl Ring {
+    /// Every slot is written now, so the resident size is the full ring from the
+    /// start, as the cost figures say (`vec![0; n]` would ask calloc for pages the
+    /// kernel only provides when first written).
+    #[allow(clippy::slow_vector_initialization)]
     fn new() -> Self {
+        let mut times = Vec::with_capacity(SLOTS);
+        times.resize(SLOTS, 0);
+        let mut values = Vec::with_capacity(SLOTS);
+        values.resize(SLOTS, [0.0; FIELDS]);
         Ring {
-            times: Box::new([0; SLOTS]),
-            values: Box::new([[0.0; FIELDS]; SLOTS]),
+            times: times.into_boxed_slice(),
+            values: values.into_boxed_slice(),
             head: 0,
             len: 0,
         }
@@ -365,5 +373,32 @@ impl History {
     /// OOM kills as they are noticed; nothing is sent while nobody listens.
     pub fn subscribe_oom(&self) -> broadcast::Receiver<OomNotice> {
         self.oom.subscribe()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_ring_keeps_the_last_slots_oldest_first() {
+        let mut ring = Ring::new();
+        assert_eq!(ring.iter().count(), 0);
+        for t in 0..(SLOTS as u32 + 7) {
+            ring.push(t, [t as f32; FIELDS]);
+        }
+        let times: Vec<u32> = ring.iter().map(|(t, _)| t).collect();
+        assert_eq!(times.len(), SLOTS);
+        assert_eq!(times[0], 7, "the 7 oldest were overwritten");
+        assert_eq!(*times.last().unwrap(), SLOTS as u32 + 6);
+        assert!(ring.iter().all(|(t, v)| v[0] == t as f32));
+    }
+
+    #[test]
+    fn ring_bytes_are_what_the_page_states() {
+        let ring = Ring::new();
+        let bytes = std::mem::size_of_val(&*ring.times) + std::mem::size_of_val(&*ring.values);
+        assert_eq!(bytes, RING_BYTES);
+        assert_eq!(RING_BYTES, 7920);
     }
 }
