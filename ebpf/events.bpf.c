@@ -4,10 +4,15 @@
  *
  *   tp_btf/sched_process_exec   exec (preferred: BTF-typed, cheapest)
  *   raw_tp/sched_process_exec   exec fallback
- *   tp_btf/sys_exit             the mount family (preferred: reads pt_regs directly)
+ *   fexit/__x64_sys_<mount family>  the mount family (preferred: only those syscalls pay)
+ *   tp_btf/sys_exit             the mount family where fexit is refused (every syscall pays)
  *   raw_tp/sys_exit             the mount family fallback (probe-reads pt_regs)
  *   tp_btf/cgroup_mkdir         new cgroup2 directories: id and path (optional)
  *   raw_tp/cgroup_mkdir         the same, fallback
+ *   tp_btf/sched_process_exit   process exits: status and start time (optional)
+ *   raw_tp/sched_process_exit   the same, fallback
+ *   fentry/oom_kill_process     OOM kills: victim and the memcg whose limit was hit (exact)
+ *   tp_btf/mark_victim          OOM kills, fallback: victim and its memcg chain (6.8+ prototype)
  *
  * The mount family is taken at sys_exit alone: on x86_64 the argument
  * registers in pt_regs are intact at exit, so arguments and result come in
@@ -70,10 +75,22 @@ struct mm_struct {
 	unsigned long arg_start;
 	unsigned long arg_end;
 } __pai;
+struct signal_struct {
+	struct {
+		int counter;
+	} live;
+} __pai;
 struct task_struct {
 	int pid;
 	int tgid;
+	int exit_code;
+	__u64 start_boottime;
 	struct task_struct *real_parent;
+	struct task_struct *group_leader;
+	struct signal_struct *signal;
+	struct css_set *cgroups;
+	const struct cred *cred;
+	char comm[16];
 	struct nsproxy *nsproxy;
 	struct mm_struct *mm;
 	struct pid *thread_pid;
@@ -83,6 +100,7 @@ struct linux_binprm {
 } __pai;
 struct kernfs_node {
 	__u64 id;
+	const char *name;
 } __pai;
 struct cgroup_root {
 	int hierarchy_id;
@@ -91,6 +109,38 @@ struct cgroup {
 	struct kernfs_node *kn;
 	struct cgroup_root *root;
 } __pai;
+struct cgroup_subsys_state {
+	struct cgroup *cgroup;
+	struct cgroup_subsys_state *parent;
+} __pai;
+struct css_set {
+	struct cgroup_subsys_state *subsys[12];
+	struct cgroup *dfl_cgrp;
+} __pai;
+struct page_counter {
+	struct {
+		long counter;
+	} usage;
+	unsigned long max;
+} __pai;
+struct mem_cgroup {
+	struct page_counter memory;
+} __pai;
+struct oom_control {
+	struct mem_cgroup *memcg;
+	struct task_struct *chosen;
+} __pai;
+struct cred {
+	struct {
+		unsigned int val;
+	} uid;
+	struct {
+		unsigned int val;
+	} gid;
+} __pai;
+enum cgroup_subsys_id {
+	memory_cgrp_id = 4,
+};
 struct pt_regs {
 	unsigned long di;
 	unsigned long si;
@@ -132,6 +182,22 @@ static __always_inline void count_lost(__u32 slot)
 		*n += 1;
 }
 
+/* The task's own pid namespace is the one at its struct pid's level
+ * (nsproxy->pid_ns_for_children is where its *children* go). */
+static __always_inline void fill_ns_pid(struct agent_event_header *h, struct task_struct *task)
+{
+	struct pid *tp = BPF_CORE_READ(task, thread_pid);
+	unsigned int level = BPF_CORE_READ(tp, level);
+	struct upid up = {};
+	if (tp && level < 64) {
+		void *at = (void *)tp + bpf_core_field_offset(struct pid, numbers) +
+			   (__u64)level * sizeof(struct upid);
+		bpf_probe_read_kernel(&up, sizeof(up), at);
+	}
+	h->ns_pid = up.nr;
+	h->pid_ns = up.ns ? BPF_CORE_READ(up.ns, ns.inum) : 0;
+}
+
 static __always_inline void fill_header(struct agent_event_header *h, __u32 kind)
 {
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
@@ -150,21 +216,28 @@ static __always_inline void fill_header(struct agent_event_header *h, __u32 kind
 	h->net_ns = BPF_CORE_READ(task, nsproxy, net_ns, ns.inum);
 	h->uts_ns = BPF_CORE_READ(task, nsproxy, uts_ns, ns.inum);
 	h->_pad = 0;
-
-	/* The task's own pid namespace is the one at its struct pid's level
-	 * (nsproxy->pid_ns_for_children is where its *children* go). */
-	struct pid *tp = BPF_CORE_READ(task, thread_pid);
-	unsigned int level = BPF_CORE_READ(tp, level);
-	struct upid up = {};
-	if (tp && level < 64) {
-		void *at = (void *)tp + bpf_core_field_offset(struct pid, numbers) +
-			   (__u64)level * sizeof(struct upid);
-		bpf_probe_read_kernel(&up, sizeof(up), at);
-	}
-	h->ns_pid = up.nr;
-	h->pid_ns = up.ns ? BPF_CORE_READ(up.ns, ns.inum) : 0;
-
+	fill_ns_pid(h, task);
 	bpf_get_current_comm(h->comm, sizeof(h->comm));
+}
+
+/* The same header for another task than the current one (an OOM victim). */
+static __always_inline void fill_task_header(struct agent_event_header *h, __u32 kind,
+					     struct task_struct *task)
+{
+	h->ts_ns = bpf_ktime_get_boot_ns();
+	h->cgroup_id = BPF_CORE_READ(task, cgroups, dfl_cgrp, kn, id);
+	h->kind = kind;
+	h->pid = BPF_CORE_READ(task, pid);
+	h->tgid = BPF_CORE_READ(task, tgid);
+	h->ppid = BPF_CORE_READ(task, real_parent, tgid);
+	h->uid = BPF_CORE_READ(task, cred, uid.val);
+	h->gid = BPF_CORE_READ(task, cred, gid.val);
+	h->mnt_ns = BPF_CORE_READ(task, nsproxy, mnt_ns, ns.inum);
+	h->net_ns = BPF_CORE_READ(task, nsproxy, net_ns, ns.inum);
+	h->uts_ns = BPF_CORE_READ(task, nsproxy, uts_ns, ns.inum);
+	h->_pad = 0;
+	fill_ns_pid(h, task);
+	BPF_CORE_READ_STR_INTO(&h->comm, task, comm);
 }
 
 /* ---- exec ---- */
@@ -328,6 +401,29 @@ static __always_inline int mount_event(__u32 op, long ret, unsigned long a0, uns
 	return 0;
 }
 
+/*
+ * fexit on each syscall of the family (its __x64_sys_* function, which takes
+ * the user's pt_regs): the same record as at sys_exit, but only these
+ * syscalls pay for it; every other syscall runs untouched. Used where the
+ * kernel allows fexit; the loader attaches all eight or none.
+ */
+#define MOUNT_FEXIT(fn, op)                                                                   \
+	SEC("fexit/" #fn)                                                                     \
+	int BPF_PROG(mount_fexit_##fn, struct pt_regs *regs, long ret)                        \
+	{                                                                                     \
+		return mount_event(op, ret, BPF_CORE_READ(regs, di), BPF_CORE_READ(regs, si), \
+				   BPF_CORE_READ(regs, dx), BPF_CORE_READ(regs, r10),          \
+				   BPF_CORE_READ(regs, r8));                                   \
+	}
+MOUNT_FEXIT(__x64_sys_mount, AGENT_MOUNT_OP_MOUNT)
+MOUNT_FEXIT(__x64_sys_umount, AGENT_MOUNT_OP_UMOUNT2)
+MOUNT_FEXIT(__x64_sys_fsopen, AGENT_MOUNT_OP_FSOPEN)
+MOUNT_FEXIT(__x64_sys_fsconfig, AGENT_MOUNT_OP_FSCONFIG)
+MOUNT_FEXIT(__x64_sys_fsmount, AGENT_MOUNT_OP_FSMOUNT)
+MOUNT_FEXIT(__x64_sys_move_mount, AGENT_MOUNT_OP_MOVE_MOUNT)
+MOUNT_FEXIT(__x64_sys_open_tree, AGENT_MOUNT_OP_OPEN_TREE)
+MOUNT_FEXIT(__x64_sys_mount_setattr, AGENT_MOUNT_OP_MOUNT_SETATTR)
+
 /* tp_btf: pt_regs is a trusted BTF pointer, read with plain (CO-RE) loads. */
 SEC("tp_btf/sys_exit")
 int BPF_PROG(mount_exit_btf, struct pt_regs *regs, long ret)
@@ -387,4 +483,120 @@ SEC("raw_tp/cgroup_mkdir")
 int BPF_PROG(cgroup_mkdir_raw, struct cgroup *cgrp, const char *path)
 {
 	return handle_cgroup_mkdir(cgrp, path);
+}
+
+/* ---- process exits ---- */
+
+/*
+ * Fires for every exiting thread; only the last one of a process is reported
+ * (signal->live is decremented before the tracepoint), so a process exit is
+ * one record whichever thread ends it. exit_code is already set then.
+ */
+static __always_inline int handle_exit(struct task_struct *task)
+{
+	if (BPF_CORE_READ(task, signal, live.counter) != 0)
+		return 0;
+	struct agent_exit_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e) {
+		count_lost(AGENT_LOST_EXIT);
+		return 0;
+	}
+	fill_header(&e->hdr, AGENT_EVENT_EXIT);
+	e->start_ns = BPF_CORE_READ(task, group_leader, start_boottime);
+	e->status = BPF_CORE_READ(task, exit_code);
+	e->_pad = 0;
+	bpf_ringbuf_submit(e, wakeup_flags());
+	return 0;
+}
+
+SEC("tp_btf/sched_process_exit")
+int BPF_PROG(exit_btf, struct task_struct *p)
+{
+	return handle_exit(p);
+}
+
+SEC("raw_tp/sched_process_exit")
+int BPF_PROG(exit_raw, struct task_struct *p)
+{
+	return handle_exit(p);
+}
+
+/* ---- OOM kills ---- */
+
+/*
+ * The victim, and its memory cgroup chain with usage and limit at the kill.
+ * `trigger` is the memcg whose limit was hit, when the hook knows it: then
+ * the level whose mem_cgroup is that one (-1 for a global OOM).
+ */
+static __always_inline int handle_oom(struct task_struct *victim, __u32 hook,
+				      struct mem_cgroup *trigger, int trigger_known)
+{
+	struct agent_oom_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e) {
+		count_lost(AGENT_LOST_OOM);
+		return 0;
+	}
+	fill_task_header(&e->hdr, AGENT_EVENT_OOM, victim);
+	e->hook = hook;
+	e->trigger = trigger_known ? -1 : -2;
+	e->truncated = 0;
+	e->killer_tgid = bpf_get_current_pid_tgid() >> 32;
+	e->_pad = 0;
+
+	struct cgroup_subsys_state *css = BPF_CORE_READ(
+		victim, cgroups, subsys[bpf_core_enum_value(enum cgroup_subsys_id, memory_cgrp_id)]);
+	__u32 n = 0;
+	for (__u32 i = 0; i < AGENT_OOM_LEVELS; i++) {
+		struct cgroup_subsys_state *parent = BPF_CORE_READ(css, parent);
+		/* The root (no parent) has no limit: not recorded. */
+		if (!css || !parent)
+			break;
+		struct agent_oom_memcg *m = &e->memcg[i];
+		struct mem_cgroup *memcg = (struct mem_cgroup *)css; /* css is its first member */
+		m->id = BPF_CORE_READ(css, cgroup, kn, id);
+		m->usage_pages = BPF_CORE_READ(memcg, memory.usage.counter);
+		m->max_pages = BPF_CORE_READ(memcg, memory.max);
+		const char *name = BPF_CORE_READ(css, cgroup, kn, name);
+		if (bpf_probe_read_kernel_str(m->name, sizeof(m->name), name) < 0)
+			m->name[0] = 0;
+		if (trigger_known && memcg == trigger)
+			e->trigger = i;
+		n = i + 1;
+		css = parent;
+	}
+	if (n == AGENT_OOM_LEVELS && css && BPF_CORE_READ(css, parent))
+		e->truncated = 1;
+	e->levels = n;
+	for (__u32 i = n; i < AGENT_OOM_LEVELS; i++) {
+		e->memcg[i].id = 0;
+		e->memcg[i].usage_pages = 0;
+		e->memcg[i].max_pages = 0;
+		e->memcg[i].name[0] = 0;
+	}
+	/* OOM kills are rare and the victim's container may go soon: wake the reader. */
+	bpf_ringbuf_submit(e, BPF_RB_FORCE_WAKEUP);
+	return 0;
+}
+
+/* Exact: oc->memcg is the cgroup whose limit was hit (NULL: a global OOM). */
+SEC("fentry/oom_kill_process")
+int BPF_PROG(oom_kill_fentry, struct oom_control *oc, const char *message)
+{
+	struct task_struct *victim = BPF_CORE_READ(oc, chosen);
+	if (!victim || (long)victim == -1)
+		return 0;
+	return handle_oom(victim, AGENT_OOM_HOOK_OOM_KILL_PROCESS, BPF_CORE_READ(oc, memcg), 1);
+}
+
+/*
+ * Where fentry is refused: the tracepoint (6.8+ passes the task; older
+ * kernels only a pid, and then the direct read of task->pid below fails
+ * verification, so this program does not load there).
+ */
+SEC("tp_btf/mark_victim")
+int BPF_PROG(oom_mark_victim_btf, struct task_struct *task)
+{
+	if (task->pid <= 0)
+		return 0;
+	return handle_oom(task, AGENT_OOM_HOOK_MARK_VICTIM, 0, 0);
 }

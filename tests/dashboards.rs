@@ -6,12 +6,11 @@
 //! Runs in about a second and needs neither root nor a running Prometheus.
 
 use agent_test_support::dashboard_queries;
+use agent_test_support::promtool;
 
 use dashboard_queries::{Variables, all_panels, dashboards_dir, metric_names};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 /// Per-container families of the metrics contract (DESIGN.md), labels `id`, `name`, `image`.
@@ -57,11 +56,14 @@ const CONTAINER_METRICS: &[&str] = &[
     // eBPF events (provisional names), labels id, name, image (+ operation, result).
     "agent_exec_events_total",
     "agent_mount_events_total",
+    "agent_process_exits_total",
+    "agent_oom_kills_total",
     // Containers started by `agent launch` (provisional names).
     "agent_container_info",
     "agent_container_exit_code",
     "agent_container_running",
     "agent_container_oom_killed",
+    "agent_container_restarts_total",
 ];
 
 /// The agent's own families (no container labels).
@@ -90,31 +92,6 @@ fn exported(name: &str) -> bool {
 }
 
 // ------------------------------------------------------------------ promtool
-
-/// Runs promtool with `args` in `dir`; panics with its output unless it succeeds.
-fn promtool(dir: &Path, args: &[&str]) -> String {
-    let program = std::env::var("PROMTOOL").unwrap_or_else(|_| "promtool".to_string());
-    let output = match Command::new(&program).args(args).current_dir(dir).output() {
-        Ok(output) => output,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => panic!(
-            "`{program}` not found: these tests need promtool. Install Debian's `prometheus` \
-             package (apt-get install prometheus, gives /usr/bin/promtool) or set PROMTOOL."
-        ),
-        Err(e) => panic!("cannot run `{program}`: {e}"),
-    };
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(
-        output.status.success(),
-        "`promtool {}` failed in {}:\n{text}",
-        args.join(" "),
-        dir.display()
-    );
-    text
-}
 
 #[test]
 fn alert_rules_pass_promtool_check() {

@@ -21,10 +21,11 @@ use agent_test_support::require_privileges;
 
 use agent::runtime::seccomp::{DEFAULT_PROFILE, PROFILE_PACKAGE};
 use common::docker::Dockerd;
+use common::podman::Podman;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use support::Env;
+use support::{Env, SubidEntry};
 
 /// Podman's default profile (containers/common).
 const PODMAN_PROFILE: &str = "/usr/share/containers/seccomp.json";
@@ -76,54 +77,6 @@ fn outcomes(stdout: &str) -> BTreeMap<String, String> {
         .filter_map(|l| l.rsplit_once(' '))
         .map(|(n, o)| (n.to_string(), o.to_string()))
         .collect()
-}
-
-/// Podman with its own storage under a temporary directory (vfs, cgroupfs, no
-/// events), removed on drop.
-struct Podman {
-    dir: tempfile::TempDir,
-}
-
-impl Podman {
-    fn new() -> Option<Podman> {
-        if Command::new("podman").arg("--version").output().is_err() {
-            eprintln!(
-                "podman: not installed (apt-get install podman); comparing agent and docker only"
-            );
-            return None;
-        }
-        Some(Podman {
-            dir: tempfile::Builder::new()
-                .prefix("agent-podman")
-                .tempdir()
-                .unwrap(),
-        })
-    }
-
-    fn run(&self, args: &[&str]) -> std::process::Output {
-        Command::new("podman")
-            .arg("--root")
-            .arg(self.dir.path().join("root"))
-            .arg("--runroot")
-            .arg(self.dir.path().join("run"))
-            .args(["--cgroup-manager", "cgroupfs", "--events-backend", "none"])
-            .args(["--storage-driver", "vfs"])
-            .args(args)
-            .output()
-            .expect("run podman")
-    }
-}
-
-impl Drop for Podman {
-    fn drop(&mut self) {
-        let _ = self.run(&["rm", "-af"]);
-        let prefix = self.dir.path().to_string_lossy().into_owned();
-        for line in support::mounts_containing(&prefix) {
-            if let Some(mp) = line.split_whitespace().nth(4) {
-                let _ = Command::new("umount").args(["-l", mp]).status();
-            }
-        }
-    }
 }
 
 /// `name → passed?`: whether the call got past the filter (allowed, or failed
@@ -336,14 +289,14 @@ fn seccomp_and_capabilities_match_docker_and_podman() {
     if let Some(podman) = Podman::new() {
         let tar = env.dir.path().join("probe-rootfs.tar");
         common::docker::tar_dir(&root, &tar);
-        let imported = podman.run(&[
+        let imported = podman.output(&[
             "import",
             "-q",
             tar.to_str().unwrap(),
             "localhost/agent-probe:1",
         ]);
         assert!(imported.status.success(), "{imported:?}");
-        let out = podman.run(&[
+        let out = podman.output(&[
             "run",
             "--rm",
             "--network",
@@ -411,43 +364,6 @@ fn read_only_root_with_writable_tmpfs() {
     assert_eq!(lines[3], "1", "the root mount is ro");
     // Without --read-only the root is writable.
     env.launch(&["--rm", "busybox", "touch", "/x"]).ok();
-}
-
-/// A test entry in /etc/subuid and /etc/subgid, removed on drop (only if this
-/// test added it).
-struct SubidEntry {
-    added: Vec<(PathBuf, String)>,
-}
-
-impl SubidEntry {
-    fn ensure(name: &str, start: u32, count: u32) -> SubidEntry {
-        let mut added = Vec::new();
-        for file in ["/etc/subuid", "/etc/subgid"] {
-            let text = std::fs::read_to_string(file).unwrap_or_default();
-            if text.lines().any(|l| l.starts_with(&format!("{name}:"))) {
-                continue;
-            }
-            let line = format!("{name}:{start}:{count}\n");
-            let mut new = text.clone();
-            if !new.is_empty() && !new.ends_with('\n') {
-                new.push('\n');
-            }
-            new.push_str(&line);
-            std::fs::write(file, new).unwrap();
-            added.push((PathBuf::from(file), line));
-        }
-        SubidEntry { added }
-    }
-}
-
-impl Drop for SubidEntry {
-    fn drop(&mut self) {
-        for (file, line) in &self.added {
-            if let Ok(text) = std::fs::read_to_string(file) {
-                let _ = std::fs::write(file, text.replacen(line.as_str(), "", 1));
-            }
-        }
-    }
 }
 
 #[test]

@@ -6,70 +6,21 @@
 //! also when an assertion fails.
 
 use agent_test_support as common;
+use common::ebpf::{
+    BUSYBOX, collect, drain, sample_u64 as sample, scrape, skip, skip_reason, start,
+};
 
 use agent::container::{ContainerLabels, NoContainers, StaticLookup};
 use agent::ebpf::events::MountOp;
-use agent::ebpf::{EbpfError, EventKind, EventRecord, Tracer, TracerConfig};
-use prometheus_client::collector::Collector;
-use prometheus_client::encoding::DescriptorEncoder;
-use prometheus_client::registry::Registry;
+use agent::ebpf::{EbpfError, EventKind, EventRecord, MountHook, Tracer, TracerConfig};
 use std::ffi::{CString, c_char};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::broadcast;
 
-const BUSYBOX: &str = "/bin/busybox";
 const BOGUS_FS: &str = "agentbogusfs";
-
-/// Why this machine cannot run the tests, if it cannot.
-fn skip_reason() -> Option<String> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        return Some("not root".into());
-    }
-    if !Path::new("/sys/kernel/btf/vmlinux").exists() {
-        return Some("kernel has no BTF (/sys/kernel/btf/vmlinux)".into());
-    }
-    if !Path::new(BUSYBOX).exists() {
-        return Some(format!(
-            "{BUSYBOX} missing (apt-get install busybox-static)"
-        ));
-    }
-    None
-}
-
-/// Says why a test skips, past the test harness's output capture (which
-/// takes `eprintln!`), so that a skip is never silent.
-fn skip(reason: &str) {
-    use std::io::Write;
-    let _ = writeln!(std::io::stderr(), "SKIP: {reason}");
-}
-
-/// Starts the tracer, or explains why the test skips. A load failure on a
-/// machine that should support it is a test failure, not a skip.
-async fn start(
-    config: TracerConfig,
-    lookup: Arc<dyn agent::container::ContainerLookup>,
-) -> Option<Tracer> {
-    if let Some(reason) = skip_reason() {
-        skip(&reason);
-        return None;
-    }
-    match Tracer::start(config, lookup).await {
-        Ok(t) => Some(t),
-        Err(EbpfError::NotBuilt) => {
-            skip("eBPF programs not built (no clang at build time)");
-            None
-        }
-        Err(e) => panic!(
-            "tracer failed to start: {}",
-            agent::ebpf::loader::error_chain(&e)
-        ),
-    }
-}
 
 fn cstr(s: &str) -> CString {
     CString::new(s).expect("no NUL")
@@ -347,47 +298,6 @@ impl Drop for NsWorkload {
     }
 }
 
-/// Collects events from `rx` until `done` says so or `timeout` passes.
-async fn collect(
-    rx: &mut broadcast::Receiver<Arc<EventRecord>>,
-    timeout: Duration,
-    mut done: impl FnMut(&[Arc<EventRecord>]) -> bool,
-) -> Vec<Arc<EventRecord>> {
-    let deadline = Instant::now() + timeout;
-    let mut seen = Vec::new();
-    while !done(&seen) {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match tokio::time::timeout(left, rx.recv()).await {
-            Ok(Ok(ev)) => seen.push(ev),
-            Ok(Err(broadcast::error::RecvError::Lagged(n))) => panic!("subscriber lagged by {n}"),
-            Ok(Err(broadcast::error::RecvError::Closed)) | Err(_) => break,
-        }
-    }
-    seen
-}
-
-#[derive(Debug)]
-struct TracerCollector(Arc<Tracer>);
-
-impl Collector for TracerCollector {
-    fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
-        self.0.encode_metrics(&mut encoder)
-    }
-}
-
-fn scrape(tracer: &Arc<Tracer>) -> String {
-    let mut registry = Registry::default();
-    registry.register_collector(Box::new(TracerCollector(Arc::clone(tracer))));
-    let mut out = String::new();
-    prometheus_client::encoding::text::encode(&mut out, &registry).expect("encode");
-    out
-}
-
-fn sample(text: &str, series: &str) -> Option<u64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn namespace_execs_and_mounts_are_counted_exactly_and_streamed() {
     const K: usize = 7;
@@ -407,10 +317,11 @@ async fn namespace_execs_and_mounts_are_counted_exactly_and_streamed() {
             .iter()
             .any(|p| p.hook.ends_with("sched_process_exec") && p.attached)
     );
+    let mount_hooks: Vec<&str> = MountHook::ALL.iter().map(|k| k.hook()).collect();
     let mounts_live = tracer
         .programs()
         .iter()
-        .any(|p| p.hook.ends_with("/sys_exit") && p.attached);
+        .any(|p| mount_hooks.contains(&p.hook) && p.attached);
     assert!(
         mounts_live,
         "mount hooks did not attach: {:?}",
@@ -580,20 +491,17 @@ async fn namespace_execs_and_mounts_are_counted_exactly_and_streamed() {
         Some(1),
         "{text}"
     );
-    assert_eq!(
-        sample(
-            &text,
-            r#"agent_ebpf_program_attached{program="tp_btf/sys_exit"}"#
-        )
-        .unwrap_or(0)
-            + sample(
+    let live_mount_hooks: u64 = mount_hooks
+        .iter()
+        .map(|h| {
+            sample(
                 &text,
-                r#"agent_ebpf_program_attached{program="raw_tp/sys_exit"}"#
+                &format!(r#"agent_ebpf_program_attached{{program="{h}"}}"#),
             )
-            .unwrap_or(0),
-        1,
-        "exactly one sys_exit hook: {text}"
-    );
+            .expect("every mount hook is listed")
+        })
+        .sum();
+    assert_eq!(live_mount_hooks, 1, "exactly one mount hook: {text}");
     assert!(
         text.contains(r#"agent_ebpf_events_lost_total{type="exec"}"#),
         "{text}"
@@ -602,24 +510,6 @@ async fn namespace_execs_and_mounts_are_counted_exactly_and_streamed() {
         text.contains(r#"id="/",name="host""#),
         "host series: {text}"
     );
-}
-
-/// Receives until nothing arrives for `quiet` (or 10 s pass: a busy host
-/// may never be quiet).
-async fn drain(
-    rx: &mut broadcast::Receiver<Arc<EventRecord>>,
-    quiet: Duration,
-) -> Vec<Arc<EventRecord>> {
-    let mut seen = Vec::new();
-    let until = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < until {
-        match tokio::time::timeout(quiet, rx.recv()).await {
-            Ok(Ok(ev)) => seen.push(ev),
-            Ok(Err(broadcast::error::RecvError::Lagged(n))) => panic!("subscriber lagged by {n}"),
-            Ok(Err(broadcast::error::RecvError::Closed)) | Err(_) => return seen,
-        }
-    }
-    seen
 }
 
 fn is_marked_exec(e: &EventRecord, marker: &str) -> bool {
@@ -636,6 +526,8 @@ async fn full_ring_buffer_loses_and_counts_events_without_harm() {
     let config = TracerConfig {
         ring_buffer_bytes: 4096,
         trace_mounts: false,
+        // Exits would fill the one-page ring too: this test counts execs.
+        trace_exits: false,
         ..TracerConfig::default()
     };
     let Some(tracer) = start(config, Arc::new(NoContainers)).await else {
@@ -686,7 +578,7 @@ async fn full_ring_buffer_loses_and_counts_events_without_harm() {
     let want = first
         .iter()
         .chain(seen.iter())
-        .filter(|e| e.container == labels)
+        .filter(|e| e.container == labels && e.kind == EventKind::Exec)
         .count() as u64;
     assert!(want >= 3);
     assert_eq!(tracer.with_counters(|c| c.execs(&labels)), want);
@@ -755,7 +647,8 @@ async fn tracer_restarts_and_raw_tp_fallback_works() {
         [
             "raw_tp/sched_process_exec",
             "raw_tp/sys_exit",
-            "raw_tp/cgroup_mkdir"
+            "raw_tp/cgroup_mkdir",
+            "raw_tp/sched_process_exit"
         ]
     );
     let ev = one_exec(&second, "second").await;
@@ -968,7 +861,7 @@ async fn a_tracer_that_cannot_load_is_none() {
         ..TracerConfig::default()
     };
     assert!(
-        Tracer::start_or_warn(config.clone(), Arc::new(NoContainers))
+        Tracer::start_or_warn(config.clone(), Arc::new(NoContainers), &[])
             .await
             .is_none()
     );
@@ -976,4 +869,98 @@ async fn a_tracer_that_cannot_load_is_none() {
         .await
         .expect_err("a bad ring size must fail");
     assert!(matches!(err, EbpfError::RingSize(12345)), "{err:?}");
+}
+
+/// Each kind of mount hook this kernel allows, alone, over the same workload
+/// (the old and the new mount API): the same mount events, field for field.
+/// A kind the kernel refuses is reported and left out (fexit, here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_mount_hook_kind_sees_the_same_events() {
+    type Row = (
+        String,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+        u64,
+        u64,
+        i64,
+    );
+    let mut runs: Vec<(MountHook, Vec<Row>)> = Vec::new();
+    for kind in MountHook::ALL {
+        let config = TracerConfig {
+            mount_hooks: vec![kind],
+            trace_exits: false,
+            ..TracerConfig::default()
+        };
+        let Some(tracer) = start(config, Arc::new(NoContainers)).await else {
+            return;
+        };
+        let status = tracer
+            .programs()
+            .iter()
+            .find(|p| p.hook == kind.hook())
+            .expect("listed")
+            .clone();
+        if !status.attached {
+            skip(&format!(
+                "mount hook {} does not attach here: {}",
+                kind.hook(),
+                status.error.as_deref().unwrap_or("?")
+            ));
+            continue;
+        }
+        let others = tracer
+            .programs()
+            .iter()
+            .filter(|p| p.attached && p.hook != kind.hook())
+            .filter(|p| MountHook::ALL.iter().any(|k| k.hook() == p.hook))
+            .count();
+        assert_eq!(others, 0, "only {} is live", kind.hook());
+        let mut rx = tracer.subscribe();
+        let mut work = NsWorkload::spawn(1, "kinds", None, false, true);
+        let dir = work.dir.to_str().unwrap().to_owned();
+        assert_eq!(work.finish(), 0, "workload failed");
+        let seen = drain(&mut rx, Duration::from_millis(500)).await;
+        let g = seen
+            .iter()
+            .find(|e| {
+                e.mount
+                    .as_ref()
+                    .is_some_and(|m| m.info.target.as_deref() == Some(dir.as_str()))
+            })
+            .expect("a mount event on the workload's directory")
+            .process
+            .tgid;
+        let rows: Vec<Row> = seen
+            .iter()
+            .filter(|e| e.process.tgid == g)
+            .filter_map(|e| e.mount.as_ref())
+            .map(|m| {
+                let i = &m.info;
+                (
+                    i.operation.as_str().to_owned(),
+                    i.source.clone(),
+                    i.target.clone().map(|t| t.replace(&dir, "DIR")),
+                    i.fstype.clone(),
+                    i.flags,
+                    i.attr,
+                    // fds differ from run to run only in number, not in sign
+                    i.ret.signum(),
+                )
+            })
+            .collect();
+        assert_eq!(rows.len(), 7, "{} saw {rows:#?}", kind.hook());
+        eprintln!("{}: {} mount events", kind.hook(), rows.len());
+        runs.push((kind, rows));
+    }
+    assert!(!runs.is_empty());
+    for (kind, rows) in &runs[1..] {
+        assert_eq!(
+            rows,
+            &runs[0].1,
+            "{} and {} differ",
+            kind.hook(),
+            runs[0].0.hook()
+        );
+    }
 }

@@ -309,7 +309,7 @@ fn container_execs_and_mounts_are_counted_streamed_and_labelled() {
     //   launch` applies; there is no flag to add capabilities), so mount(2) fails
     //   with EPERM before the fstype is even looked up: two failed mounts;
     // - /bin/busybox unshare, which makes a user + mount namespace (no capability
-    //   needed) and makes it private with one successful mount(2) call of its own
+    //   needed, and no seccomp filter: see the launch below) and makes it private with one successful mount(2) call of its own
     //   (MS_REC|MS_PRIVATE on /; busybox's `--propagation unchanged` would instead
     //   call mount with flags 0 and fail with EINVAL), then execs /bin/sh, which
     //   execs /bin/mount of a tmpfs — allowed to the owner of the new mount
@@ -338,8 +338,22 @@ fn container_execs_and_mounts_are_counted_streamed_and_labelled() {
         unshare.join(" ")
     );
     let inner_env = format!("INNER={inner}");
+    // Docker's default seccomp profile (the agent's) refuses unshare(2) without
+    // CAP_SYS_ADMIN, as `docker run` does: this container opts out as a Docker
+    // user would.
     let mut launch = env.command(&[
-        "launch", "--name", &name, "-e", &inner_env, "busybox", "/bin/sh", "-c", &script,
+        "launch",
+        "-i",
+        "--name",
+        &name,
+        "--security-opt",
+        "seccomp=unconfined",
+        "-e",
+        &inner_env,
+        "busybox",
+        "/bin/sh",
+        "-c",
+        &script,
     ]);
     launch.stdin(Stdio::piped());
     let mut launch = KillOnDrop(launch.spawn().expect("agent launch"));

@@ -7,14 +7,19 @@
 //! - `agent-bench launch`: `agent launch --rm` side by side with `runc run`.
 //! - `agent-bench ui [N]`: what the web UI costs (scrape p50, RSS with history for
 //!   N containers, idle CPU), against `--no-web-ui` in the same run.
+//! - `agent-bench pull`: `agent pull` side by side with `skopeo copy` from a local registry.
 //! - `agent-bench soak [CYCLES]`: launch/rm cycles under a scraping Prometheus;
 //!   what grew (`cargo xtask soak`).
+//! - `agent-bench fleet [K] [N] [SECS]`: K agents over synthetic trees of N
+//!   containers under one real Prometheus.
 //!
 //! Run through `cargo xtask bench …`, which builds the release agent first and
 //! passes its path in `AGENT_BIN`.
 
 mod exec;
+mod fleet;
 mod launch;
+mod pull;
 mod scrape;
 mod soak;
 mod ui;
@@ -36,10 +41,12 @@ fn main() -> std::process::ExitCode {
         Some("scrape") => scrape::run(&args[1..]),
         Some("exec") => exec::run(),
         Some("launch") => launch::run(),
+        Some("pull") => pull::run(),
         Some("soak") => soak::run(&args[1..]),
         Some("ui") => ui::run(&args[1..]),
+        Some("fleet") => fleet::run(&args[1..]),
         _ => Err(anyhow::anyhow!(
-            "usage: agent-bench <scrape [N…] | exec | launch | ui [N] | soak [CYCLES]>"
+            "usage: agent-bench <scrape [N…] | exec | launch | pull | ui [N] | soak [CYCLES] | fleet [K] [N] [SECS]>"
         )),
     };
     match result {

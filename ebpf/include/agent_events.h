@@ -18,11 +18,19 @@
 #define AGENT_ARGS_LEN 512
 #define AGENT_PATH_LEN 256
 #define AGENT_FSTYPE_LEN 32
+#define AGENT_CGROUP_NAME_LEN 64
+#define AGENT_OOM_LEVELS 8
 
 /* agent_event_header.kind */
 #define AGENT_EVENT_EXEC 1
 #define AGENT_EVENT_MOUNT 2
 #define AGENT_EVENT_CGROUP_MKDIR 3
+#define AGENT_EVENT_EXIT 4
+#define AGENT_EVENT_OOM 5
+
+/* agent_oom_event.hook: which program saw the kill */
+#define AGENT_OOM_HOOK_OOM_KILL_PROCESS 1
+#define AGENT_OOM_HOOK_MARK_VICTIM 2
 
 /* agent_mount_event.op: one per traced syscall of the mount family */
 #define AGENT_MOUNT_OP_MOUNT 1
@@ -38,7 +46,9 @@
 #define AGENT_LOST_EXEC 0
 #define AGENT_LOST_MOUNT 1
 #define AGENT_LOST_CGROUP 2
-#define AGENT_LOST_SLOTS 3
+#define AGENT_LOST_EXIT 3
+#define AGENT_LOST_OOM 4
+#define AGENT_LOST_SLOTS 5
 
 struct agent_event_header {
 	__u64 ts_ns;     /* bpf_ktime_get_boot_ns() */
@@ -108,6 +118,47 @@ struct agent_cgroup_mkdir_event {
 };
 
 /*
+ * From sched_process_exit, once per process: when its last thread exits
+ * (signal->live has dropped to 0), not for every thread. The header describes
+ * that thread; `tgid` is the process.
+ */
+struct agent_exit_event {
+	struct agent_event_header hdr;
+	__u64 start_ns;  /* the process's start: group_leader->start_boottime (CLOCK_BOOTTIME ns) */
+	__u32 status;    /* as wait(2) reports it: exit code << 8, or the signal (| 0x80 with a core dump) */
+	__u32 _pad;
+};
+
+/* One memory cgroup of an OOM victim's chain, at the kill. */
+struct agent_oom_memcg {
+	__u64 id;          /* cgrp->kn->id: the directory's inode in its hierarchy */
+	__u64 usage_pages; /* page_counter usage (memory.current / memory.usage_in_bytes) */
+	__u64 max_pages;   /* page_counter max (memory.max / memory.limit_in_bytes); PAGE_COUNTER_MAX: none */
+	char name[AGENT_CGROUP_NAME_LEN]; /* the directory's name */
+};
+
+/*
+ * An OOM kill. The header describes the victim (not the task that ran the
+ * OOM killer). memcg[0] is the victim's memory cgroup, memcg[1] its parent,
+ * and so on up to (not including) the root.
+ *   trigger >= 0: memcg[trigger] is the cgroup whose limit was hit (exact:
+ *                 oom_kill_process's oc->memcg);
+ *   trigger == -1: a global (whole-machine) OOM, no cgroup's limit;
+ *   trigger == -2: the hook cannot know (mark_victim): user space infers it
+ *                 from usage against limit.
+ */
+struct agent_oom_event {
+	struct agent_event_header hdr;
+	__u32 hook;       /* AGENT_OOM_HOOK_* */
+	__u32 levels;     /* entries of memcg[] filled */
+	__s32 trigger;
+	__u32 truncated;  /* 1 when the chain is deeper than AGENT_OOM_LEVELS */
+	__u32 killer_tgid; /* the process that ran the OOM killer (the one that allocated) */
+	__u32 _pad;
+	struct agent_oom_memcg memcg[AGENT_OOM_LEVELS];
+};
+
+/*
  * The layout is pinned: agent/src/ebpf/events.rs asserts the same numbers on
  * its #[repr(C)] mirror, so a change on one side fails the build of both.
  */
@@ -127,5 +178,12 @@ _Static_assert(__builtin_offsetof(struct agent_mount_event, fstype) == 632, "fst
 _Static_assert(sizeof(struct agent_cgroup_mkdir_event) == 344, "cgroup mkdir size");
 _Static_assert(__builtin_offsetof(struct agent_cgroup_mkdir_event, id) == 80, "cgroup id offset");
 _Static_assert(__builtin_offsetof(struct agent_cgroup_mkdir_event, path) == 88, "cgroup path offset");
+_Static_assert(sizeof(struct agent_exit_event) == 96, "exit size");
+_Static_assert(__builtin_offsetof(struct agent_exit_event, start_ns) == 80, "exit start offset");
+_Static_assert(__builtin_offsetof(struct agent_exit_event, status) == 88, "exit status offset");
+_Static_assert(sizeof(struct agent_oom_memcg) == 88, "oom memcg size");
+_Static_assert(sizeof(struct agent_oom_event) == 808, "oom size");
+_Static_assert(__builtin_offsetof(struct agent_oom_event, trigger) == 88, "oom trigger offset");
+_Static_assert(__builtin_offsetof(struct agent_oom_event, memcg) == 104, "oom memcg offset");
 
 #endif /* AGENT_EVENTS_H */

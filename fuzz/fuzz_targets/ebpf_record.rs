@@ -5,9 +5,9 @@
 #![no_main]
 
 use agent::ebpf::events::{
-    ARGS_LEN, COMM_LEN, DecodeError, EVENT_CGROUP_MKDIR, Event, FILENAME_LEN, FSTYPE_LEN, PATH_LEN,
-    ProcessInfo, RawCgroupMkdirEvent, RawExecEvent, RawHeader, RawMountEvent, Record, decode,
-    decode_record,
+    ARGS_LEN, CGROUP_NAME_LEN, COMM_LEN, DecodeError, EVENT_CGROUP_MKDIR, Event, FILENAME_LEN,
+    FSTYPE_LEN, OOM_LEVELS, PATH_LEN, ProcessInfo, RawCgroupMkdirEvent, RawExecEvent, RawExitEvent,
+    RawHeader, RawMountEvent, RawOomEvent, Record, decode, decode_record,
 };
 use libfuzzer_sys::fuzz_target;
 use std::mem::size_of;
@@ -53,6 +53,24 @@ fuzz_target!(|data: &[u8]| {
                 }
             }
         }
+        Ok(Record::Event(Event::Exit(p, x))) => {
+            assert!(data.len() >= size_of::<RawExitEvent>());
+            process(p);
+            // Exactly one of code and signal.
+            assert_ne!(x.code().is_some(), x.signal().is_some());
+        }
+        Ok(Record::Event(Event::Oom(p, o))) => {
+            assert!(data.len() >= size_of::<RawOomEvent>());
+            process(p);
+            assert!(o.chain.len() <= OOM_LEVELS);
+            for m in &o.chain {
+                field(&m.name, CGROUP_NAME_LEN);
+            }
+            if let Some(i) = o.trigger_level() {
+                assert!(i < o.chain.len());
+                let _ = o.path(i);
+            }
+        }
         Ok(Record::CgroupMkdir(p, c)) => {
             assert!(data.len() >= size_of::<RawCgroupMkdirEvent>());
             process(p);
@@ -63,6 +81,7 @@ fuzz_target!(|data: &[u8]| {
             assert!(data.len() >= size_of::<RawHeader>() && *k != EVENT_CGROUP_MKDIR)
         }
         Err(DecodeError::UnknownMountOp(_)) => assert!(data.len() >= size_of::<RawMountEvent>()),
+        Err(DecodeError::UnknownOomHook(_)) => assert!(data.len() >= size_of::<RawOomEvent>()),
     }
     // `decode` is `decode_record` without the cgroup records.
     match (&record, decode(data)) {

@@ -4,7 +4,10 @@
 //! - `cargo xtask test`: install what is missing, then fmt, clippy and every test
 //!   (privileged and end-to-end ones need root, as in CI), then `vm-test`, then
 //!   `fuzz` with a short budget per target.
-//! - `cargo xtask bench [scrape|exec|launch]`: the scrape, event and launch paths.
+//! - `cargo xtask bench [scrape|exec|launch|pull]`: the scrape, event and launch paths.
+//! - `cargo xtask image [--agent PATH] [--out DIR]`: the agent's OCI image (see
+//!   `image.rs`), as an OCI layout and a tar that `docker load` reads.
+//! - `cargo xtask manifests`: regenerate deploy/kubernetes/'s copies of dashboards/.
 //! - `cargo xtask vm-test [--capture-fixtures]`: the privileged tests inside a qemu VM
 //!   running Debian's cloud kernel on cgroup v2 (see `vm/mod.rs`).
 //! - `cargo xtask fuzz [--seconds N] [TARGET…]`: the fuzz targets of `fuzz/` (see
@@ -48,7 +51,7 @@ pub fn build_release_agent() -> anyhow::Result<PathBuf> {
     Ok(workspace_root().join("target/release/agent"))
 }
 
-/// `cargo xtask bench [scrape [N…] | exec | launch]`: installs what the
+/// `cargo xtask bench [scrape [N…] | exec | launch | pull]`: installs what the
 /// benchmarks need, builds the release agent and `agent-bench`, runs it.
 fn bench(which: Option<Bench>) -> anyhow::Result<()> {
     packages::ensure(&packages::all())?;
@@ -60,6 +63,7 @@ fn bench(which: Option<Bench>) -> anyhow::Result<()> {
             Bench::Scrape { sizes: Vec::new() },
             Bench::Exec,
             Bench::Launch,
+            Bench::Pull,
         ]
         .iter()
         .map(Bench::args)
@@ -80,6 +84,7 @@ fn bench(which: Option<Bench>) -> anyhow::Result<()> {
 
 fn test() -> anyhow::Result<()> {
     packages::ensure(&packages::all())?;
+    packages::ensure_kubernetes_validate(&workspace_root())?;
     cargo(&["fmt", "--all", "--check"])?;
     cargo(&[
         "clippy",
@@ -99,6 +104,38 @@ fn test() -> anyhow::Result<()> {
     // Every fuzz target for a few seconds; the nightly build is most of it.
     let fuzz = fuzz::run(&fuzz::Options::smoke());
     host.and(vm).and(fuzz)
+}
+
+/// `cargo xtask image`: builds the release agent (unless one is given) and writes
+/// its OCI image; prints where, its size and what is in it.
+fn image(agent: Option<PathBuf>, out: Option<PathBuf>) -> anyhow::Result<()> {
+    let agent = match agent {
+        Some(a) => a,
+        None => {
+            packages::ensure(packages::SERVE_PACKAGES)?;
+            build_release_agent()?
+        }
+    };
+    packages::ensure(&["binutils"])?;
+    let out = out.unwrap_or_else(|| workspace_root().join("target/image"));
+    let reference = format!("agent:{}", env!("CARGO_PKG_VERSION"));
+    let img = xtask::image::build(&agent, &out, &reference)?;
+    let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+    println!("image {} ({})", img.reference, img.id);
+    for (path, bytes) in &img.files {
+        println!("  {path:<45} {:>7.2} MiB", mib(*bytes));
+    }
+    println!(
+        "layer {:.2} MiB ({:.2} MiB gzip-compressed, as a registry stores it)",
+        mib(img.layer_bytes),
+        mib(img.layer_gzip_bytes)
+    );
+    println!("OCI layout:  {}", img.layout.display());
+    println!(
+        "archive:     {}  (docker load -i / podman load -i / ctr images import / agent image import)",
+        img.archive.display()
+    );
+    Ok(())
 }
 
 fn run(args: &[String]) -> anyhow::Result<()> {
@@ -133,6 +170,17 @@ enum Task {
         #[command(subcommand)]
         bench: Option<Bench>,
     },
+    /// Build the agent's OCI image: an OCI layout and a tar for docker/podman load.
+    Image {
+        /// The agent binary to put in it (default: build the release binary).
+        #[arg(long)]
+        agent: Option<PathBuf>,
+        /// Output directory (default target/image).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Regenerate deploy/kubernetes/'s copies of dashboards/ (PrometheusRule, dashboard JSON).
+    Manifests,
     /// The privileged tests inside a qemu VM on Debian's cloud kernel and cgroup v2.
     VmTest(vm::Options),
     /// Launch/rm cycles while a real Prometheus scrapes every second: what grew.
@@ -152,10 +200,19 @@ enum Bench {
     Exec,
     /// `agent launch --rm` side by side with `runc run`.
     Launch,
+    /// `agent pull` side by side with `skopeo copy` from a local registry.
+    Pull,
     /// Launch/rm cycles under a scraping Prometheus (also `cargo xtask soak`).
     Soak { cycles: Option<usize> },
     /// What the web UI costs over N cgroups (default 1000), against --no-web-ui.
     Ui { n: Option<usize> },
+    /// K agents (default 20) over synthetic trees of N containers (default 200), one
+    /// Prometheus scraping every 5 s for SECS (default 60).
+    Fleet {
+        agents: Option<usize>,
+        containers: Option<usize>,
+        secs: Option<u64>,
+    },
 }
 
 impl Bench {
@@ -167,12 +224,25 @@ impl Bench {
                 .collect(),
             Bench::Exec => vec!["exec".into()],
             Bench::Launch => vec!["launch".into()],
+            Bench::Pull => vec!["pull".into()],
             Bench::Soak { cycles } => std::iter::once("soak".to_owned())
                 .chain(cycles.map(|c| c.to_string()))
                 .collect(),
             Bench::Ui { n } => std::iter::once("ui".to_owned())
                 .chain(n.map(|n| n.to_string()))
                 .collect(),
+            Bench::Fleet {
+                agents,
+                containers,
+                secs,
+            } => {
+                // Positional: clap gives a later one only after the earlier ones.
+                std::iter::once("fleet".to_owned())
+                    .chain(agents.map(|x| x.to_string()))
+                    .chain(containers.map(|x| x.to_string()))
+                    .chain(secs.map(|x| x.to_string()))
+                    .collect()
+            }
         }
     }
 }
@@ -182,6 +252,8 @@ fn main() -> std::process::ExitCode {
         Task::Run { serve_flags } => run(&serve_flags),
         Task::Test => test(),
         Task::Bench { bench } => self::bench(bench),
+        Task::Image { agent, out } => image(agent, out),
+        Task::Manifests => xtask::manifests::write(&workspace_root()),
         Task::VmTest(options) => vm::run(options),
         Task::Soak { cycles } => self::bench(Some(Bench::Soak { cycles })),
         Task::Fuzz(options) => fuzz::run(&options),

@@ -45,9 +45,29 @@ pub const PACKAGES: &[(&str, &str, &str)] = &[
     ("/usr/sbin/runc", "runc", "the launch benchmark baseline"),
     ("/usr/bin/umoci", "umoci", "building OCI test images"),
     (
+        "/usr/bin/skopeo",
+        "skopeo",
+        "pushing test images to a registry; the pull benchmark baseline",
+    ),
+    (
+        "/usr/bin/docker-registry",
+        "docker-registry",
+        "a real OCI distribution registry for the pull tests and benchmark",
+    ),
+    (
         "/usr/sbin/dockerd",
         "docker.io",
         "a real third-party runtime for discovery tests",
+    ),
+    (
+        "/usr/bin/ctr",
+        "containerd",
+        "a real containerd that imports the agent's image (ctr images import)",
+    ),
+    (
+        "/usr/bin/kubectl",
+        "kubernetes-client",
+        "building the kustomize base (kubectl kustomize) in the deploy test",
     ),
     (
         "/usr/bin/qemu-system-x86_64",
@@ -79,7 +99,17 @@ pub const PACKAGES: &[(&str, &str, &str)] = &[
     (
         "/usr/bin/podman",
         "podman",
-        "the seccomp comparison test (a second real runtime)",
+        "the seccomp comparison test and podman's naming test (a real runtime)",
+    ),
+    (
+        "/usr/bin/protoc",
+        "protobuf-compiler",
+        "building the agent (containerd's API client is generated from its protos)",
+    ),
+    (
+        "/usr/bin/containerd",
+        "containerd",
+        "the containerd and Kubernetes CRI naming tests (a real containerd)",
     ),
     (
         "/usr/bin/chromium",
@@ -99,8 +129,14 @@ pub const PACKAGES: &[(&str, &str, &str)] = &[
 ];
 
 /// The packages `serve` itself needs at run time (none beyond the kernel) and at
-/// build time (the eBPF toolchain, libseccomp).
-pub const SERVE_PACKAGES: &[&str] = &["clang-19", "llvm-19", "libbpf-dev", "libseccomp-dev"];
+/// build time (the eBPF toolchain, libseccomp, protoc for containerd's API client).
+pub const SERVE_PACKAGES: &[&str] = &[
+    "clang-19",
+    "llvm-19",
+    "libbpf-dev",
+    "libseccomp-dev",
+    "protobuf-compiler",
+];
 
 fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
@@ -167,4 +203,37 @@ pub fn all() -> Vec<&'static str> {
     let mut v: Vec<&str> = PACKAGES.iter().map(|(_, p, _)| *p).collect();
     v.dedup();
     v
+}
+
+/// PyPI's kubernetes-validate (it bundles the Kubernetes OpenAPI schemas), which the
+/// deploy test runs: installed with pip into a venv under `target/tools/venv`, not
+/// into the system's Python.
+pub fn ensure_kubernetes_validate(workspace: &Path) -> anyhow::Result<()> {
+    let venv = workspace.join("target/tools/venv");
+    if venv.join("bin/kubernetes-validate").is_file() {
+        return Ok(());
+    }
+    eprintln!(
+        "xtask: installing kubernetes-validate into {}",
+        venv.display()
+    );
+    let status = Command::new("python3")
+        .args(["-m", "venv"])
+        .arg(&venv)
+        .status()
+        .context("running python3 -m venv (Debian package python3-venv)")?;
+    if !status.success() {
+        bail!(
+            "python3 -m venv {} failed (apt-get install python3-venv)",
+            venv.display()
+        );
+    }
+    let status = Command::new(venv.join("bin/pip"))
+        .args(["install", "-q", "kubernetes-validate==1.37.0"])
+        .status()
+        .context("running pip")?;
+    if !status.success() {
+        bail!("pip install kubernetes-validate failed");
+    }
+    Ok(())
 }

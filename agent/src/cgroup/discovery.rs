@@ -6,6 +6,9 @@
 //! - containerd / CRI-O / Kubernetes: everything under `kubepods…` at pod or container
 //!   level (`pod<uid>`, `…-pod<uid>.slice`, `cri-containerd-<id>.scope`, `crio-<id>.scope`)
 //! - podman: `libpod-<id>.scope` or `/libpod_parent/libpod-<id>`
+//! - containerd outside Kubernetes (`ctr run`, in any containerd namespace): no
+//!   naming scheme (`/<namespace>/<id>` by default), so not by path: the tracker
+//!   adds the cgroups its running containers' bundles name
 //! - systemd services: `*.service`
 //!
 //! `--include` globs add other cgroups; `--exclude` globs remove any.
@@ -20,6 +23,8 @@ pub enum Runtime {
     Agent,
     Docker,
     Kubernetes,
+    /// containerd's own containers, found from its bundles (not by path).
+    Containerd,
     Podman,
     Systemd,
     /// Matched only by an `--include` pattern.
@@ -36,6 +41,7 @@ impl Runtime {
             Runtime::Agent => "agent",
             Runtime::Docker => "docker",
             Runtime::Kubernetes => "kubernetes",
+            Runtime::Containerd => "containerd",
             Runtime::Podman => "podman",
             Runtime::Systemd => "systemd",
             Runtime::Other => "other",

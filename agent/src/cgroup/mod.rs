@@ -5,6 +5,7 @@ pub mod discovery;
 pub mod groups;
 pub mod hierarchy;
 pub mod manager;
+pub mod namespace;
 pub mod parse;
 pub mod stats;
 pub mod watch;
@@ -13,6 +14,7 @@ pub use discovery::{Discovered, Filter, Runtime};
 pub use groups::{MetricGroup, MetricGroups};
 pub use hierarchy::{Controller, Hierarchy, V1Mount, Version};
 pub use manager::{AGENT_SUBTREE, CgroupInfo, ContainerCgroup, Limits};
+pub use namespace::{NsView, cgroup_path_from_proc};
 pub use stats::{CgroupStats, DeviceIo, IoOp, StatsError, StatsReader};
 
 use std::path::{Path, PathBuf};

@@ -1,4 +1,4 @@
-//! `agent events`: a live stream of exec and mount events from the running
+//! `agent events`: a live stream of exec, mount, exit and OOM-kill events from the running
 //! `agent serve`, read over its root-only control socket.
 
 use crate::ebpf::EventKind;
@@ -30,6 +30,8 @@ pub struct EventsArgs {
 pub enum TypeArg {
     Exec,
     Mount,
+    Exit,
+    Oom,
 }
 
 pub fn run(args: EventsArgs) -> anyhow::Result<ExitCode> {
@@ -44,6 +46,8 @@ pub fn run(args: EventsArgs) -> anyhow::Result<ExitCode> {
         kind: args.kind.map(|k| match k {
             TypeArg::Exec => EventKind::Exec,
             TypeArg::Mount => EventKind::Mount,
+            TypeArg::Exit => EventKind::Exit,
+            TypeArg::Oom => EventKind::Oom,
         }),
     };
     let mut line = serde_json::to_string(&request)?;

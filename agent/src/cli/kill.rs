@@ -1,7 +1,7 @@
 //! `agent kill`: send a signal to a container's PID 1.
 
 use super::state_dir::StateDir;
-use crate::runtime::supervisor;
+use crate::runtime::lifecycle;
 use crate::runtime::units::Signal;
 use clap::Args;
 use std::process::ExitCode;
@@ -22,7 +22,7 @@ pub fn run(args: KillArgs) -> anyhow::Result<ExitCode> {
     let Signal(sig) = args.signal;
     let paths = args.state.open()?;
     for c in &args.containers {
-        supervisor::kill(&paths, c, sig)?;
+        lifecycle::kill(&paths, c, sig)?;
         println!("{c}");
     }
     Ok(ExitCode::SUCCESS)

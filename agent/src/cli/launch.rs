@@ -2,9 +2,11 @@
 
 use super::state_dir::StateDir;
 use crate::runtime::capabilities::CapArg;
+use crate::runtime::restart::RestartPolicy;
 use crate::runtime::spec::LaunchOptions;
 use crate::runtime::supervisor::{self, Launched};
 use crate::runtime::units::{ByteSize, Cpus, MemorySwap, Network, PidsLimit, SecurityOpt};
+use crate::runtime::volumes::{MountArg, TmpfsArg, VolumeArg};
 use clap::Args;
 use std::process::ExitCode;
 
@@ -45,6 +47,13 @@ pub struct LaunchArgs {
     /// Network: none (own namespace, loopback only) or host.
     #[arg(long, default_value = "none")]
     network: Network,
+    /// Keep stdin open (without it the container's stdin is /dev/null).
+    #[arg(long, short = 'i')]
+    interactive: bool,
+    /// Allocate a pseudo-terminal (with -i: this terminal's input, raw; Ctrl-C
+    /// reaches the container).
+    #[arg(long, short = 't')]
+    tty: bool,
     /// Run in the background; output goes to `agent logs`.
     #[arg(long, short = 'd')]
     detach: bool,
@@ -73,6 +82,22 @@ pub struct LaunchArgs {
     /// /etc/subuid (and GROUP's, or USER's, from /etc/subgid).
     #[arg(long = "userns-remap", value_name = "USER[:GROUP]")]
     userns_remap: Option<String>,
+    /// Restart policy: no, on-failure[:N] (at most N restarts), always or
+    /// unless-stopped. `agent stop`, `kill` and `rm -f` end it.
+    #[arg(long, default_value = "no", value_name = "POLICY")]
+    restart: RestartPolicy,
+    /// Volume: HOST:CTR[:ro] binds a host path (made if missing), NAME:CTR[:ro]
+    /// a named volume of the store (made if missing, kept after rm).
+    #[arg(long = "volume", short = 'v', value_name = "SRC:CTR[:ro]")]
+    volumes: Vec<VolumeArg>,
+    /// A tmpfs at CTR, e.g. /run:size=64m,mode=1777 (noexec,nosuid,nodev).
+    #[arg(long, value_name = "CTR[:OPTS]")]
+    tmpfs: Vec<TmpfsArg>,
+    /// type=bind|volume|tmpfs,source=…,target=…[,readonly][,tmpfs-size=…]
+    #[arg(long = "mount", value_name = "SPEC")]
+    mounts: Vec<MountArg>,
+    #[command(flatten)]
+    pull: super::pull::LaunchPull,
     /// Image reference or id.
     image: String,
     /// Command and arguments (default: the image's Entrypoint and Cmd).
@@ -81,6 +106,8 @@ pub struct LaunchArgs {
 }
 
 pub fn run(args: LaunchArgs) -> anyhow::Result<ExitCode> {
+    let paths = args.state.open()?;
+    args.pull.ensure(&paths, &args.image)?;
     let opts = LaunchOptions {
         name: args.name,
         memory: args.memory,
@@ -102,10 +129,20 @@ pub fn run(args: LaunchArgs) -> anyhow::Result<ExitCode> {
         read_only: args.read_only,
         security_opts: args.security_opt,
         userns_remap: args.userns_remap,
+        restart: args.restart,
+        interactive: args.interactive,
+        tty: args.tty,
+        mounts: args
+            .volumes
+            .into_iter()
+            .map(|v| v.0)
+            .chain(args.mounts.into_iter().map(|m| m.0))
+            .chain(args.tmpfs.into_iter().map(|t| t.0))
+            .collect(),
         image: args.image,
         command: args.command,
     };
-    Ok(report(supervisor::launch(&args.state.open()?, &opts)?))
+    Ok(report(supervisor::launch(&paths, &opts)?))
 }
 
 /// What the command line says of a launch: a detached container's id, or the

@@ -1,17 +1,21 @@
 //! Command line: one file per subcommand, each returning `anyhow::Result`.
 
+mod attach;
 mod events;
+mod exec;
 mod image;
 mod inspect;
 mod kill;
 mod launch;
 mod logs;
 mod ps;
+mod pull;
 mod rm;
 mod run;
 pub(crate) mod serve;
 mod state_dir;
 mod stop;
+mod volume;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -33,6 +37,8 @@ pub enum Command {
     Events(events::EventsArgs),
     /// Run a command in a new container from an image.
     Launch(Box<launch::LaunchArgs>),
+    /// Run a command in a running container.
+    Exec(exec::ExecArgs),
     /// Run an OCI bundle (config.json and its rootfs, as `runc spec` makes them).
     Run(run::RunArgs),
     /// List containers.
@@ -45,10 +51,17 @@ pub enum Command {
     Kill(kill::KillArgs),
     /// Remove containers.
     Rm(rm::RmArgs),
+    /// Attach this terminal to a detached container (its output, and its input
+    /// with -i).
+    Attach(attach::AttachArgs),
     /// Print a detached container's output.
     Logs(logs::LogsArgs),
     /// Import, list and remove images.
     Image(image::ImageArgs),
+    /// Create, list and remove named volumes.
+    Volume(volume::VolumeArgs),
+    /// Pull an image from a registry into the store.
+    Pull(pull::PullArgs),
 }
 
 impl Command {
@@ -58,6 +71,7 @@ impl Command {
             self,
             Command::Events(_) | Command::Ps(_) | Command::Inspect(_) | Command::Logs(_)
         ) || matches!(self, Command::Image(args) if args.only_reads())
+            || matches!(self, Command::Volume(args) if args.only_reads())
     }
 }
 
@@ -98,13 +112,17 @@ pub fn main() -> ExitCode {
         Command::Events(args) => events::run(args),
         Command::Launch(args) => launch::run(*args),
         Command::Run(args) => run::run(args),
+        Command::Exec(args) => exec::run(args),
         Command::Ps(args) => ps::run(args),
         Command::Inspect(args) => inspect::run(args),
         Command::Stop(args) => stop::run(args),
         Command::Kill(args) => kill::run(args),
         Command::Rm(args) => rm::run(args),
         Command::Logs(args) => logs::run(args),
+        Command::Attach(args) => attach::run(args),
         Command::Image(args) => image::run(args),
+        Command::Volume(args) => volume::run(args),
+        Command::Pull(args) => pull::run(args),
     };
     match result {
         Ok(code) => code,

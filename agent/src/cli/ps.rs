@@ -33,7 +33,12 @@ fn status(c: &ContainerState, now: f64) -> String {
         Status::Running if c.is_running() => {
             format!("Up {}", ago(now - c.started_at.unwrap_or(now)))
         }
-        Status::Running | Status::Dead => "Dead (supervisor gone)".into(),
+        Status::Restarting if c.supervisor_alive() => format!(
+            "Restarting ({}) {} ago",
+            c.exit_code.unwrap_or(-1),
+            ago(now - c.finished_at.unwrap_or(now))
+        ),
+        Status::Running | Status::Restarting | Status::Dead => "Dead (supervisor gone)".into(),
         Status::Created => "Created".into(),
         Status::Exited => format!(
             "Exited ({}){} {} ago",

@@ -1,7 +1,7 @@
 //! `agent rm`: remove containers (their layer, cgroup and state).
 
 use super::state_dir::StateDir;
-use crate::runtime::supervisor;
+use crate::runtime::lifecycle;
 use clap::Args;
 use std::process::ExitCode;
 
@@ -20,7 +20,7 @@ pub struct RmArgs {
 pub fn run(args: RmArgs) -> anyhow::Result<ExitCode> {
     let paths = args.state.open()?;
     for c in &args.containers {
-        supervisor::remove(&paths, c, args.force)?;
+        lifecycle::remove(&paths, c, args.force)?;
         println!("{c}");
     }
     Ok(ExitCode::SUCCESS)

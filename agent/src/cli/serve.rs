@@ -1,9 +1,9 @@
 //! `agent serve`: the node daemon.
 
-use crate::cgroup::{Filter, Hierarchy, MetricGroup, MetricGroups};
+use crate::cgroup::{Filter, Hierarchy, MetricGroup, MetricGroups, NsView};
 use crate::container::{MetadataSource, Tracker};
 use crate::ebpf::{Tracer, TracerCollector, TracerConfig};
-use crate::machine::MachineFacts;
+use crate::machine::{MachineFacts, privileges};
 use crate::metrics::{ExportOptions, Exporter, LabelKeys, LaunchedCollector};
 use crate::server::connections::Limits;
 use crate::server::ui::{self, Ui, history::History};
@@ -37,6 +37,30 @@ pub struct ServeArgs {
     /// Docker's data root, for container names and images.
     #[arg(long, env = "AGENT_DOCKER_ROOT", default_value = "/var/lib/docker")]
     pub docker_root: PathBuf,
+    /// containerd's state directory (its `state`, where the shims' bundles say
+    /// which cgroup each container has), for containers of every containerd
+    /// namespace, Kubernetes' included.
+    #[arg(
+        long,
+        env = "AGENT_CONTAINERD_STATE",
+        default_value = "/run/containerd"
+    )]
+    pub containerd_state: PathBuf,
+    /// containerd's API socket, asked once per new container for its name,
+    /// image and labels (in the background, never at scrape time).
+    #[arg(
+        long,
+        env = "AGENT_CONTAINERD_SOCKET",
+        default_value = "/run/containerd/containerd.sock"
+    )]
+    pub containerd_socket: PathBuf,
+    /// podman's storage root (rootful podman), for its containers' names and images.
+    #[arg(
+        long,
+        env = "AGENT_PODMAN_ROOT",
+        default_value = "/var/lib/containers/storage"
+    )]
+    pub podman_root: PathBuf,
     /// The agent's state root (containers started by `agent launch`).
     #[arg(long, env = "AGENT_STATE_DIR", default_value = "/var/lib/agent")]
     pub state_dir: PathBuf,
@@ -68,6 +92,28 @@ pub struct ServeArgs {
     /// of every process (about 100 ns each on this project's test host).
     #[arg(long)]
     pub no_trace_mounts: bool,
+    /// Do not trace process exits (`agent events --type exit`,
+    /// agent_process_exits_total). The exit hook runs once per exiting thread.
+    #[arg(long)]
+    pub no_trace_exits: bool,
+    /// Also write every traced event as a JSON line to this file (created 0600),
+    /// for log shippers; rotated by size.
+    #[arg(long, value_name = "PATH")]
+    pub events_file: Option<PathBuf>,
+    /// Rotate the events file before it would pass this size (PATH.1, PATH.2, …).
+    #[arg(
+        long,
+        value_name = "SIZE",
+        default_value = "100Mi",
+        requires = "events_file"
+    )]
+    pub events_file_max_bytes: crate::runtime::units::ByteSize,
+    /// Rotated events files to keep.
+    #[arg(long, value_name = "N", default_value_t = 5, requires = "events_file")]
+    pub events_file_keep: u32,
+    /// Keep each exec's argv in the events file (it can hold secrets; off by default).
+    #[arg(long, requires = "events_file")]
+    pub events_file_argv: bool,
     /// The root-only unix socket for `agent events`.
     #[arg(long, env = "AGENT_CONTROL_SOCKET", default_value = crate::server::control::DEFAULT_SOCKET)]
     pub control_socket: PathBuf,
@@ -278,10 +324,11 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         hierarchy.clone(),
         filter,
         MetadataSource {
-            docker_root: args.docker_root.clone(),
-            state_dir: args.state_dir.clone(),
             env_keys: args.container_env.clone(),
-        },
+            ..MetadataSource::new(&args.docker_root, &args.state_dir)
+        }
+        .with_containerd(&args.containerd_state, &args.containerd_socket)
+        .with_podman(&args.podman_root),
         args.rescan_interval,
     )
     .with_groups(groups);
@@ -295,6 +342,11 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let index = tracker.container_index();
     let flags = args.flags_in_effect();
     let machine = export.machine.clone();
+    // Run in a container, the agent may stand in a cgroup namespace of its own, and
+    // lack a capability or a mount: found now, said once in the start-up line.
+    let proc_root = std::path::Path::new("/proc");
+    let ns_view = NsView::detect(&hierarchy, proc_root, std::process::id());
+    let missing = privileges::check(proc_root, &ns_view, !args.no_ebpf);
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -307,15 +359,45 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         let listener = server::bind(args.listen)
             .with_context(|| format!("listening on {}", args.listen))?;
         let tracer = if args.no_ebpf {
-            tracing::info!("eBPF tracing disabled (--no-ebpf)");
+            let (warn, line) =
+                privileges::startup_line(&privileges::Tracing::Disabled, &missing, &ns_view);
+            if warn {
+                tracing::warn!("{line}");
+            } else {
+                tracing::info!("{line}");
+            }
             None
         } else {
             let config = TracerConfig {
                 trace_mounts: !args.no_trace_mounts,
+                ns_view: ns_view.clone(),
+                trace_exits: !args.no_trace_exits,
                 ..TracerConfig::default()
             };
-            Tracer::start_or_warn(config, index).await.map(Arc::new)
+            Tracer::start_or_warn(config, index, &missing)
+                .await
+                .map(Arc::new)
         };
+        if let Some(path) = &args.events_file {
+            match &tracer {
+                Some(t) => {
+                    let config = server::events_file::EventsFileConfig {
+                        path: path.clone(),
+                        max_bytes: args.events_file_max_bytes.0,
+                        keep: args.events_file_keep,
+                        argv: args.events_file_argv,
+                    };
+                    server::events_file::spawn(config, t.subscribe()).map_err(|e| {
+                        anyhow::anyhow!(crate::ebpf::loader::error_chain(&e))
+                    })?;
+                    tracing::info!(path = %path.display(), "writing events to a file");
+                }
+                None => tracing::warn!(
+                    path = %path.display(),
+                    "eBPF tracing is off: the events file stays empty"
+                ),
+            }
+        }
         // Loading parsed the kernel's BTF (megabytes, now freed); hand the freed
         // heap back to the system so the daemon's resident size stays small.
         server::release_free_heap();

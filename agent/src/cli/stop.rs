@@ -1,7 +1,7 @@
 //! `agent stop`: SIGTERM, then SIGKILL after a grace period.
 
 use super::state_dir::StateDir;
-use crate::runtime::supervisor;
+use crate::runtime::lifecycle;
 use clap::Args;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -21,7 +21,7 @@ pub struct StopArgs {
 pub fn run(args: StopArgs) -> anyhow::Result<ExitCode> {
     let paths = args.state.open()?;
     for c in &args.containers {
-        supervisor::stop(&paths, c, Duration::from_secs(args.time))?;
+        lifecycle::stop(&paths, c, Duration::from_secs(args.time))?;
         println!("{c}");
     }
     Ok(ExitCode::SUCCESS)

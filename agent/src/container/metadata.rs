@@ -1,9 +1,14 @@
-//! Container names, images and labels, read from the runtimes' own files on disk.
+//! Container names, images and labels, from the runtimes' own records.
 //!
-//! No runtime API is called: Docker keeps `containers/<id>/config.v2.json` under its
-//! data root, and the agent keeps `containers/<id>/state.json` (and the OCI
-//! `config.json` it runs, with the environment) under its state root.
+//! Docker keeps `containers/<id>/config.v2.json` under its data root, and the
+//! agent keeps `containers/<id>/state.json` (and the OCI `config.json` it runs,
+//! with the environment) under its state root: both are read here. podman's
+//! store is read by [`super::podman`]; containerd's records come from its API,
+//! fetched in the background by [`super::containerd`], so a lookup here only
+//! reads memory for them.
 
+use super::containerd::Containerd;
+use super::podman::Podman;
 use crate::cgroup::discovery::{Discovered, Runtime};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -17,6 +22,18 @@ pub struct ContainerMeta {
     /// The container's environment variables named in
     /// [`MetadataSource::env_keys`], and no others.
     pub env: BTreeMap<String, String>,
+    /// A Kubernetes container's (or pod's) labels, as kubelet gives them.
+    pub kube: Option<KubeLabels>,
+}
+
+/// The `pod`, `namespace` and `container` labels kubelet's `/metrics/cadvisor`
+/// puts on every series of a pod's cgroups.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KubeLabels {
+    pub pod: String,
+    pub namespace: String,
+    /// Empty for the pod's own cgroup and its sandbox, as kubelet gives them.
+    pub container: String,
 }
 
 /// Where container metadata is found.
@@ -29,6 +46,10 @@ pub struct MetadataSource {
     /// The environment variables to keep (`agent serve --container-env`); every
     /// other one is dropped as soon as it is read, since environments hold secrets.
     pub env_keys: Vec<String>,
+    /// containerd's containers (`agent serve --containerd-state`), if followed.
+    pub containerd: Option<Containerd>,
+    /// podman's store (`agent serve --podman-root`), if followed.
+    pub podman: Option<Podman>,
 }
 
 /// Docker's own config files can hold thousands of labels; keep the info series sane.
@@ -44,16 +65,40 @@ impl MetadataSource {
             docker_root: docker_root.into(),
             state_dir: state_dir.into(),
             env_keys: Vec::new(),
+            containerd: None,
+            podman: None,
         }
+    }
+
+    /// Also follows containerd, whose state directory (its `state`, where the
+    /// shims' bundles are) is `state_dir` and whose API is on `socket`. Set
+    /// [`Self::env_keys`] first: the environment is filtered as it is fetched.
+    pub fn with_containerd(
+        mut self,
+        state_dir: impl Into<PathBuf>,
+        socket: impl Into<PathBuf>,
+    ) -> Self {
+        self.containerd = Some(Containerd::new(state_dir, socket, &self.env_keys));
+        self
+    }
+
+    /// Also follows podman, whose storage root is `root`.
+    pub fn with_podman(mut self, root: impl Into<PathBuf>) -> Self {
+        self.podman = Some(Podman::new(root));
+        self
     }
 
     /// Looks up the metadata of a discovered cgroup; `None` when nothing is on disk
     /// (yet): the caller tries again on the next scan.
     pub fn lookup(&self, d: &Discovered) -> Option<ContainerMeta> {
-        let id = d.container_id.as_deref()?;
-        match d.runtime {
-            Runtime::Docker => self.docker(id),
-            Runtime::Agent => self.agent(id),
+        let containerd = self.containerd.as_ref();
+        match (d.runtime, d.container_id.as_deref()) {
+            (Runtime::Docker, Some(id)) => self.docker(id),
+            (Runtime::Agent, Some(id)) => self.agent(id),
+            (Runtime::Podman, Some(id)) => self.podman.as_ref()?.lookup(id),
+            (Runtime::Containerd | Runtime::Kubernetes, Some(_)) => containerd?.lookup(&d.path),
+            // A pod's own cgroup.
+            (Runtime::Kubernetes, None) => containerd?.pod(&d.path),
             _ => None,
         }
     }
@@ -95,12 +140,13 @@ impl MetadataSource {
             image: st.image,
             labels: st.labels.into_iter().take(MAX_LABELS).collect(),
             env,
+            kube: None,
         })
     }
 }
 
 /// The file's bytes, or `None` when it cannot be read or is over [`MAX_CONFIG_BYTES`].
-fn read_capped(path: &Path) -> Option<Vec<u8>> {
+pub(crate) fn read_capped(path: &Path) -> Option<Vec<u8>> {
     use std::io::Read;
     let file = std::fs::File::open(path).ok()?;
     let mut bytes = Vec::new();
@@ -135,12 +181,16 @@ pub fn docker_config(bytes: &[u8], env_keys: &[String]) -> serde_json::Result<Co
             .to_string(),
         labels: string_map(config.and_then(|c| c.get("Labels"))),
         env: allowed_env(env_keys, config.and_then(|c| c.get("Env"))),
+        kube: None,
     })
 }
 
 /// The allow-listed variables of a JSON array of `KEY=VALUE` strings (Docker's
 /// `Config.Env`, OCI `process.env`); none when `keys` is empty.
-fn allowed_env(keys: &[String], env: Option<&serde_json::Value>) -> BTreeMap<String, String> {
+pub(crate) fn allowed_env(
+    keys: &[String],
+    env: Option<&serde_json::Value>,
+) -> BTreeMap<String, String> {
     if keys.is_empty() {
         return BTreeMap::new();
     }
@@ -182,11 +232,7 @@ mod tests {
                 "Env":["PATH=/bin","TIER=front=end","SECRET=hunter2","TIER2"]}}"#,
         )
         .unwrap();
-        let mut src = MetadataSource {
-            docker_root: t.path().into(),
-            state_dir: t.path().join("none"),
-            env_keys: Vec::new(),
-        };
+        let mut src = MetadataSource::new(t.path(), t.path().join("none"));
         let d = Discovered {
             path: format!("/docker/{ID}"),
             runtime: Runtime::Docker,
@@ -233,9 +279,8 @@ mod tests {
             container_id: Some("c1".into()),
         };
         let src = |keys: &[&str]| MetadataSource {
-            docker_root: t.path().join("docker"),
-            state_dir: t.path().into(),
             env_keys: keys.iter().map(|k| k.to_string()).collect(),
+            ..MetadataSource::new(t.path().join("docker"), t.path())
         };
         let m = src(&["LANG"]).lookup(&d).unwrap();
         assert_eq!(m.name, "web");
@@ -248,9 +293,8 @@ mod tests {
     fn missing_or_corrupt_config_is_none() {
         let t = tempfile::tempdir().unwrap();
         let src = MetadataSource {
-            docker_root: t.path().into(),
-            state_dir: t.path().into(),
             env_keys: vec!["A".into()],
+            ..MetadataSource::new(t.path(), t.path())
         };
         let d = Discovered {
             path: format!("/docker/{ID}"),

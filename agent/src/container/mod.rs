@@ -2,16 +2,19 @@
 //! metrics: which container owns a cgroup, and the labels (`id`, `name`, `image`)
 //! its series carry.
 //!
-//! - [`metadata`]: names, images and labels from the runtimes' own files;
+//! - [`metadata`]: names, images and labels from the runtimes' own records
+//!   (Docker's and the agent's files here, [`containerd`] and [`podman`] beside it);
 //! - [`index`]: the cgroup path / cgroup id → container table the event path asks;
 //! - [`tracker`]: the set of container cgroups `agent serve` follows and reads.
 
+pub mod containerd;
 pub mod index;
 pub mod metadata;
+pub mod podman;
 pub mod tracker;
 
 pub use index::ContainerIndex;
-pub use metadata::{ContainerMeta, MetadataSource};
+pub use metadata::{ContainerMeta, KubeLabels, MetadataSource};
 pub use tracker::{Sample, Tracked, Tracker};
 
 use parking_lot::RwLock;

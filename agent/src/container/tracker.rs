@@ -270,8 +270,10 @@ impl Tracker {
                 self.count_error(ScrapeErrorKind::NonUtf8Name);
             }
         }
+        let mut found = found.found;
+        self.add_containerd(&mut found);
         let mut next = BTreeMap::new();
-        for d in found.found {
+        for d in found {
             if let Some(mut t) = self.tracked.remove(&d.path) {
                 if !t.meta_found
                     && let Some(m) = self.metadata.lookup(&d)
@@ -300,6 +302,42 @@ impl Tracker {
         self.tracked = next;
         self.kept_fds = self.tracked.values().map(|t| t.reader.open_files()).sum();
         self.publish_index();
+    }
+
+    /// Adds the cgroups of containerd's running containers that no naming
+    /// scheme recognises (`ctr run` puts them at `/<namespace>/<id>`), and marks
+    /// those only an `--include` pattern found as containerd's.
+    fn add_containerd(&self, found: &mut Vec<Discovered>) {
+        let Some(containerd) = &self.metadata.containerd else {
+            return;
+        };
+        let Some(root) = self.hierarchy.walk_root() else {
+            return;
+        };
+        let mut added = false;
+        for (path, id) in containerd.scan() {
+            if self.filter.excludes(&path) || discovery::classify(&path).is_some() {
+                continue;
+            }
+            match found.iter_mut().find(|d| d.path == path) {
+                Some(d) => {
+                    d.runtime = Runtime::Containerd;
+                    d.container_id = Some(id);
+                }
+                None if root.join(path.trim_start_matches('/')).is_dir() => {
+                    found.push(Discovered {
+                        path,
+                        runtime: Runtime::Containerd,
+                        container_id: Some(id),
+                    });
+                    added = true;
+                }
+                None => {}
+            }
+        }
+        if added {
+            found.sort_by(|a, b| a.path.cmp(&b.path));
+        }
     }
 
     /// A reader that keeps its descriptors while the budget allows, and opens
@@ -509,6 +547,104 @@ mod tests {
         std::fs::remove_dir(memory.join("agent/two")).unwrap();
         tracker.refresh(false);
         assert_eq!(tracker.counts().get(&Runtime::Agent), Some(&1));
+    }
+
+    #[test]
+    fn containerd_containers_are_found_from_their_bundles_and_named_when_known() {
+        const CID: &str = "2d06dcee6c059bb568d9fc5156b118320dc636ddcec42a5e4fcbfc31178aba66";
+        let t = tempfile::tempdir().unwrap();
+        let memory = t.path().join("memory");
+        let pod = "/kubepods/besteffort/pod9";
+        for dir in [
+            "agentns/web".to_string(),
+            format!("{pod}/{CID}"),
+            "other/x".into(),
+        ] {
+            std::fs::create_dir_all(memory.join(dir.trim_start_matches('/'))).unwrap();
+        }
+        std::fs::write(memory.join("cgroup.procs"), "").unwrap();
+        let state = t.path().join("containerd");
+        for (ns, id, cgroup) in [
+            ("agentns", "web", "/agentns/web".to_string()),
+            ("k8s.io", CID, format!("{pod}/{CID}")),
+            // Its cgroup is not there (yet): not tracked.
+            ("agentns", "later", "/agentns/later".to_string()),
+        ] {
+            let bundle = state
+                .join("io.containerd.runtime.v2.task")
+                .join(ns)
+                .join(id);
+            std::fs::create_dir_all(&bundle).unwrap();
+            std::fs::write(
+                bundle.join("config.json"),
+                format!(r#"{{"linux":{{"cgroupsPath":"{cgroup}"}}}}"#),
+            )
+            .unwrap();
+        }
+        let metadata = MetadataSource::new(t.path().join("docker"), t.path().join("state"))
+            .with_containerd(&state, state.join("no.sock"));
+        let containerd = metadata.containerd.clone().unwrap();
+        let mut tracker = Tracker::new(
+            Hierarchy::detect(t.path()).unwrap(),
+            Filter::default(),
+            metadata,
+            Duration::ZERO,
+        );
+        tracker.refresh(true);
+        let runtime = |tr: &Tracker, p: &str| tr.tracked.get(p).map(|t| t.discovered.runtime);
+        assert_eq!(runtime(&tracker, "/agentns/web"), Some(Runtime::Containerd));
+        assert_eq!(
+            runtime(&tracker, &format!("{pod}/{CID}")),
+            Some(Runtime::Kubernetes)
+        );
+        assert_eq!(runtime(&tracker, pod), Some(Runtime::Kubernetes));
+        assert_eq!(runtime(&tracker, "/other/x"), None, "no bundle names it");
+        assert_eq!(runtime(&tracker, "/agentns/later"), None);
+        assert!(
+            tracker.tracked.values().all(|t| t.meta.name.is_empty()),
+            "nothing fetched yet"
+        );
+        // containerd answers (in the background); the next refresh names them.
+        containerd.answer_for_test(
+            "agentns",
+            "web",
+            ContainerMeta {
+                name: "web".into(),
+                image: "busybox:1".into(),
+                ..ContainerMeta::default()
+            },
+        );
+        let kube = super::super::KubeLabels {
+            pod: "p\"0\n".into(),
+            namespace: "ns".into(),
+            container: "app".into(),
+        };
+        containerd.answer_for_test(
+            "k8s.io",
+            CID,
+            ContainerMeta {
+                name: "k8s_app_p_ns_u_0".into(),
+                kube: Some(kube.clone()),
+                ..ContainerMeta::default()
+            },
+        );
+        // Their retries fall due (they back off from 1 s).
+        for t in tracker.tracked.values_mut() {
+            t.meta_retry.0 = Instant::now();
+        }
+        tracker.refresh(false);
+        let meta = |p: &str| tracker.tracked[p].meta.clone();
+        assert_eq!(meta("/agentns/web").image, "busybox:1");
+        assert_eq!(meta(&format!("{pod}/{CID}")).kube, Some(kube.clone()));
+        let pod_meta = meta(pod);
+        assert_eq!((pod_meta.name.as_str(), pod_meta.image.as_str()), ("", ""));
+        assert_eq!(
+            pod_meta.kube,
+            Some(super::super::KubeLabels {
+                container: String::new(),
+                ..kube
+            })
+        );
     }
 
     #[test]

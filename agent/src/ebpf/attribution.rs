@@ -8,31 +8,12 @@
 //! `0::` line), asks a [`ContainerLookup`] which container owns that cgroup,
 //! and caches the answer per namespace.
 
+use crate::cgroup::{NsView, cgroup_path_from_proc};
 use crate::container::{ContainerLabels, ContainerLookup};
 use std::collections::HashMap;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-
-/// The cgroup path of a process from the contents of `/proc/<pid>/cgroup`:
-/// on v1 (and hybrid) the memory controller's line, else the unified `0::` line.
-pub fn cgroup_path_from_proc(content: &str) -> Option<String> {
-    let mut unified = None;
-    for line in content.lines() {
-        let mut parts = line.splitn(3, ':');
-        let (Some(id), Some(controllers), Some(path)) = (parts.next(), parts.next(), parts.next())
-        else {
-            continue;
-        };
-        if controllers.split(',').any(|c| c == "memory") {
-            return Some(path.to_owned());
-        }
-        if id == "0" && controllers.is_empty() {
-            unified = Some(path.to_owned());
-        }
-    }
-    unified
-}
 
 /// How long a "no container" answer is trusted before asking again: discovery
 /// may learn of a fresh container a moment after its first exec.
@@ -106,6 +87,9 @@ pub struct Attributor {
     host_mnt_ns: Option<u32>,
     /// pidfds name processes of the real /proc only.
     use_pidfd: bool,
+    /// How `/proc/<pid>/cgroup` paths map to the tree's (the agent may run in a
+    /// private cgroup namespace).
+    ns_view: NsView,
     cache: HashMap<u32, CacheEntry>,
 }
 
@@ -121,8 +105,15 @@ impl Attributor {
             lookup,
             proc_root,
             host_mnt_ns,
+            ns_view: NsView::Host,
             cache: HashMap::new(),
         }
+    }
+
+    /// Reads `/proc/<pid>/cgroup` paths through `view` (see [`NsView`]).
+    pub fn with_ns_view(mut self, view: NsView) -> Self {
+        self.ns_view = view;
+        self
     }
 
     /// The host's mount namespace inode, if it could be read.
@@ -181,10 +172,12 @@ impl Attributor {
             }
         }
         // The parent usually outlives the child (a shell, an init): prefer it
-        // as the process the cache entry is checked against.
+        // as the process the cache entry is checked against. Either must still
+        // be in the namespace: an exit's process is gone by now, and its pid
+        // may already be another process's.
         let Some((holder, content)) = self
             .read_cgroup(ppid, Some(mnt_ns))
-            .or_else(|| self.read_cgroup(tgid, None))
+            .or_else(|| self.read_cgroup(tgid, Some(mnt_ns)))
         else {
             // Every process that could tell is gone (its events were still in
             // flight): count it to its namespace, and do not cache the guess.
@@ -196,6 +189,7 @@ impl Attributor {
             return (labels, Subject::Namespace { pid: tgid });
         };
         let (labels, subject) = match cgroup_path_from_proc(&content)
+            .and_then(|p| self.ns_view.tree_path(&p))
             .and_then(|cg| self.lookup.container_for_cgroup_path(&cg).map(|l| (l, cg)))
         {
             Some((labels, cgroup_path)) => (labels, Subject::Container { cgroup_path }),
@@ -307,17 +301,22 @@ mod tests {
         assert_eq!(l.container_for_cgroup_path("/docker/abc"), None);
     }
 
-    fn fake_proc(dir: &Path, pid: u32, cgroup: &str) {
+    /// A fake `/proc/<pid>` with its cgroup file and an `ns/mnt` whose inode
+    /// stands for its mount namespace (returned).
+    fn fake_proc(dir: &Path, pid: u32, cgroup: &str) -> u32 {
+        use std::os::unix::fs::MetadataExt;
         let p = dir.join(pid.to_string());
-        std::fs::create_dir_all(&p).unwrap();
+        std::fs::create_dir_all(p.join("ns")).unwrap();
         std::fs::write(p.join("cgroup"), cgroup).unwrap();
+        std::fs::write(p.join("ns/mnt"), "").unwrap();
+        u32::try_from(std::fs::metadata(p.join("ns/mnt")).unwrap().ino()).unwrap()
     }
 
     #[test]
     fn attributes_containers_namespaces_and_host() {
         let proc = tempfile::tempdir().unwrap();
-        fake_proc(proc.path(), 10, V1_HYBRID);
-        fake_proc(proc.path(), 11, "4:memory:/user.slice\n0::/\n");
+        let ns10 = fake_proc(proc.path(), 10, V1_HYBRID);
+        let ns11 = fake_proc(proc.path(), 11, "4:memory:/user.slice\n0::/\n");
         let lookup = Arc::new(StaticLookup::new());
         let web = ContainerLabels {
             id: "/docker/abc".into(),
@@ -330,12 +329,17 @@ mod tests {
         assert_eq!(a.host_mnt_ns(), None);
         a.host_mnt_ns = Some(1);
         assert_eq!(a.attribute(1, 10, 0, 0).0, ContainerLabels::host());
-        assert_eq!(a.attribute(100, 10, 0, 0).0, web);
-        // Cached per namespace: a pid that is gone still maps to the container.
-        assert_eq!(a.attribute(100, 999, 0, 0).0, web);
+        // A process of another namespace is not asked (its pid may be reused).
         assert_eq!(
-            a.attribute(200, 11, 0, 0).0,
-            ContainerLabels::namespace(200)
+            a.attribute(100, 10, 0, 0).0,
+            ContainerLabels::namespace(100)
+        );
+        assert_eq!(a.attribute(ns10, 10, 0, 0).0, web);
+        // Cached per namespace: a pid that is gone still maps to the container.
+        assert_eq!(a.attribute(ns10, 999, 0, 0).0, web);
+        assert_eq!(
+            a.attribute(ns11, 11, 0, 0).0,
+            ContainerLabels::namespace(ns11)
         );
         // A namespace first seen through a process that already exited, whose
         // parent cannot be checked to share its namespace.

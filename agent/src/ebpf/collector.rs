@@ -35,6 +35,8 @@ impl Tracer {
                 ("exec", lost_exec),
                 ("mount", lost_mount),
                 ("cgroup_mkdir", self.lost_cgroup_mkdir()),
+                ("exit", self.lost_exits()),
+                ("oom", self.lost_oom_kills()),
             ],
         )?;
         encode_counter_by(

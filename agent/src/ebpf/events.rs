@@ -13,10 +13,20 @@ pub const FILENAME_LEN: usize = 256;
 pub const ARGS_LEN: usize = 512;
 pub const PATH_LEN: usize = 256;
 pub const FSTYPE_LEN: usize = 32;
+pub const CGROUP_NAME_LEN: usize = 64;
+/// Memory cgroups of an OOM victim's chain that a record holds.
+pub const OOM_LEVELS: usize = 8;
 
 pub const EVENT_EXEC: u32 = 1;
 pub const EVENT_MOUNT: u32 = 2;
 pub const EVENT_CGROUP_MKDIR: u32 = 3;
+pub const EVENT_EXIT: u32 = 4;
+pub const EVENT_OOM: u32 = 5;
+
+/// `agent_oom_event.hook`: fentry on `oom_kill_process` (the trigger is exact).
+pub const OOM_HOOK_OOM_KILL_PROCESS: u32 = 1;
+/// `agent_oom_event.hook`: the `mark_victim` tracepoint (the trigger is inferred).
+pub const OOM_HOOK_MARK_VICTIM: u32 = 2;
 
 /// Index of the exec slot in the kernel's `lost_events` per-CPU array.
 pub const LOST_EXEC: u32 = 0;
@@ -24,8 +34,12 @@ pub const LOST_EXEC: u32 = 0;
 pub const LOST_MOUNT: u32 = 1;
 /// Index of the cgroup-mkdir slot in the kernel's `lost_events` per-CPU array.
 pub const LOST_CGROUP: u32 = 2;
+/// Index of the process-exit slot in the kernel's `lost_events` per-CPU array.
+pub const LOST_EXIT: u32 = 3;
+/// Index of the OOM-kill slot in the kernel's `lost_events` per-CPU array.
+pub const LOST_OOM: u32 = 4;
 /// Number of slots in `lost_events`.
-pub const LOST_SLOTS: u32 = 3;
+pub const LOST_SLOTS: u32 = 5;
 
 /// `agent_mount_event.op`, one per traced syscall of the mount family.
 pub const MOUNT_OP_MOUNT: u32 = 1;
@@ -95,6 +109,40 @@ pub struct RawCgroupMkdirEvent {
     pub path: [u8; PATH_LEN],
 }
 
+/// `struct agent_exit_event`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct RawExitEvent {
+    pub hdr: RawHeader,
+    pub start_ns: u64,
+    pub status: u32,
+    pub _pad: u32,
+}
+
+/// `struct agent_oom_memcg`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct RawOomMemcg {
+    pub id: u64,
+    pub usage_pages: u64,
+    pub max_pages: u64,
+    pub name: [u8; CGROUP_NAME_LEN],
+}
+
+/// `struct agent_oom_event`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct RawOomEvent {
+    pub hdr: RawHeader,
+    pub hook: u32,
+    pub levels: u32,
+    pub trigger: i32,
+    pub truncated: u32,
+    pub killer_tgid: u32,
+    pub _pad: u32,
+    pub memcg: [RawOomMemcg; OOM_LEVELS],
+}
+
 // The same numbers are asserted with _Static_assert in agent_events.h.
 const _: () = {
     assert!(size_of::<RawHeader>() == 80);
@@ -113,6 +161,13 @@ const _: () = {
     assert!(size_of::<RawCgroupMkdirEvent>() == 344);
     assert!(offset_of!(RawCgroupMkdirEvent, id) == 80);
     assert!(offset_of!(RawCgroupMkdirEvent, path) == 88);
+    assert!(size_of::<RawExitEvent>() == 96);
+    assert!(offset_of!(RawExitEvent, start_ns) == 80);
+    assert!(offset_of!(RawExitEvent, status) == 88);
+    assert!(size_of::<RawOomMemcg>() == 88);
+    assert!(size_of::<RawOomEvent>() == 808);
+    assert!(offset_of!(RawOomEvent, trigger) == 88);
+    assert!(offset_of!(RawOomEvent, memcg) == 104);
 };
 
 /// Plain-old-data records: every bit pattern of `size_of::<Self>()` bytes is a
@@ -129,6 +184,10 @@ unsafe impl Pod for RawExecEvent {}
 unsafe impl Pod for RawMountEvent {}
 // SAFETY: as above.
 unsafe impl Pod for RawCgroupMkdirEvent {}
+// SAFETY: as above.
+unsafe impl Pod for RawExitEvent {}
+// SAFETY: as above.
+unsafe impl Pod for RawOomEvent {}
 
 /// The bytes of a record, as the kernel would write them.
 fn pod_bytes<T: Pod>(v: &T) -> &[u8] {
@@ -159,6 +218,20 @@ impl RawCgroupMkdirEvent {
     }
 }
 
+impl RawExitEvent {
+    /// The record's bytes (for tests of the decoder).
+    pub fn as_bytes(&self) -> &[u8] {
+        pod_bytes(self)
+    }
+}
+
+impl RawOomEvent {
+    /// The record's bytes (for tests of the decoder).
+    pub fn as_bytes(&self) -> &[u8] {
+        pod_bytes(self)
+    }
+}
+
 fn read_pod<T: Pod>(bytes: &[u8]) -> Option<T> {
     if bytes.len() < size_of::<T>() {
         return None;
@@ -177,6 +250,8 @@ pub enum DecodeError {
     UnknownKind(u32),
     #[error("unknown mount operation {0}")]
     UnknownMountOp(u32),
+    #[error("unknown OOM hook {0}")]
+    UnknownOomHook(u32),
 }
 
 /// Which traced syscall of the mount family a mount event is.
@@ -280,6 +355,69 @@ impl MountInfo {
     }
 }
 
+/// A process exit: its wait status and when it started.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExitInfo {
+    /// When the process started (its thread-group leader), CLOCK_BOOTTIME ns.
+    pub start_boot_ns: u64,
+    /// The status as wait(2) reports it.
+    pub status: u32,
+}
+
+/// How a process ended, the `outcome` label of `agent_process_exits_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExitOutcome {
+    /// Exit code 0.
+    Ok,
+    /// A non-zero exit code.
+    Error,
+    /// Killed by a signal.
+    Signal,
+}
+
+impl ExitOutcome {
+    pub const ALL: [ExitOutcome; 3] = [ExitOutcome::Ok, ExitOutcome::Error, ExitOutcome::Signal];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExitOutcome::Ok => "ok",
+            ExitOutcome::Error => "error",
+            ExitOutcome::Signal => "signal",
+        }
+    }
+}
+
+impl ExitInfo {
+    /// The signal that killed the process, if one did.
+    pub fn signal(&self) -> Option<i32> {
+        let sig = (self.status & 0x7f) as i32;
+        (sig != 0).then_some(sig)
+    }
+
+    /// The exit code, when the process exited rather than being killed.
+    pub fn code(&self) -> Option<i32> {
+        self.signal()
+            .is_none()
+            .then_some(((self.status >> 8) & 0xff) as i32)
+    }
+
+    /// Whether the kernel dumped core when the signal killed it.
+    pub fn core_dumped(&self) -> bool {
+        self.signal().is_some() && self.status & 0x80 != 0
+    }
+
+    pub fn outcome(&self) -> ExitOutcome {
+        match (self.signal(), self.code()) {
+            (Some(_), _) => ExitOutcome::Signal,
+            (None, Some(0)) => ExitOutcome::Ok,
+            _ => ExitOutcome::Error,
+        }
+    }
+}
+
+pub use super::oom::{OOM_TRIGGER_SLACK_BYTES, OomHook, OomInfo, OomMemcg, OomTrigger};
+
 /// A new directory in the cgroup2 hierarchy.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CgroupMkdir {
@@ -290,17 +428,20 @@ pub struct CgroupMkdir {
     pub path: String,
 }
 
-/// A decoded exec or mount record.
+/// A decoded exec, mount or exit record.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
     Exec(ProcessInfo, ExecInfo),
     Mount(ProcessInfo, MountInfo),
+    Exit(ProcessInfo, ExitInfo),
+    /// The process is the victim.
+    Oom(ProcessInfo, OomInfo),
 }
 
 impl Event {
     pub fn process(&self) -> &ProcessInfo {
         match self {
-            Event::Exec(p, _) | Event::Mount(p, _) => p,
+            Event::Exec(p, _) | Event::Mount(p, _) | Event::Exit(p, _) | Event::Oom(p, _) => p,
         }
     }
 }
@@ -335,7 +476,7 @@ pub fn decode_record(bytes: &[u8]) -> Result<Record, DecodeError> {
     ))
 }
 
-/// Decodes one exec or mount record (a cgroup mkdir record is
+/// Decodes one exec, mount or exit record (a cgroup mkdir record is
 /// [`DecodeError::UnknownKind`] here: see [`decode_record`]).
 pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
     let hdr: RawHeader = read_pod(bytes).ok_or(DecodeError::TooShort {
@@ -380,6 +521,27 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
                 },
             ))
         }
+        EVENT_EXIT => {
+            let raw: RawExitEvent = read_pod(bytes).ok_or(DecodeError::TooShort {
+                what: "exit record",
+                len: bytes.len(),
+            })?;
+            Ok(Event::Exit(
+                process(&raw.hdr),
+                ExitInfo {
+                    start_boot_ns: raw.start_ns,
+                    status: raw.status,
+                },
+            ))
+        }
+        EVENT_OOM => {
+            let raw: RawOomEvent = read_pod(bytes).ok_or(DecodeError::TooShort {
+                what: "OOM record",
+                len: bytes.len(),
+            })?;
+            let (process, info) = super::oom::decode(&raw, process)?;
+            Ok(Event::Oom(process, info))
+        }
         other => Err(DecodeError::UnknownKind(other)),
     }
 }
@@ -403,7 +565,7 @@ fn process(h: &RawHeader) -> ProcessInfo {
 }
 
 /// The bytes up to the first NUL (or all of them), lossily as UTF-8.
-fn c_string(bytes: &[u8]) -> String {
+pub(super) fn c_string(bytes: &[u8]) -> String {
     let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
     String::from_utf8_lossy(&bytes[..end]).into_owned()
 }
@@ -589,6 +751,46 @@ mod tests {
         .unwrap() else {
             panic!("not a mount");
         };
+    }
+
+    #[test]
+    fn decodes_exits_by_outcome() {
+        let exit = |status| {
+            let raw = RawExitEvent {
+                hdr: header(EVENT_EXIT),
+                start_ns: 3,
+                status,
+                _pad: 0,
+            };
+            let Event::Exit(p, e) = decode(raw.as_bytes()).unwrap() else {
+                panic!("not an exit");
+            };
+            assert_eq!((p.tgid, e.start_boot_ns), (100, 3));
+            e
+        };
+        let ok = exit(0);
+        assert_eq!(
+            (ok.outcome(), ok.code(), ok.signal()),
+            (ExitOutcome::Ok, Some(0), None)
+        );
+        let err = exit(3 << 8);
+        assert_eq!((err.outcome(), err.code()), (ExitOutcome::Error, Some(3)));
+        let killed = exit(9);
+        assert_eq!(
+            (
+                killed.outcome(),
+                killed.signal(),
+                killed.code(),
+                killed.core_dumped()
+            ),
+            (ExitOutcome::Signal, Some(9), None, false)
+        );
+        let core = exit(0x80 | 11);
+        assert_eq!((core.signal(), core.core_dumped()), (Some(11), true));
+        assert!(matches!(
+            decode(&as_bytes(&header(EVENT_EXIT))),
+            Err(DecodeError::TooShort { .. })
+        ));
     }
 
     #[test]

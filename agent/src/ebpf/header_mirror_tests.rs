@@ -17,9 +17,18 @@ fn every_header_constant_has_its_rust_twin() {
         ("AGENT_ARGS_LEN", ARGS_LEN as u64),
         ("AGENT_PATH_LEN", PATH_LEN as u64),
         ("AGENT_FSTYPE_LEN", FSTYPE_LEN as u64),
+        ("AGENT_CGROUP_NAME_LEN", CGROUP_NAME_LEN as u64),
+        ("AGENT_OOM_LEVELS", OOM_LEVELS as u64),
         ("AGENT_EVENT_EXEC", EVENT_EXEC.into()),
         ("AGENT_EVENT_MOUNT", EVENT_MOUNT.into()),
         ("AGENT_EVENT_CGROUP_MKDIR", EVENT_CGROUP_MKDIR.into()),
+        ("AGENT_EVENT_EXIT", EVENT_EXIT.into()),
+        ("AGENT_EVENT_OOM", EVENT_OOM.into()),
+        (
+            "AGENT_OOM_HOOK_OOM_KILL_PROCESS",
+            OOM_HOOK_OOM_KILL_PROCESS.into(),
+        ),
+        ("AGENT_OOM_HOOK_MARK_VICTIM", OOM_HOOK_MARK_VICTIM.into()),
         ("AGENT_MOUNT_OP_MOUNT", MOUNT_OP_MOUNT.into()),
         ("AGENT_MOUNT_OP_UMOUNT2", MOUNT_OP_UMOUNT2.into()),
         ("AGENT_MOUNT_OP_FSOPEN", MOUNT_OP_FSOPEN.into()),
@@ -34,6 +43,8 @@ fn every_header_constant_has_its_rust_twin() {
         ("AGENT_LOST_EXEC", LOST_EXEC.into()),
         ("AGENT_LOST_MOUNT", LOST_MOUNT.into()),
         ("AGENT_LOST_CGROUP", LOST_CGROUP.into()),
+        ("AGENT_LOST_EXIT", LOST_EXIT.into()),
+        ("AGENT_LOST_OOM", LOST_OOM.into()),
         ("AGENT_LOST_SLOTS", LOST_SLOTS.into()),
     ];
     let defines: Vec<(&str, u64)> = HEADER
@@ -94,6 +105,30 @@ fn every_field_offset_matches_the_c_header() {
         "agent_cgroup_mkdir_event",
         RawCgroupMkdirEvent,
         [hdr, id, path]
+    ));
+    want.extend(fields!(
+        "agent_exit_event",
+        RawExitEvent,
+        [hdr, start_ns, status, _pad]
+    ));
+    want.extend(fields!(
+        "agent_oom_memcg",
+        RawOomMemcg,
+        [id, usage_pages, max_pages, name]
+    ));
+    want.extend(fields!(
+        "agent_oom_event",
+        RawOomEvent,
+        [
+            hdr,
+            hook,
+            levels,
+            trigger,
+            truncated,
+            killer_tgid,
+            _pad,
+            memcg
+        ]
     ));
 
     let dir = tempfile::tempdir().unwrap();

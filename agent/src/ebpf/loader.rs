@@ -2,13 +2,17 @@
 //! kernel allows, with its fallback, and the [`Tracer`] that owns them.
 
 use super::attribution::Attributor;
-use super::events::{LOST_CGROUP, LOST_EXEC, LOST_MOUNT};
+use super::events::{LOST_CGROUP, LOST_EXEC, LOST_EXIT, LOST_MOUNT, LOST_OOM};
+use super::hooks::{
+    HOOK_CGROUP_MKDIR, HOOK_EXEC, HOOK_EXIT, HOOK_MOUNT, MOUNT_FEXIT, NOT_CHOSEN, NOT_TRIED,
+    PROGRAMS, attach_btf, attach_either, attach_fentry, attach_mount, status, turned_off,
+};
+pub use super::hooks::{HOOKS, MOUNT_FEXIT_HOOK, MountHook};
 use super::metrics::EventCounters;
 use super::reader::{Shared, boot_to_unix_offset_ns, read_loop};
 use super::record::EventRecord;
 use crate::container::ContainerLookup;
 use aya::maps::{PerCpuArray, RingBuf};
-use aya::programs::{BtfTracePoint, RawTracePoint};
 use aya::{Btf, Ebpf, EbpfLoader};
 use parking_lot::Mutex;
 use std::path::PathBuf;
@@ -57,10 +61,15 @@ pub struct TracerConfig {
     /// Try `tp_btf/sched_process_exec` before `raw_tp/sched_process_exec`.
     /// Off forces the raw_tp fallback (tests use this to prove it works).
     pub prefer_tp_btf: bool,
-    /// Trace the mount family at `sys_exit`. That hook runs on every syscall
-    /// of every process (measured here: about 100 ns on a null syscall), so it
-    /// can be turned off.
+    /// Trace the mount family. Where fexit is refused the hook is `sys_exit`,
+    /// which runs on every syscall of every process (measured here: about
+    /// 100 ns on a null syscall), so it can be turned off.
     pub trace_mounts: bool,
+    /// The mount hooks to try, cheapest first; the first that attaches is used.
+    /// Tests and benchmarks narrow it to prove each kind.
+    pub mount_hooks: Vec<MountHook>,
+    /// Trace process exits at `sched_process_exit` (runs once per exiting thread).
+    pub trace_exits: bool,
     /// Ring buffer size in bytes: a power of two, a multiple of the page size.
     pub ring_buffer_bytes: u32,
     /// Series of containers and namespaces that are gone are dropped this
@@ -70,6 +79,8 @@ pub struct TracerConfig {
     pub subscriber_queue: usize,
     /// Where /proc is (tests may point elsewhere).
     pub proc_root: PathBuf,
+    /// How `/proc/<pid>/cgroup` paths map to the cgroup tree's.
+    pub ns_view: crate::cgroup::NsView,
 }
 
 impl Default for TracerConfig {
@@ -77,10 +88,13 @@ impl Default for TracerConfig {
         TracerConfig {
             prefer_tp_btf: true,
             trace_mounts: true,
+            mount_hooks: MountHook::ALL.to_vec(),
+            trace_exits: true,
             ring_buffer_bytes: 1 << 20,
             series_grace: Duration::from_secs(300),
             subscriber_queue: 4096,
             proc_root: PathBuf::from("/proc"),
+            ns_view: crate::cgroup::NsView::Host,
         }
     }
 }
@@ -146,22 +160,35 @@ impl Tracer {
         Self::finish(ebpf, programs, config, lookup)
     }
 
-    /// Like [`Tracer::start`], but a failure is one warning and `None`: the
-    /// agent goes on without event tracing.
+    /// Like [`Tracer::start`], but logs the start-up line (see
+    /// `machine::privileges::startup_line`, with `missing` in it), and a failure is
+    /// `None`: the agent goes on without event tracing.
     pub async fn start_or_warn(
         config: TracerConfig,
         lookup: Arc<dyn ContainerLookup>,
+        missing: &[crate::machine::privileges::Missing],
     ) -> Option<Tracer> {
-        match Self::start(config, lookup).await {
-            Ok(t) => Some(t),
-            Err(err) => {
-                tracing::warn!(
-                    error = %error_chain(&err),
-                    "eBPF event tracing is off; serving cgroup metrics only"
-                );
-                None
+        use crate::machine::privileges::{Tracing, startup_line};
+        let ns_view = config.ns_view.clone();
+        let result = Self::start(config, lookup).await;
+        let why;
+        let tracing = match &result {
+            Ok(t) => {
+                let (live, not_attached) = hooks_summary(t.programs());
+                Tracing::Attached { live, not_attached }
             }
+            Err(err) => {
+                why = error_chain(err);
+                Tracing::Off(&why)
+            }
+        };
+        let (warn, line) = startup_line(&tracing, missing, &ns_view);
+        if warn {
+            tracing::warn!("{line}");
+        } else {
+            tracing::info!("{line}");
         }
+        result.ok()
     }
 
     fn finish(
@@ -190,7 +217,10 @@ impl Tracer {
         let (events_tx, _) = broadcast::channel(config.subscriber_queue.max(1));
         let shared = Arc::new(Shared {
             counters: Mutex::new(EventCounters::default()),
-            attributor: Mutex::new(Attributor::new(Arc::clone(&lookup), &config.proc_root)),
+            attributor: Mutex::new(
+                Attributor::new(Arc::clone(&lookup), &config.proc_root)
+                    .with_ns_view(config.ns_view.clone()),
+            ),
             lookup,
             lost: Mutex::new(lost),
             events_tx,
@@ -221,13 +251,22 @@ impl Tracer {
             .iter()
             .filter(|p| p.attached)
             .filter_map(|p| {
-                let i = HOOKS.iter().position(|h| *h == p.hook)?;
-                let info = self.ebpf.program(PROGRAMS[i])?.info().ok()?;
-                Some(ProgramRunStats {
+                let names: Vec<&str> = if p.hook == MOUNT_FEXIT_HOOK {
+                    MOUNT_FEXIT.iter().map(|(prog, _)| *prog).collect()
+                } else {
+                    vec![PROGRAMS[HOOKS.iter().position(|h| *h == p.hook)?]]
+                };
+                let mut stats = ProgramRunStats {
                     hook: p.hook,
-                    run_count: info.run_count(),
-                    run_time: info.run_time(),
-                })
+                    run_count: 0,
+                    run_time: Duration::ZERO,
+                };
+                for name in names {
+                    let info = self.ebpf.program(name)?.info().ok()?;
+                    stats.run_count += info.run_count();
+                    stats.run_time += info.run_time();
+                }
+                Some(stats)
             })
             .collect()
     }
@@ -262,10 +301,22 @@ impl Tracer {
 
     /// cgroup mkdir records the kernel could not deliver (ring buffer full).
     pub fn lost_cgroup_mkdir(&self) -> u64 {
+        self.lost_slot(LOST_CGROUP)
+    }
+
+    /// Exit records the kernel could not deliver (ring buffer full).
+    pub fn lost_exits(&self) -> u64 {
+        self.lost_slot(LOST_EXIT)
+    }
+
+    /// OOM-kill records the kernel could not deliver (ring buffer full).
+    pub fn lost_oom_kills(&self) -> u64 {
+        self.lost_slot(LOST_OOM)
+    }
+
+    fn lost_slot(&self, slot: u32) -> u64 {
         let lost = self.shared.lost.lock();
-        lost.get(&LOST_CGROUP, 0)
-            .map(|v| v.iter().sum())
-            .unwrap_or(0)
+        lost.get(&slot, 0).map(|v| v.iter().sum()).unwrap_or(0)
     }
 
     pub(super) fn decode_errors(&self) -> u64 {
@@ -273,25 +324,20 @@ impl Tracer {
     }
 }
 
-/// Every hook the tracer knows, in the order [`Tracer::programs`] lists them.
-pub const HOOKS: [&str; 6] = [
-    "tp_btf/sched_process_exec",
-    "raw_tp/sched_process_exec",
-    "tp_btf/sys_exit",
-    "raw_tp/sys_exit",
-    "tp_btf/cgroup_mkdir",
-    "raw_tp/cgroup_mkdir",
-];
-
-/// The program (C function in events.bpf.c) behind each of [`HOOKS`].
-const PROGRAMS: [&str; 6] = [
-    "exec_btf",
-    "exec_raw",
-    "mount_exit_btf",
-    "mount_exit_raw",
-    "cgroup_mkdir_btf",
-    "cgroup_mkdir_raw",
-];
+/// The hooks that are live, and those that are not with why: the start-up line
+/// says both (`machine::privileges::startup_line`).
+pub fn hooks_summary(programs: &[ProgramStatus]) -> (Vec<&'static str>, Vec<String>) {
+    let live = programs
+        .iter()
+        .filter(|p| p.attached)
+        .map(|p| p.hook)
+        .collect();
+    let failed = programs
+        .iter()
+        .filter_map(|p| p.error.as_ref().map(|e| format!("{} ({e})", p.hook)))
+        .collect();
+    (live, failed)
+}
 
 /// How often an attached program ran and for how long, as the kernel counts
 /// it while run-time statistics are on ([`enable_run_time_stats`]).
@@ -308,8 +354,6 @@ pub struct ProgramRunStats {
 pub fn enable_run_time_stats() -> Result<std::os::fd::OwnedFd, EbpfError> {
     aya::sys::enable_stats(aya::sys::Stats::RunTime).map_err(EbpfError::Stats)
 }
-
-const NOT_TRIED: &str = "not tried (prefer_tp_btf is off)";
 
 fn load(config: &TracerConfig) -> Result<(Ebpf, Vec<ProgramStatus>), EbpfError> {
     if OBJECT.is_empty() {
@@ -332,12 +376,9 @@ fn load(config: &TracerConfig) -> Result<(Ebpf, Vec<ProgramStatus>), EbpfError> 
     } else {
         Err(NOT_TRIED.to_owned())
     };
-    let mut attach = |programs: &mut Vec<ProgramStatus>, hooks: Hooks| {
-        attach_either(&mut ebpf, &btf, programs, hooks)
-    };
 
     // exec: tp_btf first, raw_tp if the kernel refuses it. Without it, nothing.
-    if !attach(&mut programs, HOOK_EXEC) {
+    if !attach_either(&mut ebpf, &btf, &mut programs, HOOK_EXEC) {
         return Err(EbpfError::NoExecHook(format!(
             "tp_btf: {}; raw_tp: {}",
             programs[0].error.as_deref().unwrap_or("?"),
@@ -345,138 +386,64 @@ fn load(config: &TracerConfig) -> Result<(Ebpf, Vec<ProgramStatus>), EbpfError> 
         )));
     }
 
-    // the mount family, at sys_exit.
+    // the mount family: fexit on its syscalls where allowed, else sys_exit.
     if config.trace_mounts {
-        attach(&mut programs, HOOK_MOUNT);
+        attach_mount(&mut ebpf, &btf, &mut programs, &config.mount_hooks);
     } else {
-        for hook in [HOOK_MOUNT.btf_hook, HOOK_MOUNT.raw_hook] {
-            programs.push(ProgramStatus {
-                hook,
-                attached: false,
-                error: Some("mount tracing is turned off".to_owned()),
-            });
-        }
+        programs.push(ProgramStatus {
+            hook: MOUNT_FEXIT_HOOK,
+            attached: false,
+            error: Some("mount tracing is turned off".to_owned()),
+        });
+        turned_off(&mut programs, HOOK_MOUNT, "mount tracing is turned off");
     }
 
     // New cgroup2 directories, so that the ids of containers gone before
     // their events are read can still be attributed. Optional: without it,
     // ids are learned by stat'ing the cgroup2 tree.
-    attach(&mut programs, HOOK_CGROUP_MKDIR);
+    attach_either(&mut ebpf, &btf, &mut programs, HOOK_CGROUP_MKDIR);
+
+    // Process exits. Optional: without them, `agent events` shows no exits
+    // and agent_process_exits_total stays empty.
+    if config.trace_exits {
+        attach_either(&mut ebpf, &btf, &mut programs, HOOK_EXIT);
+    } else {
+        turned_off(&mut programs, HOOK_EXIT, "exit tracing is turned off");
+    }
+
+    // OOM kills: fentry on oom_kill_process knows which cgroup's limit was
+    // hit; where fentry is refused, the mark_victim tracepoint (6.8+) names
+    // the victim and the limit is inferred. Optional: memory.events still counts.
+    let fentry = btf
+        .as_ref()
+        .map_err(Clone::clone)
+        .and_then(|btf| attach_fentry(&mut ebpf, "oom_kill_fentry", "oom_kill_process", btf));
+    let fentry_ok = fentry.is_ok();
+    programs.push(status("fentry/oom_kill_process", fentry));
+    if fentry_ok {
+        programs.push(ProgramStatus {
+            hook: "tp_btf/mark_victim",
+            attached: false,
+            error: None,
+        });
+    } else {
+        let tp = btf
+            .as_ref()
+            .map_err(Clone::clone)
+            .and_then(|btf| attach_btf(&mut ebpf, "oom_mark_victim_btf", "mark_victim", btf));
+        programs.push(status("tp_btf/mark_victim", tp));
+    }
 
     // A fallback that was not needed, or a hook not tried, is no error.
     for p in &mut programs {
         if p.error
             .as_deref()
-            .is_some_and(|e| e == NOT_TRIED || e == "not needed")
+            .is_some_and(|e| e == NOT_TRIED || e == NOT_CHOSEN || e == "not needed")
         {
             p.error = None;
         }
     }
-    // One start-up line that says which hooks are live, and which are not and why.
-    let live: Vec<&str> = programs
-        .iter()
-        .filter(|p| p.attached)
-        .map(|p| p.hook)
-        .collect();
-    let failed: Vec<String> = programs
-        .iter()
-        .filter_map(|p| p.error.as_ref().map(|e| format!("{} ({e})", p.hook)))
-        .collect();
-    if failed.is_empty() {
-        tracing::info!(live = %live.join(", "), "eBPF hooks attached");
-    } else {
-        tracing::warn!(live = %live.join(", "), not_attached = %failed.join("; "), "eBPF hooks attached, some not");
-    }
     Ok((ebpf, programs))
-}
-
-fn status(hook: &'static str, r: Result<(), String>) -> ProgramStatus {
-    ProgramStatus {
-        hook,
-        attached: r.is_ok(),
-        error: r.err(),
-    }
-}
-
-/// One hook point with its tp_btf program and its raw_tp fallback.
-#[derive(Clone, Copy)]
-struct Hooks {
-    btf_prog: &'static str,
-    btf_hook: &'static str,
-    raw_prog: &'static str,
-    raw_hook: &'static str,
-    tracepoint: &'static str,
-}
-
-const HOOK_EXEC: Hooks = Hooks {
-    btf_prog: "exec_btf",
-    btf_hook: "tp_btf/sched_process_exec",
-    raw_prog: "exec_raw",
-    raw_hook: "raw_tp/sched_process_exec",
-    tracepoint: "sched_process_exec",
-};
-const HOOK_MOUNT: Hooks = Hooks {
-    btf_prog: "mount_exit_btf",
-    btf_hook: "tp_btf/sys_exit",
-    raw_prog: "mount_exit_raw",
-    raw_hook: "raw_tp/sys_exit",
-    tracepoint: "sys_exit",
-};
-const HOOK_CGROUP_MKDIR: Hooks = Hooks {
-    btf_prog: "cgroup_mkdir_btf",
-    btf_hook: "tp_btf/cgroup_mkdir",
-    raw_prog: "cgroup_mkdir_raw",
-    raw_hook: "raw_tp/cgroup_mkdir",
-    tracepoint: "cgroup_mkdir",
-};
-
-/// Attaches the tp_btf program, or the raw_tp one if that is refused; records
-/// both outcomes and returns whether either attached.
-fn attach_either(
-    ebpf: &mut Ebpf,
-    btf: &Result<Btf, String>,
-    programs: &mut Vec<ProgramStatus>,
-    h: Hooks,
-) -> bool {
-    let first = btf
-        .as_ref()
-        .map_err(Clone::clone)
-        .and_then(|btf| attach_btf(ebpf, h.btf_prog, h.tracepoint, btf));
-    let btf_ok = first.is_ok();
-    programs.push(status(h.btf_hook, first));
-    if btf_ok {
-        // No error: the fallback was simply not needed (logged at debug).
-        programs.push(ProgramStatus {
-            hook: h.raw_hook,
-            attached: false,
-            error: None,
-        });
-        return true;
-    }
-    let raw = attach_raw(ebpf, h.raw_prog, h.tracepoint);
-    let raw_ok = raw.is_ok();
-    programs.push(status(h.raw_hook, raw));
-    raw_ok
-}
-
-fn attach_btf(ebpf: &mut Ebpf, name: &str, tracepoint: &str, btf: &Btf) -> Result<(), String> {
-    let prog = ebpf
-        .program_mut(name)
-        .ok_or_else(|| format!("no program {name}"))?;
-    let prog: &mut BtfTracePoint = prog.try_into().map_err(|e| error_chain(&e))?;
-    prog.load(tracepoint, btf).map_err(|e| error_chain(&e))?;
-    prog.attach().map_err(|e| error_chain(&e))?;
-    Ok(())
-}
-
-fn attach_raw(ebpf: &mut Ebpf, name: &str, tracepoint: &str) -> Result<(), String> {
-    let prog = ebpf
-        .program_mut(name)
-        .ok_or_else(|| format!("no program {name}"))?;
-    let prog: &mut RawTracePoint = prog.try_into().map_err(|e| error_chain(&e))?;
-    prog.load().map_err(|e| error_chain(&e))?;
-    prog.attach(tracepoint).map_err(|e| error_chain(&e))?;
-    Ok(())
 }
 
 #[cfg(test)]

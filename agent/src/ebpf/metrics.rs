@@ -6,7 +6,7 @@
 //! number of series stays bounded by what lives on the node.
 
 use super::attribution::{Attributor, Subject};
-use super::events::{Event, MountOp};
+use super::events::{Event, ExitOutcome, MountOp};
 use crate::container::ContainerLabels;
 use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
 use prometheus_client::metrics::MetricType;
@@ -18,6 +18,9 @@ struct Series {
     exec: u64,
     /// (operation, ok) → count
     mounts: BTreeMap<(MountOp, bool), u64>,
+    /// Process exits, indexed like [`ExitOutcome::ALL`].
+    exits: [u64; 3],
+    oom_kills: u64,
     last_event: Instant,
     subject: Subject,
     mnt_ns: u32,
@@ -39,6 +42,8 @@ impl EventCounters {
             None => self.series.entry(labels.clone()).or_insert(Series {
                 exec: 0,
                 mounts: BTreeMap::new(),
+                exits: [0; 3],
+                oom_kills: 0,
                 last_event: now,
                 subject: subject.clone(),
                 mnt_ns,
@@ -50,6 +55,8 @@ impl EventCounters {
         match event {
             Event::Exec(..) => series.exec += 1,
             Event::Mount(_, m) => *series.mounts.entry((m.operation, m.ok())).or_insert(0) += 1,
+            Event::Exit(_, x) => series.exits[x.outcome() as usize] += 1,
+            Event::Oom(..) => series.oom_kills += 1,
         }
     }
 
@@ -85,7 +92,20 @@ impl EventCounters {
             .unwrap_or(0)
     }
 
-    /// Writes `agent_exec_events_total` and `agent_mount_events_total`.
+    /// Process exits of one series with `outcome`.
+    pub fn exits(&self, labels: &ContainerLabels, outcome: ExitOutcome) -> u64 {
+        self.series
+            .get(labels)
+            .map_or(0, |s| s.exits[outcome as usize])
+    }
+
+    /// OOM kills of one series' processes.
+    pub fn oom_kills(&self, labels: &ContainerLabels) -> u64 {
+        self.series.get(labels).map_or(0, |s| s.oom_kills)
+    }
+
+    /// Writes `agent_exec_events_total`, `agent_mount_events_total`,
+    /// `agent_process_exits_total` and `agent_oom_kills_total`.
     pub fn encode(&self, encoder: &mut DescriptorEncoder) -> std::fmt::Result {
         let mut sorted: Vec<_> = self.series.iter().collect();
         sorted.sort_by(|a, b| a.0.cmp(b.0));
@@ -120,6 +140,40 @@ impl EventCounters {
                 let mut metric = family.encode_family(&set)?;
                 metric.encode_counter::<NoLabelSet, _, u64>(n, None)?;
             }
+        }
+
+        let mut family = encoder.encode_descriptor(
+            "agent_process_exits",
+            "Process exits (the last thread of a process) seen by the sched_process_exit hook, by outcome: ok (code 0), error (another code), signal",
+            None,
+            MetricType::Counter,
+        )?;
+        for (labels, s) in &sorted {
+            if s.exits == [0; 3] {
+                continue;
+            }
+            for outcome in ExitOutcome::ALL {
+                let set = [
+                    ("id", labels.id.as_str()),
+                    ("name", labels.name.as_str()),
+                    ("image", labels.image.as_str()),
+                    ("outcome", outcome.as_str()),
+                ];
+                let mut metric = family.encode_family(&set)?;
+                metric.encode_counter::<NoLabelSet, _, u64>(&s.exits[outcome as usize], None)?;
+            }
+        }
+
+        let mut family = encoder.encode_descriptor(
+            "agent_oom_kills",
+            "Processes killed by the OOM killer, per container of the victim (the same count as memory.events oom_kill)",
+            None,
+            MetricType::Counter,
+        )?;
+        for (labels, s) in sorted.iter().filter(|(_, s)| s.oom_kills > 0) {
+            let set = label_set(labels);
+            let mut metric = family.encode_family(&set)?;
+            metric.encode_counter::<NoLabelSet, _, u64>(&s.oom_kills, None)?;
         }
         Ok(())
     }
@@ -258,6 +312,13 @@ mod tests {
             g.record(&web, &subject, &mount(10, 0));
             g.record(&web, &subject, &mount(10, -19));
             g.record(&ContainerLabels::host(), &Subject::Host, &exec(1));
+            for status in [0, 0, 1 << 8, 9] {
+                let x = crate::ebpf::events::ExitInfo {
+                    start_boot_ns: 0,
+                    status,
+                };
+                g.record(&web, &subject, &Event::Exit(process(10), x));
+            }
         }
         let out = text(&c);
         assert!(out.contains("# TYPE agent_exec_events counter"), "{out}");
@@ -277,6 +338,17 @@ mod tests {
         );
         assert!(
             out.contains(r#"agent_mount_events_total{id="/docker/abc",name="web",image="nginx:1",operation="mount",result="error"} 1"#),
+            "{out}"
+        );
+        for (outcome, n) in [("ok", 2), ("error", 1), ("signal", 1)] {
+            let series = format!(
+                r#"agent_process_exits_total{{id="/docker/abc",name="web",image="nginx:1",outcome="{outcome}"}} {n}"#
+            );
+            assert!(out.contains(&series), "{out}");
+        }
+        // The host had no exits: no series.
+        assert!(
+            !out.contains(r#"agent_process_exits_total{id="/""#),
             "{out}"
         );
     }

@@ -14,7 +14,7 @@
 //!
 //! ```ignore
 //! let lookup: Arc<dyn ContainerLookup> = discovery.clone(); // cgroup path -> container
-//! let tracer = Tracer::start_or_warn(TracerConfig::default(), lookup).await.map(Arc::new);
+//! let tracer = Tracer::start_or_warn(TracerConfig::default(), lookup, &[]).await.map(Arc::new);
 //! // at scrape time, in the Collector:
 //! match &tracer {
 //!     Some(t) => t.encode_metrics(&mut encoder)?,
@@ -30,11 +30,13 @@ mod collector;
 pub mod events;
 #[cfg(test)]
 mod header_mirror_tests;
+mod hooks;
 pub mod loader;
 pub mod metrics;
+mod oom;
 mod reader;
 pub mod record;
 
 pub use collector::TracerCollector;
-pub use loader::{EbpfError, ProgramStatus, Tracer, TracerConfig};
+pub use loader::{EbpfError, MountHook, ProgramStatus, Tracer, TracerConfig};
 pub use record::{EventKind, EventRecord};

@@ -3,8 +3,8 @@
 //! counts it, and hands it to the control socket's subscribers.
 
 use super::ProgramStatus;
-use super::attribution::Attributor;
-use super::events::{self, Record};
+use super::attribution::{Attributor, Subject};
+use super::events::{self, Event, Record};
 use super::metrics::EventCounters;
 use super::record::EventRecord;
 use crate::container::ContainerLookup;
@@ -97,13 +97,28 @@ impl Shared {
             }
         };
         let p = event.process();
-        let (labels, subject) =
+        // An OOM record names the victim's memory cgroup: the container that
+        // owns it, if any, needs no live process.
+        let by_memcg = match &event {
+            Event::Oom(_, o) if !o.truncated => {
+                let path = o.path(0);
+                self.lookup
+                    .container_for_cgroup_path(&path)
+                    .map(|l| (l, Subject::Container { cgroup_path: path }))
+            }
+            _ => None,
+        };
+        let (labels, subject) = by_memcg.unwrap_or_else(|| {
             self.attributor
                 .lock()
-                .attribute(p.mnt_ns, p.tgid, p.ppid, p.cgroup_id);
+                .attribute(p.mnt_ns, p.tgid, p.ppid, p.cgroup_id)
+        });
         self.counters.lock().record(&labels, &subject, &event);
         if self.events_tx.receiver_count() > 0 {
-            let record = EventRecord::new(&event, labels, self.boot_to_unix_ns);
+            let mut record = EventRecord::new(&event, labels, self.boot_to_unix_ns);
+            if let (Some(oom), Subject::Container { cgroup_path }) = (&mut record.oom, &subject) {
+                oom.set_scope(cgroup_path);
+            }
             // No subscriber left in between is fine.
             let _ = self.events_tx.send(Arc::new(record));
         }

@@ -1,17 +1,21 @@
 //! The attributed event as the control socket streams it (one JSON object
 //! per line) and `agent events` prints it.
 
-use super::events::{Event, ExecInfo, MountInfo, ProcessInfo};
+use super::events::{
+    Event, ExecInfo, ExitOutcome, MountInfo, OomHook, OomInfo, OomTrigger, ProcessInfo,
+};
 use crate::container::ContainerLabels;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
-/// `exec` or `mount`.
+/// `exec`, `mount`, `exit` or `oom`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Hash)]
 #[serde(rename_all = "snake_case")]
 pub enum EventKind {
     Exec,
     Mount,
+    Exit,
+    Oom,
 }
 
 impl EventKind {
@@ -19,6 +23,8 @@ impl EventKind {
         match self {
             EventKind::Exec => "exec",
             EventKind::Mount => "mount",
+            EventKind::Exit => "exit",
+            EventKind::Oom => "oom",
         }
     }
 }
@@ -36,6 +42,89 @@ pub struct EventRecord {
     pub exec: Option<ExecInfo>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mount: Option<MountResult>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit: Option<ExitResult>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oom: Option<OomResult>,
+}
+
+/// An OOM kill: `process` is the victim.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OomResult {
+    /// Which program saw it: `fentry/oom_kill_process` knows the cgroup whose
+    /// limit was hit, `tp_btf/mark_victim` infers it from usage and limit.
+    pub hook: OomHook,
+    /// The victim's memory cgroup.
+    pub memory_cgroup: String,
+    /// The cgroup whose limit was hit; absent for a global (whole-machine) OOM.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trigger: Option<OomLimit>,
+    /// The process whose allocation failed and that ran the OOM killer.
+    pub killer_pid: u32,
+}
+
+/// The memory limit an OOM kill enforced.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OomLimit {
+    pub cgroup: String,
+    /// `container`: the victim's container's own cgroup (or one inside it);
+    /// `ancestor`: a cgroup above it; `cgroup` when the victim is in no container.
+    pub scope: String,
+    pub limit_bytes: u64,
+    pub usage_bytes: u64,
+    /// Inferred from usage against limit (the hook could not say).
+    pub inferred: bool,
+}
+
+impl OomResult {
+    fn new(o: &OomInfo) -> Self {
+        let trigger = o.trigger_level().and_then(|i| {
+            let m = &o.chain[i];
+            Some(OomLimit {
+                cgroup: o.path(i),
+                scope: "cgroup".to_owned(),
+                limit_bytes: m.limit_bytes?,
+                usage_bytes: m.usage_bytes,
+                inferred: o.trigger == OomTrigger::Unknown,
+            })
+        });
+        OomResult {
+            hook: o.hook,
+            memory_cgroup: o.path(0),
+            trigger,
+            killer_pid: o.killer_tgid,
+        }
+    }
+
+    /// Sets `trigger.scope` against the victim's container's cgroup path.
+    pub fn set_scope(&mut self, container_cgroup: &str) {
+        if let Some(t) = &mut self.trigger {
+            let inside = t.cgroup == container_cgroup
+                || t.cgroup
+                    .strip_prefix(container_cgroup)
+                    .is_some_and(|rest| rest.starts_with('/'));
+            t.scope = if inside { "container" } else { "ancestor" }.to_owned();
+        }
+    }
+}
+
+/// A process exit with its outcome spelled out. It pairs with the exec
+/// records of the same `process.tgid` whose time lies between
+/// `start_time_unix_ns` and the exit's.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExitResult {
+    /// `ok` (exit code 0), `error` (another exit code) or `signal`.
+    pub outcome: ExitOutcome,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal: Option<i32>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub core_dumped: bool,
+    /// When the process started, nanoseconds since the Unix epoch.
+    pub start_time_unix_ns: i128,
+    /// From its start to its exit.
+    pub runtime_ns: u64,
 }
 
 /// A mount-family syscall with its outcome spelled out.
@@ -63,6 +152,35 @@ impl EventRecord {
                 process,
                 exec: Some(e.clone()),
                 mount: None,
+                exit: None,
+                oom: None,
+            },
+            Event::Oom(_, o) => EventRecord {
+                kind: EventKind::Oom,
+                time_unix_ns,
+                container,
+                process,
+                exec: None,
+                mount: None,
+                exit: None,
+                oom: Some(OomResult::new(o)),
+            },
+            Event::Exit(p, x) => EventRecord {
+                kind: EventKind::Exit,
+                time_unix_ns,
+                container,
+                exec: None,
+                mount: None,
+                oom: None,
+                exit: Some(ExitResult {
+                    outcome: x.outcome(),
+                    code: x.code(),
+                    signal: x.signal(),
+                    core_dumped: x.core_dumped(),
+                    start_time_unix_ns: i128::from(x.start_boot_ns) + boot_to_unix_ns,
+                    runtime_ns: p.boot_ns.saturating_sub(x.start_boot_ns),
+                }),
+                process,
             },
             Event::Mount(_, m) => {
                 let errno = (m.ret < 0).then(|| i32::try_from(-m.ret).unwrap_or(i32::MAX));
@@ -72,6 +190,8 @@ impl EventRecord {
                     container,
                     process,
                     exec: None,
+                    exit: None,
+                    oom: None,
                     mount: Some(MountResult {
                         info: m.clone(),
                         result: if m.ok() { "ok" } else { "error" }.to_owned(),
@@ -169,6 +289,33 @@ impl fmt::Display for EventRecord {
                 None => write!(f, " -> ok ({})", i.ret)?,
             }
         }
+        if let Some(x) = &self.exit {
+            match (x.code, x.signal) {
+                (_, Some(sig)) => write!(f, " signal={sig}")?,
+                (Some(code), None) => write!(f, " code={code}")?,
+                (None, None) => {}
+            }
+            if x.core_dumped {
+                f.write_str(" (core dumped)")?;
+            }
+            write!(f, " after {:.3}s", x.runtime_ns as f64 / 1e9)?;
+        }
+        if let Some(o) = &self.oom {
+            write!(f, " killed in {}", o.memory_cgroup)?;
+            match &o.trigger {
+                Some(t) => write!(
+                    f,
+                    " by the limit of {} ({}): {} of {} bytes{}",
+                    t.cgroup,
+                    t.scope,
+                    t.usage_bytes,
+                    t.limit_bytes,
+                    if t.inferred { " (inferred)" } else { "" }
+                )?,
+                None => f.write_str(" by a global OOM")?,
+            }
+            write!(f, " [oom killer ran in pid {}]", o.killer_pid)?;
+        }
         Ok(())
     }
 }
@@ -237,6 +384,32 @@ mod tests {
         let line = rec.to_string();
         assert!(line.contains("type=bogusfs"), "{line}");
         assert!(line.contains("-> error: No such device"), "{line}");
+    }
+
+    #[test]
+    fn exit_reads_its_outcome_and_runtime() {
+        let mut p = process();
+        p.boot_ns = 3_500_000_000;
+        let event = Event::Exit(
+            p,
+            crate::ebpf::events::ExitInfo {
+                start_boot_ns: 1_000_000_000,
+                status: 9,
+            },
+        );
+        let rec = EventRecord::new(&event, ContainerLabels::host(), 10);
+        let x = rec.exit.as_ref().unwrap();
+        assert_eq!(x.outcome, ExitOutcome::Signal);
+        assert_eq!((x.code, x.signal), (None, Some(9)));
+        assert_eq!(x.runtime_ns, 2_500_000_000);
+        assert_eq!(x.start_time_unix_ns, 1_000_000_010);
+        let json = serde_json::to_string(&rec).unwrap();
+        assert!(json.contains(r#""type":"exit""#), "{json}");
+        assert!(json.contains(r#""outcome":"signal""#), "{json}");
+        assert_eq!(serde_json::from_str::<EventRecord>(&json).unwrap(), rec);
+        let line = rec.to_string();
+        assert!(line.contains("exit "), "{line}");
+        assert!(line.ends_with(" signal=9 after 2.500s"), "{line}");
     }
 
     #[test]

@@ -5,6 +5,8 @@
 //! Everything is read below a root directory (normally `/`), so tests point it at a
 //! tree of captured files.
 
+pub mod privileges;
+
 use std::collections::BTreeSet;
 use std::path::Path;
 

@@ -7,6 +7,7 @@ use parking_lot::Mutex;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -79,6 +80,17 @@ impl Collector for LaunchedCollector {
                     ConstGauge::new(v).encode(me.encode_family(&l)?)?;
                 }
             }
+        }
+        // The restarts its supervisor made under `--restart` (0 without a policy).
+        let mut me = encoder.encode_descriptor(
+            "agent_container_restarts",
+            "Times the restart policy of a launched container started it again",
+            None,
+            MetricType::Counter,
+        )?;
+        for c in &containers {
+            let l = labels(c);
+            ConstCounter::new(u64::from(c.restart_count)).encode(me.encode_family(&l)?)?;
         }
         Ok(())
     }

@@ -117,10 +117,11 @@ pub trait ReadingSink: Send + Sync + std::fmt::Debug {
     fn record(&self, samples: &[Sample<'_>]);
 }
 
-const RUNTIMES: [Runtime; 7] = [
+const RUNTIMES: [Runtime; 8] = [
     Runtime::Agent,
     Runtime::Docker,
     Runtime::Kubernetes,
+    Runtime::Containerd,
     Runtime::Podman,
     Runtime::Systemd,
     Runtime::Other,
@@ -333,8 +334,10 @@ fn device_labels(sys: &std::path::Path, major: u32, minor: u32) -> DeviceLabels 
     DeviceLabels { device, numbers }
 }
 
-/// The label text of every series of `t`: `id`, `name`, `image`, then the chosen
-/// container labels and the allow-listed environment variables. Label names are
+/// The label text of every series of `t`: `id`, `name`, `image`, for a Kubernetes
+/// pod's cgroups `container`, `namespace` and `pod` (as kubelet's
+/// `/metrics/cadvisor` has them), then the chosen container labels and the
+/// allow-listed environment variables. Label names are
 /// made as on the info series, over all of the container's labels, so a key gets
 /// the same `container_label_*` name in both places.
 fn series_labels(t: &Tracked, keys: &LabelKeys) -> String {
@@ -342,6 +345,11 @@ fn series_labels(t: &Tracked, keys: &LabelKeys) -> String {
     push_label(&mut l, "id", &t.discovered.path);
     push_label(&mut l, "name", &t.meta.name);
     push_label(&mut l, "image", &t.meta.image);
+    if let Some(k) = &t.meta.kube {
+        push_label(&mut l, "container", &k.container);
+        push_label(&mut l, "namespace", &k.namespace);
+        push_label(&mut l, "pod", &k.pod);
+    }
     if *keys != LabelKeys::None {
         let labels = t.meta.labels.iter().map(|(k, v)| (k, (k, v)));
         for (name, (key, value)) in container_label_names("container_label_", labels) {
@@ -447,6 +455,11 @@ fn write_cgroup_families(
         push_label(&mut l, "id", &t.discovered.path);
         push_label(&mut l, "name", &t.meta.name);
         push_label(&mut l, "image", &t.meta.image);
+        if let Some(k) = &t.meta.kube {
+            push_label(&mut l, "container", &k.container);
+            push_label(&mut l, "namespace", &k.namespace);
+            push_label(&mut l, "pod", &k.pod);
+        }
         push_label(&mut l, "runtime", t.discovered.runtime.as_str());
         for (key, v) in container_label_names("container_label_", &t.meta.labels) {
             push_label(&mut l, &key, v);
@@ -508,9 +521,8 @@ mod tests {
             Hierarchy::detect(t.join("cgroup")).unwrap(),
             Filter::default(),
             MetadataSource {
-                docker_root: t.join("docker"),
-                state_dir: t.join("state"),
                 env_keys: env_keys.iter().map(|k| k.to_string()).collect(),
+                ..MetadataSource::new(t.join("docker"), t.join("state"))
             },
             Duration::ZERO,
         )

@@ -122,5 +122,11 @@ pub fn initial_state(
         auto_remove: false,
         init: false,
         log_path: None,
+        restart_policy: Default::default(),
+        restart_count: 0,
+        volumes: Vec::new(),
+        tty: false,
+        interactive: false,
+        log_timestamps: false,
     }
 }

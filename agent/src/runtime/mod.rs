@@ -15,28 +15,43 @@
 //! - [`capabilities`], [`seccomp`], [`userns`]: Docker's default capabilities and
 //!   `--cap-add`/`--cap-drop`; the containers/common seccomp profile resolved and
 //!   compiled with libseccomp; `--userns-remap` with idmapped layers.
+//! - [`volumes`]: `-v`, `--tmpfs`, `--mount` and the store's named volumes, as
+//!   entries of the spec's `mounts`.
+//! - [`exec`]: `agent exec`, a process joining a running container's
+//!   namespaces and cgroup under its spec's confinement; [`terminal`]: the
+//!   pseudo-terminals of `-t`; [`attach`]: `agent attach` through a detached
+//!   supervisor; [`logs`]: the timestamped log of a detached container.
 //! - [`bundle`]: `agent run --bundle`, a foreign OCI bundle run the same way.
-//! - [`supervisor`]: clone into namespaces, wait, forward signals, record the exit.
+//! - [`supervisor`]: clone into namespaces, wait, forward signals, record the exit,
+//!   and restart the container as its [`restart`] policy says; [`lifecycle`]:
+//!   `kill`, `stop`, `rm` of a supervised container.
 //! - [`state`]: `containers/<id>/state.json` (the schema `agent serve` reads) and the
 //!   store lock.
 //!
 //! The whole runtime shares one error type: its modules hand paths and state to each
 //! other constantly and the CLI only needs one line per failure.
 
+pub mod attach;
 pub mod bundle;
 pub mod capabilities;
+pub mod exec;
 pub mod image;
 pub mod inspect;
+pub mod lifecycle;
+pub mod logs;
 pub mod namespaces;
 pub mod reconcile;
+pub mod restart;
 pub mod rootfs;
 pub mod seccomp;
 pub mod spec;
 pub mod state;
 pub mod supervisor;
 mod sys;
+pub mod terminal;
 pub mod units;
 pub mod userns;
+pub mod volumes;
 
 use std::path::{Path, PathBuf};
 
@@ -82,6 +97,18 @@ pub enum Error {
     /// The container's cgroup could not be made or changed.
     #[error(transparent)]
     Cgroup(#[from] crate::cgroup::CgroupError),
+    /// `agent exec` could not start its command (the code to exit with: 126 when
+    /// it cannot be run, 127 when it is not found).
+    #[error("{message}")]
+    Exec { code: i32, message: String },
+    /// A registry refused a request, or could not be reached.
+    #[error("{op} from {registry}")]
+    Registry {
+        op: String,
+        registry: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// JSON that could not be read or written.
     #[error("{} : {source}", path.display())]
     Json {
@@ -155,6 +182,10 @@ impl Paths {
     pub fn container(&self, id: &str) -> PathBuf {
         self.containers().join(id)
     }
+    /// `volumes/`: named volumes, `volumes/<name>/_data` (kept after `rm`).
+    pub fn volumes(&self) -> PathBuf {
+        self.root.join("volumes")
+    }
     /// `tmp/`: scratch space for imports, on the same filesystem as the store.
     pub fn tmp(&self) -> PathBuf {
         self.root.join("tmp")
@@ -177,6 +208,7 @@ pub fn ensure_layout(paths: &Paths) -> Result<()> {
         (paths.images(), 0o700),
         (paths.containers(), 0o700),
         (paths.tmp(), 0o700),
+        (paths.volumes(), 0o711),
     ] {
         if dir.is_dir() {
             continue;

@@ -105,6 +105,43 @@ pub struct ChildContext<'a> {
     pub seccomp_bpf: Option<&'a [u8]>,
     /// `--init`.
     pub init: bool,
+    /// Its stdin, stdout and stderr.
+    pub stdio: ChildStdio,
+}
+
+/// What the container process gets as stdin, stdout and stderr.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ChildStdio {
+    /// A pty slave: its controlling terminal and all three.
+    pub terminal: Option<std::os::fd::RawFd>,
+    /// stdout and stderr (otherwise the supervisor's).
+    pub output: Option<std::os::fd::RawFd>,
+    /// stdin (otherwise `/dev/null`, or the supervisor's with `inherit_stdin`).
+    pub input: Option<std::os::fd::RawFd>,
+    /// `-i` in the foreground: the supervisor's own stdin.
+    pub inherit_stdin: bool,
+}
+
+impl ChildStdio {
+    /// Puts the descriptors in place (before the others are closed).
+    fn apply(&self) -> Result<()> {
+        if let Some(t) = self.terminal {
+            return super::terminal::become_controlling(t);
+        }
+        if let Some(out) = self.output {
+            sys::dup2(out, 1)?;
+            sys::dup2(out, 2)?;
+        }
+        match self.input {
+            Some(i) => sys::dup2(i, 0),
+            None if self.inherit_stdin => Ok(()),
+            None => {
+                use std::os::fd::AsRawFd;
+                let null = File::open("/dev/null").at("open", "/dev/null")?;
+                sys::dup2(null.as_raw_fd(), 0)
+            }
+        }
+    }
 }
 
 /// The child's entry point: waits for the parent to place it in its cgroup, sets the
@@ -126,6 +163,10 @@ pub fn child_main(ctx: &ChildContext<'_>, mut sync: File, mut errors: File) -> !
         sys::exit_now(1);
     }
     drop(sync);
+    if let Err(e) = ctx.stdio.apply() {
+        let _ = writeln!(errors, "{e}");
+        sys::exit_now(127);
+    }
     // Nothing of the supervisor's (pipes, the lock file, the caller's descriptors)
     // may leak into the container, nor keep a pipe open in an `--init` that never
     // execs.
@@ -140,7 +181,7 @@ pub fn child_main(ctx: &ChildContext<'_>, mut sync: File, mut errors: File) -> !
 
 /// Closes every descriptor above stderr except `keep`. Runs in the forked child,
 /// which never returns to the frames owning those descriptors.
-fn close_fds_except(keep: i32) {
+pub(super) fn close_fds_except(keep: i32) {
     let fds: Vec<i32> = match std::fs::read_dir("/proc/self/fd") {
         Ok(rd) => rd
             .flatten()
@@ -169,14 +210,14 @@ fn setup_and_exec(ctx: &ChildContext<'_>, errors: &mut File) -> Error {
 }
 
 /// A resolved `execve`.
-struct Exec {
-    path: CString,
-    argv: Vec<CString>,
-    env: Vec<CString>,
+pub(super) struct Exec {
+    pub(super) path: CString,
+    pub(super) argv: Vec<CString>,
+    pub(super) env: Vec<CString>,
 }
 
 impl Exec {
-    fn run(&self) -> Error {
+    pub(super) fn run(&self) -> Error {
         sys::reset_signal_handlers();
         if let Err(e) = sys::sigmask(libc::SIG_SETMASK, &[]) {
             return e;
@@ -185,7 +226,7 @@ impl Exec {
     }
 }
 
-fn cstring(s: &str) -> Result<CString> {
+pub(super) fn cstring(s: &str) -> Result<CString> {
     CString::new(s).map_err(|_| Error::Invalid(format!("NUL byte in {s:?}")))
 }
 
@@ -289,7 +330,10 @@ fn prepare(ctx: &ChildContext<'_>) -> Result<Exec> {
 }
 
 /// `path` under `root` with every symbolic link on the way resolved inside
-/// `root`, so a link in the image can never send a mount out of the container.
+/// `root` (an absolute target starts again at `root`), so a link in the image can
+/// never send a mount out of the container. A `..` that would climb above `root`,
+/// in the path or in a link's target, is refused: a mount there is an attack,
+/// not a mistake to quietly correct.
 fn secure_join(root: &Path, path: &Path) -> Result<PathBuf> {
     let mut out = root.to_path_buf();
     let mut pending: Vec<std::ffi::OsString> = path
@@ -304,9 +348,13 @@ fn secure_join(root: &Path, path: &Path) -> Result<PathBuf> {
     let mut links = 0;
     while let Some(name) = pending.pop() {
         if name == ".." {
-            if out != root {
-                out.pop();
+            if out == root {
+                return Err(Error::Invalid(format!(
+                    "mount point {} climbs out of the container's root",
+                    path.display()
+                )));
             }
+            out.pop();
             continue;
         }
         let next = out.join(&name);
@@ -371,6 +419,9 @@ struct MountOptions {
     data: Vec<String>,
     bind: bool,
     recursive: bool,
+    /// `copyup`: fill an empty bind source from what the image has at the
+    /// destination (Docker's new-volume copy; like crun's `tmpcopyup`).
+    copy_up: bool,
 }
 
 fn parse_options(options: &[String]) -> MountOptions {
@@ -407,6 +458,10 @@ fn parse_options(options: &[String]) -> MountOptions {
             "rbind" => {
                 o.bind = true;
                 o.recursive = true;
+                (0, 0)
+            }
+            "copyup" => {
+                o.copy_up = true;
                 (0, 0)
             }
             "private" | "rprivate" | "shared" | "rshared" | "slave" | "rslave" | "unbindable"
@@ -459,6 +514,16 @@ fn apply_mount(root: &Path, m: &Mount, ctx: &ChildContext<'_>, via: Option<PathB
     }
     if opts.bind || typ == "bind" {
         let source = via.unwrap_or_else(|| bind_source(m, ctx));
+        if opts.copy_up
+            && dest.is_dir()
+            && source.is_dir()
+            && std::fs::read_dir(&source)
+                .at("read directory", &source)?
+                .next()
+                .is_none()
+        {
+            super::userns::copy_contents(&dest, &source)?;
+        }
         if source.is_dir() {
             ensure_dir(&dest)?;
         } else {
@@ -616,7 +681,7 @@ fn readonly_path(path: &Path) -> Result<()> {
     )
 }
 
-fn rlimit_resource(t: PosixRlimitType) -> libc::c_int {
+pub(super) fn rlimit_resource(t: PosixRlimitType) -> libc::c_int {
     (match t {
         PosixRlimitType::RlimitCpu => libc::RLIMIT_CPU,
         PosixRlimitType::RlimitFsize => libc::RLIMIT_FSIZE,
@@ -638,7 +703,7 @@ fn rlimit_resource(t: PosixRlimitType) -> libc::c_int {
 }
 
 /// Finds `cmd` on the container's `PATH` (after `pivot_root`).
-fn find_executable(cmd: &str, env: &[String]) -> Result<String> {
+pub(super) fn find_executable(cmd: &str, env: &[String]) -> Result<String> {
     use std::os::unix::fs::PermissionsExt as _;
     if cmd.contains('/') {
         return Ok(cmd.to_string());
@@ -673,7 +738,11 @@ fn caps_error(what: &'static str) -> impl Fn(caps::errors::CapsError) -> Error {
 /// then effective, permitted and inheritable, then ambient, then
 /// `no_new_privs`, and the seccomp program last — or, without `no_new_privs`,
 /// first, while the process still holds CAP_SYS_ADMIN to install it.
-fn confine(process: &Process, seccomp: Option<&LinuxSeccomp>, bpf: Option<&[u8]>) -> Result<()> {
+pub(super) fn confine(
+    process: &Process,
+    seccomp: Option<&LinuxSeccomp>,
+    bpf: Option<&[u8]>,
+) -> Result<()> {
     let nnp = process.no_new_privileges().unwrap_or(false);
     let load = |bpf: &[u8]| {
         let flags = seccomp.map_or(0, super::seccomp::filter_flags);
@@ -799,16 +868,20 @@ mod tests {
         std::fs::create_dir_all(root.join("etc")).unwrap();
         std::os::unix::fs::symlink("/outside/file", root.join("etc/abs")).unwrap();
         std::os::unix::fs::symlink("../../../../x", root.join("etc/rel")).unwrap();
+        std::os::unix::fs::symlink("../tmp", root.join("etc/up")).unwrap();
         assert_eq!(
             secure_join(root, Path::new("/etc/abs")).unwrap(),
             root.join("outside/file")
         );
         assert_eq!(
-            secure_join(root, Path::new("/etc/rel")).unwrap(),
-            root.join("x")
+            secure_join(root, Path::new("/etc/up/x")).unwrap(),
+            root.join("tmp/x")
         );
+        assert!(secure_join(root, Path::new("/etc/rel")).is_err());
+        assert!(secure_join(root, Path::new("/etc/rel/deeper")).is_err());
+        assert!(secure_join(root, Path::new("/a/../../b")).is_err());
         assert_eq!(
-            secure_join(root, Path::new("/a/../../b")).unwrap(),
+            secure_join(root, Path::new("/a/../b")).unwrap(),
             root.join("b")
         );
         std::os::unix::fs::symlink("loop", root.join("loop")).unwrap();

@@ -58,7 +58,10 @@ pub fn reconcile(paths: &Paths) -> Result<Reconciled> {
         }
         match state::load(paths, &id) {
             Ok(mut st) => {
-                if matches!(st.status, Status::Created | Status::Running) && !st.supervisor_alive()
+                if matches!(
+                    st.status,
+                    Status::Created | Status::Running | Status::Restarting
+                ) && !st.supervisor_alive()
                 {
                     st.status = Status::Dead;
                     st.finished_at.get_or_insert_with(super::now_unix);

@@ -6,11 +6,13 @@
 
 use super::capabilities::{self, CapArg};
 use super::image::{self, ImageRecord};
+use super::restart::RestartPolicy;
 use super::seccomp::Profile;
 use super::state::validate_name;
 pub use super::units::Network;
 use super::units::{ByteSize, Cpus, MemorySwap, PidsLimit, SecurityOpt};
 use super::userns::IdMap;
+use super::volumes::{self, MountRequest};
 use super::{Error, IoContext, Paths, Result};
 use crate::cgroup::Limits;
 use oci_spec::runtime::{
@@ -65,6 +67,14 @@ pub struct LaunchOptions {
     pub security_opts: Vec<SecurityOpt>,
     /// `--userns-remap USER[:GROUP]`.
     pub userns_remap: Option<String>,
+    /// `--restart`.
+    pub restart: RestartPolicy,
+    /// `-i`: keep stdin open.
+    pub interactive: bool,
+    /// `-t`: a pseudo-terminal.
+    pub tty: bool,
+    /// `-v`, `--tmpfs` and `--mount`, in the order given.
+    pub mounts: Vec<MountRequest>,
     /// IMAGE.
     pub image: String,
     /// CMD….
@@ -102,6 +112,14 @@ pub struct LaunchSpec {
     pub config: Spec,
     /// The user namespace's id map (`--userns-remap`).
     pub idmap: Option<IdMap>,
+    /// `--restart`.
+    pub restart: RestartPolicy,
+    /// Its volumes, as asked for.
+    pub volumes: Vec<MountRequest>,
+    /// `-i`.
+    pub interactive: bool,
+    /// `-t`.
+    pub tty: bool,
 }
 
 /// Smallest memory limit accepted (Docker's minimum).
@@ -192,9 +210,11 @@ fn validate_hostname(h: &str) -> Result<()> {
 /// A passwd or group file parsed into (name, fields).
 fn read_colon_file(path: Option<&Path>) -> Vec<Vec<String>> {
     let Some(path) = path else { return Vec::new() };
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
+    parse_colon_file(&std::fs::read_to_string(path).unwrap_or_default())
+}
+
+fn parse_colon_file(text: &str) -> Vec<Vec<String>> {
+    text.lines()
         .filter(|l| !l.trim_start().starts_with('#'))
         .map(|l| l.split(':').map(str::to_string).collect())
         .collect()
@@ -283,9 +303,43 @@ fn resolve_user_in(
     })
 }
 
+/// Applies `-e KEY=VALUE` (or `-e KEY`, copied from this process's environment
+/// when set) to `env`: a key given again replaces the earlier value.
+pub fn merge_env(env: &mut Vec<String>, overrides: &[String]) -> Result<()> {
+    let mut set = |kv: String| {
+        let key = kv.split('=').next().unwrap_or("").to_string();
+        env.retain(|e| e.split('=').next() != Some(key.as_str()));
+        env.push(kv);
+    };
+    for e in overrides {
+        if e.contains('=') {
+            let (k, v) = parse_kv("-e", e)?;
+            set(format!("{k}={v}"));
+        } else if e.is_empty() || e.contains('\0') {
+            return Err(Error::Invalid(format!("-e {e:?}: expected KEY=VALUE")));
+        } else if let Ok(v) = std::env::var(e) {
+            set(format!("{e}={v}"));
+        }
+    }
+    Ok(())
+}
+
+/// Resolves `user[:group]` against `/etc/passwd` and `/etc/group` of a running
+/// container, read through its `/proc/<pid>/root` with links resolved inside it
+/// (an image's `/etc/passwd -> /etc/shadow` names the container's, not the host's).
+pub fn resolve_user_under(root: &Path, spec: &str) -> Result<ResolvedUser> {
+    let read = |name: &str| -> Result<Vec<Vec<String>>> {
+        let data = super::sys::read_in_root(root, name)?.unwrap_or_default();
+        Ok(parse_colon_file(&String::from_utf8_lossy(&data)))
+    };
+    resolve_user_in(&read("etc/passwd")?, &read("etc/group")?, spec)
+}
+
 /// Validates `opts` against the store. Creates nothing.
 pub fn validate(paths: &Paths, opts: &LaunchOptions, id: String) -> Result<LaunchSpec> {
     let limits = parse_limits(opts)?;
+    super::restart::validate(opts.restart, opts.auto_remove)?;
+    volumes::check_duplicates(&opts.mounts)?;
     let network = opts.network;
     let name = match &opts.name {
         Some(n) => {
@@ -339,21 +393,7 @@ pub fn validate(paths: &Paths, opts: &LaunchOptions, id: String) -> Result<Launc
         )));
     }
     let mut env: Vec<String> = cfg.env.clone();
-    let mut set = |kv: String| {
-        let key = kv.split('=').next().unwrap_or("").to_string();
-        env.retain(|e| e.split('=').next() != Some(key.as_str()));
-        env.push(kv);
-    };
-    for e in &opts.env {
-        if e.contains('=') {
-            let (k, v) = parse_kv("-e", e)?;
-            set(format!("{k}={v}"));
-        } else if e.is_empty() || e.contains('\0') {
-            return Err(Error::Invalid(format!("-e {e:?}: expected KEY=VALUE")));
-        } else if let Ok(v) = std::env::var(e) {
-            set(format!("{e}={v}"));
-        }
-    }
+    merge_env(&mut env, &opts.env)?;
     if !env.iter().any(|e| e.starts_with("PATH=")) {
         env.insert(0, image::DEFAULT_PATH_ENV.to_string());
     }
@@ -369,8 +409,11 @@ pub fn validate(paths: &Paths, opts: &LaunchOptions, id: String) -> Result<Launc
         .as_deref()
         .map(IdMap::from_subid_files)
         .transpose()?;
+    let volume_mounts = volumes::oci_mounts(paths, &opts.mounts)?;
     let config = build_config(
         &paths.container(&id),
+        volume_mounts,
+        opts.tty,
         &argv,
         &env,
         &cwd,
@@ -397,6 +440,10 @@ pub fn validate(paths: &Paths, opts: &LaunchOptions, id: String) -> Result<Launc
         init: opts.init,
         config,
         idmap,
+        restart: opts.restart,
+        volumes: opts.mounts.clone(),
+        interactive: opts.interactive,
+        tty: opts.tty,
     })
 }
 
@@ -621,6 +668,8 @@ pub fn confinement(opts: &LaunchOptions) -> Result<Confinement> {
 #[allow(clippy::too_many_arguments)]
 fn build_config(
     container_dir: &Path,
+    volume_mounts: Vec<Mount>,
+    terminal: bool,
     argv: &[String],
     env: &[String],
     cwd: &str,
@@ -633,7 +682,7 @@ fn build_config(
     idmap: Option<&IdMap>,
 ) -> Result<Spec> {
     let process = ProcessBuilder::default()
-        .terminal(false)
+        .terminal(terminal)
         .user(
             UserBuilder::default()
                 .uid(user.uid)
@@ -719,11 +768,11 @@ fn build_config(
                 .map_err(build_error("root"))?,
         )
         .hostname(hostname)
-        .mounts(mounts(
-            container_dir,
-            confinement.privileged,
-            confinement.read_only,
-        )?)
+        .mounts({
+            let mut all = mounts(container_dir, confinement.privileged, confinement.read_only)?;
+            all.extend(volume_mounts);
+            all
+        })
         .annotations(
             labels
                 .iter()

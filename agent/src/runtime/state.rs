@@ -16,7 +16,7 @@
 //!   "image_id": "sha256:…",              // image config digest
 //!   "command": ["sh", "-c", "…"],        // entrypoint + cmd as executed
 //!   "labels": {"k": "v"},
-//!   "status": "created" | "running" | "exited",
+//!   "status": "created" | "running" | "restarting" | "exited" | "dead",
 //!   "created_at": 1764290000.123,        // Unix seconds (float)
 //!   "started_at": 1764290000.456,        // null until running
 //!   "finished_at": null,                 // set when exited
@@ -37,7 +37,13 @@
 //!   "network": "none" | "host",
 //!   "hostname": "…",
 //!   "detached": false, "auto_remove": false, "init": false,
-//!   "log_path": "…/containers/<id>/container.log"  // detached containers only
+//!   "log_path": "…/containers/<id>/container.log", // detached containers only
+//!   "restart_policy": {"name": "no" | "on-failure" | "always" | "unless-stopped",
+//!                      "max_retries": 2},       // on-failure:N only
+//!   "restart_count": 0,                  // restarts done by the supervisor
+//!   "volumes": ["pgdata"],               // named volumes it mounts
+//!   "tty": false, "interactive": false,  // -t, -i
+//!   "log_timestamps": true               // log lines start with an RFC 3339 time
 //! }
 //! ```
 //!
@@ -46,6 +52,7 @@
 //! A limit that is `null` is unlimited. `lowerdirs` is top-most layer first (as in
 //! the overlay mount option). Unknown fields must be ignored by readers.
 
+use super::restart::RestartPolicy;
 use super::units::Network;
 use super::{Error, IoContext, Paths, Result};
 use crate::cgroup::{CgroupInfo, Limits};
@@ -67,6 +74,8 @@ pub enum Status {
     Running,
     /// The process has ended.
     Exited,
+    /// Exited, and its restart policy starts it again after a back-off.
+    Restarting,
     /// Its supervisor died (killed, or a crash mid-launch): nobody watches it and
     /// its exit is unknown. Processes it left are killed by `rm`.
     Dead,
@@ -78,6 +87,7 @@ impl std::fmt::Display for Status {
             Status::Created => "created",
             Status::Running => "running",
             Status::Exited => "exited",
+            Status::Restarting => "restarting",
             Status::Dead => "dead",
         })
     }
@@ -164,6 +174,24 @@ pub struct ContainerState {
     pub init: bool,
     /// Log file of a detached container.
     pub log_path: Option<PathBuf>,
+    /// `--restart`.
+    #[serde(default)]
+    pub restart_policy: RestartPolicy,
+    /// How many times the supervisor has restarted it.
+    #[serde(default)]
+    pub restart_count: u32,
+    /// The named volumes it mounts (`agent volume rm` refuses them).
+    #[serde(default)]
+    pub volumes: Vec<String>,
+    /// `-t`: its process has a pseudo-terminal.
+    #[serde(default)]
+    pub tty: bool,
+    /// `-i`: its stdin stays open.
+    #[serde(default)]
+    pub interactive: bool,
+    /// Its log prefixes every line with a timestamp ([`super::logs`]).
+    #[serde(default)]
+    pub log_timestamps: bool,
 }
 
 impl ContainerState {
@@ -199,6 +227,12 @@ impl ContainerState {
             auto_remove: false,
             init: false,
             log_path: None,
+            restart_policy: RestartPolicy::No,
+            restart_count: 0,
+            volumes: Vec::new(),
+            tty: false,
+            interactive: false,
+            log_timestamps: false,
         }
     }
 

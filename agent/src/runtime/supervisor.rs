@@ -12,17 +12,21 @@
 //! multi-threaded process would copy locks held by threads that do not exist in the
 //! child.
 
+use super::attach::{self, AttachServer};
 use super::bundle;
-use super::namespaces::{self, ChildContext, Rootfs};
+use super::logs;
+use super::namespaces::{self, ChildContext, ChildStdio, Rootfs};
+use super::restart::{self, Backoff, RestartPolicy};
 use super::rootfs::{self, ContainerLayer};
 use super::spec::{self, LaunchOptions, LaunchSpec};
 use super::state::{self, ContainerState, RootfsInfo, STATE_VERSION, Status};
+use super::terminal::{self, Ended, Relay};
 use super::userns::{self, IdMap};
 use super::{Error, IoContext, Paths, Result, seccomp, sys};
 use crate::cgroup::{ContainerCgroup, Hierarchy};
 use oci_spec::runtime::{LinuxNamespaceType, Spec};
 use std::io::{Read, Write};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -90,10 +94,16 @@ struct Prepared {
     detach: bool,
     /// `--rm`.
     auto_remove: bool,
+    /// `--restart`.
+    restart: RestartPolicy,
+    /// `-i`.
+    interactive: bool,
+    /// `-t`.
+    tty: bool,
 }
 
 /// The compiled program of the spec's `linux.seccomp`, from the store's cache.
-fn compile_seccomp(paths: &Paths, config: &Spec) -> Result<Option<Vec<u8>>> {
+pub(super) fn compile_seccomp(paths: &Paths, config: &Spec) -> Result<Option<Vec<u8>>> {
     config
         .linux()
         .as_ref()
@@ -135,6 +145,7 @@ pub fn launch(paths: &Paths, opts: &LaunchOptions) -> Result<Launched> {
                 spec.name
             )));
         }
+        super::volumes::prepare(paths, &spec.volumes, spec.idmap.as_ref())?;
         let dir = paths.container(&id);
         std::fs::create_dir(&dir).at("create container directory", &dir)?;
         let mut layer = ContainerLayer::create(paths, &id, &spec.image)?;
@@ -167,6 +178,9 @@ pub fn launch(paths: &Paths, opts: &LaunchOptions) -> Result<Launched> {
         init: spec.init,
         detach: spec.detach,
         auto_remove: spec.auto_remove,
+        restart: spec.restart,
+        interactive: spec.interactive,
+        tty: spec.tty,
     };
     creation.armed = false;
     run(paths, &prepared, cg, st)
@@ -224,6 +238,9 @@ pub fn run_bundle(paths: &Paths, opts: &bundle::BundleOptions) -> Result<Launche
         init: false,
         detach: opts.detach,
         auto_remove: false,
+        restart: RestartPolicy::No,
+        interactive: false,
+        tty: false,
     };
     creation.armed = false;
     run(paths, &prepared, cg, st)
@@ -241,6 +258,8 @@ fn run(
     if prepared.detach {
         let log = paths.container(&id).join("container.log");
         st.log_path = Some(log.clone());
+        // The supervisor writes it, each line with its time (runtime::logs).
+        st.log_timestamps = true;
         state::save(paths, &st)?;
         let (mut ready_r, ready_w) = sys::pipe()?;
         match sys::fork()? {
@@ -350,6 +369,12 @@ fn initial_state(spec: &LaunchSpec, layer: &ContainerLayer) -> ContainerState {
         auto_remove: spec.auto_remove,
         init: spec.init,
         log_path: None,
+        restart_policy: spec.restart,
+        restart_count: 0,
+        volumes: super::volumes::names(&spec.volumes),
+        tty: spec.tty,
+        interactive: spec.interactive,
+        log_timestamps: false,
     }
 }
 
@@ -392,13 +417,24 @@ fn supervise(
     mut on_start: impl FnMut(std::result::Result<(), &Error>),
 ) -> Result<i32> {
     let mut blocked = FORWARDED.to_vec();
-    blocked.push(libc::SIGCHLD);
+    blocked.extend([libc::SIGCHLD, libc::SIGWINCH]);
     sys::sigmask(libc::SIG_BLOCK, &blocked)?;
-    let started = start(paths, prepared, cg, st);
-    let pid = match started {
-        Ok(pid) => {
+    let mut attach = if prepared.detach {
+        match AttachServer::bind(&attach::socket_path(paths, &st.id)) {
+            Ok(a) => Some(a),
+            Err(e) => {
+                fail_start(paths, cg, st, &e);
+                on_start(Err(&e));
+                return Err(e);
+            }
+        }
+    } else {
+        None
+    };
+    let mut started = match start(paths, prepared, cg, st) {
+        Ok(started) => {
             on_start(Ok(()));
-            pid
+            started
         }
         Err(e) => {
             fail_start(paths, cg, st, &e);
@@ -406,17 +442,54 @@ fn supervise(
             return Err(e);
         }
     };
-    let exit = wait_forwarding(pid)?;
-    let (code, signal) = match exit {
-        sys::Exit::Code(c) => (c, None),
-        sys::Exit::Signal(s) => (128 + s, Some(s)),
-    };
-    st.status = Status::Exited;
-    st.exit_code = Some(code);
-    st.signal = signal;
-    st.oom_killed = cg.oom_kills() > 0;
-    st.finished_at = Some(super::now_unix());
-    st.pid = None;
+    let mut backoff = Backoff::new();
+    loop {
+        let began = Instant::now();
+        let Ended { exit, signalled } = wait_for(prepared, &started, attach.as_mut())?;
+        if let Some(a) = attach.as_mut() {
+            a.disconnect_all();
+        }
+        let (code, signal) = match exit {
+            sys::Exit::Code(c) => (c, None),
+            sys::Exit::Signal(s) => (128 + s, Some(s)),
+        };
+        st.status = Status::Exited;
+        st.exit_code = Some(code);
+        st.signal = signal;
+        st.oom_killed = cg.oom_kills() > 0;
+        st.finished_at = Some(super::now_unix());
+        st.pid = None;
+        // A signal forwarded from the supervisor's terminal is the user stopping it.
+        let stopped = signalled || restart::stopped_by_user(paths, &st.id);
+        if !prepared.restart.restarts(code, st.restart_count, stopped) {
+            break;
+        }
+        st.status = Status::Restarting;
+        state::save(paths, st)?;
+        if !wait_backoff(paths, &st.id, backoff.delay(began.elapsed()))? {
+            st.status = Status::Exited;
+            break;
+        }
+        st.restart_count += 1;
+        match start(paths, prepared, cg, st) {
+            Ok(next) => {
+                started = next;
+                // `stop` may have come while it was starting.
+                if restart::stopped_by_user(paths, &st.id) {
+                    let _ = sys::kill(started.pid, libc::SIGKILL);
+                }
+            }
+            Err(e) => {
+                // The container keeps its layer and state: its last exit stays
+                // recorded with why it could not run again.
+                st.status = Status::Exited;
+                st.error = Some(format!("restart {}: {e}", st.restart_count));
+                break;
+            }
+        }
+    }
+    drop(attach);
+    let code = st.exit_code.unwrap_or(1);
     cg.destroy();
     if prepared.auto_remove {
         rootfs::remove(paths, &st.id)?;
@@ -428,14 +501,57 @@ fn supervise(
     Ok(code)
 }
 
+/// A started container process and the supervisor's ends of its stdio.
+struct Started {
+    pid: i32,
+    /// The pty master (`-t`).
+    master: Option<OwnedFd>,
+    /// The read end of its stdout and stderr (detached, no terminal).
+    output: Option<OwnedFd>,
+    /// The write end of its stdin (detached with `-i`, no terminal).
+    input: Option<OwnedFd>,
+}
+
+/// The container process's stdio and the supervisor's ends of it.
+fn make_stdio(prepared: &Prepared) -> Result<(ChildStdio, [Option<OwnedFd>; 3], Vec<OwnedFd>)> {
+    let mut stdio = ChildStdio {
+        inherit_stdin: prepared.interactive && !prepared.detach,
+        ..ChildStdio::default()
+    };
+    // The child's ends, closed here once it has them.
+    let mut theirs = Vec::new();
+    let mut master = None;
+    let mut output = None;
+    let mut input = None;
+    if prepared.tty {
+        let pty = terminal::openpty()?;
+        stdio.terminal = Some(pty.slave.as_raw_fd());
+        theirs.push(pty.slave);
+        master = Some(pty.master);
+    } else if prepared.detach {
+        let (r, w) = sys::pipe()?;
+        stdio.output = Some(w.as_raw_fd());
+        theirs.push(OwnedFd::from(w));
+        output = Some(OwnedFd::from(r));
+        if prepared.interactive {
+            let (r, w) = sys::pipe()?;
+            stdio.input = Some(r.as_raw_fd());
+            theirs.push(OwnedFd::from(r));
+            input = Some(OwnedFd::from(w));
+        }
+    }
+    Ok((stdio, [master, output, input], theirs))
+}
+
 /// Clones the container process, places it in its cgroup, releases it and waits
-/// until it has exec'd. Returns its host pid.
+/// until it has exec'd.
 fn start(
     paths: &Paths,
     prepared: &Prepared,
     cg: &ContainerCgroup,
     st: &mut ContainerState,
-) -> Result<i32> {
+) -> Result<Started> {
+    let (stdio, [master, output, input], theirs) = make_stdio(prepared)?;
     let config = &prepared.config;
     let linux = config.linux().clone().unwrap_or_default();
     let user_ns = namespaces::has_namespace(config, LinuxNamespaceType::User);
@@ -454,6 +570,7 @@ fn start(
         cgroup_hierarchy: cg.hierarchy(),
         seccomp_bpf: prepared.seccomp_bpf.as_deref(),
         init: prepared.init,
+        stdio,
     };
     let pid = sys::clone_fork(flags)?;
     if pid == 0 {
@@ -463,6 +580,7 @@ fn start(
     }
     drop(sync_r);
     drop(err_w);
+    drop(theirs);
     let placed = (|| -> Result<()> {
         if user_ns {
             userns::write_maps(pid, &linux)?;
@@ -506,129 +624,90 @@ fn start(
     ns.extend(namespaces::namespace_inodes(pid));
     st.namespaces = ns;
     state::save(paths, st)?;
-    Ok(pid)
+    Ok(Started {
+        pid,
+        master,
+        output,
+        input,
+    })
 }
 
-/// Waits for `pid`, forwarding the blocked signals to it.
-fn wait_forwarding(pid: i32) -> Result<sys::Exit> {
+/// Waits for a run of the container: relaying its terminal to the caller
+/// (`-t` in the foreground), its output to the timestamped log and attached
+/// clients (`-d`), or only forwarding signals (the output is the caller's).
+fn wait_for(
+    prepared: &Prepared,
+    started: &Started,
+    attach: Option<&mut AttachServer>,
+) -> Result<Ended> {
+    let pid = started.pid;
+    if let Some(master) = &started.master
+        && !prepared.detach
+    {
+        return terminal::relay_caller(master, pid, prepared.interactive, FORWARDED);
+    }
+    let from = match (&started.master, &started.output) {
+        (Some(m), _) | (None, Some(m)) => m,
+        (None, None) => {
+            let (exit, signalled) = wait_forwarding(pid)?;
+            return Ok(Ended { exit, signalled });
+        }
+    };
+    // The detached supervisor's stdout is the log file.
+    let mut log = logs::TimestampedWriter::new(std::io::stdout().lock());
+    terminal::relay(
+        pid,
+        FORWARDED,
+        Relay {
+            from: from.as_fd(),
+            tty: started.master.as_ref().map(|m| m.as_fd()),
+            input: None,
+            input_to: started
+                .master
+                .as_ref()
+                .or(started.input.as_ref())
+                .map(|f| f.as_fd()),
+            output: &mut log,
+            size_from: None,
+            attach,
+        },
+    )
+}
+
+/// Waits for `pid`, forwarding the blocked signals to it. Says whether a
+/// signal was forwarded.
+fn wait_forwarding(pid: i32) -> Result<(sys::Exit, bool)> {
     let mut waited = FORWARDED.to_vec();
     waited.push(libc::SIGCHLD);
+    let mut signalled = false;
     loop {
         if let Some((_, exit)) = sys::waitpid(pid, libc::WNOHANG)? {
-            return Ok(exit);
+            return Ok((exit, signalled));
         }
         match sys::sigtimedwait(&waited, Duration::from_secs(1))? {
             Some(libc::SIGCHLD) | None => {}
             Some(sig) => {
+                signalled = true;
                 let _ = sys::kill(pid, sig);
             }
         }
     }
 }
 
-/// Whether `st`'s recorded pid is still the container's PID 1 (guards against pid
-/// reuse after the container exited).
-fn pid_is_container(st: &ContainerState) -> Option<i32> {
-    let pid = st.pid?;
-    let want = st.namespaces.get("pid")?;
-    let now = namespaces::namespace_inodes(pid);
-    (now.get("pid") == Some(want)).then_some(pid)
-}
-
-/// Sends `signal` to a running container's PID 1.
-pub fn kill(paths: &Paths, key: &str, signal: i32) -> Result<ContainerState> {
-    let st = state::find(paths, key)?;
-    if !st.is_running() {
-        return Err(Error::Conflict(format!(
-            "container {} is not running",
-            st.name
-        )));
-    }
-    let pid = pid_is_container(&st)
-        .ok_or_else(|| Error::Conflict(format!("container {} is not running", st.name)))?;
-    sys::kill(pid, signal)?;
-    Ok(st)
-}
-
-/// Waits until the container is no longer running; `false` on timeout.
-pub fn wait_exited(paths: &Paths, id: &str, timeout: Duration) -> Result<bool> {
-    let deadline = Instant::now() + timeout;
+/// Sleeps `delay` before a restart; `false` when the user stopped the container
+/// meanwhile (stop, kill, rm, or a signal to the supervisor).
+fn wait_backoff(paths: &Paths, id: &str, delay: Duration) -> Result<bool> {
+    let deadline = Instant::now() + delay;
     loop {
-        match state::load(paths, id) {
-            Ok(st) if st.is_running() || st.status == Status::Created && st.supervisor_alive() => {}
-            Ok(_) => return Ok(true),
-            Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
-                return Ok(true);
-            }
-            Err(e) => return Err(e),
-        }
-        if Instant::now() >= deadline {
+        if restart::stopped_by_user(paths, id) {
             return Ok(false);
         }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// SIGTERM, then SIGKILL after `timeout`, like `docker stop`.
-pub fn stop(paths: &Paths, key: &str, timeout: Duration) -> Result<ContainerState> {
-    let st = state::find(paths, key)?;
-    if !st.is_running() {
-        return Ok(st);
-    }
-    if let Some(pid) = pid_is_container(&st) {
-        sys::kill(pid, libc::SIGTERM)?;
-        if !wait_exited(paths, &st.id, timeout)?
-            && let Some(pid) = pid_is_container(&st)
-        {
-            sys::kill(pid, libc::SIGKILL)?;
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Ok(true);
+        }
+        if sys::sigtimedwait(FORWARDED, left.min(Duration::from_millis(50)))?.is_some() {
+            return Ok(false);
         }
     }
-    if !wait_exited(paths, &st.id, Duration::from_secs(10))? {
-        return Err(Error::Conflict(format!(
-            "container {} did not exit after SIGKILL",
-            st.name
-        )));
-    }
-    state::load(paths, &st.id).or(Ok(st))
-}
-
-/// Removes a container: refused while running unless `force` (which kills it).
-pub fn remove(paths: &Paths, key: &str, force: bool) -> Result<ContainerState> {
-    let st = state::find(paths, key)?;
-    if st.is_running() {
-        if !force {
-            return Err(Error::Conflict(format!(
-                "container {} is running; stop it first or use rm -f",
-                st.name
-            )));
-        }
-        if let Some(pid) = pid_is_container(&st) {
-            sys::kill(pid, libc::SIGKILL)?;
-        }
-        wait_exited(paths, &st.id, Duration::from_secs(10))?;
-    }
-    let _lock = sys::lock_exclusive(&paths.lock_file())?;
-    // A supervisor that died leaves its cgroup; destroying it kills what is left.
-    if let Some(info) = &st.cgroup {
-        ContainerCgroup::from_info(info).destroy();
-    }
-    rootfs::remove(paths, &st.id)?;
-    let dir = paths.container(&st.id);
-    match std::fs::remove_dir_all(&dir) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e).at("remove", &dir),
-        _ => {}
-    }
-    Ok(st)
-}
-
-/// The log file of a container (detached containers only).
-pub fn log_path(paths: &Paths, key: &str) -> Result<(ContainerState, PathBuf)> {
-    let st = state::find(paths, key)?;
-    let path = st.log_path.clone().ok_or_else(|| {
-        Error::NotFound(format!(
-            "container {} was not detached: its output went to the terminal",
-            st.name
-        ))
-    })?;
-    Ok((st, path))
 }

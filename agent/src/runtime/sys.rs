@@ -376,7 +376,7 @@ pub fn sigmask(how: libc::c_int, sigs: &[i32]) -> Result<()> {
     check_sys(ret as libc::c_long, "sigprocmask").map(drop)
 }
 
-fn sigset(sigs: &[i32]) -> libc::sigset_t {
+pub(super) fn sigset(sigs: &[i32]) -> libc::sigset_t {
     // SAFETY: sigemptyset initialises the zeroed set; sigaddset only writes into it.
     unsafe {
         let mut set: libc::sigset_t = std::mem::zeroed();
@@ -542,6 +542,50 @@ pub fn setns_path(path: &Path, nstype: libc::c_int) -> Result<()> {
     // SAFETY: the descriptor is open for the duration of the call.
     let ret = unsafe { libc::setns(file.as_raw_fd(), nstype) };
     check(ret, "setns", path)
+}
+
+/// `setns(2)` into the namespace behind `fd`.
+pub fn setns_fd(fd: BorrowedFd<'_>, nstype: libc::c_int, what: &str) -> Result<()> {
+    // SAFETY: the descriptor is borrowed, so open for the duration of the call.
+    let ret = unsafe { libc::setns(fd.as_raw_fd(), nstype) };
+    check_sys(ret as libc::c_long, &format!("setns {what}")).map(drop)
+}
+
+/// Reads `path` with every component, symbolic links included, resolved inside
+/// the directory `root` (`openat2(RESOLVE_IN_ROOT)`): a container's file read
+/// from the host through `/proc/<pid>/root` can never name a host file.
+/// `Ok(None)` when it does not exist.
+pub fn read_in_root(root: &Path, path: &str) -> Result<Option<Vec<u8>>> {
+    use std::io::Read;
+    let dir = std::fs::File::open(root).at("open", root)?;
+    let p = cstr(path)?;
+    // SAFETY: open_how is plain data; zeroed is a valid value before the fields are set.
+    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
+    how.flags = (libc::O_RDONLY | libc::O_CLOEXEC) as u64;
+    how.resolve = libc::RESOLVE_IN_ROOT;
+    // SAFETY: `p` is NUL-terminated, `how` is a valid open_how of the given size,
+    // and `dir` is open for the duration of the call.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            dir.as_raw_fd(),
+            p.as_ptr(),
+            &how as *const libc::open_how,
+            std::mem::size_of::<libc::open_how>(),
+        )
+    };
+    if fd < 0 {
+        let err = std::io::Error::last_os_error();
+        if err.kind() == std::io::ErrorKind::NotFound {
+            return Ok(None);
+        }
+        return Err(err).at("open in container root", root.join(path));
+    }
+    // SAFETY: openat2 returned a fresh descriptor that nothing else owns.
+    let mut file = unsafe { std::fs::File::from_raw_fd(fd as libc::c_int) };
+    let mut out = Vec::new();
+    file.read_to_end(&mut out).at("read", root.join(path))?;
+    Ok(Some(out))
 }
 
 /// `struct mount_attr` of `mount_setattr(2)`.

@@ -276,6 +276,26 @@ fn shifted_copies(paths: &Paths, layer: &ContainerLayer, map: &IdMap) -> Result<
     Ok(out)
 }
 
+/// Copies what the directory `src` holds into the existing directory `dst`,
+/// owners, modes and links as they are, and gives `dst` the owner and mode of
+/// `src` (Docker's copy of an image directory into a new volume).
+pub(super) fn copy_contents(src: &Path, dst: &Path) -> Result<()> {
+    let same = IdMap {
+        uid: 0,
+        gid: 0,
+        uid_count: 0,
+        gid_count: 0,
+    };
+    for entry in std::fs::read_dir(src).at("read directory", src)? {
+        let entry = entry.at("read directory", src)?;
+        copy_shifted(&entry.path(), &dst.join(entry.file_name()), &same)?;
+    }
+    let meta = std::fs::metadata(src).at("stat", src)?;
+    sys::lchown(dst, meta.uid(), meta.gid())?;
+    std::fs::set_permissions(dst, std::fs::Permissions::from_mode(meta.mode() & 0o7777))
+        .at("chmod", dst)
+}
+
 fn copy_shifted(src: &Path, dst: &Path, map: &IdMap) -> Result<()> {
     let meta = std::fs::symlink_metadata(src).at("stat", src)?;
     let ft = meta.file_type();

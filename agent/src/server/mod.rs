@@ -6,6 +6,7 @@ mod accept;
 pub(crate) mod basic_auth;
 pub mod connections;
 pub mod control;
+pub mod events_file;
 mod tls;
 pub mod ui;
 pub mod web_config;

@@ -64,6 +64,39 @@ impl Dockerd {
         Some(me)
     }
 
+    /// The daemon's pid (it runs in the network namespace of its own that its
+    /// containers' bridge lives in).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// `GET path` from `addr` (e.g. a container's bridge address), made from
+    /// inside the daemon's network namespace; the body.
+    pub fn http_get_inside(&self, addr: &str, path: &str) -> std::io::Result<String> {
+        let ns = std::fs::File::open(format!("/proc/{}/ns/net", self.pid()))?;
+        let (addr, path) = (addr.to_owned(), path.to_owned());
+        // setns changes the calling thread only: a thread of its own, ended after.
+        std::thread::spawn(move || {
+            use std::os::fd::AsRawFd;
+            // SAFETY: setns on a namespace fd we hold open; it affects only this thread.
+            if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            let (status, body) = crate::http_get(&addr, &path, &[])?;
+            if status != 200 {
+                return Err(std::io::Error::other(format!("{path}: HTTP {status}")));
+            }
+            Ok(String::from_utf8_lossy(&body).into_owned())
+        })
+        .join()
+        .map_err(|_| std::io::Error::other("the request thread panicked"))?
+    }
+
+    /// Its API socket.
+    pub fn socket(&self) -> PathBuf {
+        self.dir.path().join("docker.sock")
+    }
+
     /// Its `--data-root`.
     pub fn data_root(&self) -> PathBuf {
         self.dir.path().join("data")

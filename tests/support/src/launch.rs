@@ -99,16 +99,22 @@ impl Env {
     #[allow(clippy::new_without_default)]
     pub fn new() -> Self {
         let guard = Guard::Shared(HOST.read().unwrap_or_else(|e| e.into_inner()));
-        Self::with_guard(guard)
+        Self::with_guard(guard, true)
+    }
+
+    /// A fresh, empty state dir (no image), sharing the host.
+    pub fn empty() -> Self {
+        let guard = Guard::Shared(HOST.read().unwrap_or_else(|e| e.into_inner()));
+        Self::with_guard(guard, false)
     }
 
     /// Like `new`, but no other test runs meanwhile (for host-wide leak checks).
     pub fn exclusive() -> Self {
         let guard = Guard::Exclusive(HOST.write().unwrap_or_else(|e| e.into_inner()));
-        Self::with_guard(guard)
+        Self::with_guard(guard, true)
     }
 
-    fn with_guard(guard: Guard) -> Self {
+    fn with_guard(guard: Guard, busybox: bool) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("agent-launch-test")
             .tempdir()
@@ -119,6 +125,9 @@ impl Env {
             dir,
             _guard: guard,
         };
+        if !busybox {
+            return env;
+        }
         let layout = env.dir.path().join("busybox-oci");
         build_busybox_oci(&layout);
         env.agent(&[
@@ -323,6 +332,43 @@ impl Drop for Env {
     }
 }
 
+/// A test entry in /etc/subuid and /etc/subgid, removed on drop (only if this
+/// test added it).
+pub struct SubidEntry {
+    added: Vec<(PathBuf, String)>,
+}
+
+impl SubidEntry {
+    pub fn ensure(name: &str, start: u32, count: u32) -> SubidEntry {
+        let mut added = Vec::new();
+        for file in ["/etc/subuid", "/etc/subgid"] {
+            let text = std::fs::read_to_string(file).unwrap_or_default();
+            if text.lines().any(|l| l.starts_with(&format!("{name}:"))) {
+                continue;
+            }
+            let line = format!("{name}:{start}:{count}\n");
+            let mut new = text.clone();
+            if !new.is_empty() && !new.ends_with('\n') {
+                new.push('\n');
+            }
+            new.push_str(&line);
+            std::fs::write(file, new).unwrap();
+            added.push((PathBuf::from(file), line));
+        }
+        SubidEntry { added }
+    }
+}
+
+impl Drop for SubidEntry {
+    fn drop(&mut self) {
+        for (file, line) in &self.added {
+            if let Ok(text) = std::fs::read_to_string(file) {
+                let _ = std::fs::write(file, text.replacen(line.as_str(), "", 1));
+            }
+        }
+    }
+}
+
 // ---- building the busybox OCI image ------------------------------------------------
 
 pub fn sha256_hex(data: &[u8]) -> String {
@@ -412,7 +458,8 @@ pub fn top_layer() -> Layer {
     })
 }
 
-fn gzip(data: &[u8]) -> Vec<u8> {
+/// `data` gzip-compressed (fast).
+pub fn gzip(data: &[u8]) -> Vec<u8> {
     let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     enc.write_all(data).unwrap();
     enc.finish().unwrap()

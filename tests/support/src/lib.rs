@@ -1,13 +1,20 @@
 //! Shared pieces of the privileged and end-to-end tests: root checks, real cgroups
 //! that remove themselves, a memory/CPU hog process, the agent binary as a child, a real
-//! Prometheus server ([`prometheus`]) and a minimal HTTP client; the launch tests'
-//! state dirs and images ([`launch`]); the dashboard's queries
+//! Prometheus server ([`prometheus`]) and a minimal HTTP client; real container
+//! runtimes on private roots and sockets ([`docker`], [`containerd`], [`podman`]); the launch tests'
+//! state dirs and images ([`launch`]); starting an eBPF tracer and reading its events ([`ebpf`]); the dashboard's queries
 //! ([`dashboard_queries`]). Everything cleans up in `Drop`, also when a test fails.
 
+pub mod containerd;
+pub mod daemonset;
 pub mod dashboard_queries;
 pub mod docker;
+pub mod ebpf;
 pub mod launch;
+pub mod podman;
 pub mod prometheus;
+pub mod registry;
+pub mod token_server;
 
 use agent::cgroup::Hierarchy;
 use std::io::{Read, Write};
@@ -32,6 +39,13 @@ pub fn agent_bin() -> PathBuf {
         bin.display()
     );
     bin
+}
+
+/// The agent's OCI image (`cargo xtask image`'s code) built from the binary under
+/// test into `out`: the tests prove the image of the code they test.
+pub fn agent_image(out: &Path) -> xtask::image::Image {
+    xtask::image::build(&agent_bin(), out, "agent-test/agent:1")
+        .unwrap_or_else(|e| panic!("building the agent's image: {e:#}"))
 }
 
 /// True when running as root; otherwise prints why the test is skipped.
@@ -754,4 +768,29 @@ pub fn stdout_lines(child: &mut std::process::Child) -> std::sync::mpsc::Receive
         }
     });
     rx
+}
+
+/// Runs promtool with `args` in `dir`; panics with its output unless it succeeds.
+pub fn promtool(dir: &Path, args: &[&str]) -> String {
+    let program = std::env::var("PROMTOOL").unwrap_or_else(|_| "promtool".to_string());
+    let output = match Command::new(&program).args(args).current_dir(dir).output() {
+        Ok(output) => output,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => panic!(
+            "`{program}` not found: these tests need promtool. Install Debian's `prometheus` \
+             package (apt-get install prometheus, gives /usr/bin/promtool) or set PROMTOOL."
+        ),
+        Err(e) => panic!("cannot run `{program}`: {e}"),
+    };
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        output.status.success(),
+        "`promtool {}` failed in {}:\n{text}",
+        args.join(" "),
+        dir.display()
+    );
+    text
 }

@@ -23,6 +23,9 @@ pub struct Config {
     pub tls_ca_file: Option<String>,
     /// Scrape with these basic-auth credentials (user, password).
     pub basic_auth: Option<(String, String)>,
+    /// A `node` label for each target (same order), as a DaemonSet's scrape job
+    /// relabels the node name into it.
+    pub nodes: Option<Vec<String>>,
 }
 
 impl Config {
@@ -36,6 +39,7 @@ impl Config {
             rules: None,
             tls_ca_file: None,
             basic_auth: None,
+            nodes: None,
         }
     }
 
@@ -69,6 +73,15 @@ impl Config {
             yaml.push_str(&format!(
                 "    basic_auth:\n      username: '{user}'\n      password: '{password}'\n"
             ));
+        }
+        if let Some(nodes) = &self.nodes {
+            yaml.push_str("    static_configs:\n");
+            for (t, node) in self.targets.iter().zip(nodes) {
+                yaml.push_str(&format!(
+                    "      - targets: ['{t}']\n        labels: {{node: '{node}'}}\n"
+                ));
+            }
+            return yaml;
         }
         yaml.push_str(&format!(
             "    static_configs:\n      - targets: [{}]\n",
@@ -141,6 +154,11 @@ impl Prometheus {
             std::thread::sleep(Duration::from_millis(100));
         }
         p
+    }
+
+    /// The server's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// What the server has logged so far.

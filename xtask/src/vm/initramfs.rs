@@ -110,7 +110,7 @@ impl Initramfs {
 
     /// Copies the shared libraries `exe` needs to their host paths in the guest.
     pub fn add_libraries(&mut self, exe: &Path) -> anyhow::Result<()> {
-        for lib in shared_libraries(exe)? {
+        for lib in xtask::shared_libraries(exe)? {
             if self.libraries.insert(lib.clone()) {
                 // The libraries' own dependencies are in ldd's (transitive) list.
                 self.copy(&lib, &lib, false)?;
@@ -194,47 +194,4 @@ fn list(root: &Path, rel: &Path, out: &mut Vec<PathBuf>) -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-/// The shared libraries (and the ELF interpreter) `ldd` reports for `exe`; none for
-/// a static executable.
-pub fn shared_libraries(exe: &Path) -> anyhow::Result<Vec<PathBuf>> {
-    let out = Command::new("ldd")
-        .arg(exe)
-        .output()
-        .context("running ldd")?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    if !out.status.success() {
-        if text.contains("not a dynamic executable") || out.stderr.starts_with(b"\tnot a dynamic") {
-            return Ok(Vec::new());
-        }
-        bail!(
-            "ldd {} failed: {}",
-            exe.display(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    let mut libs = Vec::new();
-    for line in text.lines() {
-        let line = line.trim();
-        // "libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x…)", "/lib64/ld-linux-x86-64.so.2 (0x…)"
-        let path = match line.split_once("=>") {
-            Some((name, rest)) => {
-                let p = rest.split_whitespace().next().unwrap_or("");
-                if p == "not" {
-                    bail!(
-                        "{}: shared library {} not found",
-                        exe.display(),
-                        name.trim()
-                    );
-                }
-                p
-            }
-            None => line.split_whitespace().next().unwrap_or(""),
-        };
-        if path.starts_with('/') {
-            libs.push(PathBuf::from(path));
-        }
-    }
-    Ok(libs)
 }

@@ -24,9 +24,11 @@
 //!   down to one image's config and layer blobs.
 //! - `unpack`: one layer's tar stream into a `diff` directory, whiteouts and digests.
 //! - `store`: `overlay2/` layers, short links, and the records in `images/`.
+//! - `pull`: an image from a registry, through `unpack` and `store` like an import.
 
 mod archive;
 pub(crate) mod fuzzing;
+pub mod pull;
 mod reference;
 mod store;
 mod unpack;
@@ -450,7 +452,7 @@ pub fn resolve(paths: &Paths, reference: &str) -> Result<ImageRecord> {
         }
     }
     Err(Error::NotFound(format!(
-        "no such image: {reference} (import it with `agent image import`)"
+        "no such image: {reference} (import it with `agent image import` or pull it with `agent pull`)"
     )))
 }
 

@@ -17,9 +17,17 @@ pub fn normalize_reference(r: &str) -> String {
     }
 }
 
-/// Accepts Docker-style references: lowercase path components, optional `:tag`.
+/// Accepts Docker-style references: lowercase path components, optional `:tag`,
+/// optional `@sha256:<hex>` (what a pull by digest names its image).
 pub fn validate_reference(r: &str) -> Result<()> {
     let bad = || Error::Invalid(format!("invalid image reference {r:?}"));
+    if let Some((name, digest)) = r.split_once('@') {
+        let hex = digest.strip_prefix("sha256:").ok_or_else(bad)?;
+        if hex.len() != 64 || !hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+            return Err(bad());
+        }
+        return validate_reference(name).map_err(|_| bad());
+    }
     if r.is_empty() || r.len() > 255 {
         return Err(bad());
     }
@@ -117,10 +125,20 @@ mod tests {
             "busybox:1.36",
             "library/busybox:latest",
             "localhost:5000/a/b:c",
+            format!("127.0.0.1:5000/a@sha256:{}", "0".repeat(64)).as_str(),
         ] {
             validate_reference(ok).unwrap();
         }
-        for bad in ["", "Busybox", "a:", "a b", "a:b/c:", "-a"] {
+        for bad in [
+            "",
+            "Busybox",
+            "a:",
+            "a b",
+            "a:b/c:",
+            "-a",
+            "a@sha256:00",
+            "@sha256:",
+        ] {
             assert!(validate_reference(bad).is_err(), "{bad}");
         }
         assert_eq!(normalize_reference("a"), "a:latest");

@@ -108,13 +108,45 @@ pub(super) fn store_layer(
     parents: &[String],
     parent_chain: Option<&str>,
 ) -> Result<(String, String)> {
+    let unpacked = unpack_to_scratch(paths, reader, layer, expected)?;
+    commit_layer(paths, unpacked, parents, parent_chain)
+}
+
+/// A layer unpacked into `tmp/` and verified, not yet in the store; its scratch
+/// directory goes when this is dropped uncommitted.
+pub(super) struct Unpacked {
+    tmp: TmpDir,
+    diff_id: String,
+}
+
+/// The first half of [`store_layer`]: unpacks and verifies a layer into scratch.
+/// Layers of one image may be unpacked side by side; they are committed in order.
+pub(super) fn unpack_to_scratch(
+    paths: &Paths,
+    reader: impl Read,
+    layer: &unpack::LayerRef<'_>,
+    expected: unpack::Expected<'_>,
+) -> Result<Unpacked> {
     let tmp = paths
         .tmp()
         .join(format!("layer-{}", &super::super::random_id()?[..16]));
     let diff = tmp.join("diff");
     std::fs::create_dir_all(&diff).at("create directory", &diff)?;
-    let cleanup = TmpDir(tmp.clone());
+    let tmp = TmpDir(tmp);
     let diff_id = unpack::unpack_verified(reader, &diff, layer, expected)?;
+    Ok(Unpacked { tmp, diff_id })
+}
+
+/// The second half of [`store_layer`]: moves a verified layer into
+/// `overlay2/<chain>` on top of `parents` (already in the store, bottom-most first).
+/// Returns the diff id and the chain id.
+pub(super) fn commit_layer(
+    paths: &Paths,
+    unpacked: Unpacked,
+    parents: &[String],
+    parent_chain: Option<&str>,
+) -> Result<(String, String)> {
+    let Unpacked { tmp, diff_id } = unpacked;
     let chain = chain_id(parent_chain, &diff_id);
     let name = layer_dir_name(&chain);
     let final_dir = paths.overlay().join(name);
@@ -124,14 +156,14 @@ pub(super) fn store_layer(
     // Complete the layer in scratch; the rename below is what makes it exist. An
     // import killed before it leaves scratch and perhaps a short link to nowhere,
     // both of which the next import sweeps.
-    let short = write_layer_meta(paths, &tmp, name, parents)?;
+    let short = write_layer_meta(paths, &tmp.0, name, parents)?;
     let moved = remove_tree(&final_dir)
-        .and_then(|()| std::fs::rename(&tmp, &final_dir).at("move layer into", &final_dir));
+        .and_then(|()| std::fs::rename(&tmp.0, &final_dir).at("move layer into", &final_dir));
     if let Err(e) = moved {
         let _ = std::fs::remove_file(paths.links().join(short));
         return Err(e);
     }
-    drop(cleanup);
+    drop(tmp);
     Ok((diff_id, chain))
 }
 
@@ -139,7 +171,7 @@ pub(super) fn store_layer(
 /// things it removed. Called with the store lock held, which every change to `tmp/`
 /// and `overlay2/` takes, so nothing it sees is still being made:
 ///
-/// - everything in `tmp/` (only imports use it);
+/// - everything in `tmp/` (only imports and pulls use it);
 /// - every layer directory in `overlay2/` that no image record names, unless it is
 ///   named after a container in `containers/` (a container's layer is its own):
 ///   the finished layers of an import killed before it wrote its record, and

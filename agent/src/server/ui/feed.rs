@@ -213,6 +213,8 @@ mod tests {
                 argv_truncated: false,
             }),
             mount: None,
+            exit: None,
+            oom: None,
         }
     }
 

@@ -1,0 +1,569 @@
+//! Pulling an image from an OCI distribution registry into the store that
+//! `image import` fills, through the same unpack, digest checks and records, so a
+//! pulled image is launched exactly like an imported one.
+//!
+//! The protocol (manifests, indexes, blobs, bearer-token and basic auth) is
+//! `oci-client`'s. An index or a Docker manifest list resolves to the host's
+//! platform. Layers whose chain id is already in `overlay2/` are not fetched;
+//! the others download side by side ([`PARALLEL_LAYERS`] at a time), each streamed
+//! straight into `unpack` in a scratch directory under `tmp/`, where its blob digest
+//! and size and its diff id are checked as the bytes go by. A layer enters
+//! `overlay2/` (a rename) only once verified, bottom-most first; the record is
+//! written last. A pull killed half-way leaves scratch and perhaps layers that no
+//! record names, which the next pull, import or launch sweeps under the store lock,
+//! as an interrupted import's.
+
+mod registry;
+
+pub use registry::{DEFAULT_CERTS_DIR, RegistryOptions};
+
+use super::super::{Error, Paths, Result, sys};
+use super::archive::CONFIG_MAX;
+use super::store::{self, Unpacked};
+use super::{ImageRecord, layer_dir, unpack, validate_reference};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use oci_client::errors::OciDistributionError;
+use oci_client::manifest::OciDescriptor;
+use oci_client::{Client, Reference};
+use oci_spec::image::ImageConfiguration;
+use sha2::{Digest, Sha256};
+use std::io::Read;
+use std::path::PathBuf;
+use std::sync::Arc;
+use tokio::sync::{Semaphore, mpsc};
+
+/// Layers downloaded at once: Docker's default `max-concurrent-downloads`.
+pub const PARALLEL_LAYERS: usize = 3;
+
+/// What a pull reports as it goes.
+#[derive(Debug, Clone)]
+pub enum PullEvent {
+    /// A line of its own: what is pulled from where, leftovers swept.
+    Note(String),
+    /// Layer `index` (bottom-most is 0) of `count`, blob `digest`, is now `state`.
+    Layer {
+        index: usize,
+        count: usize,
+        digest: String,
+        state: LayerState,
+    },
+}
+
+/// Where one layer of a pull is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LayerState {
+    /// Already in the store: not downloaded.
+    Present,
+    /// Waiting for a download slot.
+    Waiting,
+    /// `done` of `total` bytes downloaded (and unpacked as they came).
+    Downloading { done: u64, total: u64 },
+    /// Downloaded and verified; waiting for the layers below it.
+    Verified,
+    /// In the store.
+    Done,
+}
+
+/// Where a pull's events go; called from several threads.
+pub type PullProgress = Arc<dyn Fn(PullEvent) + Send + Sync>;
+
+/// The parts of a reference a pull uses.
+pub struct PullRef {
+    parsed: Reference,
+    /// The name the record gets: `registry/repository:tag` (or `@digest`).
+    name: String,
+}
+
+impl PullRef {
+    /// Parses `reference` as Docker does (`busybox` is
+    /// `docker.io/library/busybox:latest`).
+    pub fn parse(reference: &str) -> Result<Self> {
+        let parsed: Reference = reference
+            .parse()
+            .map_err(|e| Error::Invalid(format!("invalid image reference {reference:?}: {e}")))?;
+        let base = format!("{}/{}", parsed.registry(), parsed.repository());
+        let name = match (parsed.tag(), parsed.digest()) {
+            (Some(tag), _) => format!("{base}:{tag}"),
+            (None, Some(digest)) => format!("{base}@{digest}"),
+            (None, None) => format!("{base}:latest"),
+        };
+        validate_reference(&name)?;
+        Ok(PullRef { parsed, name })
+    }
+
+    /// The name the pulled image is recorded under.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Whether the reference names its registry (`host.domain/…`, `host:port/…`,
+    /// `localhost/…`) rather than meaning Docker Hub by default.
+    pub fn names_registry(reference: &str) -> bool {
+        match reference.split_once('/') {
+            Some((first, _)) => first.contains(['.', ':']) || first == "localhost",
+            None => false,
+        }
+    }
+}
+
+/// Pulls `reference` into the store under `paths`; returns its record.
+pub fn pull(
+    paths: &Paths,
+    reference: &PullRef,
+    opts: &RegistryOptions,
+    progress: PullProgress,
+) -> Result<ImageRecord> {
+    super::super::ensure_layout(paths)?;
+    let _lock = sys::lock_exclusive(&paths.lock_file())?;
+    let swept = store::sweep(paths)?;
+    if swept > 0 {
+        progress(PullEvent::Note(format!(
+            "removed {swept} leftovers of an interrupted import or pull from {}",
+            paths.root().display()
+        )));
+    }
+    // reqwest's rustls takes the process's crypto provider; the agent's is ring.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("agent-pull")
+        .enable_all()
+        .build()
+        .map_err(|source| Error::Sys {
+            op: "start the pull's runtime".into(),
+            source,
+        })?;
+    let pulled = runtime.block_on(pull_image(paths, reference, opts, progress));
+    // Dropping the runtime waits for the unpackers still running, so nothing is
+    // writing to tmp/ when the sweep below runs (and no thread outlives a pull
+    // that `launch` makes before it forks).
+    drop(runtime);
+    if pulled.is_err() {
+        // Layers of this image committed before the failure are named by no
+        // record: leave nothing half-created.
+        let _ = store::sweep(paths);
+    }
+    pulled
+}
+
+/// A registry error: what was asked, of which registry, and the client's error.
+fn registry_error(op: impl Into<String>, registry: &str, e: OciDistributionError) -> Error {
+    Error::Registry {
+        op: op.into(),
+        registry: registry.to_string(),
+        source: Box::new(e),
+    }
+}
+
+/// The blob part of `sha256:<hex>`; other algorithms are refused.
+fn sha256_hex_of(digest: &str, source: &str) -> Result<String> {
+    match digest.strip_prefix("sha256:") {
+        Some(h) if h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()) => Ok(h.to_string()),
+        _ => Err(super::corrupt(
+            std::path::Path::new(source),
+            format!("{digest}: unsupported digest (only sha256 is)"),
+        )),
+    }
+}
+
+/// A descriptor's size, refused when negative or over `max`.
+fn checked_size(desc: &OciDescriptor, what: &str, max: u64, source: &str) -> Result<u64> {
+    match u64::try_from(desc.size) {
+        Ok(size) if size <= max => Ok(size),
+        _ => Err(super::corrupt(
+            std::path::Path::new(source),
+            format!(
+                "{}: a {what} of {} bytes by its descriptor (at most {max})",
+                desc.digest, desc.size
+            ),
+        )),
+    }
+}
+
+async fn pull_image(
+    paths: &Paths,
+    reference: &PullRef,
+    opts: &RegistryOptions,
+    progress: PullProgress,
+) -> Result<ImageRecord> {
+    let r = &reference.parsed;
+    let source = reference.name.as_str();
+    let registry = registry::host(r).to_string();
+    let config = registry::client_config(opts, r)?;
+    let auth = registry::credentials(opts, r)?;
+    let client = Arc::new(
+        Client::try_from(config)
+            .map_err(|e| registry_error("set up a client for pulling", &registry, e))?,
+    );
+    progress(PullEvent::Note(format!("pulling {source}")));
+    let (manifest, _digest) = client
+        .pull_image_manifest(r, &auth)
+        .await
+        .map_err(|e| registry_error(format!("pull the manifest of {source}"), &registry, e))?;
+    // The whole image config, read into memory, bounded and verified.
+    let config_desc = &manifest.config;
+    let config_size = checked_size(config_desc, "image config", CONFIG_MAX, source)?;
+    let config_bytes = fetch_small(&client, r, config_desc, config_size, &registry, source).await?;
+    let image_config: ImageConfiguration = serde_json::from_slice(&config_bytes).map_err(|e| {
+        super::corrupt_by(
+            std::path::Path::new(source),
+            format!("{}: invalid image config", config_desc.digest),
+            e,
+        )
+    })?;
+    let id = format!("sha256:{}", sha256_hex_of(&config_desc.digest, source)?);
+    let diff_ids = image_config.rootfs().diff_ids().clone();
+    let count = manifest.layers.len();
+    if diff_ids.len() != count {
+        return Err(super::corrupt(
+            std::path::Path::new(source),
+            format!(
+                "{count} layers but {} diff ids in the image config",
+                diff_ids.len()
+            ),
+        ));
+    }
+    let mut chains: Vec<String> = Vec::with_capacity(count);
+    for diff_id in &diff_ids {
+        chains.push(super::chain_id(chains.last().map(String::as_str), diff_id));
+    }
+
+    let slots = Arc::new(Semaphore::new(PARALLEL_LAYERS));
+    let mut jobs = Jobs(Vec::with_capacity(count));
+    for (index, (desc, diff_id)) in manifest.layers.iter().zip(&diff_ids).enumerate() {
+        let event = |state| PullEvent::Layer {
+            index,
+            count,
+            digest: desc.digest.clone(),
+            state,
+        };
+        if layer_dir(paths, &chains[index]).join("link").exists() {
+            progress(event(LayerState::Present));
+            jobs.0.push(None);
+            continue;
+        }
+        check_layer_media_type(desc, source)?;
+        sha256_hex_of(&desc.digest, source)?;
+        progress(event(LayerState::Waiting));
+        let fetch = LayerFetch {
+            client: client.clone(),
+            reference: r.clone(),
+            desc: desc.clone(),
+            size: checked_size(desc, "layer", u64::MAX >> 1, source)?,
+            diff_id: diff_id.clone(),
+            paths: paths.clone(),
+            source: source.to_string(),
+            registry: registry.clone(),
+            index,
+            count,
+            progress: progress.clone(),
+        };
+        jobs.0.push(Some(tokio::spawn(fetch.run(slots.clone()))));
+    }
+
+    // Commit bottom-most first: a layer's `lower` file names the layers below it.
+    let mut stored: Vec<String> = Vec::with_capacity(count);
+    for (index, chain) in chains.iter().enumerate() {
+        if let Some(job) = jobs.0.get_mut(index).and_then(Option::take) {
+            let unpacked = job.await.map_err(|e| Error::Sys {
+                op: format!("download layer {}/{count}", index + 1),
+                source: std::io::Error::other(e.to_string()),
+            })??;
+            store::commit_layer(paths, unpacked, &stored, stored.last().map(String::as_str))?;
+            progress(PullEvent::Layer {
+                index,
+                count,
+                digest: manifest.layers[index].digest.clone(),
+                state: LayerState::Done,
+            });
+        }
+        stored.push(chain.clone());
+    }
+    super::save_record(
+        paths,
+        id,
+        reference.name.clone(),
+        stored,
+        super::run_config_from(&image_config),
+    )
+}
+
+/// The layer downloads of a pull; those still running when it fails are aborted.
+struct Jobs(Vec<Option<tokio::task::JoinHandle<Result<Unpacked>>>>);
+
+impl Drop for Jobs {
+    fn drop(&mut self) {
+        for job in self.0.iter().flatten() {
+            job.abort();
+        }
+    }
+}
+
+/// Layer media types a pull unpacks: plain, gzip or zstd tars, OCI's and Docker's.
+fn check_layer_media_type(desc: &OciDescriptor, source: &str) -> Result<()> {
+    let m = desc.media_type.as_str();
+    let known = m.starts_with("application/vnd.oci.image.layer.")
+        || m.starts_with("application/vnd.docker.image.rootfs.");
+    let tar = [".tar", ".tar+gzip", ".tar+zstd", ".tar.gzip", ".tar.zstd"]
+        .iter()
+        .any(|suffix| m.ends_with(suffix));
+    if known && tar {
+        return Ok(());
+    }
+    Err(Error::Invalid(format!(
+        "{source}: layer {} has media type {m:?}, which agent cannot unpack (plain, gzip and zstd tars only)",
+        desc.digest
+    )))
+}
+
+/// Downloads a small blob (an image config) whole, at most `size` bytes, checking
+/// its size and digest.
+async fn fetch_small(
+    client: &Client,
+    reference: &Reference,
+    desc: &OciDescriptor,
+    size: u64,
+    registry: &str,
+    source: &str,
+) -> Result<Vec<u8>> {
+    let op = || format!("download {} of {source}", desc.digest);
+    let mut stream = client
+        .pull_blob_stream(reference, desc)
+        .await
+        .map_err(|e| registry_error(op(), registry, e))?;
+    let mut data = Vec::with_capacity(size as usize);
+    let mut hasher = Sha256::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| Error::Registry {
+            op: op(),
+            registry: registry.to_string(),
+            source: Box::new(e),
+        })?;
+        hasher.update(&chunk);
+        data.extend_from_slice(&chunk);
+        if data.len() as u64 > size {
+            break;
+        }
+    }
+    let got = format!("sha256:{}", super::super::hex(&hasher.finalize()));
+    if data.len() as u64 != size || got != desc.digest {
+        return Err(super::corrupt(
+            std::path::Path::new(source),
+            format!(
+                "{}: the registry sent {} bytes with digest {got}, not the {size} its descriptor says",
+                desc.digest,
+                data.len()
+            ),
+        ));
+    }
+    Ok(data)
+}
+
+/// One layer to download and unpack.
+struct LayerFetch {
+    client: Arc<Client>,
+    reference: Reference,
+    desc: OciDescriptor,
+    size: u64,
+    diff_id: String,
+    paths: Paths,
+    source: String,
+    registry: String,
+    index: usize,
+    count: usize,
+    progress: PullProgress,
+}
+
+impl LayerFetch {
+    fn event(&self, state: LayerState) {
+        (self.progress)(PullEvent::Layer {
+            index: self.index,
+            count: self.count,
+            digest: self.desc.digest.clone(),
+            state,
+        });
+    }
+
+    /// Streams the blob into an unpacker on a blocking thread; returns the layer
+    /// unpacked and verified in scratch.
+    async fn run(self, slots: Arc<Semaphore>) -> Result<Unpacked> {
+        let _slot = slots.acquire_owned().await.map_err(|e| Error::Sys {
+            op: "wait for a download slot".into(),
+            source: std::io::Error::other(e),
+        })?;
+        let total = self.size;
+        self.event(LayerState::Downloading { done: 0, total });
+        let op = || {
+            format!(
+                "download layer {}/{} ({})",
+                self.index + 1,
+                self.count,
+                self.desc.digest
+            )
+        };
+        let mut stream = self
+            .client
+            .pull_blob_stream(&self.reference, &self.desc)
+            .await
+            .map_err(|e| registry_error(op(), &self.registry, e))?;
+        let (tx, rx) = mpsc::channel::<std::io::Result<Bytes>>(64);
+        let unpacker = {
+            let paths = self.paths.clone();
+            let source = PathBuf::from(&self.source);
+            let label = format!(
+                "layer {}/{} ({})",
+                self.index + 1,
+                self.count,
+                self.desc.digest
+            );
+            let digest = self.desc.digest.clone();
+            let diff_id = self.diff_id.clone();
+            tokio::task::spawn_blocking(move || {
+                let layer = unpack::LayerRef {
+                    file: &source,
+                    source: &source,
+                    label,
+                };
+                let expected = unpack::Expected {
+                    blob_digest: Some(&digest),
+                    blob_size: Some(total),
+                    diff_id: Some(&diff_id),
+                };
+                store::unpack_to_scratch(&paths, ChannelReader::new(rx), &layer, expected)
+            })
+        };
+        let mut done = 0u64;
+        let mut reported = 0u64;
+        while let Some(chunk) = stream.next().await {
+            let chunk = match chunk {
+                Ok(chunk) => chunk,
+                Err(e) => {
+                    // The unpacker's verdict on what it got comes first (a digest
+                    // mismatch is what a verifying stream's error means).
+                    let _ = tx.send(Err(e)).await;
+                    break;
+                }
+            };
+            done += chunk.len() as u64;
+            if tx.send(Ok(chunk)).await.is_err() {
+                break; // the unpacker stopped; its result says why
+            }
+            if done > total {
+                break; // more than the descriptor says: the unpacker refuses it
+            }
+            if done - reported >= 256 << 10 || done == total {
+                reported = done;
+                self.event(LayerState::Downloading { done, total });
+            }
+        }
+        drop(tx);
+        let unpacked = unpacker.await.map_err(|e| Error::Sys {
+            op: op(),
+            source: std::io::Error::other(e.to_string()),
+        })??;
+        self.event(LayerState::Verified);
+        Ok(unpacked)
+    }
+}
+
+/// The bytes a download task sends, read on the unpacker's blocking thread.
+struct ChannelReader {
+    rx: mpsc::Receiver<std::io::Result<Bytes>>,
+    chunk: Bytes,
+}
+
+impl ChannelReader {
+    fn new(rx: mpsc::Receiver<std::io::Result<Bytes>>) -> Self {
+        ChannelReader {
+            rx,
+            chunk: Bytes::new(),
+        }
+    }
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.chunk.is_empty() {
+            match self.rx.blocking_recv() {
+                None => return Ok(0),
+                Some(Err(e)) => return Err(e),
+                Some(Ok(chunk)) => self.chunk = chunk,
+            }
+        }
+        let n = buf.len().min(self.chunk.len());
+        buf[..n].copy_from_slice(&self.chunk[..n]);
+        self.chunk = self.chunk.slice(n..);
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn references_name_their_records() {
+        assert_eq!(
+            PullRef::parse("busybox").unwrap().name(),
+            "docker.io/library/busybox:latest"
+        );
+        assert_eq!(
+            PullRef::parse("127.0.0.1:5000/a/b:1").unwrap().name(),
+            "127.0.0.1:5000/a/b:1"
+        );
+        let d = format!("sha256:{}", "ab".repeat(32));
+        assert_eq!(
+            PullRef::parse(&format!("localhost:5000/a@{d}"))
+                .unwrap()
+                .name(),
+            format!("localhost:5000/a@{d}")
+        );
+        assert!(PullRef::parse("UPPER/case").is_err());
+        assert!(PullRef::names_registry("127.0.0.1:5000/a"));
+        assert!(PullRef::names_registry("quay.io/a/b"));
+        assert!(PullRef::names_registry("localhost/a"));
+        assert!(!PullRef::names_registry("library/busybox"));
+        assert!(!PullRef::names_registry("busybox"));
+    }
+
+    #[test]
+    fn only_tar_layers_are_unpacked() {
+        let desc = |m: &str| OciDescriptor {
+            media_type: m.into(),
+            digest: "sha256:x".into(),
+            ..Default::default()
+        };
+        for ok in [
+            "application/vnd.oci.image.layer.v1.tar",
+            "application/vnd.oci.image.layer.v1.tar+gzip",
+            "application/vnd.oci.image.layer.v1.tar+zstd",
+            "application/vnd.docker.image.rootfs.diff.tar.gzip",
+        ] {
+            check_layer_media_type(&desc(ok), "x").unwrap();
+        }
+        let err = check_layer_media_type(
+            &desc("application/vnd.oci.image.layer.v1.tar+gzip+encrypted"),
+            "x",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("cannot unpack"), "{err}");
+    }
+
+    #[test]
+    fn the_channel_reader_hands_on_chunks_and_errors() {
+        let (tx, rx) = mpsc::channel(4);
+        tx.try_send(Ok(Bytes::from_static(b"abc"))).unwrap();
+        tx.try_send(Ok(Bytes::from_static(b"de"))).unwrap();
+        tx.try_send(Err(std::io::Error::other("cut"))).unwrap();
+        let mut r = ChannelReader::new(rx);
+        let mut buf = [0u8; 2];
+        assert_eq!(r.read(&mut buf).unwrap(), 2);
+        assert_eq!(r.read(&mut buf).unwrap(), 1);
+        assert_eq!(r.read(&mut buf).unwrap(), 2);
+        assert_eq!(r.read(&mut buf).unwrap_err().to_string(), "cut");
+        drop(tx);
+        assert_eq!(r.read(&mut buf).unwrap(), 0);
+    }
+}
