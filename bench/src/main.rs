@@ -6,6 +6,8 @@
 //! - `agent-bench exec`: what eBPF exec and mount tracing cost.
 //! - `agent-bench fs-usage [LAYERS FILES]`: the writable-layer walker's CPU.
 //! - `agent-bench launch`: `agent launch --rm` side by side with `runc run`.
+//! - `agent-bench ui [N]`: what the web UI costs (scrape p50, RSS with history for
+//!   N containers, idle CPU), against `--no-web-ui` in the same run.
 //! - `agent-bench pull`: `agent pull` side by side with `skopeo copy` from a local registry.
 //! - `agent-bench soak [CYCLES]`: launch/rm cycles under a scraping Prometheus;
 //!   what grew (`cargo xtask soak`).
@@ -22,6 +24,7 @@ mod launch;
 mod pull;
 mod scrape;
 mod soak;
+mod ui;
 
 use std::path::PathBuf;
 
@@ -43,9 +46,10 @@ fn main() -> std::process::ExitCode {
         Some("launch") => launch::run(),
         Some("pull") => pull::run(),
         Some("soak") => soak::run(&args[1..]),
+        Some("ui") => ui::run(&args[1..]),
         Some("fleet") => fleet::run(&args[1..]),
         _ => Err(anyhow::anyhow!(
-            "usage: agent-bench <scrape [N…] | exec | fs-usage [LAYERS FILES] | launch | pull | soak [CYCLES] | fleet [K] [N] [SECS]>"
+            "usage: agent-bench <scrape [N…] | exec | fs-usage [LAYERS FILES] | launch | pull | ui [N] | soak [CYCLES] | fleet [K] [N] [SECS]>"
         )),
     };
     match result {

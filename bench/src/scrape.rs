@@ -29,10 +29,10 @@ const WARMUP: usize = 3;
 const IDLE_SECS: u64 = 10;
 /// The agent's descriptor limit.
 const FD_LIMIT: u64 = 20_000;
-const PARENT_PREFIX: &str = "agent-bench-";
+pub(crate) const PARENT_PREFIX: &str = "agent-bench-";
 
 /// Removes the cgroups of earlier runs whose process is gone.
-fn sweep_stale(h: &Hierarchy) {
+pub(crate) fn sweep_stale(h: &Hierarchy) {
     let mut roots: Vec<PathBuf> = h.controller_dirs("/");
     roots.extend(h.unified_dir("/"));
     roots.sort();
@@ -64,14 +64,14 @@ fn sweep_stale(h: &Hierarchy) {
 }
 
 /// N empty cgroups in every controller, removed on drop.
-struct BenchCgroups {
+pub(crate) struct BenchCgroups {
     parent_dirs: Vec<PathBuf>,
     dirs: Vec<PathBuf>,
     paths: Vec<String>,
 }
 
 impl BenchCgroups {
-    fn create(h: &Hierarchy, parent: &str, n: usize) -> anyhow::Result<Self> {
+    pub(crate) fn create(h: &Hierarchy, parent: &str, n: usize) -> anyhow::Result<Self> {
         let mut me = BenchCgroups {
             parent_dirs: h.controller_dirs(parent),
             dirs: Vec::new(),
@@ -172,9 +172,9 @@ impl Drop for BenchTasks {
 }
 
 /// The release agent as a child; killed on drop.
-struct Agent {
-    child: Child,
-    addr: String,
+pub(crate) struct Agent {
+    pub(crate) child: Child,
+    pub(crate) addr: String,
 }
 
 impl Drop for Agent {
@@ -185,12 +185,12 @@ impl Drop for Agent {
 }
 
 /// A keep-alive HTTP/1.1 client, as Prometheus scrapes: one connection, many GETs.
-struct Client {
+pub(crate) struct Client {
     reader: BufReader<TcpStream>,
 }
 
 impl Client {
-    fn connect(addr: &str) -> anyhow::Result<Self> {
+    pub(crate) fn connect(addr: &str) -> anyhow::Result<Self> {
         let s = TcpStream::connect(addr)?;
         s.set_nodelay(true)?;
         Ok(Client {
@@ -199,7 +199,7 @@ impl Client {
     }
 
     /// GETs /metrics and returns the body.
-    fn scrape(&mut self, gzip: bool) -> anyhow::Result<Vec<u8>> {
+    pub(crate) fn scrape(&mut self, gzip: bool) -> anyhow::Result<Vec<u8>> {
         let enc = if gzip {
             "Accept-Encoding: gzip\r\n"
         } else {
@@ -232,6 +232,15 @@ impl Client {
 }
 
 fn start_agent(bin: &PathBuf, parent: &str) -> anyhow::Result<Agent> {
+    start_agent_with(bin, parent, &[])
+}
+
+/// The release agent over the cgroups under `parent`, with `extra` flags.
+pub(crate) fn start_agent_with(
+    bin: &PathBuf,
+    parent: &str,
+    extra: &[&str],
+) -> anyhow::Result<Agent> {
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port();
@@ -248,6 +257,7 @@ fn start_agent(bin: &PathBuf, parent: &str) -> anyhow::Result<Agent> {
         ])
         .arg("--state-dir")
         .arg(&state)
+        .args(extra)
         .stdout(Stdio::null())
         .stderr(Stdio::null());
     // SAFETY: between fork and exec the closure only calls setrlimit, which is

@@ -207,6 +207,8 @@ enum Bench {
     Pull,
     /// Launch/rm cycles under a scraping Prometheus (also `cargo xtask soak`).
     Soak { cycles: Option<usize> },
+    /// What the web UI costs over N cgroups (default 1000), against --no-web-ui.
+    Ui { n: Option<usize> },
     /// K agents (default 20) over synthetic trees of N containers (default 200), one
     /// Prometheus scraping every 5 s for SECS (default 60).
     Fleet {
@@ -231,6 +233,9 @@ impl Bench {
             Bench::Pull => vec!["pull".into()],
             Bench::Soak { cycles } => std::iter::once("soak".to_owned())
                 .chain(cycles.map(|c| c.to_string()))
+                .collect(),
+            Bench::Ui { n } => std::iter::once("ui".to_owned())
+                .chain(n.map(|n| n.to_string()))
                 .collect(),
             Bench::Fleet {
                 agents,

@@ -112,6 +112,11 @@ pub const PACKAGES: &[(&str, &str, &str)] = &[
         "the containerd and Kubernetes CRI naming tests (a real containerd)",
     ),
     (
+        "/usr/bin/chromium",
+        "chromium",
+        "the web UI test (a real browser, headless)",
+    ),
+    (
         "/usr/bin/cc",
         "gcc",
         "the static syscall probe of the confinement tests",

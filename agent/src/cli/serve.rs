@@ -6,6 +6,7 @@ use crate::ebpf::{Tracer, TracerCollector, TracerConfig};
 use crate::machine::{MachineFacts, privileges};
 use crate::metrics::{ExportOptions, Exporter, LabelKeys, LaunchedCollector};
 use crate::server::connections::Limits;
+use crate::server::ui::{self, Ui, history::History};
 use crate::server::web_config::WebConfig;
 use crate::server::{self, ServerState, control};
 use anyhow::Context;
@@ -146,6 +147,79 @@ pub struct ServeArgs {
     #[arg(long = "web.read-header-timeout", default_value = "10s", value_name = "DUR",
           value_parser = parse_positive_duration)]
     pub read_header_timeout: Duration,
+    /// Do not serve the web UI (the container table on /, container pages, the
+    /// live event feed) and keep no history for it; / is then a page of links.
+    #[arg(long = "no-web-ui")]
+    pub no_web_ui: bool,
+}
+
+impl ServeArgs {
+    /// The flags in effect, for the web UI's landing page (the web config's path,
+    /// never its content).
+    pub fn flags_in_effect(&self) -> Vec<(String, String)> {
+        let list = |v: &[String]| {
+            if v.is_empty() {
+                "(none)".to_owned()
+            } else {
+                v.join(",")
+            }
+        };
+        let path = |p: &Option<PathBuf>| {
+            p.as_ref()
+                .map_or("(none)".to_owned(), |p| p.display().to_string())
+        };
+        vec![
+            ("--listen".into(), self.listen.to_string()),
+            (
+                "--cgroup-root".into(),
+                self.cgroup_root.display().to_string(),
+            ),
+            ("--include".into(), list(&self.include)),
+            ("--exclude".into(), list(&self.exclude)),
+            (
+                "--docker-root".into(),
+                self.docker_root.display().to_string(),
+            ),
+            ("--state-dir".into(), self.state_dir.display().to_string()),
+            (
+                "--rescan-interval".into(),
+                format!("{:?}", self.rescan_interval),
+            ),
+            (
+                "--disable-metrics".into(),
+                if self.disable_metrics.is_empty() {
+                    "(none)".to_owned()
+                } else {
+                    self.disable_metrics
+                        .iter()
+                        .filter_map(|g| g.to_possible_value().map(|v| v.get_name().to_owned()))
+                        .collect::<Vec<_>>()
+                        .join(",")
+                },
+            ),
+            ("--container-labels".into(), list(&self.container_labels)),
+            ("--container-env".into(), list(&self.container_env)),
+            ("--no-ebpf".into(), self.no_ebpf.to_string()),
+            ("--no-trace-mounts".into(), self.no_trace_mounts.to_string()),
+            (
+                "--control-socket".into(),
+                self.control_socket.display().to_string(),
+            ),
+            ("--web.config.file".into(), path(&self.web_config_file)),
+            (
+                "--web.max-connections".into(),
+                self.max_connections.to_string(),
+            ),
+            (
+                "--web.idle-timeout".into(),
+                format!("{:?}", self.idle_timeout),
+            ),
+            (
+                "--web.read-header-timeout".into(),
+                format!("{:?}", self.read_header_timeout),
+            ),
+        ]
+    }
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -276,6 +350,8 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     };
     tracker.refresh(true);
     let index = tracker.container_index();
+    let flags = args.flags_in_effect();
+    let machine = export.machine.clone();
     // Run in a container, the agent may stand in a cgroup namespace of its own, and
     // lack a capability or a mount: found now, said once in the start-up line.
     let proc_root = std::path::Path::new("/proc");
@@ -348,9 +424,21 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         let mut registry = Registry::default();
         registry.register_collector(Box::new(TracerCollector(tracer.clone())));
         registry.register_collector(Box::new(LaunchedCollector::new(args.state_dir.clone())));
-        let exporter = Exporter::new(tracker, registry, export);
-        let state = Arc::new(ServerState::new(exporter));
+        let mut exporter = Exporter::new(tracker, registry, export);
+        let history = (!args.no_web_ui).then(|| Arc::new(History::default()));
+        if let Some(h) = &history {
+            exporter = exporter.with_sink(h.clone());
+        }
+        let mut state = ServerState::new(exporter);
+        if let Some(h) = &history {
+            let events = tracer.as_ref().map(|t| t.event_sender());
+            state = state.with_ui(Ui::new(h.clone(), events, args.state_dir.clone(), &machine, flags));
+        }
+        let state = Arc::new(state);
         tokio::spawn(rescan_in_background(state.clone(), args.rescan_interval));
+        if let Some(h) = history {
+            tokio::spawn(ui::sample_when_idle(state.clone(), h));
+        }
 
         let addr = listener.local_addr()?;
         tracing::info!(

@@ -107,6 +107,14 @@ pub struct Exporter {
     last_duration: AtomicU64,
     /// Size of the previous exposition, to allocate the next one in one go.
     last_size: AtomicUsize,
+    /// Gets every complete reading (the web UI's history), if set.
+    sink: Option<std::sync::Arc<dyn ReadingSink>>,
+}
+
+/// Wants every complete reading of the tracked cgroups, as a scrape makes it (the
+/// web UI's history): called under the tracker's lock, so it must be quick.
+pub trait ReadingSink: Send + Sync + std::fmt::Debug {
+    fn record(&self, samples: &[Sample<'_>]);
 }
 
 const RUNTIMES: [Runtime; 8] = [
@@ -145,7 +153,22 @@ impl Exporter {
             devices: Mutex::new(HashMap::new()),
             last_duration: AtomicU64::new(0f64.to_bits()),
             last_size: AtomicUsize::new(64 * 1024),
+            sink: None,
         }
+    }
+
+    /// Hands every reading, the scrapes' and [`Exporter::read_for_sink`]'s, to `sink`.
+    pub fn with_sink(mut self, sink: std::sync::Arc<dyn ReadingSink>) -> Self {
+        self.sink = Some(sink);
+        self
+    }
+
+    /// Reads every tracked cgroup for the sink alone, encoding nothing (for when no
+    /// scrape came recently). Blocking: call it off the async runtime.
+    pub fn read_for_sink(&self) {
+        let Some(sink) = &self.sink else { return };
+        let mut tracker = self.tracker.lock();
+        sink.record(&tracker.collect());
     }
 
     /// Runs a discovery scan now (at start-up, so the first scrape is complete).
@@ -171,6 +194,9 @@ impl Exporter {
         {
             let mut tracker = self.tracker.lock();
             let samples = tracker.collect();
+            if let Some(sink) = &self.sink {
+                sink.record(&samples);
+            }
             let mut devices = self.devices.lock();
             for d in samples.iter().flat_map(|s| &s.stats.io) {
                 devices

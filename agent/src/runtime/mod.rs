@@ -36,6 +36,7 @@ pub mod bundle;
 pub mod capabilities;
 pub mod exec;
 pub mod image;
+pub mod inspect;
 pub mod lifecycle;
 pub mod logs;
 pub mod namespaces;

@@ -8,6 +8,7 @@ pub mod connections;
 pub mod control;
 pub mod events_file;
 mod tls;
+pub mod ui;
 pub mod web_config;
 
 use crate::metrics::{Exporter, Format};
@@ -73,11 +74,19 @@ pub fn release_free_heap() {
 #[derive(Debug)]
 pub struct ServerState {
     exporter: Exporter,
+    /// The web UI, unless `--no-web-ui`.
+    ui: Option<ui::Ui>,
 }
 
 impl ServerState {
     pub fn new(exporter: Exporter) -> Self {
-        ServerState { exporter }
+        ServerState { exporter, ui: None }
+    }
+
+    /// Serves the web UI on `/` too.
+    pub fn with_ui(mut self, ui: ui::Ui) -> Self {
+        self.ui = Some(ui);
+        self
     }
 
     /// Rescans the cgroup tree if the rescan interval has passed (blocking).
@@ -134,7 +143,7 @@ async fn handle(
     state: Arc<ServerState>,
     web: Arc<WebConfig>,
     req: Request<Incoming>,
-) -> Result<Response<Full<Bytes>>, Infallible> {
+) -> Result<Response<ui::Body>, Infallible> {
     // As in the exporters: with users configured, every path needs them.
     if let Some(auth) = &web.basic_auth
         && !auth.allows(req.headers().get(AUTHORIZATION)).await
@@ -142,13 +151,28 @@ async fn handle(
         let mut r = plain(StatusCode::UNAUTHORIZED, "unauthorized\n");
         r.headers_mut()
             .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Basic"));
-        return Ok(r);
+        return Ok(r.map(ui::Body::Left));
     }
     if req.method() != Method::GET && req.method() != Method::HEAD {
-        return Ok(plain(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method not allowed\n",
-        ));
+        return Ok(
+            plain(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n").map(ui::Body::Left),
+        );
+    }
+    if let Some(ui) = &state.ui {
+        // Having passed the check above, a request is authenticated exactly when
+        // users are configured: only then may argv and paths reach the page.
+        let authenticated = web.basic_auth.is_some();
+        if let Some(r) = ui::route(
+            &state,
+            ui,
+            req.uri().path(),
+            req.uri().query(),
+            authenticated,
+        )
+        .await
+        {
+            return Ok(r);
+        }
     }
     let response = match req.uri().path() {
         "/metrics" => {
@@ -190,7 +214,7 @@ async fn handle(
         }
         _ => plain(StatusCode::NOT_FOUND, "not found\n"),
     };
-    Ok(response)
+    Ok(response.map(ui::Body::Left))
 }
 
 /// Serves HTTP (or HTTPS, per `web`) on `listener` until `shutdown` completes, then

@@ -507,6 +507,16 @@ impl AgentProcess {
         Self::start_with(extra, true, Some(state_dir))
     }
 
+    /// Starts the agent with its eBPF tracing on the state root `state_dir`, as
+    /// `options` say (e.g. ready once listening, for a web config with basic auth).
+    pub fn start_traced_in_with_options(
+        state_dir: &Path,
+        extra: &[&str],
+        options: &AgentOptions,
+    ) -> AgentProcess {
+        Self::start_full(extra, true, Some(state_dir), options)
+    }
+
     /// Starts the agent without eBPF tracing, as `options` say.
     pub fn start_with_options(extra: &[&str], options: &AgentOptions) -> AgentProcess {
         Self::start_full(extra, false, None, options)
