@@ -4,7 +4,7 @@
 
 #![no_main]
 
-use agent::ebpf::attribution::cgroup_path_from_proc;
+use agent::cgroup::cgroup_path_from_proc;
 use agent::runtime::state::parse_stat;
 use libfuzzer_sys::fuzz_target;
 
