@@ -236,25 +236,8 @@ impl NetnsTable {
                 .map(|inode| (*inode, read_file(files.get(inode), &mut buf)))
                 .collect()
         };
-        let results: Vec<(u64, std::io::Result<Vec<InterfaceStats>>)> = if todo.len() < PARALLEL_MIN
-        {
-            read_chunk(&todo)
-        } else {
-            let threads = std::thread::available_parallelism()
-                .map_or(1, |n| n.get())
-                .clamp(1, MAX_READ_THREADS);
-            let chunk = todo.len().div_ceil(threads).max(1);
-            std::thread::scope(|scope| {
-                let handles: Vec<_> = todo
-                    .chunks(chunk)
-                    .map(|c| scope.spawn(move || read_chunk(c)))
-                    .collect();
-                handles
-                    .into_iter()
-                    .flat_map(|h| h.join().unwrap_or_default())
-                    .collect()
-            })
-        };
+        let results: Vec<(u64, std::io::Result<Vec<InterfaceStats>>)> =
+            super::tracker::read_in_parallel(&todo, read_chunk);
         let mut read: HashMap<u64, Arc<Vec<InterfaceStats>>> = HashMap::new();
         let mut errors: Vec<(u64, std::io::Error)> = failed.into_iter().collect();
         for (inode, r) in results {
@@ -304,11 +287,6 @@ impl NetnsTable {
         Ok(())
     }
 }
-
-/// Below this many namespaces one thread reads them all.
-const PARALLEL_MIN: usize = 64;
-/// Reading threads per scrape, at most.
-const MAX_READ_THREADS: usize = 4;
 
 /// Reads and parses one namespace's `net/dev`.
 fn read_file(file: Option<&NetnsFile>, buf: &mut Vec<u8>) -> std::io::Result<Vec<InterfaceStats>> {

@@ -456,29 +456,8 @@ impl Tracker {
     pub fn collect(&mut self) -> Vec<Sample<'_>> {
         self.refresh(false);
         let entries: Vec<&Tracked> = self.root.iter().chain(self.tracked.values()).collect();
-        let threads = if entries.len() < PARALLEL_MIN {
-            1
-        } else {
-            std::thread::available_parallelism()
-                .map_or(1, |n| n.get())
-                .clamp(1, MAX_READ_THREADS)
-        };
-        let chunk = entries.len().div_ceil(threads).max(1);
-        let results: Vec<(Result<CgroupStats, StatsError>, Vec<ScrapeErrorKind>)> = if threads == 1
-        {
-            read_chunk(&entries)
-        } else {
-            std::thread::scope(|scope| {
-                let handles: Vec<_> = entries
-                    .chunks(chunk)
-                    .map(|c| scope.spawn(move || read_chunk(c)))
-                    .collect();
-                handles
-                    .into_iter()
-                    .flat_map(|h| h.join().unwrap_or_default())
-                    .collect()
-            })
-        };
+        let results: Vec<(Result<CgroupStats, StatsError>, Vec<ScrapeErrorKind>)> =
+            read_in_parallel(&entries, read_chunk);
         let mut vanished = Vec::new();
         let mut kinds = Vec::new();
         let mut readings = Vec::with_capacity(entries.len());
@@ -620,10 +599,37 @@ const SAFETY_NET_RESCAN: Duration = Duration::from_secs(60);
 /// Non-UTF-8 cgroup names remembered (so counted once each), at most.
 const NON_UTF8_REMEMBERED: usize = 1024;
 
-/// Below this many cgroups one thread reads them all.
+/// Below this many items (cgroups, network namespaces) one thread reads them all.
 const PARALLEL_MIN: usize = 64;
 /// Reading threads per scrape, at most.
 const MAX_READ_THREADS: usize = 4;
+
+/// `read` over `items` in chunks, on up to [`MAX_READ_THREADS`] scoped threads
+/// when there are at least [`PARALLEL_MIN`] of them; the results in the items'
+/// order. The scrape's file reads (cgroups, network namespaces) go through here.
+pub(crate) fn read_in_parallel<T: Sync, R: Send>(
+    items: &[T],
+    read: impl Fn(&[T]) -> Vec<R> + Sync,
+) -> Vec<R> {
+    if items.len() < PARALLEL_MIN {
+        return read(items);
+    }
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, MAX_READ_THREADS);
+    let chunk = items.len().div_ceil(threads).max(1);
+    let read = &read;
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = items
+            .chunks(chunk)
+            .map(|c| scope.spawn(move || read(c)))
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_default())
+            .collect()
+    })
+}
 
 fn read_chunk(
     entries: &[&Tracked],
