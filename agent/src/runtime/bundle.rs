@@ -25,8 +25,10 @@ pub struct BundleOptions {
 /// bundle), and checks what this runtime cannot honour.
 pub fn load(bundle: &Path) -> Result<Spec> {
     let path = bundle.join("config.json");
-    let mut spec = Spec::load(&path)
-        .map_err(|e| Error::Invalid(format!("reading {}: {e}", path.display())))?;
+    let mut spec = Spec::load(&path).map_err(|source| Error::Spec {
+        what: format!("reading {}", path.display()),
+        source,
+    })?;
     let process = spec
         .process()
         .as_ref()
