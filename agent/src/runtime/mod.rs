@@ -40,6 +40,7 @@ pub mod inspect;
 pub mod lifecycle;
 pub mod logs;
 pub mod namespaces;
+pub mod oci_runtime;
 pub mod reconcile;
 pub mod restart;
 pub mod rootfs;

@@ -43,11 +43,11 @@ pub enum Launched {
 }
 
 /// A container being created; removes everything it made unless disarmed.
-struct Creation<'a> {
-    paths: &'a Paths,
-    id: String,
-    cgroup: Option<ContainerCgroup>,
-    armed: bool,
+pub(super) struct Creation<'a> {
+    pub paths: &'a Paths,
+    pub id: String,
+    pub cgroup: Option<ContainerCgroup>,
+    pub armed: bool,
 }
 
 impl Drop for Creation<'_> {
@@ -78,28 +78,43 @@ pub fn ensure_single_threaded() -> Result<()> {
 }
 
 /// A container ready to start: its spec and how its root comes to be.
-struct Prepared {
+pub(super) struct Prepared {
     /// The spec the child applies (`root.path` absolute, `cgroupsPath` set); it
     /// is also `config.json`.
-    config: Spec,
+    pub(super) config: Spec,
     /// The overlay layer (image launches); `None` for a bundle's rootfs.
-    layer: Option<ContainerLayer>,
+    pub(super) layer: Option<ContainerLayer>,
     /// Relative bind sources are relative to this.
-    base_dir: PathBuf,
+    pub(super) base_dir: PathBuf,
     /// The compiled `linux.seccomp`.
-    seccomp_bpf: Option<Vec<u8>>,
+    pub(super) seccomp_bpf: Option<Vec<u8>>,
     /// `--init`.
-    init: bool,
+    pub(super) init: bool,
     /// `-d`.
-    detach: bool,
+    pub(super) detach: bool,
     /// `--rm`.
-    auto_remove: bool,
+    pub(super) auto_remove: bool,
     /// `--restart`.
-    restart: RestartPolicy,
+    pub(super) restart: RestartPolicy,
     /// `-i`.
-    interactive: bool,
+    pub(super) interactive: bool,
     /// `-t`.
-    tty: bool,
+    pub(super) tty: bool,
+    /// The OCI create/start split: the exec FIFO the process waits on, and what
+    /// runs between placing it in its cgroup and releasing it (the prestart and
+    /// createRuntime hooks, given its pid).
+    pub(super) oci: Option<OciStart>,
+}
+
+/// How `agent-runc create` starts a container: stdio inherited from the caller,
+/// the process left waiting on its exec FIFO, hooks run before its set-up.
+pub(super) struct OciStart {
+    /// The FIFO, open read-write (so it never reads end-of-file).
+    pub exec_fifo: OwnedFd,
+    /// Runs with the process's pid, in its namespaces, before its set-up.
+    pub before_release: Box<dyn Fn(i32) -> Result<()>>,
+    /// The pty slave of `process.terminal` (its master went to the console socket).
+    pub terminal: Option<OwnedFd>,
 }
 
 /// The compiled program of the spec's `linux.seccomp`, from the store's cache.
@@ -181,6 +196,7 @@ pub fn launch(paths: &Paths, opts: &LaunchOptions) -> Result<Launched> {
         restart: spec.restart,
         interactive: spec.interactive,
         tty: spec.tty,
+        oci: None,
     };
     creation.armed = false;
     run(paths, &prepared, cg, st)
@@ -191,7 +207,7 @@ pub fn launch(paths: &Paths, opts: &LaunchOptions) -> Result<Launched> {
 /// is `/agent/<id>` whatever `cgroupsPath` says (the agent's subtree is where
 /// `agent serve` and `rm` look), with the spec's `linux.resources`.
 pub fn run_bundle(paths: &Paths, opts: &bundle::BundleOptions) -> Result<Launched> {
-    let mut config = bundle::load(&opts.bundle)?;
+    let mut config = bundle::load(&opts.bundle, false)?;
     let (id, mut creation, hierarchy) = begin(paths)?;
     let name = match &opts.name {
         Some(n) => {
@@ -241,6 +257,7 @@ pub fn run_bundle(paths: &Paths, opts: &bundle::BundleOptions) -> Result<Launche
         restart: RestartPolicy::No,
         interactive: false,
         tty: false,
+        oci: None,
     };
     creation.armed = false;
     run(paths, &prepared, cg, st)
@@ -375,6 +392,7 @@ fn initial_state(spec: &LaunchSpec, layer: &ContainerLayer) -> ContainerState {
         tty: spec.tty,
         interactive: spec.interactive,
         log_timestamps: false,
+        oci: None,
     }
 }
 
@@ -502,8 +520,8 @@ fn supervise(
 }
 
 /// A started container process and the supervisor's ends of its stdio.
-struct Started {
-    pid: i32,
+pub(super) struct Started {
+    pub(super) pid: i32,
     /// The pty master (`-t`).
     master: Option<OwnedFd>,
     /// The read end of its stdout and stderr (detached, no terminal).
@@ -515,9 +533,14 @@ struct Started {
 /// The container process's stdio and the supervisor's ends of it.
 fn make_stdio(prepared: &Prepared) -> Result<(ChildStdio, [Option<OwnedFd>; 3], Vec<OwnedFd>)> {
     let mut stdio = ChildStdio {
-        inherit_stdin: prepared.interactive && !prepared.detach,
+        inherit_stdin: prepared.interactive && !prepared.detach || prepared.oci.is_some(),
         ..ChildStdio::default()
     };
+    if let Some(oci) = &prepared.oci {
+        // The caller's stdio, or the terminal whose master it was sent.
+        stdio.terminal = oci.terminal.as_ref().map(|t| t.as_raw_fd());
+        return Ok((stdio, [None, None, None], Vec::new()));
+    }
     // The child's ends, closed here once it has them.
     let mut theirs = Vec::new();
     let mut master = None;
@@ -545,7 +568,7 @@ fn make_stdio(prepared: &Prepared) -> Result<(ChildStdio, [Option<OwnedFd>; 3], 
 
 /// Clones the container process, places it in its cgroup, releases it and waits
 /// until it has exec'd.
-fn start(
+pub(super) fn start(
     paths: &Paths,
     prepared: &Prepared,
     cg: &ContainerCgroup,
@@ -571,6 +594,7 @@ fn start(
         seccomp_bpf: prepared.seccomp_bpf.as_deref(),
         init: prepared.init,
         stdio,
+        exec_fifo: prepared.oci.as_ref().map(|o| o.exec_fifo.as_raw_fd()),
     };
     let pid = sys::clone_fork(flags)?;
     if pid == 0 {
@@ -592,6 +616,9 @@ fn start(
             }
         }
         cg.add_process(pid)?;
+        if let Some(oci) = &prepared.oci {
+            (oci.before_release)(pid)?;
+        }
         Ok(())
     })();
     if let Err(e) = placed {
@@ -619,8 +646,15 @@ fn start(
             msg.trim()
         )));
     }
-    st.status = Status::Running;
-    st.started_at = Some(super::now_unix());
+    if prepared.oci.is_some() {
+        // Waiting on its exec FIFO until `agent-runc start`.
+        st.status = Status::Created;
+        st.supervisor_pid = Some(pid);
+        st.supervisor_started = state::process_start_ticks(pid);
+    } else {
+        st.status = Status::Running;
+        st.started_at = Some(super::now_unix());
+    }
     ns.extend(namespaces::namespace_inodes(pid));
     st.namespaces = ns;
     state::save(paths, st)?;

@@ -523,6 +523,21 @@ pub fn dup2(from: i32, to: i32) -> Result<()> {
     check_sys(ret as libc::c_long, "dup2").map(drop)
 }
 
+/// `dup3(from, to, O_CLOEXEC)`: `to` becomes `from`, closed again at `execve`.
+pub fn dup_cloexec(from: i32, to: i32) -> Result<()> {
+    // SAFETY: plain descriptor numbers; dup3 validates them.
+    let ret = unsafe { libc::dup3(from, to, libc::O_CLOEXEC) };
+    check_sys(ret as libc::c_long, "dup3").map(drop)
+}
+
+/// `mkfifo(3)`.
+pub fn mkfifo(path: &Path, mode: libc::mode_t) -> Result<()> {
+    let c = cpath(path)?;
+    // SAFETY: `c` is a valid NUL-terminated path.
+    let ret = unsafe { libc::mkfifo(c.as_ptr(), mode) };
+    check(ret, "mkfifo", path)
+}
+
 /// `close(2)`, ignoring errors (the descriptor listing may include its own, now
 /// closed, directory handle).
 pub fn close(fd: i32) {

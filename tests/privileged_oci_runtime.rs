@@ -1,0 +1,321 @@
+//! Privileged: the agent as an OCI runtime (`agent-runc`, runc's command line).
+//!
+//! - The runtime-spec contract, run against Debian's runc and the agent with the
+//!   same bundle and compared step by step: create → state "created" → start →
+//!   "running" → pause/resume → kill → "stopped" → delete, `exec --detach
+//!   --pid-file`, `ps --format json`, and the errors for unknown ids, duplicate
+//!   ids and wrong states. The test process is a subreaper, as containerd's
+//!   shim is, so the containers `create` leaves behind become its children.
+//! - dockerd (a daemon of the test's own) with the agent as a runtime.
+//! - containerd (of the test's own) running a container through its runc shim
+//!   with `BinaryName` set to the agent.
+
+use agent_test_support as common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// `DIR/agent-runc`, a symbolic link to the agent binary under test.
+fn agent_runc(dir: &Path) -> PathBuf {
+    let link = dir.join("agent-runc");
+    if !link.exists() {
+        std::os::unix::fs::symlink(common::agent_bin(), &link).unwrap();
+    }
+    link
+}
+
+/// An OCI bundle at `dir`: `runc spec`'s config (no terminal) running `args`
+/// in a rootfs of Debian's static busybox.
+fn bundle(dir: &Path, args: &[&str]) {
+    let bin = dir.join("rootfs/bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::fs::copy("/bin/busybox", bin.join("busybox")).unwrap();
+    for applet in ["sh", "sleep", "true", "cat", "echo"] {
+        std::os::unix::fs::symlink("busybox", bin.join(applet)).unwrap();
+    }
+    let ok = Command::new("runc")
+        .args(["spec", "--bundle"])
+        .arg(dir)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "runc spec");
+    let path = dir.join("config.json");
+    let mut config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    config["process"]["terminal"] = false.into();
+    config["process"]["args"] = args.into();
+    std::fs::write(&path, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
+}
+
+/// One runtime under test: its binary, `--root`, and environment.
+struct Runtime {
+    name: &'static str,
+    binary: PathBuf,
+    root: PathBuf,
+    env: Vec<(String, PathBuf)>,
+}
+
+/// What one command did: exit code, stdout, and the message of its error line.
+#[derive(Debug, Clone, PartialEq)]
+struct Outcome {
+    ok: bool,
+    stdout: String,
+    error: String,
+}
+
+impl Runtime {
+    fn run(&self, args: &[&str]) -> Outcome {
+        // Files, not pipes: a created container keeps its stdio open, and a
+        // pipe's reader would wait for it.
+        let (mut stdout, mut stderr) =
+            (tempfile::tempfile().unwrap(), tempfile::tempfile().unwrap());
+        let status = Command::new(&self.binary)
+            .arg("--root")
+            .arg(&self.root)
+            .args(args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(stdout.try_clone().unwrap())
+            .stderr(stderr.try_clone().unwrap())
+            .status()
+            .unwrap();
+        let read = |f: &mut std::fs::File| {
+            use std::io::{Read, Seek};
+            f.rewind().unwrap();
+            let mut s = String::new();
+            f.read_to_string(&mut s).unwrap();
+            s
+        };
+        let (stdout, stderr) = (read(&mut stdout), read(&mut stderr));
+        // `time="…" level=error msg="…"`: the message, unquoted.
+        let error = stderr
+            .lines()
+            .filter_map(|l| l.split_once("msg=").map(|(_, m)| m))
+            .map(|m| serde_json::from_str::<String>(m).unwrap_or_else(|_| m.to_string()))
+            .collect::<Vec<_>>()
+            .join("\n")
+            // Each names itself where runc says "runc".
+            .replace("agent-runc", "runc");
+        Outcome {
+            ok: status.success(),
+            stdout,
+            error,
+        }
+    }
+
+    /// `state ID` as JSON (panics unless it succeeds).
+    fn state(&self, id: &str) -> serde_json::Value {
+        let out = self.run(&["state", id]);
+        assert!(out.ok, "{} state {id}: {out:?}", self.name);
+        serde_json::from_str(&out.stdout).unwrap()
+    }
+
+    fn wait_status(&self, id: &str, want: &str) -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            // The killed PID 1 finishes exiting only once the processes of its
+            // namespace are reaped, which is the subreaper's job.
+            reap_orphans();
+            let st = self.state(id);
+            if st["status"] == want {
+                return st;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{}: {id} never became {want}: {st}",
+                self.name
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// Reaps (without blocking) the processes this subreaper inherited.
+fn reap_orphans() {
+    loop {
+        let mut status = 0;
+        // SAFETY: waitpid with a valid out-pointer; WNOHANG never blocks.
+        let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
+        if pid <= 0 {
+            break;
+        }
+    }
+}
+
+/// Deletes the test's containers from both runtimes even when it fails.
+struct Cleanup<'a> {
+    runtimes: &'a [Runtime],
+    ids: &'a [&'a str],
+}
+
+impl Drop for Cleanup<'_> {
+    fn drop(&mut self) {
+        for rt in self.runtimes {
+            for id in self.ids {
+                let _ = rt.run(&["delete", "--force", id]);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        reap_orphans();
+    }
+}
+
+/// The transcript of the contract on one runtime: every step's outcome, with
+/// what differs by nature (pids, times) reduced to what must agree.
+fn contract(rt: &Runtime, bundle: &Path, scratch: &Path) -> Vec<(String, Outcome)> {
+    let mut steps = Vec::new();
+    let mut step = |name: &str, mut out: Outcome| {
+        // The state JSON: the fields that must agree; pids only as "some" or 0.
+        if let Ok(mut v) = serde_json::from_str::<serde_json::Value>(&out.stdout)
+            && let Some(obj) = v.as_object_mut()
+        {
+            if let Some(pid) = obj.get("pid").and_then(|p| p.as_i64()) {
+                obj.insert("pid".into(), (pid > 0).into());
+            }
+            obj.remove("created");
+            out.stdout = v.to_string();
+        }
+        steps.push((name.to_string(), out));
+    };
+    let b = bundle.to_str().unwrap();
+    let pid_file = scratch.join(format!("{}.pid", rt.name));
+    step("state unknown", rt.run(&["state", "nope"]));
+    step("start unknown", rt.run(&["start", "nope"]));
+    step("kill unknown", rt.run(&["kill", "nope", "KILL"]));
+    step("delete unknown", rt.run(&["delete", "nope"]));
+    step(
+        "create",
+        rt.run(&[
+            "create",
+            "--bundle",
+            b,
+            "--pid-file",
+            pid_file.to_str().unwrap(),
+            "c1",
+        ]),
+    );
+    let st = rt.state("c1");
+    let pid: i64 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(st["pid"], pid, "{}: --pid-file is the state's pid", rt.name);
+    step("state created", rt.run(&["state", "c1"]));
+    step("create duplicate", rt.run(&["create", "--bundle", b, "c1"]));
+    step("start", rt.run(&["start", "c1"]));
+    step("state running", rt.run(&["state", "c1"]));
+    step("start again", rt.run(&["start", "c1"]));
+    step("delete running", rt.run(&["delete", "c1"]));
+    let ps = rt.run(&["ps", "--format", "json", "c1"]);
+    let pids: Vec<i64> = serde_json::from_str(&ps.stdout).unwrap();
+    assert_eq!(pids, vec![pid], "{}: ps --format json", rt.name);
+    // exec: a detached process, its pid written, inside the container's cgroup.
+    let process = scratch.join(format!("{}-process.json", rt.name));
+    let config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(bundle.join("config.json")).unwrap()).unwrap();
+    let mut p = config["process"].clone();
+    p["args"] = serde_json::json!(["sleep", "60"]);
+    std::fs::write(&process, p.to_string()).unwrap();
+    let exec_pid_file = scratch.join(format!("{}-exec.pid", rt.name));
+    step(
+        "exec detached",
+        rt.run(&[
+            "exec",
+            "--process",
+            process.to_str().unwrap(),
+            "--detach",
+            "--pid-file",
+            exec_pid_file.to_str().unwrap(),
+            "c1",
+        ]),
+    );
+    let exec_pid: i64 = std::fs::read_to_string(&exec_pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let ps = rt.run(&["ps", "--format", "json", "c1"]);
+    let mut pids: Vec<i64> = serde_json::from_str(&ps.stdout).unwrap();
+    pids.sort();
+    let mut want = vec![pid, exec_pid];
+    want.sort();
+    assert_eq!(
+        pids, want,
+        "{}: the exec'd process is in the container",
+        rt.name
+    );
+    let ns = |p: i64| std::fs::read_link(format!("/proc/{p}/ns/pid")).unwrap();
+    assert_eq!(
+        ns(pid),
+        ns(exec_pid),
+        "{}: exec joins the pid namespace",
+        rt.name
+    );
+    step("pause", rt.run(&["pause", "c1"]));
+    step("state paused", rt.run(&["state", "c1"]));
+    step("resume", rt.run(&["resume", "c1"]));
+    step("state resumed", rt.run(&["state", "c1"]));
+    step("kill", rt.run(&["kill", "c1", "KILL"]));
+    rt.wait_status("c1", "stopped");
+    step("state stopped", rt.run(&["state", "c1"]));
+    step("kill stopped", rt.run(&["kill", "c1", "KILL"]));
+    step("start stopped", rt.run(&["start", "c1"]));
+    step("delete", rt.run(&["delete", "c1"]));
+    step("state deleted", rt.run(&["state", "c1"]));
+    // A created container is deleted without --force, as runc does.
+    step("create again", rt.run(&["create", "--bundle", b, "c2"]));
+    step("delete created", rt.run(&["delete", "c2"]));
+    step("state c2 deleted", rt.run(&["state", "c2"]));
+    reap_orphans();
+    steps
+}
+
+#[test]
+fn the_oci_command_line_matches_runc_step_by_step() {
+    common::require_privileges!();
+    if Command::new("runc").arg("--version").output().is_err() {
+        eprintln!("SKIPPED: runc missing (Debian's runc; .ci/run installs it)");
+        return;
+    }
+    let dir = tempfile::Builder::new()
+        .prefix("agent-oci-contract")
+        .tempdir()
+        .unwrap();
+    let d = dir.path();
+    // SAFETY: prctl with integer arguments; this test process becomes the
+    // subreaper of the containers `create` leaves behind, as the shim is.
+    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    bundle(&d.join("bundle"), &["sleep", "100"]);
+    let state = d.join("agent-state");
+    let runtimes = [
+        Runtime {
+            name: "runc",
+            binary: "runc".into(),
+            root: d.join("runc-root"),
+            env: Vec::new(),
+        },
+        Runtime {
+            name: "agent",
+            binary: agent_runc(d),
+            root: d.join("agent-root"),
+            env: vec![("AGENT_STATE_DIR".into(), state.clone())],
+        },
+    ];
+    let _cleanup = Cleanup {
+        runtimes: &runtimes,
+        ids: &["c1", "c2"],
+    };
+    let runc = contract(&runtimes[0], &d.join("bundle"), d);
+    let agent = contract(&runtimes[1], &d.join("bundle"), d);
+    for ((step, want), (_, got)) in runc.iter().zip(&agent) {
+        eprintln!("{step}: runc {want:?}");
+        assert_eq!(got, want, "step {step:?}: the agent differs from runc");
+    }
+    assert_eq!(runc.len(), agent.len());
+    // Nothing of the agent's is left: no container directory, no cgroup.
+    let left = common::launch::list_dir(&state.join("containers"));
+    assert!(left.is_empty(), "left in the store: {left:?}");
+}
