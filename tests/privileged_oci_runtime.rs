@@ -319,3 +319,168 @@ fn the_oci_command_line_matches_runc_step_by_step() {
     let left = common::launch::list_dir(&state.join("containers"));
     assert!(left.is_empty(), "left in the store: {left:?}");
 }
+
+/// `docker ARGS` against `d`: (exit code, stdout, stderr).
+fn docker(d: &common::docker::Dockerd, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new("docker")
+        .arg(format!("--host=unix://{}", d.socket().display()))
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).trim().to_string(),
+        String::from_utf8_lossy(&out.stderr).trim().to_string(),
+    )
+}
+
+/// A field of `/proc/<pid>/status`.
+fn proc_status(pid: &str, field: &str) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(&format!("{field}:"))
+                .map(|v| v.trim().to_string())
+        })
+        .unwrap_or_default()
+}
+
+/// The lines of `agent ps -a` on `state` after its header.
+fn agent_ps(state: &Path) -> Vec<String> {
+    let out = common::launch::agent_command(state, &["ps", "-a"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "agent ps: {out:?}");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .skip(1)
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn dockerd_runs_containers_through_the_agent() {
+    common::require_privileges!();
+    let dir = tempfile::Builder::new()
+        .prefix("agent-oci-docker")
+        .tempdir()
+        .unwrap();
+    let state = dir.path().join("state");
+    let runtime = agent_runc(dir.path());
+    let Some(d) = common::docker::Dockerd::start_with(
+        &[format!("--add-runtime=agent={}", runtime.display())],
+        &[("AGENT_STATE_DIR", &state)],
+    ) else {
+        return;
+    };
+    d.import_busybox("busybox:agent");
+
+    // Foreground: its output and its exit code come back through the shim.
+    let (code, out, err) = docker(
+        &d,
+        &[
+            "run",
+            "--runtime",
+            "agent",
+            "--name",
+            "fg",
+            "busybox:agent",
+            "sh",
+            "-c",
+            "echo hello from the agent; exit 3",
+        ],
+    );
+    assert_eq!(
+        (code, out.as_str()),
+        (3, "hello from the agent"),
+        "{err}\n{}",
+        d.log()
+    );
+
+    // Detached, confined by Docker's defaults as the agent applies them.
+    let (code, id, err) = docker(
+        &d,
+        &[
+            "run",
+            "-d",
+            "--runtime",
+            "agent",
+            "--name",
+            "web",
+            "busybox:agent",
+            "sleep",
+            "300",
+        ],
+    );
+    assert_eq!(code, 0, "{err}\n{}", d.log());
+    let (_, pid, _) = docker(&d, &["inspect", "-f", "{{.State.Pid}}", "web"]);
+    assert_eq!(
+        proc_status(&pid, "Seccomp"),
+        "2",
+        "Docker's seccomp profile is loaded"
+    );
+    // Docker's default capability set.
+    assert_eq!(proc_status(&pid, "CapEff"), "00000000a80425fb");
+    let cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    assert!(
+        cgroup.contains("/agent/"),
+        "in the agent's cgroup: {cgroup}"
+    );
+    let ps = agent_ps(&state);
+    assert!(
+        ps.iter()
+            .any(|l| l.contains(&format!(" {id} ")) && l.contains(" Up ")),
+        "agent ps lists it running by Docker's id: {ps:?}"
+    );
+
+    // agent serve names its series by the id Docker gave.
+    let agent = common::AgentProcess::start_in(&state, &[]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, body) = common::http_get(&agent.addr, "/metrics", &[]).unwrap();
+        let m = String::from_utf8_lossy(&body);
+        if m.lines().any(|l| {
+            l.starts_with("container_memory_usage_bytes{") && l.contains(&format!("name=\"{id}\""))
+        }) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no series named {id}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    drop(agent);
+
+    // docker exec: the exit code, inside the container's pid namespace.
+    let (code, _, err) = docker(&d, &["exec", "web", "sh", "-c", "exit 7"]);
+    assert_eq!(code, 7, "{err}");
+    let (code, out, err) = docker(&d, &["exec", "web", "cat", "/proc/1/cmdline"]);
+    assert_eq!(
+        (code, out.replace('\0', " ").trim()),
+        (0, "sleep 300"),
+        "{err}"
+    );
+
+    // docker stop: TERM is ignored by a PID 1 without a handler, KILL after 1 s.
+    let (code, _, err) = docker(&d, &["stop", "-t", "1", "web"]);
+    assert_eq!(code, 0, "{err}\n{}", d.log());
+    let (_, status, _) = docker(
+        &d,
+        &[
+            "inspect",
+            "-f",
+            "{{.State.Status}} {{.State.ExitCode}}",
+            "web",
+        ],
+    );
+    assert_eq!(status, "exited 137");
+    let (code, _, err) = docker(&d, &["rm", "web", "fg"]);
+    assert_eq!(code, 0, "{err}");
+    let ps = agent_ps(&state);
+    assert!(
+        ps.is_empty(),
+        "docker rm deletes the agent's record: {ps:?}"
+    );
+    let left = common::launch::list_dir(&state.join("containers"));
+    assert!(left.is_empty(), "left in the store: {left:?}");
+}
