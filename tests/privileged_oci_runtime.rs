@@ -484,3 +484,109 @@ fn dockerd_runs_containers_through_the_agent() {
     let left = common::launch::list_dir(&state.join("containers"));
     assert!(left.is_empty(), "left in the store: {left:?}");
 }
+
+#[test]
+fn containerd_runs_a_container_through_the_runc_shim_with_the_agent_as_binary_name() {
+    common::require_privileges!();
+    const IMAGE: &str = "docker.io/agenttest/oci-runtime:1";
+    let dir = tempfile::Builder::new()
+        .prefix("agent-oci-containerd")
+        .tempdir()
+        .unwrap();
+    let state = dir.path().join("state");
+    let runtime = agent_runc(dir.path());
+    let Some(c) =
+        common::containerd::Containerd::start_with_env(IMAGE, &[("AGENT_STATE_DIR", &state)])
+    else {
+        return;
+    };
+    let layout = dir.path().join("image");
+    common::launch::build_oci(
+        &layout,
+        &[&common::launch::base_layer()],
+        Some(&["sleep", "300"]),
+        "1",
+    );
+    let index_path = layout.join("index.json");
+    let mut index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&index_path).unwrap()).unwrap();
+    index["manifests"][0]["annotations"]["io.containerd.image.name"] = IMAGE.into();
+    std::fs::write(&index_path, serde_json::to_vec(&index).unwrap()).unwrap();
+    let ns = format!("agent-oci-{}", std::process::id());
+    c.import(&ns, &layout);
+    let runtime = runtime.to_str().unwrap();
+
+    // io.containerd.runc.v2 with BinaryName = agent-runc (ctr's --runc-binary).
+    let (ok, out) = c.ctr(
+        &ns,
+        &[
+            "run",
+            "-d",
+            "--runtime",
+            "io.containerd.runc.v2",
+            "--runc-binary",
+            runtime,
+            IMAGE,
+            "ctr1",
+        ],
+    );
+    assert!(ok, "ctr run: {out}\n{}", c.log());
+    let (_, tasks) = c.ctr(&ns, &["task", "ls"]);
+    let line = tasks
+        .lines()
+        .find(|l| l.starts_with("ctr1 "))
+        .unwrap_or_else(|| panic!("no task ctr1: {tasks}"));
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(fields[2], "RUNNING", "{tasks}");
+    let pid = fields[1];
+    let cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    assert!(
+        cgroup.contains("/agent/"),
+        "in the agent's cgroup: {cgroup}"
+    );
+    // containerd's default capability set (Docker's).
+    assert_eq!(proc_status(pid, "CapEff"), "00000000a80425fb");
+    let ps = agent_ps(&state);
+    assert!(
+        ps.iter()
+            .any(|l| l.contains(" ctr1 ") && l.contains(" Up ")),
+        "agent ps lists it by containerd's id: {ps:?}"
+    );
+
+    // An exec through the shim (runc exec --process --detach --pid-file).
+    let (ok, out) = c.ctr(
+        &ns,
+        &[
+            "task",
+            "exec",
+            "--exec-id",
+            "e1",
+            "ctr1",
+            "cat",
+            "/proc/1/cmdline",
+        ],
+    );
+    assert!(ok, "ctr task exec: {out}");
+    assert_eq!(out.replace('\0', " ").trim(), "sleep 300");
+
+    let (ok, out) = c.ctr(&ns, &["task", "kill", "-s", "SIGKILL", "ctr1"]);
+    assert!(ok, "ctr task kill: {out}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, tasks) = c.ctr(&ns, &["task", "ls"]);
+        if tasks
+            .lines()
+            .any(|l| l.starts_with("ctr1 ") && l.contains("STOPPED"))
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "ctr1 never stopped: {tasks}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (ok, out) = c.ctr(&ns, &["task", "rm", "ctr1"]);
+    assert!(ok, "ctr task rm: {out}");
+    let (ok, out) = c.ctr(&ns, &["containers", "rm", "ctr1"]);
+    assert!(ok, "ctr containers rm: {out}");
+    let left = common::launch::list_dir(&state.join("containers"));
+    assert!(left.is_empty(), "left in the store: {left:?}");
+}
