@@ -590,3 +590,85 @@ fn containerd_runs_a_container_through_the_runc_shim_with_the_agent_as_binary_na
     let left = common::launch::list_dir(&state.join("containers"));
     assert!(left.is_empty(), "left in the store: {left:?}");
 }
+
+#[test]
+fn hooks_run_with_the_state_as_runc_runs_them() {
+    common::require_privileges!();
+    if Command::new("runc").arg("--version").output().is_err() {
+        eprintln!("SKIPPED: runc missing (Debian's runc; .ci/run installs it)");
+        return;
+    }
+    let dir = tempfile::Builder::new()
+        .prefix("agent-oci-hooks")
+        .tempdir()
+        .unwrap();
+    let d = dir.path();
+    // SAFETY: prctl with integer arguments (see the contract test).
+    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    let runtimes = [
+        Runtime {
+            name: "runc",
+            binary: "runc".into(),
+            root: d.join("runc-root"),
+            env: Vec::new(),
+        },
+        Runtime {
+            name: "agent",
+            binary: agent_runc(d),
+            root: d.join("agent-root"),
+            env: vec![("AGENT_STATE_DIR".into(), d.join("agent-state"))],
+        },
+    ];
+    let _cleanup = Cleanup {
+        runtimes: &runtimes,
+        ids: &["h1"],
+    };
+    const STAGES: &[&str] = &["prestart", "createRuntime", "poststart", "poststop"];
+    let mut seen = Vec::new();
+    for rt in &runtimes {
+        let b = d.join(format!("{}-bundle", rt.name));
+        bundle(&b, &["sleep", "100"]);
+        let path = b.join("config.json");
+        let mut config: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        for stage in STAGES {
+            // Each hook saves the state it was given, and its own environment.
+            let out = d.join(format!("{}-{stage}", rt.name));
+            config["hooks"][stage] = serde_json::json!([{
+                "path": "/bin/sh",
+                "args": ["sh", "-c", format!("cat > {0}.json; echo \"$HOOK_ENV\" > {0}.env", out.display())],
+                "env": [format!("HOOK_ENV={stage}")],
+                "timeout": 10,
+            }]);
+        }
+        std::fs::write(&path, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
+        let b = b.to_str().unwrap();
+        for args in [&["create", "--bundle", b, "h1"][..], &["start", "h1"]] {
+            let out = rt.run(args);
+            assert!(out.ok, "{} {args:?}: {out:?}", rt.name);
+        }
+        let pid = rt.state("h1")["pid"].as_i64().unwrap();
+        assert!(rt.run(&["kill", "h1", "KILL"]).ok);
+        rt.wait_status("h1", "stopped");
+        assert!(rt.run(&["delete", "h1"]).ok);
+        let mut of_rt = Vec::new();
+        for stage in STAGES {
+            let file = d.join(format!("{}-{stage}.json", rt.name));
+            let state: serde_json::Value = serde_json::from_slice(
+                &std::fs::read(&file).unwrap_or_else(|e| panic!("{} {stage}: {e}", rt.name)),
+            )
+            .unwrap();
+            assert_eq!(state["id"], "h1");
+            assert_eq!(state["bundle"], b);
+            // The pid while it lives (runc gives none after it is gone).
+            if *stage != "poststop" {
+                assert_eq!(state["pid"], pid, "{} {stage}: {state}", rt.name);
+            }
+            let env = std::fs::read_to_string(d.join(format!("{}-{stage}.env", rt.name))).unwrap();
+            assert_eq!(env.trim(), *stage, "{} {stage}: the hook's env", rt.name);
+            of_rt.push((stage.to_string(), state["status"].clone()));
+        }
+        seen.push(of_rt);
+    }
+    assert_eq!(seen[1], seen[0], "the agent gives hooks runc's statuses");
+}

@@ -530,6 +530,21 @@ pub fn dup_cloexec(from: i32, to: i32) -> Result<()> {
     check_sys(ret as libc::c_long, "dup3").map(drop)
 }
 
+/// Sets `O_NONBLOCK` on a descriptor.
+pub fn set_nonblocking(fd: BorrowedFd<'_>) -> Result<()> {
+    // SAFETY: fcntl on a descriptor the caller holds open; F_GETFL/F_SETFL take
+    // and return plain integers.
+    let ret = unsafe {
+        let flags = libc::fcntl(fd.as_raw_fd(), libc::F_GETFL);
+        if flags < 0 {
+            flags
+        } else {
+            libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK)
+        }
+    };
+    check_sys(ret as libc::c_long, "fcntl O_NONBLOCK").map(drop)
+}
+
 /// `mkfifo(3)`.
 pub fn mkfifo(path: &Path, mode: libc::mode_t) -> Result<()> {
     let c = cpath(path)?;

@@ -5,9 +5,10 @@
 //! poststart or poststop hook is only reported (the container has started, or
 //! is gone).
 
-use super::super::{Error, Result};
+use super::super::{Error, Result, sys};
 use oci_spec::runtime::{Hook, Spec};
-use std::io::Write;
+use std::io::{Read, Write};
+use std::os::fd::AsFd;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -51,6 +52,26 @@ impl Stage {
     }
 }
 
+/// Refuses the hooks that run inside the container (createContainer,
+/// startContainer): the container's process would have to fork them between
+/// its set-up steps, which the agent's child does not do.
+pub fn check_supported(spec: &Spec) -> Result<()> {
+    let Some(h) = spec.hooks() else {
+        return Ok(());
+    };
+    for (name, list) in [
+        ("createContainer", h.create_container()),
+        ("startContainer", h.start_container()),
+    ] {
+        if list.as_ref().is_some_and(|l| !l.is_empty()) {
+            return Err(Error::Invalid(format!(
+                "{name} hooks are not supported (prestart, createRuntime, poststart and poststop are)"
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Runs the spec's hooks of `stage` in order with `state` (the state JSON) on
 /// their stdin; the first failure ends the run.
 pub fn run(spec: &Spec, stage: Stage, state: &[u8]) -> Result<()> {
@@ -91,9 +112,28 @@ fn run_one(hook: &Hook, state: &[u8]) -> std::result::Result<(), String> {
         .timeout()
         .filter(|t| *t > 0)
         .map(|t| Instant::now() + Duration::from_secs(t as u64));
-    loop {
+    // Its output is drained while it runs, so a talkative hook never blocks.
+    let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+    let mut out_pipe = child.stdout.take();
+    let mut err_pipe = child.stderr.take();
+    for pipe in [
+        out_pipe.as_ref().map(|p| p.as_fd()),
+        err_pipe.as_ref().map(|p| p.as_fd()),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        sys::set_nonblocking(pipe).map_err(|e| e.to_string())?;
+    }
+    let status = loop {
+        if let Some(p) = out_pipe.as_mut() {
+            let _ = p.read_to_end(&mut stdout);
+        }
+        if let Some(p) = err_pipe.as_mut() {
+            let _ = p.read_to_end(&mut stderr);
+        }
         match child.try_wait() {
-            Ok(Some(_)) => break,
+            Ok(Some(status)) => break status,
             Ok(None) => {}
             Err(e) => return Err(format!("waiting for {}: {e}", path.display())),
         }
@@ -103,10 +143,12 @@ fn run_one(hook: &Hook, state: &[u8]) -> std::result::Result<(), String> {
             return Err(format!("{}: timed out", path.display()));
         }
         std::thread::sleep(Duration::from_millis(5));
-    }
-    let out = child
-        .wait_with_output()
-        .map_err(|e| format!("{}: {e}", path.display()))?;
+    };
+    let out = std::process::Output {
+        status,
+        stdout,
+        stderr,
+    };
     if out.status.success() {
         return Ok(());
     }

@@ -211,6 +211,7 @@ pub fn create(paths: &Paths, req: &CreateRequest) -> Result<ContainerState> {
     super::ensure_layout(paths)?;
     let bundle_dir = req.bundle.canonicalize().at("chdir", &req.bundle)?;
     let mut config = bundle::load(&bundle_dir, req.console_socket.is_some())?;
+    hooks::check_supported(&config)?;
     let terminal = config
         .process()
         .as_ref()
@@ -349,9 +350,10 @@ pub fn start(paths: &Paths, caller: &Caller) -> Result<ContainerState> {
     state::save(paths, &st)?;
     if let Ok(config) = load_config(paths, &st) {
         let record = st.oci.clone();
+        // runc gives poststart hooks the status it read before the release.
         let state = hook_state(
             &caller.id,
-            "running",
+            "created",
             st.pid.unwrap_or(0),
             &record.map(|r| r.bundle).unwrap_or_default(),
             &config,
