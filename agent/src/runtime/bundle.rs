@@ -26,8 +26,10 @@ pub struct BundleOptions {
 /// a terminal can be given (the OCI command line's `--console-socket`).
 pub fn load(bundle: &Path, console: bool) -> Result<Spec> {
     let path = bundle.join("config.json");
-    let mut spec = Spec::load(&path)
-        .map_err(|e| Error::Invalid(format!("reading {}: {e}", path.display())))?;
+    let mut spec = Spec::load(&path).map_err(|source| Error::Spec {
+        what: format!("reading {}", path.display()),
+        source,
+    })?;
     let process = spec
         .process()
         .as_ref()

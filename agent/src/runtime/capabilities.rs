@@ -65,9 +65,9 @@ pub fn from_kernel(cap: caps::Capability) -> Option<Capability> {
 /// This process's bounding set: what `--privileged` grants (all of the host's,
 /// which may lack some, as this host lacks CAP_SYS_RESOURCE).
 pub fn host_bounding() -> Result<Capabilities> {
-    let set = caps::read(None, caps::CapSet::Bounding).map_err(|e| Error::Sys {
-        op: "read the capability bounding set".into(),
-        source: std::io::Error::other(e.to_string()),
+    let set = caps::read(None, caps::CapSet::Bounding).map_err(|source| Error::Caps {
+        op: "read the capability bounding set",
+        source,
     })?;
     Ok(set.into_iter().filter_map(from_kernel).collect())
 }
@@ -110,7 +110,10 @@ pub fn oci(set: &Capabilities) -> Result<LinuxCapabilities> {
         .inheritable(Capabilities::new())
         .ambient(Capabilities::new())
         .build()
-        .map_err(|e| Error::Invalid(format!("building the capability sets: {e}")))
+        .map_err(|source| Error::Spec {
+            what: "building the capability sets".into(),
+            source,
+        })
 }
 
 /// The kernel set for a spec set; a name the kernel does not know is an error (it

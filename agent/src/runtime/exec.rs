@@ -304,7 +304,9 @@ fn child_main(ctx: &ChildExec<'_>, sync: File, mut errors: File) -> ! {
         Ok(exec) => {
             let e = exec.run();
             let code = match &e {
-                Error::Sys { source, .. } if source.kind() == std::io::ErrorKind::NotFound => 127,
+                Error::Io {
+                    op: "exec", source, ..
+                } if source.kind() == std::io::ErrorKind::NotFound => 127,
                 _ => 126,
             };
             (code, e)

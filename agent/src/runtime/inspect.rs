@@ -9,7 +9,10 @@ use super::{Error, Paths, Result};
 
 /// The inspect document of `st` (stored under `paths`).
 pub fn document(paths: &Paths, st: &ContainerState) -> Result<serde_json::Value> {
-    let invalid = |what: &str, e: serde_json::Error| Error::Invalid(format!("{what}: {e}"));
+    let invalid = |what: &str, source: serde_json::Error| Error::Encode {
+        what: what.to_string(),
+        source,
+    };
     let mut doc = serde_json::to_value(st).map_err(|e| invalid("container state", e))?;
     let config_path = paths.container(&st.id).join("config.json");
     let config: serde_json::Value = match std::fs::read(&config_path) {

@@ -73,10 +73,94 @@ pub enum Error {
     /// A syscall that is not about one path failed.
     #[error("{op}: {source}")]
     Sys {
-        op: String,
+        op: &'static str,
         #[source]
-        source: std::io::Error,
+        source: nix::errno::Errno,
     },
+    /// A signal could not be sent.
+    #[error("kill({pid}, {signal}): {source}")]
+    Kill {
+        pid: i32,
+        signal: i32,
+        #[source]
+        source: nix::errno::Errno,
+    },
+    /// A process could not join one of a container's namespaces.
+    #[error("setns {kind}: {source}")]
+    Setns {
+        kind: &'static str,
+        #[source]
+        source: nix::errno::Errno,
+    },
+    /// A string handed to a syscall holds a NUL byte.
+    #[error("{what} contains a NUL byte: {value:?}")]
+    Nul {
+        what: &'static str,
+        value: String,
+        #[source]
+        source: std::ffi::NulError,
+    },
+    /// `mount_setattr(MOUNT_ATTR_IDMAP)` refused to idmap a layer (callers fall
+    /// back on shifted copies).
+    #[error("idmap {}: {source}", dir.display())]
+    Idmap {
+        dir: PathBuf,
+        #[source]
+        source: nix::errno::Errno,
+    },
+    /// A forked helper failed; its error crossed the process boundary as text.
+    #[error("{what}: {message}")]
+    Helper {
+        what: &'static str,
+        message: String,
+        #[source]
+        source: Option<nix::errno::Errno>,
+    },
+    /// An OCI spec (config.json, or one part of it) could not be built or read.
+    #[error("{what}: {source}")]
+    Spec {
+        what: String,
+        #[source]
+        source: oci_spec::OciSpecError,
+    },
+    /// libseccomp refused a step of compiling the seccomp filter.
+    #[error("seccomp: {what}: {source}")]
+    Seccomp {
+        what: String,
+        #[source]
+        source: libseccomp::error::SeccompError,
+    },
+    /// The process's capability sets could not be read or changed.
+    #[error("{op}: {source}")]
+    Caps {
+        op: &'static str,
+        #[source]
+        source: caps::errors::CapsError,
+    },
+    /// A JSON document that is not about one file could not be encoded or decoded.
+    #[error("{what}: {source}")]
+    Encode {
+        what: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    /// An image reference that does not parse.
+    #[error("invalid image reference {reference:?}: {source}")]
+    Reference {
+        reference: String,
+        #[source]
+        source: oci_client::ParseError,
+    },
+    /// A background task of the runtime failed or was cancelled.
+    #[error("{what}: {source}")]
+    Task {
+        what: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// Randomness for an id could not be drawn from the kernel.
+    #[error("getrandom: {0}")]
+    Random(#[source] getrandom::Error),
     /// The user asked for something malformed.
     #[error("{0}")]
     Invalid(String),
@@ -138,12 +222,30 @@ impl<T> IoContext<T> for std::io::Result<T> {
     }
 }
 
+impl<T> IoContext<T> for nix::Result<T> {
+    fn at(self, op: &'static str, path: impl AsRef<Path>) -> Result<T> {
+        self.map_err(std::io::Error::from).at(op, path)
+    }
+}
+
+/// Names the syscall behind a [`nix::Result`].
+pub trait SysContext<T> {
+    /// Wraps the error as [`Error::Sys`] with `op`.
+    fn sys(self, op: &'static str) -> Result<T>;
+}
+
+impl<T> SysContext<T> for nix::Result<T> {
+    fn sys(self, op: &'static str) -> Result<T> {
+        self.map_err(|source| Error::Sys { op, source })
+    }
+}
+
 impl Error {
     /// A syscall failure with the current `errno`.
-    pub(crate) fn last_os(op: impl Into<String>) -> Self {
+    pub(crate) fn last_os(op: &'static str) -> Self {
         Error::Sys {
-            op: op.into(),
-            source: std::io::Error::last_os_error(),
+            op,
+            source: nix::errno::Errno::last(),
         }
     }
 }

@@ -12,8 +12,10 @@
 
 use super::capabilities;
 use super::rootfs::ContainerLayer;
-use super::{Error, IoContext, Paths, Result, sys};
+use super::{Error, IoContext, Paths, Result, SysContext, sys};
 use crate::cgroup::{Hierarchy, Version};
+use nix::sys::prctl;
+use nix::sys::resource::Resource;
 use oci_spec::runtime::{LinuxNamespaceType, LinuxSeccomp, Mount, PosixRlimitType, Process, Spec};
 use std::ffi::CString;
 use std::fs::File;
@@ -155,13 +157,7 @@ impl ChildStdio {
 /// (after placing it in its cgroup); exits when the parent gave up or died.
 pub(super) fn die_with_parent_once_released(sync: File) {
     // If the supervisor dies, so does the child: it never runs unsupervised.
-    if sys::prctl(
-        libc::PR_SET_PDEATHSIG,
-        libc::SIGKILL as libc::c_ulong,
-        "pdeathsig",
-    )
-    .is_err()
-    {
+    if prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL).is_err() {
         sys::exit_now(1);
     }
     wait_released(sync);
@@ -281,7 +277,11 @@ impl Exec {
 }
 
 pub(super) fn cstring(s: &str) -> Result<CString> {
-    CString::new(s).map_err(|_| Error::Invalid(format!("NUL byte in {s:?}")))
+    CString::new(s).map_err(|source| Error::Nul {
+        what: "an argument or environment variable",
+        value: s.to_string(),
+        source,
+    })
 }
 
 fn prepare(ctx: &ChildContext<'_>) -> Result<Exec> {
@@ -735,25 +735,25 @@ fn readonly_path(path: &Path) -> Result<()> {
     )
 }
 
-pub(super) fn rlimit_resource(t: PosixRlimitType) -> libc::c_int {
-    (match t {
-        PosixRlimitType::RlimitCpu => libc::RLIMIT_CPU,
-        PosixRlimitType::RlimitFsize => libc::RLIMIT_FSIZE,
-        PosixRlimitType::RlimitData => libc::RLIMIT_DATA,
-        PosixRlimitType::RlimitStack => libc::RLIMIT_STACK,
-        PosixRlimitType::RlimitCore => libc::RLIMIT_CORE,
-        PosixRlimitType::RlimitRss => libc::RLIMIT_RSS,
-        PosixRlimitType::RlimitNproc => libc::RLIMIT_NPROC,
-        PosixRlimitType::RlimitNofile => libc::RLIMIT_NOFILE,
-        PosixRlimitType::RlimitMemlock => libc::RLIMIT_MEMLOCK,
-        PosixRlimitType::RlimitAs => libc::RLIMIT_AS,
-        PosixRlimitType::RlimitLocks => libc::RLIMIT_LOCKS,
-        PosixRlimitType::RlimitSigpending => libc::RLIMIT_SIGPENDING,
-        PosixRlimitType::RlimitMsgqueue => libc::RLIMIT_MSGQUEUE,
-        PosixRlimitType::RlimitNice => libc::RLIMIT_NICE,
-        PosixRlimitType::RlimitRtprio => libc::RLIMIT_RTPRIO,
-        PosixRlimitType::RlimitRttime => libc::RLIMIT_RTTIME,
-    }) as libc::c_int
+pub(super) fn rlimit_resource(t: PosixRlimitType) -> Resource {
+    match t {
+        PosixRlimitType::RlimitCpu => Resource::RLIMIT_CPU,
+        PosixRlimitType::RlimitFsize => Resource::RLIMIT_FSIZE,
+        PosixRlimitType::RlimitData => Resource::RLIMIT_DATA,
+        PosixRlimitType::RlimitStack => Resource::RLIMIT_STACK,
+        PosixRlimitType::RlimitCore => Resource::RLIMIT_CORE,
+        PosixRlimitType::RlimitRss => Resource::RLIMIT_RSS,
+        PosixRlimitType::RlimitNproc => Resource::RLIMIT_NPROC,
+        PosixRlimitType::RlimitNofile => Resource::RLIMIT_NOFILE,
+        PosixRlimitType::RlimitMemlock => Resource::RLIMIT_MEMLOCK,
+        PosixRlimitType::RlimitAs => Resource::RLIMIT_AS,
+        PosixRlimitType::RlimitLocks => Resource::RLIMIT_LOCKS,
+        PosixRlimitType::RlimitSigpending => Resource::RLIMIT_SIGPENDING,
+        PosixRlimitType::RlimitMsgqueue => Resource::RLIMIT_MSGQUEUE,
+        PosixRlimitType::RlimitNice => Resource::RLIMIT_NICE,
+        PosixRlimitType::RlimitRtprio => Resource::RLIMIT_RTPRIO,
+        PosixRlimitType::RlimitRttime => Resource::RLIMIT_RTTIME,
+    }
 }
 
 /// Finds `cmd` on the container's `PATH` (after `pivot_root`).
@@ -780,11 +780,8 @@ pub(super) fn find_executable(cmd: &str, env: &[String]) -> Result<String> {
     )))
 }
 
-fn caps_error(what: &'static str) -> impl Fn(caps::errors::CapsError) -> Error {
-    move |e| Error::Sys {
-        op: what.into(),
-        source: std::io::Error::other(e.to_string()),
-    }
+fn caps_error(op: &'static str) -> impl Fn(caps::errors::CapsError) -> Error {
+    move |source| Error::Caps { op, source }
 }
 
 /// The spec's process credentials and confinement, in runc's order: the bounding
@@ -815,16 +812,12 @@ pub(super) fn confine(
         caps::drop(None, caps::CapSet::Bounding, *cap)
             .map_err(caps_error("drop from the bounding set"))?;
     }
-    sys::prctl(
-        libc::PR_CAP_AMBIENT,
-        libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong,
-        "clear ambient capabilities",
-    )?;
-    sys::prctl(libc::PR_SET_KEEPCAPS, 1, "keep capabilities")?;
+    caps::clear(None, caps::CapSet::Ambient).map_err(caps_error("clear ambient capabilities"))?;
+    prctl::set_keepcaps(true).sys("keep capabilities")?;
     let user = process.user();
     let groups = user.additional_gids().clone().unwrap_or_default();
     sys::set_ids(user.uid(), user.gid(), &groups)?;
-    sys::prctl(libc::PR_SET_KEEPCAPS, 0, "keep capabilities")?;
+    prctl::set_keepcaps(false).sys("keep capabilities")?;
     let mask = |set: &caps::CapsHashSet| set.iter().fold(0u64, |a, c| a | c.bitmask());
     let effective = capabilities::kernel_set(spec_caps.effective().as_ref())?;
     let permitted = capabilities::kernel_set(spec_caps.permitted().as_ref())?;
@@ -837,7 +830,7 @@ pub(super) fn confine(
         let _ = caps::raise(None, caps::CapSet::Ambient, cap);
     }
     if nnp {
-        sys::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, "set no_new_privs")?;
+        prctl::set_no_new_privs().sys("set no_new_privs")?;
         if let Some(b) = bpf {
             load(b)?;
         }

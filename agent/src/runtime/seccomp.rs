@@ -233,8 +233,13 @@ impl Profile {
             b = b.default_errno_ret(e);
         }
         if !architectures.is_empty() {
-            let arches = serde_json::from_value(serde_json::json!(architectures))
-                .map_err(|e| Error::Invalid(format!("seccomp architectures: {e}")))?;
+            let arches =
+                serde_json::from_value(serde_json::json!(architectures)).map_err(|source| {
+                    Error::Encode {
+                        what: "seccomp architectures".into(),
+                        source,
+                    }
+                })?;
             b = b.architectures::<Vec<oci_spec::runtime::Arch>>(arches);
         }
         if let Some(flags) = self.flags.clone().filter(|f| !f.is_empty()) {
@@ -244,12 +249,15 @@ impl Profile {
     }
 }
 
-fn invalid(e: impl std::fmt::Display) -> Error {
-    Error::Invalid(format!("seccomp profile: {e}"))
+fn invalid(source: oci_spec::OciSpecError) -> Error {
+    Error::Spec {
+        what: "seccomp profile".into(),
+        source,
+    }
 }
 
 fn seccomp_error(what: String) -> impl FnOnce(libseccomp::error::SeccompError) -> Error {
-    move |e| Error::Invalid(format!("seccomp: {what}: {e}"))
+    move |source| Error::Seccomp { what, source }
 }
 
 fn action(action: LinuxSeccompAction, errno: Option<u32>) -> ScmpAction {
@@ -322,10 +330,7 @@ pub fn compile(seccomp: &LinuxSeccomp) -> Result<Vec<u8>> {
     let mut bpf = Vec::new();
     file.seek(std::io::SeekFrom::Start(0))
         .and_then(|_| file.read_to_end(&mut bpf))
-        .map_err(|source| Error::Sys {
-            op: "read the compiled seccomp program".into(),
-            source,
-        })?;
+        .at("read the compiled seccomp program", "memfd:seccomp-bpf")?;
     Ok(bpf)
 }
 
@@ -387,7 +392,10 @@ pub fn compiled(dir: &Path, seccomp: &LinuxSeccomp) -> Result<Vec<u8>> {
 
 fn cache_path(dir: &Path, seccomp: &LinuxSeccomp) -> Result<PathBuf> {
     use sha2::{Digest, Sha256};
-    let json = serde_json::to_vec(seccomp).map_err(invalid)?;
+    let json = serde_json::to_vec(seccomp).map_err(|source| Error::Encode {
+        what: "seccomp profile".into(),
+        source,
+    })?;
     let v = libseccomp::ScmpVersion::current().map_err(seccomp_error("version".into()))?;
     let mut h = Sha256::new();
     h.update(&json);

@@ -488,7 +488,10 @@ pub const READ_ONLY_TMPFS: &[(&str, &str)] =
     &[("/tmp", "1777"), ("/run", "755"), ("/var/tmp", "1777")];
 
 fn build_error(what: &str) -> impl Fn(oci_spec::OciSpecError) -> Error + '_ {
-    move |e| Error::Invalid(format!("building config.json ({what}): {e}"))
+    move |source| Error::Spec {
+        what: format!("building config.json ({what})"),
+        source,
+    }
 }
 
 fn mount(dest: &str, typ: &str, source: &str, options: &[&str]) -> Result<Mount> {

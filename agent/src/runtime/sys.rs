@@ -1,60 +1,30 @@
-//! Thin, safe wrappers over the raw syscalls the runtime needs. All of the runtime's
-//! `unsafe` lives here, each block with the reason it is sound.
+//! The runtime's syscalls: a thin layer over nix that names each failure (the
+//! path, or the operation) in the runtime's [`Error`].
+//!
+//! What stays hand-written is what nix lacks: `clone3`, `capset`'s v3 layout,
+//! `open_tree` + `mount_setattr` + `move_mount`, `seccomp(2)`, the loopback
+//! ioctls, and the calls that must carry real-time signals (nix's `Signal` has
+//! none, so its `kill`, `waitpid`, `SigSet` and `signal` cannot stand for
+//! `SIGRTMIN+n`, which `agent kill` and the supervisor's forwarding send).
+//! Each such `unsafe` block says why it is sound.
 
-use super::{Error, IoContext, Result};
+use super::{Error, IoContext, Result, SysContext};
+use nix::errno::Errno;
+use nix::fcntl::{AT_FDCWD, OFlag};
+use nix::mount::{MntFlags, MsFlags};
+use nix::sched::CloneFlags;
+use nix::sys::stat::{Mode, SFlag};
+use nix::unistd::{Gid, Uid};
 use std::ffi::{CStr, CString};
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
-
-fn cpath(path: &Path) -> Result<CString> {
-    CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| Error::Invalid(format!("path contains a NUL byte: {}", path.display())))
-}
-
-fn cstr(s: &str) -> Result<CString> {
-    CString::new(s).map_err(|_| Error::Invalid(format!("string contains a NUL byte: {s:?}")))
-}
-
-fn check(ret: libc::c_int, op: &'static str, path: &Path) -> Result<()> {
-    if ret < 0 {
-        Err(std::io::Error::last_os_error()).at(op, path)
-    } else {
-        Ok(())
-    }
-}
-
-fn check_sys(ret: libc::c_long, op: &str) -> Result<libc::c_long> {
-    if ret < 0 {
-        Err(Error::last_os(op))
-    } else {
-        Ok(ret)
-    }
-}
 
 /// Fills `buf` from the kernel's random pool.
 pub fn getrandom(buf: &mut [u8]) -> Result<()> {
-    let mut filled = 0;
-    while filled < buf.len() {
-        // SAFETY: the pointer and length describe the unfilled tail of `buf`.
-        let n =
-            unsafe { libc::getrandom(buf[filled..].as_mut_ptr().cast(), buf.len() - filled, 0) };
-        if n < 0 {
-            let err = std::io::Error::last_os_error();
-            if err.kind() == std::io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(Error::Sys {
-                op: "getrandom".into(),
-                source: err,
-            });
-        }
-        filled += n as usize;
-    }
-    Ok(())
+    getrandom::fill(buf).map_err(Error::Random)
 }
 
-/// `mount(2)`.
+/// `mount(2)`; `flags` are `MS_*` bits.
 pub fn mount(
     source: Option<&str>,
     target: &Path,
@@ -62,73 +32,44 @@ pub fn mount(
     flags: libc::c_ulong,
     data: Option<&str>,
 ) -> Result<()> {
-    let source = source.map(cstr).transpose()?;
-    let fstype = fstype.map(cstr).transpose()?;
-    let data = data.map(cstr).transpose()?;
-    let target_c = cpath(target)?;
-    let ptr = |c: &Option<CString>| c.as_ref().map_or(std::ptr::null(), |c| c.as_ptr());
-    // SAFETY: all pointers are NUL-terminated strings that outlive the call, or null
-    // where mount(2) accepts null.
-    let ret = unsafe {
-        libc::mount(
-            ptr(&source),
-            target_c.as_ptr(),
-            ptr(&fstype),
-            flags,
-            ptr(&data).cast(),
-        )
-    };
-    check(ret, "mount", target)
+    nix::mount::mount(
+        source,
+        target,
+        fstype,
+        MsFlags::from_bits_retain(flags),
+        data,
+    )
+    .at("mount", target)
 }
 
 /// `mount(2)` with a path as the source (bind mounts).
 pub fn bind(source: &Path, target: &Path, flags: libc::c_ulong) -> Result<()> {
-    let src = cpath(source)?;
-    let tgt = cpath(target)?;
-    // SAFETY: both strings are NUL-terminated and outlive the call; fstype and data
-    // may be null for bind mounts.
-    let ret = unsafe {
-        libc::mount(
-            src.as_ptr(),
-            tgt.as_ptr(),
-            std::ptr::null(),
-            flags | libc::MS_BIND,
-            std::ptr::null(),
-        )
-    };
-    check(ret, "bind mount onto", target)
+    let flags = MsFlags::from_bits_retain(flags) | MsFlags::MS_BIND;
+    nix::mount::mount(Some(source), target, None::<&str>, flags, None::<&str>)
+        .at("bind mount onto", target)
 }
 
 /// `umount2(2)`.
 pub fn umount2(target: &Path, flags: libc::c_int) -> Result<()> {
-    let tgt = cpath(target)?;
-    // SAFETY: `tgt` is a NUL-terminated string that outlives the call.
-    let ret = unsafe { libc::umount2(tgt.as_ptr(), flags) };
-    check(ret, "unmount", target)
+    nix::mount::umount2(target, MntFlags::from_bits_retain(flags)).at("unmount", target)
 }
 
 /// `pivot_root(2)`.
 pub fn pivot_root(new_root: &Path, put_old: &Path) -> Result<()> {
-    let new = cpath(new_root)?;
-    let old = cpath(put_old)?;
-    // SAFETY: both arguments are NUL-terminated strings that outlive the call.
-    let ret = unsafe { libc::syscall(libc::SYS_pivot_root, new.as_ptr(), old.as_ptr()) };
-    check(ret as libc::c_int, "pivot_root", new_root)
+    nix::unistd::pivot_root(new_root, put_old).at("pivot_root", new_root)
 }
 
 /// `sethostname(2)`.
 pub fn sethostname(name: &str) -> Result<()> {
-    // SAFETY: the pointer and length describe `name`'s bytes.
-    let ret = unsafe { libc::sethostname(name.as_ptr().cast(), name.len()) };
-    check_sys(ret as libc::c_long, "sethostname").map(drop)
+    nix::unistd::sethostname(name).sys("sethostname")
 }
 
-/// `mknod(2)` for a device node.
+/// `mknod(2)` for a device node; `mode` holds the file type and permissions.
 pub fn mknod(path: &Path, mode: libc::mode_t, major: u32, minor: u32) -> Result<()> {
-    let p = cpath(path)?;
-    // SAFETY: `p` is NUL-terminated and outlives the call.
-    let ret = unsafe { libc::mknod(p.as_ptr(), mode, libc::makedev(major, minor)) };
-    check(ret, "mknod", path)
+    let kind = SFlag::from_bits_truncate(mode & libc::S_IFMT);
+    let perm = Mode::from_bits_truncate(mode & !libc::S_IFMT);
+    let dev = nix::sys::stat::makedev(major.into(), minor.into());
+    nix::sys::stat::mknod(path, kind, perm, dev).at("mknod", path)
 }
 
 /// `openat(2)` of one name in the directory `dir`, never following a symbolic link
@@ -140,67 +81,53 @@ pub fn openat_nofollow(
     name: &std::ffi::OsStr,
     flags: libc::c_int,
 ) -> std::io::Result<OwnedFd> {
+    use std::os::unix::ffi::OsStrExt;
     if name.as_bytes().contains(&b'/') {
         return Err(std::io::Error::from(std::io::ErrorKind::InvalidInput));
     }
-    let c = CString::new(name.as_bytes())
-        .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
-    let flags = flags | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+    let flags = OFlag::from_bits_retain(flags) | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
     loop {
-        // SAFETY: `dir` is an open descriptor borrowed for the call, `c` is
-        // NUL-terminated and outlives it.
-        let fd = unsafe { libc::openat(dir.as_raw_fd(), c.as_ptr(), flags) };
-        if fd >= 0 {
-            // SAFETY: `fd` was just returned by openat and is owned by nothing else.
-            return Ok(unsafe { OwnedFd::from_raw_fd(fd) });
-        }
-        let err = std::io::Error::last_os_error();
-        if err.kind() != std::io::ErrorKind::Interrupted {
-            return Err(err);
+        match nix::fcntl::openat(dir, name, flags, Mode::empty()) {
+            Err(Errno::EINTR) => continue,
+            other => return other.map_err(std::io::Error::from),
         }
     }
 }
 
 /// `lsetxattr(2)`.
 pub fn lsetxattr(path: &Path, name: &str, value: &[u8]) -> Result<()> {
-    let p = cpath(path)?;
-    let n = cstr(name)?;
-    // SAFETY: the strings are NUL-terminated; value pointer/length describe `value`.
-    let ret = unsafe {
-        libc::lsetxattr(
-            p.as_ptr(),
-            n.as_ptr(),
-            value.as_ptr().cast(),
-            value.len(),
-            0,
-        )
-    };
-    check(ret, "set xattr on", path)
+    xattr::set(path, name, value).at("set xattr on", path)
+}
+
+/// `lgetxattr(2)`: the attribute's value, `None` when it is not set (or the
+/// filesystem has no extended attributes).
+pub fn lgetxattr(path: &Path, name: &str) -> Result<Option<Vec<u8>>> {
+    match xattr::get(path, name) {
+        Err(e) if e.raw_os_error() == Some(libc::ENOTSUP) => Ok(None),
+        other => other.at("get xattr of", path),
+    }
 }
 
 /// `lchown(2)`.
 pub fn lchown(path: &Path, uid: u32, gid: u32) -> Result<()> {
-    let p = cpath(path)?;
-    // SAFETY: `p` is NUL-terminated and outlives the call.
-    let ret = unsafe { libc::lchown(p.as_ptr(), uid, gid) };
-    check(ret, "chown", path)
+    nix::unistd::fchownat(
+        AT_FDCWD,
+        path,
+        Some(Uid::from_raw(uid)),
+        Some(Gid::from_raw(gid)),
+        nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+    )
+    .at("chown", path)
 }
 
 /// `unshare(2)`.
 pub fn unshare(flags: libc::c_int) -> Result<()> {
-    // SAFETY: unshare takes only flags.
-    let ret = unsafe { libc::unshare(flags) };
-    check_sys(ret as libc::c_long, "unshare").map(drop)
+    nix::sched::unshare(CloneFlags::from_bits_retain(flags)).sys("unshare")
 }
 
-/// `prctl(2)` with integer arguments.
-pub fn prctl(option: libc::c_int, arg2: libc::c_ulong, what: &str) -> Result<()> {
-    // SAFETY: the options used by the runtime take integer arguments only.
-    let ret = unsafe { libc::prctl(option, arg2, 0, 0, 0) };
-    check_sys(ret as libc::c_long, what).map(drop)
-}
-
-/// Sets the effective, permitted and inheritable capability sets (`capset(2)`, v3).
+/// Sets the effective, permitted and inheritable capability sets at once
+/// (`capset(2)`, v3). nix has no capset, and the caps crate sets one set per
+/// call, which the kernel refuses in some orders.
 pub fn capset(effective: u64, permitted: u64, inheritable: u64) -> Result<()> {
     #[repr(C)]
     struct Header {
@@ -221,52 +148,40 @@ pub fn capset(effective: u64, permitted: u64, inheritable: u64) -> Result<()> {
     };
     let split = |v: u64| [(v & 0xffff_ffff) as u32, (v >> 32) as u32];
     let (e, p, i) = (split(effective), split(permitted), split(inheritable));
-    let data = [
-        Data {
-            effective: e[0],
-            permitted: p[0],
-            inheritable: i[0],
-        },
-        Data {
-            effective: e[1],
-            permitted: p[1],
-            inheritable: i[1],
-        },
-    ];
+    let data = [0, 1].map(|w| Data {
+        effective: e[w],
+        permitted: p[w],
+        inheritable: i[w],
+    });
     // SAFETY: header and a two-element data array are the v3 layout capset expects;
     // both outlive the call.
     let ret = unsafe { libc::syscall(libc::SYS_capset, &mut header, data.as_ptr()) };
-    check_sys(ret, "capset").map(drop)
+    Errno::result(ret).map(drop).sys("capset")
 }
 
 /// `setgroups`, `setgid`, `setuid`, in that order.
 pub fn set_ids(uid: u32, gid: u32, groups: &[u32]) -> Result<()> {
-    // SAFETY: the pointer and length describe `groups`.
-    let ret = unsafe { libc::setgroups(groups.len(), groups.as_ptr()) };
-    check_sys(ret as libc::c_long, "setgroups")?;
-    // SAFETY: plain integer arguments.
-    let ret = unsafe { libc::setresgid(gid, gid, gid) };
-    check_sys(ret as libc::c_long, "setgid")?;
-    // SAFETY: plain integer arguments.
-    let ret = unsafe { libc::setresuid(uid, uid, uid) };
-    check_sys(ret as libc::c_long, "setuid").map(drop)
+    let groups: Vec<Gid> = groups.iter().map(|&g| Gid::from_raw(g)).collect();
+    nix::unistd::setgroups(&groups).sys("setgroups")?;
+    let gid = Gid::from_raw(gid);
+    nix::unistd::setresgid(gid, gid, gid).sys("setgid")?;
+    let uid = Uid::from_raw(uid);
+    nix::unistd::setresuid(uid, uid, uid).sys("setuid")
 }
 
-/// `kill(2)`. `Ok(false)` when the process no longer exists.
+/// `kill(2)`, any signal number (real-time ones too). `Ok(false)` when the
+/// process no longer exists.
 pub fn kill(pid: i32, sig: i32) -> Result<bool> {
     // SAFETY: plain integer arguments.
     let ret = unsafe { libc::kill(pid, sig) };
-    if ret == 0 {
-        return Ok(true);
-    }
-    let err = std::io::Error::last_os_error();
-    if err.raw_os_error() == Some(libc::ESRCH) {
-        Ok(false)
-    } else {
-        Err(Error::Sys {
-            op: format!("kill({pid}, {sig})"),
-            source: err,
-        })
+    match Errno::result(ret) {
+        Ok(_) => Ok(true),
+        Err(Errno::ESRCH) => Ok(false),
+        Err(source) => Err(Error::Kill {
+            pid,
+            signal: sig,
+            source,
+        }),
     }
 }
 
@@ -275,26 +190,21 @@ pub fn kill(pid: i32, sig: i32) -> Result<bool> {
 pub enum Exit {
     /// `exit(code)`.
     Code(i32),
-    /// Killed by a signal.
+    /// Killed by a signal (real-time ones included).
     Signal(i32),
 }
 
-/// `waitpid(pid, flags)`; `Ok(None)` when `WNOHANG` found nothing.
+/// `waitpid(pid, flags)`; `Ok(None)` when `WNOHANG` found nothing. By hand, as
+/// nix's `WaitStatus` refuses a death by a real-time signal.
 pub fn waitpid(pid: i32, flags: libc::c_int) -> Result<Option<(i32, Exit)>> {
     loop {
         let mut status = 0;
         // SAFETY: `status` is a valid out-pointer.
         let ret = unsafe { libc::waitpid(pid, &mut status, flags) };
-        if ret < 0 {
-            let err = std::io::Error::last_os_error();
-            if err.kind() == std::io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(Error::Sys {
-                op: format!("waitpid({pid})"),
-                source: err,
-            });
-        }
+        let ret = match Errno::result(ret) {
+            Err(Errno::EINTR) => continue,
+            other => other.sys("waitpid")?,
+        };
         if ret == 0 {
             return Ok(None);
         }
@@ -327,6 +237,7 @@ struct CloneArgs {
 
 /// Fork-like `clone3(2)` into new namespaces: returns 0 in the child, the child's
 /// pid in the parent. Must only be called while the process is single-threaded.
+/// nix has no clone3 (its `clone` needs a stack of its own).
 pub fn clone_fork(flags: u64) -> Result<i32> {
     let mut args = CloneArgs {
         flags,
@@ -343,21 +254,23 @@ pub fn clone_fork(flags: u64) -> Result<i32> {
             std::mem::size_of::<CloneArgs>(),
         )
     };
-    check_sys(ret, "clone3").map(|pid| pid as i32)
+    Errno::result(ret).map(|pid| pid as i32).sys("clone3")
 }
 
 /// `fork(2)`: 0 in the child. Must only be called while single-threaded.
 pub fn fork() -> Result<i32> {
-    // SAFETY: the caller guarantees the process is single-threaded.
-    let ret = unsafe { libc::fork() };
-    check_sys(ret as libc::c_long, "fork").map(|pid| pid as i32)
+    use nix::unistd::ForkResult;
+    // SAFETY: the caller guarantees the process is single-threaded, so the child
+    // inherits no lock held by a thread that does not exist there.
+    match unsafe { nix::unistd::fork() }.sys("fork")? {
+        ForkResult::Child => Ok(0),
+        ForkResult::Parent { child } => Ok(child.as_raw()),
+    }
 }
 
 /// `setsid(2)`.
 pub fn setsid() -> Result<()> {
-    // SAFETY: no arguments.
-    let ret = unsafe { libc::setsid() };
-    check_sys(ret as libc::c_long, "setsid").map(drop)
+    nix::unistd::setsid().map(drop).sys("setsid")
 }
 
 /// Leaves the process immediately with `code`, without running destructors or
@@ -373,7 +286,7 @@ pub fn sigmask(how: libc::c_int, sigs: &[i32]) -> Result<()> {
     let set = sigset(sigs);
     // SAFETY: `set` is an initialised sigset; the old-set pointer may be null.
     let ret = unsafe { libc::sigprocmask(how, &set, std::ptr::null_mut()) };
-    check_sys(ret as libc::c_long, "sigprocmask").map(drop)
+    Errno::result(ret).map(drop).sys("sigprocmask")
 }
 
 pub(super) fn sigset(sigs: &[i32]) -> libc::sigset_t {
@@ -404,17 +317,14 @@ pub fn sigtimedwait(sigs: &[i32], timeout: std::time::Duration) -> Result<Option
     };
     // SAFETY: `set` and `ts` are initialised and outlive the call; siginfo may be null.
     let ret = unsafe { libc::sigtimedwait(&set, std::ptr::null_mut(), &ts) };
-    if ret < 0 {
-        let err = std::io::Error::last_os_error();
-        return match err.raw_os_error() {
-            Some(libc::EAGAIN) | Some(libc::EINTR) => Ok(None),
-            _ => Err(Error::Sys {
-                op: "sigtimedwait".into(),
-                source: err,
-            }),
-        };
+    match Errno::result(ret) {
+        Ok(sig) => Ok(Some(sig)),
+        Err(Errno::EAGAIN | Errno::EINTR) => Ok(None),
+        Err(source) => Err(Error::Sys {
+            op: "sigtimedwait",
+            source,
+        }),
     }
-    Ok(Some(ret))
 }
 
 /// Resets every catchable signal's disposition to the default.
@@ -430,97 +340,79 @@ pub fn reset_signal_handlers() {
 
 /// `execve(2)`; returns only on failure.
 pub fn execve(path: &CStr, argv: &[CString], envp: &[CString]) -> Error {
-    let mut argv_p: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
-    argv_p.push(std::ptr::null());
-    let mut env_p: Vec<*const libc::c_char> = envp.iter().map(|a| a.as_ptr()).collect();
-    env_p.push(std::ptr::null());
-    // SAFETY: path, argv and envp are NUL-terminated strings in null-terminated arrays
-    // that outlive the call.
-    unsafe { libc::execve(path.as_ptr(), argv_p.as_ptr(), env_p.as_ptr()) };
-    Error::Sys {
-        op: format!("exec {}", path.to_string_lossy()),
-        source: std::io::Error::last_os_error(),
+    let source = match nix::unistd::execve(path, argv, envp) {
+        Err(e) => e,
+        Ok(never) => match never {},
+    };
+    use std::os::unix::ffi::OsStrExt;
+    Error::Io {
+        op: "exec",
+        path: std::ffi::OsStr::from_bytes(path.to_bytes()).into(),
+        source: source.into(),
     }
 }
 
-/// Brings the loopback interface up in the current network namespace.
+/// Brings the loopback interface up in the current network namespace (nix
+/// offers neither these interface ioctls nor, as built here, sockets).
 pub fn loopback_up() -> Result<()> {
     // SAFETY: plain socket creation.
     let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-    if fd < 0 {
-        return Err(Error::last_os("socket"));
-    }
+    let fd = Errno::result(fd).sys("socket")?;
+    // SAFETY: socket returned a fresh descriptor that nothing else owns.
+    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
     // SAFETY: ifreq is plain data; zeroed is a valid value.
     let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
     for (dst, src) in req.ifr_name.iter_mut().zip(b"lo\0") {
         *dst = *src as libc::c_char;
     }
-    // SAFETY: `fd` is a socket and `req` a valid ifreq for SIOCGIFFLAGS/SIOCSIFFLAGS;
-    // the union field written is the one these ioctls use.
-    let res = unsafe {
-        if libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut req) < 0 {
-            Err(Error::last_os("ioctl SIOCGIFFLAGS lo"))
-        } else {
-            req.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
-            if libc::ioctl(fd, libc::SIOCSIFFLAGS, &req) < 0 {
-                Err(Error::last_os("ioctl SIOCSIFFLAGS lo"))
-            } else {
-                Ok(())
-            }
-        }
-    };
-    // SAFETY: `fd` is owned here and closed once.
-    unsafe { libc::close(fd) };
-    res
+    // SAFETY: `sock` is a socket and `req` a valid ifreq for SIOCGIFFLAGS; the
+    // kernel writes the flags into the union.
+    let ret = unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) };
+    Errno::result(ret).sys("ioctl SIOCGIFFLAGS lo")?;
+    // SAFETY: SIOCGIFFLAGS filled the union's flags field, which is read and
+    // written here and is the one SIOCSIFFLAGS reads.
+    unsafe {
+        req.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+    }
+    // SAFETY: as above, with `req` read by the kernel.
+    let ret = unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) };
+    Errno::result(ret).map(drop).sys("ioctl SIOCSIFFLAGS lo")
 }
 
 /// An exclusive `flock(2)` held until drop.
 pub struct FileLock {
-    _file: std::fs::File,
+    _lock: nix::fcntl::Flock<std::fs::File>,
 }
 
 /// Takes an exclusive lock on `path` (created if missing), waiting for it.
 pub fn lock_exclusive(path: &Path) -> Result<FileLock> {
-    let file = std::fs::OpenOptions::new()
+    let mut file = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
         .open(path)
         .at("open lock file", path)?;
     loop {
-        // SAFETY: the descriptor is open for the duration of the call.
-        let ret = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
-        if ret == 0 {
-            break;
-        }
-        let err = std::io::Error::last_os_error();
-        if err.kind() != std::io::ErrorKind::Interrupted {
-            return Err(err).at("lock", path);
+        match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive) {
+            Ok(lock) => return Ok(FileLock { _lock: lock }),
+            Err((f, Errno::EINTR)) => file = f,
+            Err((_, e)) => return Err(e).at("lock", path),
         }
     }
-    Ok(FileLock { _file: file })
 }
 
 /// A pipe with both ends close-on-exec: (read, write).
 pub fn pipe() -> Result<(std::fs::File, std::fs::File)> {
-    let mut fds = [0; 2];
-    // SAFETY: `fds` is a valid two-element out array.
-    let ret = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) };
-    check_sys(ret as libc::c_long, "pipe2")?;
-    // SAFETY: pipe2 returned two fresh descriptors that nothing else owns.
-    Ok(unsafe {
-        (
-            std::fs::File::from_raw_fd(fds[0]),
-            std::fs::File::from_raw_fd(fds[1]),
-        )
-    })
+    let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).sys("pipe2")?;
+    Ok((r.into(), w.into()))
 }
 
-/// `dup2(2)`.
+/// `dup2(2)` onto a descriptor number (stdio, or one being replaced in place);
+/// nix's `dup2` wants the target as an `OwnedFd`, which these are not.
 pub fn dup2(from: i32, to: i32) -> Result<()> {
     // SAFETY: plain descriptor numbers; dup2 validates them.
     let ret = unsafe { libc::dup2(from, to) };
-    check_sys(ret as libc::c_long, "dup2").map(drop)
+    Errno::result(ret).map(drop).sys("dup2")
 }
 
 /// `dup3(from, to, O_CLOEXEC)`: `to` becomes `from`, closed again at `execve`.
@@ -554,31 +446,26 @@ pub fn mkfifo(path: &Path, mode: libc::mode_t) -> Result<()> {
 }
 
 /// `close(2)`, ignoring errors (the descriptor listing may include its own, now
-/// closed, directory handle).
+/// closed, directory handle). Callers guarantee nothing will use `fd` again.
 pub fn close(fd: i32) {
-    // SAFETY: closing a descriptor number; callers guarantee nothing will use it again.
-    unsafe { libc::close(fd) };
+    let _ = nix::unistd::close(fd);
 }
 
 /// Sets the process's umask.
 pub fn umask(mask: libc::mode_t) {
-    // SAFETY: umask cannot fail.
-    unsafe { libc::umask(mask) };
+    nix::sys::stat::umask(Mode::from_bits_truncate(mask));
 }
 
 /// `setns(2)` into the namespace at `path` (e.g. `/proc/<pid>/ns/mnt`).
 pub fn setns_path(path: &Path, nstype: libc::c_int) -> Result<()> {
     let file = std::fs::File::open(path).at("open namespace", path)?;
-    // SAFETY: the descriptor is open for the duration of the call.
-    let ret = unsafe { libc::setns(file.as_raw_fd(), nstype) };
-    check(ret, "setns", path)
+    nix::sched::setns(&file, CloneFlags::from_bits_retain(nstype)).at("setns", path)
 }
 
-/// `setns(2)` into the namespace behind `fd`.
-pub fn setns_fd(fd: BorrowedFd<'_>, nstype: libc::c_int, what: &str) -> Result<()> {
-    // SAFETY: the descriptor is borrowed, so open for the duration of the call.
-    let ret = unsafe { libc::setns(fd.as_raw_fd(), nstype) };
-    check_sys(ret as libc::c_long, &format!("setns {what}")).map(drop)
+/// `setns(2)` into the `kind` namespace behind `fd`.
+pub fn setns_fd(fd: BorrowedFd<'_>, nstype: libc::c_int, kind: &'static str) -> Result<()> {
+    nix::sched::setns(fd, CloneFlags::from_bits_retain(nstype))
+        .map_err(|source| Error::Setns { kind, source })
 }
 
 /// Reads `path` with every component, symbolic links included, resolved inside
@@ -586,35 +473,21 @@ pub fn setns_fd(fd: BorrowedFd<'_>, nstype: libc::c_int, what: &str) -> Result<(
 /// from the host through `/proc/<pid>/root` can never name a host file.
 /// `Ok(None)` when it does not exist.
 pub fn read_in_root(root: &Path, path: &str) -> Result<Option<Vec<u8>>> {
+    use nix::fcntl::{OpenHow, ResolveFlag};
     use std::io::Read;
     let dir = std::fs::File::open(root).at("open", root)?;
-    let p = cstr(path)?;
-    // SAFETY: open_how is plain data; zeroed is a valid value before the fields are set.
-    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
-    how.flags = (libc::O_RDONLY | libc::O_CLOEXEC) as u64;
-    how.resolve = libc::RESOLVE_IN_ROOT;
-    // SAFETY: `p` is NUL-terminated, `how` is a valid open_how of the given size,
-    // and `dir` is open for the duration of the call.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_openat2,
-            dir.as_raw_fd(),
-            p.as_ptr(),
-            &how as *const libc::open_how,
-            std::mem::size_of::<libc::open_how>(),
-        )
+    let how = OpenHow::new()
+        .flags(OFlag::O_RDONLY | OFlag::O_CLOEXEC)
+        .resolve(ResolveFlag::RESOLVE_IN_ROOT);
+    let fd = match nix::fcntl::openat2(&dir, path, how) {
+        Ok(fd) => fd,
+        Err(Errno::ENOENT) => return Ok(None),
+        Err(e) => return Err(e).at("open in container root", root.join(path)),
     };
-    if fd < 0 {
-        let err = std::io::Error::last_os_error();
-        if err.kind() == std::io::ErrorKind::NotFound {
-            return Ok(None);
-        }
-        return Err(err).at("open in container root", root.join(path));
-    }
-    // SAFETY: openat2 returned a fresh descriptor that nothing else owns.
-    let mut file = unsafe { std::fs::File::from_raw_fd(fd as libc::c_int) };
     let mut out = Vec::new();
-    file.read_to_end(&mut out).at("read", root.join(path))?;
+    std::fs::File::from(fd)
+        .read_to_end(&mut out)
+        .at("read", root.join(path))?;
     Ok(Some(out))
 }
 
@@ -633,11 +506,17 @@ const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x0000_0004;
 
 /// Replaces the directory `dir` (in this mount namespace) by an idmapped mount of
 /// itself, mapped through the user namespace at `userns`: `open_tree` clones it,
-/// `mount_setattr(MOUNT_ATTR_IDMAP)` maps it, `move_mount` puts it over `dir`.
-/// The error of `mount_setattr` says `mount_setattr` (the caller falls back on it).
+/// `mount_setattr(MOUNT_ATTR_IDMAP)` maps it, `move_mount` puts it over `dir`
+/// (none of the three is in nix). A refused `mount_setattr` is [`Error::Idmap`]:
+/// the caller falls back on it.
 pub fn idmap_over(dir: &Path, userns: &str) -> Result<()> {
+    use std::os::unix::ffi::OsStrExt;
     let userns_file = std::fs::File::open(userns).at("open user namespace", userns)?;
-    let c = cpath(dir)?;
+    let c = CString::new(dir.as_os_str().as_bytes()).map_err(|source| Error::Nul {
+        what: "a layer path",
+        value: dir.display().to_string(),
+        source,
+    })?;
     // SAFETY: `c` is NUL-terminated and outlives the call; flags are plain integers.
     let fd = unsafe {
         libc::syscall(
@@ -647,9 +526,7 @@ pub fn idmap_over(dir: &Path, userns: &str) -> Result<()> {
             OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint,
         )
     };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error()).at("open_tree", dir);
-    }
+    let fd = Errno::result(fd).at("open_tree", dir)?;
     // SAFETY: open_tree returned a fresh descriptor that nothing else owns.
     let tree = unsafe { OwnedFd::from_raw_fd(fd as i32) };
     let attr = MountAttr {
@@ -670,9 +547,10 @@ pub fn idmap_over(dir: &Path, userns: &str) -> Result<()> {
             std::mem::size_of::<MountAttr>(),
         )
     };
-    if ret < 0 {
-        return Err(Error::last_os(format!("mount_setattr {}", dir.display())));
-    }
+    Errno::result(ret).map_err(|source| Error::Idmap {
+        dir: dir.to_path_buf(),
+        source,
+    })?;
     // SAFETY: as above; `c` names the target directory.
     let ret = unsafe {
         libc::syscall(
@@ -684,41 +562,16 @@ pub fn idmap_over(dir: &Path, userns: &str) -> Result<()> {
             MOVE_MOUNT_F_EMPTY_PATH,
         )
     };
-    check(ret as libc::c_int, "move_mount onto", dir)
-}
-
-/// `lgetxattr(2)`: the attribute's value, `None` when it is not set.
-pub fn lgetxattr(path: &Path, name: &str) -> Result<Option<Vec<u8>>> {
-    let p = cpath(path)?;
-    let n = cstr(name)?;
-    let mut buf = vec![0u8; 256];
-    // SAFETY: the strings are NUL-terminated; the buffer pointer/length describe `buf`.
-    let ret =
-        unsafe { libc::lgetxattr(p.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
-    if ret < 0 {
-        let err = std::io::Error::last_os_error();
-        return match err.raw_os_error() {
-            Some(libc::ENODATA) | Some(libc::ENOTSUP) => Ok(None),
-            _ => Err(err).at("get xattr of", path),
-        };
-    }
-    buf.truncate(ret as usize);
-    Ok(Some(buf))
+    Errno::result(ret).map(drop).at("move_mount onto", dir)
 }
 
 /// `setrlimit(2)`.
-pub fn setrlimit(resource: libc::c_int, soft: u64, hard: u64) -> Result<()> {
-    let lim = libc::rlimit {
-        rlim_cur: soft,
-        rlim_max: hard,
-    };
-    // SAFETY: `lim` is an initialised rlimit that outlives the call.
-    let ret = unsafe { libc::setrlimit(resource as _, &lim) };
-    check_sys(ret as libc::c_long, "setrlimit").map(drop)
+pub fn setrlimit(resource: nix::sys::resource::Resource, soft: u64, hard: u64) -> Result<()> {
+    nix::sys::resource::setrlimit(resource, soft, hard).sys("setrlimit")
 }
 
 /// Installs a classic BPF seccomp program (`struct sock_filter` array, as
-/// libseccomp exports it) on this thread with seccomp(2).
+/// libseccomp exports it) on this thread with seccomp(2), which nix lacks.
 pub fn seccomp_load(bpf: &[u8], flags: libc::c_ulong) -> Result<()> {
     if bpf.is_empty()
         || !bpf
@@ -754,48 +607,38 @@ pub fn seccomp_load(bpf: &[u8], flags: libc::c_ulong) -> Result<()> {
             &prog as *const libc::sock_fprog,
         )
     };
-    check_sys(ret, "seccomp").map(drop)
+    Errno::result(ret).map(drop).sys("seccomp")
 }
 
 /// The mount flags of the mount at `path` that a bind remount must repeat
 /// (`statvfs(3)`'s `f_flag` as `MS_*`): a remount that left out a flag the kernel
 /// locked (in a user namespace) would be refused.
 pub fn mount_flags(path: &Path) -> Result<libc::c_ulong> {
-    let p = cpath(path)?;
-    // SAFETY: statvfs is plain data; zeroed is a valid value.
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: `p` is NUL-terminated and `st` a valid out-pointer, both outlive the call.
-    let ret = unsafe { libc::statvfs(p.as_ptr(), &mut st) };
-    check(ret, "statvfs", path)?;
-    let f = st.f_flag;
-    let mut flags = 0;
+    use nix::sys::statvfs::FsFlags;
+    let f = nix::sys::statvfs::statvfs(path)
+        .at("statvfs", path)?
+        .flags();
+    let mut flags = MsFlags::empty();
     for (st_flag, ms_flag) in [
-        (libc::ST_RDONLY, libc::MS_RDONLY),
-        (libc::ST_NOSUID, libc::MS_NOSUID),
-        (libc::ST_NODEV, libc::MS_NODEV),
-        (libc::ST_NOEXEC, libc::MS_NOEXEC),
-        (libc::ST_NOATIME, libc::MS_NOATIME),
-        (libc::ST_NODIRATIME, libc::MS_NODIRATIME),
-        (libc::ST_RELATIME, libc::MS_RELATIME),
+        (FsFlags::ST_RDONLY, MsFlags::MS_RDONLY),
+        (FsFlags::ST_NOSUID, MsFlags::MS_NOSUID),
+        (FsFlags::ST_NODEV, MsFlags::MS_NODEV),
+        (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
+        (FsFlags::ST_NOATIME, MsFlags::MS_NOATIME),
+        (FsFlags::ST_NODIRATIME, MsFlags::MS_NODIRATIME),
+        (FsFlags::ST_RELATIME, MsFlags::MS_RELATIME),
     ] {
-        if f & st_flag != 0 {
+        if f.contains(st_flag) {
             flags |= ms_flag;
         }
     }
-    Ok(flags)
+    Ok(flags.bits())
 }
 
 /// An `O_PATH | O_CLOEXEC` descriptor of `path` (for binding it later through
 /// `/proc/self/fd` once the path itself is out of reach).
 pub fn open_path(path: &Path) -> Result<OwnedFd> {
-    let p = cpath(path)?;
-    // SAFETY: `p` is NUL-terminated and outlives the call; flags are plain integers.
-    let fd = unsafe { libc::open(p.as_ptr(), libc::O_PATH | libc::O_CLOEXEC) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error()).at("open", path);
-    }
-    // SAFETY: open returned a fresh descriptor that nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    nix::fcntl::open(path, OFlag::O_PATH | OFlag::O_CLOEXEC, Mode::empty()).at("open", path)
 }
 
 /// Makes every mount of this mount namespace private, recursively, so nothing

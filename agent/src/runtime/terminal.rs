@@ -303,14 +303,17 @@ pub fn relay(pid: i32, forward: &[i32], io: Relay<'_>) -> Result<Ended> {
         // SAFETY: `fds` is a valid array of pollfd of the given length.
         let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
         if n < 0 {
-            let e = std::io::Error::last_os_error();
-            if e.raw_os_error() == Some(libc::EINTR) {
+            let e = Error::last_os("poll");
+            if matches!(
+                e,
+                Error::Sys {
+                    source: nix::errno::Errno::EINTR,
+                    ..
+                }
+            ) {
                 continue;
             }
-            return Err(Error::Sys {
-                op: "poll".into(),
-                source: e,
-            });
+            return Err(e);
         }
         let mut got_output = false;
         if from_open && fds[0].revents & READY != 0 {

@@ -15,6 +15,7 @@
 
 use super::rootfs::ContainerLayer;
 use super::{Error, IoContext, Paths, Result, sys};
+use nix::errno::Errno;
 use oci_spec::runtime::{LinuxIdMapping, LinuxIdMappingBuilder};
 use std::io::{Read, Write};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
@@ -93,7 +94,10 @@ impl IdMap {
             .host_id(host)
             .size(size)
             .build()
-            .map_err(|e| Error::Invalid(format!("id mapping: {e}")))
+            .map_err(|source| Error::Spec {
+                what: "id mapping".into(),
+                source,
+            })
     }
 
     /// The spec's `linux.uidMappings` entry.
@@ -183,13 +187,10 @@ pub fn mount_rootfs(
         layer.mount(paths)
     }) {
         Ok(()) => Ok(LowerMode::Idmapped),
-        Err(Error::Sys { op, source })
-            if op.starts_with("mount_setattr")
-                && matches!(
-                    source.raw_os_error(),
-                    Some(libc::EINVAL | libc::EPERM | libc::ENOSYS | libc::EOPNOTSUPP)
-                ) =>
-        {
+        Err(Error::Idmap {
+            source: Errno::EINVAL | Errno::EPERM | Errno::ENOSYS | Errno::EOPNOTSUPP,
+            ..
+        }) => {
             let copies = shifted_copies(paths, layer, map)?;
             in_mount_namespace(pid, || layer.mount_with_lowers(paths, &copies))?;
             Ok(LowerMode::ShiftedCopy)
@@ -213,17 +214,19 @@ fn in_mount_namespace(pid: i32, f: impl FnOnce() -> Result<()>) -> Result<()> {
             let code = match result {
                 Ok(()) => 0,
                 Err(e) => {
-                    let errno = match &e {
-                        Error::Sys { source, .. } | Error::Io { source, .. } => {
-                            source.raw_os_error().unwrap_or(0)
+                    // An idmap refusal crosses as its errno and layer, so the
+                    // parent can fall back on it; anything else as its text.
+                    let (errno, dir) = match &e {
+                        Error::Idmap { dir, source } => (*source as i32, dir.display().to_string()),
+                        Error::Sys { source, .. } | Error::Setns { source, .. } => {
+                            (*source as i32, String::new())
                         }
-                        _ => 0,
+                        Error::Io { source, .. } => {
+                            (source.raw_os_error().unwrap_or(0), String::new())
+                        }
+                        _ => (0, String::new()),
                     };
-                    let op = match &e {
-                        Error::Sys { op, .. } => op.clone(),
-                        _ => String::new(),
-                    };
-                    let _ = write!(w, "{errno}\n{op}\n{e}");
+                    let _ = write!(w, "{errno}\n{dir}\n{e}");
                     1
                 }
             };
@@ -239,18 +242,19 @@ fn in_mount_namespace(pid: i32, f: impl FnOnce() -> Result<()>) -> Result<()> {
             }
             let mut lines = msg.splitn(3, '\n');
             let errno: i32 = lines.next().and_then(|e| e.parse().ok()).unwrap_or(0);
-            let op = lines.next().unwrap_or("").to_string();
-            let text = lines
-                .next()
-                .unwrap_or("the rootfs helper failed")
-                .to_string();
-            if errno != 0 && !op.is_empty() {
-                Err(Error::Sys {
-                    op,
-                    source: std::io::Error::from_raw_os_error(errno),
-                })
-            } else {
-                Err(Error::Invalid(text))
+            let dir = lines.next().unwrap_or("");
+            let message = lines.next().unwrap_or("it failed").to_string();
+            let source = (errno != 0).then(|| Errno::from_raw(errno));
+            match source {
+                Some(source) if !dir.is_empty() => Err(Error::Idmap {
+                    dir: dir.into(),
+                    source,
+                }),
+                _ => Err(Error::Helper {
+                    what: "the rootfs helper",
+                    message,
+                    source,
+                }),
             }
         }
     }

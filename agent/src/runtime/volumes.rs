@@ -355,7 +355,10 @@ pub fn oci_mounts(paths: &Paths, requests: &[MountRequest]) -> Result<Vec<Mount>
                 .source(source)
                 .options(options)
                 .build()
-                .map_err(|e| Error::Invalid(format!("mount {}: {e}", r.target.display())))
+                .map_err(|source| Error::Spec {
+                    what: format!("mount {}", r.target.display()),
+                    source,
+                })
         })
         .collect()
 }

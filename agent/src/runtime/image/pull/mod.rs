@@ -79,9 +79,10 @@ impl PullRef {
     /// Parses `reference` as Docker does (`busybox` is
     /// `docker.io/library/busybox:latest`).
     pub fn parse(reference: &str) -> Result<Self> {
-        let parsed: Reference = reference
-            .parse()
-            .map_err(|e| Error::Invalid(format!("invalid image reference {reference:?}: {e}")))?;
+        let parsed: Reference = reference.parse().map_err(|source| Error::Reference {
+            reference: reference.to_string(),
+            source,
+        })?;
         let base = format!("{}/{}", parsed.registry(), parsed.repository());
         let name = match (parsed.tag(), parsed.digest()) {
             (Some(tag), _) => format!("{base}:{tag}"),
@@ -130,9 +131,9 @@ pub fn pull(
         .thread_name("agent-pull")
         .enable_all()
         .build()
-        .map_err(|source| Error::Sys {
-            op: "start the pull's runtime".into(),
-            source,
+        .map_err(|e| Error::Task {
+            what: "start the pull's runtime".into(),
+            source: Box::new(e),
         })?;
     let pulled = runtime.block_on(pull_image(paths, reference, opts, progress));
     // Dropping the runtime waits for the unpackers still running, so nothing is
@@ -266,9 +267,9 @@ async fn pull_image(
     let mut stored: Vec<String> = Vec::with_capacity(count);
     for (index, chain) in chains.iter().enumerate() {
         if let Some(job) = jobs.0.get_mut(index).and_then(Option::take) {
-            let unpacked = job.await.map_err(|e| Error::Sys {
-                op: format!("download layer {}/{count}", index + 1),
-                source: std::io::Error::other(e.to_string()),
+            let unpacked = job.await.map_err(|e| Error::Task {
+                what: format!("download layer {}/{count}", index + 1),
+                source: Box::new(e),
             })??;
             store::commit_layer(paths, unpacked, &stored, stored.last().map(String::as_str))?;
             progress(PullEvent::Layer {
@@ -388,9 +389,9 @@ impl LayerFetch {
     /// Streams the blob into an unpacker on a blocking thread; returns the layer
     /// unpacked and verified in scratch.
     async fn run(self, slots: Arc<Semaphore>) -> Result<Unpacked> {
-        let _slot = slots.acquire_owned().await.map_err(|e| Error::Sys {
-            op: "wait for a download slot".into(),
-            source: std::io::Error::other(e),
+        let _slot = slots.acquire_owned().await.map_err(|e| Error::Task {
+            what: "wait for a download slot".into(),
+            source: Box::new(e),
         })?;
         let total = self.size;
         self.event(LayerState::Downloading { done: 0, total });
@@ -458,9 +459,9 @@ impl LayerFetch {
             }
         }
         drop(tx);
-        let unpacked = unpacker.await.map_err(|e| Error::Sys {
-            op: op(),
-            source: std::io::Error::other(e.to_string()),
+        let unpacked = unpacker.await.map_err(|e| Error::Task {
+            what: op(),
+            source: Box::new(e),
         })??;
         self.event(LayerState::Verified);
         Ok(unpacked)
