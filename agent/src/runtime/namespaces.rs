@@ -250,8 +250,9 @@ fn wait_for_start(fifo: std::os::fd::RawFd, errors: &File) -> Result<()> {
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Ok(_) => return Err(Error::Invalid("the exec FIFO was closed".into())),
             Err(source) => {
-                return Err(Error::Sys {
-                    op: "read the exec FIFO".into(),
+                return Err(Error::Io {
+                    op: "read",
+                    path: "the exec FIFO".into(),
                     source,
                 });
             }

@@ -419,7 +419,7 @@ pub fn dup2(from: i32, to: i32) -> Result<()> {
 pub fn dup_cloexec(from: i32, to: i32) -> Result<()> {
     // SAFETY: plain descriptor numbers; dup3 validates them.
     let ret = unsafe { libc::dup3(from, to, libc::O_CLOEXEC) };
-    check_sys(ret as libc::c_long, "dup3").map(drop)
+    Errno::result(ret).map(drop).sys("dup3")
 }
 
 /// Sets `O_NONBLOCK` on a descriptor.
@@ -434,15 +434,12 @@ pub fn set_nonblocking(fd: BorrowedFd<'_>) -> Result<()> {
             libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK)
         }
     };
-    check_sys(ret as libc::c_long, "fcntl O_NONBLOCK").map(drop)
+    Errno::result(ret).map(drop).sys("fcntl O_NONBLOCK")
 }
 
 /// `mkfifo(3)`.
 pub fn mkfifo(path: &Path, mode: libc::mode_t) -> Result<()> {
-    let c = cpath(path)?;
-    // SAFETY: `c` is a valid NUL-terminated path.
-    let ret = unsafe { libc::mkfifo(c.as_ptr(), mode) };
-    check(ret, "mkfifo", path)
+    nix::unistd::mkfifo(path, Mode::from_bits_truncate(mode)).at("mkfifo", path)
 }
 
 /// `close(2)`, ignoring errors (the descriptor listing may include its own, now

@@ -84,13 +84,9 @@ pub fn send_to_console_socket(socket: &std::path::Path, master: BorrowedFd<'_>) 
         std::ptr::write_unaligned(libc::CMSG_DATA(cmsg) as *mut RawFd, master.as_raw_fd());
         libc::sendmsg(stream.as_raw_fd(), &msg, 0)
     };
-    if ret < 0 {
-        return Err(Error::last_os(format!(
-            "send the terminal to {}",
-            socket.display()
-        )));
-    }
-    Ok(())
+    nix::errno::Errno::result(ret)
+        .map(drop)
+        .at("send the terminal to", socket)
 }
 
 /// In the child, before exec: a new session whose controlling terminal is
