@@ -203,7 +203,7 @@ pub(super) fn spawn(
     how: Spawn<'_>,
 ) -> Result<i32> {
     let pid = running_pid(st)?;
-    let seccomp_bpf = supervisor::compile_seccomp(paths, config)?;
+    let seccomp_bpf = super::spawn::compile_seccomp(paths, config)?;
     let seccomp = config.linux().as_ref().and_then(|l| l.seccomp().clone());
     let cgroup = st.cgroup.as_ref().map(ContainerCgroup::from_info);
     let joined = open_namespaces(pid)?;

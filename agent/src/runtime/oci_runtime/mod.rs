@@ -22,8 +22,9 @@ pub mod hooks;
 
 use super::bundle;
 use super::lifecycle;
+use super::spawn::{self, OciStart, Prepared};
 use super::state::{self, ContainerState, OciRecord, Status};
-use super::supervisor::{self, Creation, OciStart, Prepared};
+use super::supervisor::{self, Creation};
 use super::terminal;
 use super::{Error, IoContext, Paths, Result, restart, spec, sys};
 use crate::cgroup::{ContainerCgroup, Hierarchy};
@@ -260,7 +261,7 @@ pub fn create(paths: &Paths, req: &CreateRequest) -> Result<ContainerState> {
     spec::place(&mut config, &root, &cg.info().path)?;
     let dir = paths.container(&key);
     spec::write_oci_config(&dir, &config)?;
-    let seccomp_bpf = supervisor::compile_seccomp(paths, &config)?;
+    let seccomp_bpf = spawn::compile_seccomp(paths, &config)?;
     let fifo_path = dir.join("exec.fifo");
     sys::mkfifo(&fifo_path, 0o600)?;
     let exec_fifo: OwnedFd = std::fs::OpenOptions::new()
@@ -301,7 +302,7 @@ pub fn create(paths: &Paths, req: &CreateRequest) -> Result<ContainerState> {
             terminal,
         }),
     };
-    let started = supervisor::start(paths, &prepared, &cg, &mut st)?;
+    let started = spawn::start(paths, &prepared, &cg, &mut st)?;
     if let Some(pid_file) = &req.pid_file {
         state::write_atomic(pid_file, started.pid.to_string().as_bytes())?;
     }
