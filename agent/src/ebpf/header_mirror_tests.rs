@@ -2,7 +2,8 @@
 //! itself: every constant, and every field offset and size as the host C
 //! compiler lays the structs out.
 
-use super::events::*;
+use super::events::MountOp;
+use super::wire::*;
 
 const HEADER: &str = include_str!("../../../ebpf/include/agent_events.h");
 

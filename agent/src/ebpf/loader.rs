@@ -2,7 +2,6 @@
 //! kernel allows, with its fallback, and the [`Tracer`] that owns them.
 
 use super::attribution::Attributor;
-use super::events::{LOST_CGROUP, LOST_EXEC, LOST_EXIT, LOST_MOUNT, LOST_OOM};
 use super::hooks::{
     HOOK_CGROUP_MKDIR, HOOK_EXEC, HOOK_EXIT, HOOK_MOUNT, MOUNT_FEXIT, NOT_CHOSEN, NOT_TRIED,
     PROGRAMS, attach_btf, attach_either, attach_fentry, attach_mount, status, turned_off,
@@ -11,6 +10,7 @@ pub use super::hooks::{HOOKS, MOUNT_FEXIT_HOOK, MountHook};
 use super::metrics::EventCounters;
 use super::reader::{Shared, boot_to_unix_offset_ns, read_loop};
 use super::record::EventRecord;
+use super::wire::{LOST_CGROUP, LOST_EXEC, LOST_EXIT, LOST_MOUNT, LOST_OOM};
 use crate::container::ContainerLookup;
 use aya::maps::{PerCpuArray, RingBuf};
 use aya::{Btf, Ebpf, EbpfLoader};

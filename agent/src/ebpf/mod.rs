@@ -36,6 +36,7 @@ pub mod metrics;
 mod oom;
 mod reader;
 pub mod record;
+mod wire;
 
 pub use collector::TracerCollector;
 pub use loader::{EbpfError, MountHook, ProgramStatus, Tracer, TracerConfig};

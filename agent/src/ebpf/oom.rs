@@ -1,9 +1,9 @@
 //! OOM-kill records: the victim's memory cgroup chain at the kill, and which
 //! cgroup's limit was hit (said by the kernel, or inferred from usage).
 
-use super::events::{
-    DecodeError, OOM_HOOK_MARK_VICTIM, OOM_HOOK_OOM_KILL_PROCESS, OOM_LEVELS, ProcessInfo,
-    RawHeader, RawOomEvent, c_string,
+use super::events::{DecodeError, ProcessInfo, c_string};
+use super::wire::{
+    OOM_HOOK_MARK_VICTIM, OOM_HOOK_OOM_KILL_PROCESS, OOM_LEVELS, RawHeader, RawOomEvent,
 };
 use serde::{Deserialize, Serialize};
 

@@ -96,6 +96,14 @@ pub enum Error {
         #[source]
         source: nix::errno::Errno,
     },
+    /// A passwd or group entry whose id is not a number.
+    #[error("bad {file} entry for {name}")]
+    BadEntry {
+        file: &'static str,
+        name: String,
+        #[source]
+        source: std::num::ParseIntError,
+    },
     /// A string handed to a syscall holds a NUL byte.
     #[error("{what} contains a NUL byte: {value:?}")]
     Nul {

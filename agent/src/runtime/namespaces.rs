@@ -9,19 +9,26 @@
 //! This code runs in a forked copy of a single-threaded process. On any error it
 //! writes one line to the error pipe (close-on-exec, so a successful `execve` closes
 //! it with nothing written) and exits.
+//!
+//! [`mounts`] makes the container's filesystem; [`confine`] sets its
+//! credentials, capabilities and seccomp last.
 
-use super::capabilities;
+mod confine;
+mod mounts;
+
+pub(super) use confine::{confine, rlimit_resource};
+use mounts::{
+    apply_mount, bind_source, create_devices, enter_root, is_bind, mask_path, readonly_path,
+};
+
 use super::rootfs::ContainerLayer;
-use super::{Error, IoContext, Paths, Result, SysContext, sys};
-use crate::cgroup::{Hierarchy, Version};
-use nix::sys::prctl;
-use nix::sys::resource::Resource;
-use oci_spec::runtime::{LinuxNamespaceType, LinuxSeccomp, Mount, PosixRlimitType, Process, Spec};
+use super::{Error, IoContext, Paths, Result, sys};
+use crate::cgroup::Hierarchy;
+use oci_spec::runtime::{LinuxNamespaceType, Spec};
 use std::ffi::CString;
 use std::fs::File;
 use std::io::{Read, Write};
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 /// The namespaces a spec asks for, as clone flags. The cgroup namespace is left
 /// out: the child enters it once it is in its cgroup. Joining an existing
@@ -157,7 +164,7 @@ impl ChildStdio {
 /// (after placing it in its cgroup); exits when the parent gave up or died.
 pub(super) fn die_with_parent_once_released(sync: File) {
     // If the supervisor dies, so does the child: it never runs unsupervised.
-    if prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL).is_err() {
+    if nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL).is_err() {
         sys::exit_now(1);
     }
     wait_released(sync);
@@ -384,379 +391,6 @@ fn prepare(ctx: &ChildContext<'_>) -> Result<Exec> {
     Ok(exec)
 }
 
-/// `path` under `root` with every symbolic link on the way resolved inside
-/// `root` (an absolute target starts again at `root`), so a link in the image can
-/// never send a mount out of the container. A `..` that would climb above `root`,
-/// in the path or in a link's target, is refused: a mount there is an attack,
-/// not a mistake to quietly correct.
-fn secure_join(root: &Path, path: &Path) -> Result<PathBuf> {
-    let mut out = root.to_path_buf();
-    let mut pending: Vec<std::ffi::OsString> = path
-        .components()
-        .rev()
-        .filter_map(|c| match c {
-            Component::Normal(n) => Some(n.to_os_string()),
-            Component::ParentDir => Some("..".into()),
-            _ => None,
-        })
-        .collect();
-    let mut links = 0;
-    while let Some(name) = pending.pop() {
-        if name == ".." {
-            if out == root {
-                return Err(Error::Invalid(format!(
-                    "mount point {} climbs out of the container's root",
-                    path.display()
-                )));
-            }
-            out.pop();
-            continue;
-        }
-        let next = out.join(&name);
-        match std::fs::symlink_metadata(&next) {
-            Ok(m) if m.file_type().is_symlink() => {
-                links += 1;
-                if links > 40 {
-                    return Err(Error::Invalid(format!(
-                        "too many symbolic links under {}",
-                        path.display()
-                    )));
-                }
-                let target = std::fs::read_link(&next).at("read link", &next)?;
-                if target.is_absolute() {
-                    out = root.to_path_buf();
-                }
-                pending.extend(target.components().rev().filter_map(|c| match c {
-                    Component::Normal(n) => Some(n.to_os_string()),
-                    Component::ParentDir => Some("..".into()),
-                    _ => None,
-                }));
-            }
-            _ => out = next,
-        }
-    }
-    Ok(out)
-}
-
-fn ensure_dir(path: &Path) -> Result<()> {
-    if path.is_dir() {
-        return Ok(());
-    }
-    if std::fs::symlink_metadata(path).is_ok() {
-        std::fs::remove_file(path).at("remove", path)?;
-    }
-    std::fs::create_dir_all(path).at("create directory", path)
-}
-
-fn ensure_file(path: &Path) -> Result<()> {
-    match std::fs::symlink_metadata(path) {
-        Ok(m) if m.is_file() => return Ok(()),
-        Ok(m) if m.is_dir() => {
-            return Err(Error::Invalid(format!(
-                "cannot bind a file onto the directory {}",
-                path.display()
-            )));
-        }
-        Ok(_) => std::fs::remove_file(path).at("remove", path)?,
-        Err(_) => {}
-    }
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).at("create directory", parent)?;
-    }
-    File::create(path).at("create", path).map(drop)
-}
-
-/// A mount's options split as mount(2) takes them.
-#[derive(Debug, Default, PartialEq)]
-struct MountOptions {
-    flags: libc::c_ulong,
-    propagation: libc::c_ulong,
-    data: Vec<String>,
-    bind: bool,
-    recursive: bool,
-    /// `copyup`: fill an empty bind source from what the image has at the
-    /// destination (Docker's new-volume copy; like crun's `tmpcopyup`).
-    copy_up: bool,
-}
-
-fn parse_options(options: &[String]) -> MountOptions {
-    use libc::*;
-    let mut o = MountOptions::default();
-    for opt in options {
-        let (set, clear): (c_ulong, c_ulong) = match opt.as_str() {
-            "ro" => (MS_RDONLY, 0),
-            "rw" => (0, MS_RDONLY),
-            "nosuid" => (MS_NOSUID, 0),
-            "suid" => (0, MS_NOSUID),
-            "nodev" => (MS_NODEV, 0),
-            "dev" => (0, MS_NODEV),
-            "noexec" => (MS_NOEXEC, 0),
-            "exec" => (0, MS_NOEXEC),
-            "sync" => (MS_SYNCHRONOUS, 0),
-            "async" => (0, MS_SYNCHRONOUS),
-            "dirsync" => (MS_DIRSYNC, 0),
-            "remount" => (MS_REMOUNT, 0),
-            "mand" => (MS_MANDLOCK, 0),
-            "nomand" => (0, MS_MANDLOCK),
-            "atime" => (0, MS_NOATIME),
-            "noatime" => (MS_NOATIME, 0),
-            "diratime" => (0, MS_NODIRATIME),
-            "nodiratime" => (MS_NODIRATIME, 0),
-            "relatime" => (MS_RELATIME, 0),
-            "norelatime" => (0, MS_RELATIME),
-            "strictatime" => (MS_STRICTATIME, 0),
-            "nostrictatime" => (0, MS_STRICTATIME),
-            "bind" => {
-                o.bind = true;
-                (0, 0)
-            }
-            "rbind" => {
-                o.bind = true;
-                o.recursive = true;
-                (0, 0)
-            }
-            "copyup" => {
-                o.copy_up = true;
-                (0, 0)
-            }
-            "private" | "rprivate" | "shared" | "rshared" | "slave" | "rslave" | "unbindable"
-            | "runbindable" => {
-                let p = match opt.trim_start_matches('r') {
-                    "private" => MS_PRIVATE,
-                    "shared" => MS_SHARED,
-                    "slave" => MS_SLAVE,
-                    _ => MS_UNBINDABLE,
-                };
-                o.propagation |= p | if opt.starts_with('r') { MS_REC } else { 0 };
-                (0, 0)
-            }
-            _ => {
-                o.data.push(opt.clone());
-                (0, 0)
-            }
-        };
-        o.flags = (o.flags | set) & !clear;
-    }
-    o
-}
-
-fn is_bind(m: &Mount) -> bool {
-    m.typ().as_deref() == Some("bind") || parse_options(m.options().as_deref().unwrap_or(&[])).bind
-}
-
-/// A bind mount's source, relative ones taken from the bundle.
-fn bind_source(m: &Mount, ctx: &ChildContext<'_>) -> PathBuf {
-    let source = m.source().clone().unwrap_or_default();
-    if source.is_absolute() {
-        source
-    } else {
-        ctx.base_dir.join(source)
-    }
-}
-
-/// Applies one entry of `mounts`; a bind mount's source is read through `via`
-/// when given (an `O_PATH` descriptor's `/proc/self/fd` link).
-fn apply_mount(root: &Path, m: &Mount, ctx: &ChildContext<'_>, via: Option<PathBuf>) -> Result<()> {
-    let dest = secure_join(root, m.destination())?;
-    let typ = m.typ().as_deref().unwrap_or("none");
-    let opts = parse_options(m.options().as_deref().unwrap_or(&[]));
-    if typ == "cgroup" {
-        ensure_dir(&dest)?;
-        return match ctx.cgroup_hierarchy {
-            Some(h) => mount_cgroups(&dest, h, opts.flags & libc::MS_RDONLY != 0),
-            None => Ok(()),
-        };
-    }
-    if opts.bind || typ == "bind" {
-        let source = via.unwrap_or_else(|| bind_source(m, ctx));
-        if opts.copy_up
-            && dest.is_dir()
-            && source.is_dir()
-            && std::fs::read_dir(&source)
-                .at("read directory", &source)?
-                .next()
-                .is_none()
-        {
-            super::userns::copy_contents(&dest, &source)?;
-        }
-        if source.is_dir() {
-            ensure_dir(&dest)?;
-        } else {
-            ensure_file(&dest)?;
-        }
-        let rec = if opts.recursive { libc::MS_REC } else { 0 };
-        sys::bind(&source, &dest, rec)?;
-        let want = opts.flags & !libc::MS_REMOUNT;
-        if want != 0 {
-            sys::mount(
-                None,
-                &dest,
-                None,
-                libc::MS_BIND | libc::MS_REMOUNT | want | sys::mount_flags(&dest)?,
-                None,
-            )?;
-        }
-    } else {
-        ensure_dir(&dest)?;
-        let source = m
-            .source()
-            .as_ref()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_else(|| typ.to_string());
-        let data = opts.data.join(",");
-        sys::mount(
-            Some(&source),
-            &dest,
-            Some(typ),
-            opts.flags,
-            (!data.is_empty()).then_some(data.as_str()),
-        )?;
-    }
-    if opts.propagation != 0 {
-        sys::mount(None, &dest, None, opts.propagation, None)?;
-    }
-    Ok(())
-}
-
-/// The device nodes of `linux.devices` plus the defaults every container gets,
-/// as bind mounts of the host's nodes: each is its own mount without `nodev`,
-/// while `/dev` itself and the overlay root are `nodev`. So a node the container
-/// makes with mknod(2) cannot be opened, on cgroup v1 and v2 alike, without
-/// depending on a device cgroup (and it works the same in a user namespace).
-/// Then the `/dev` symbolic links runc makes.
-fn create_devices(root: &Path, linux: &oci_spec::runtime::Linux) -> Result<()> {
-    let dev = secure_join(root, Path::new("/dev"))?;
-    let mut nodes: Vec<PathBuf> = super::spec::DEVICES
-        .iter()
-        .map(|(name, _, _)| PathBuf::from("/dev").join(name))
-        .collect();
-    for d in linux.devices().iter().flatten() {
-        if !nodes.contains(d.path()) {
-            nodes.push(d.path().clone());
-        }
-    }
-    for node in nodes {
-        let host = Path::new("/dev").join(node.strip_prefix("/dev").unwrap_or(&node));
-        if !host.exists() {
-            continue;
-        }
-        let p = secure_join(root, &node)?;
-        ensure_file(&p)?;
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o666)).at("chmod", &p)?;
-        sys::bind(&host, &p, 0)?;
-    }
-    let mut links = vec![
-        ("fd", "/proc/self/fd"),
-        ("stdin", "/proc/self/fd/0"),
-        ("stdout", "/proc/self/fd/1"),
-        ("stderr", "/proc/self/fd/2"),
-        ("core", "/proc/kcore"),
-    ];
-    if dev.join("pts/ptmx").exists() {
-        links.push(("ptmx", "pts/ptmx"));
-    }
-    for (link, target) in links {
-        let p = dev.join(link);
-        if std::fs::symlink_metadata(&p).is_err() {
-            std::os::unix::fs::symlink(target, &p).at("symlink", &p)?;
-        }
-    }
-    Ok(())
-}
-
-/// Mounts the container's own view of its cgroups at `target` (the cgroup
-/// namespace makes each hierarchy's root the container's cgroup), so programs can
-/// read their limits as under Docker.
-fn mount_cgroups(target: &Path, hierarchy: &Hierarchy, read_only: bool) -> Result<()> {
-    use libc::{MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_RDONLY, MS_REMOUNT};
-    let ro = if read_only { MS_RDONLY } else { 0 };
-    let flags = MS_NOSUID | MS_NODEV | MS_NOEXEC | ro;
-    match hierarchy.version() {
-        Version::V2 => sys::mount(Some("cgroup2"), target, Some("cgroup2"), flags, None),
-        Version::V1 | Version::Hybrid => {
-            sys::mount(
-                Some("tmpfs"),
-                target,
-                Some("tmpfs"),
-                MS_NOSUID | MS_NODEV | MS_NOEXEC,
-                Some("mode=755,size=64k"),
-            )?;
-            for m in hierarchy.v1_mounts() {
-                let Some(name) = m.dir.file_name() else {
-                    continue;
-                };
-                let dir = target.join(name);
-                std::fs::create_dir(&dir).at("create directory", &dir)?;
-                let data = m.mount_data();
-                sys::mount(Some("cgroup"), &dir, Some("cgroup"), flags, Some(&data))?;
-            }
-            sys::mount(None, target, None, MS_REMOUNT | flags, None)
-        }
-    }
-}
-
-/// `pivot_root` into `root` and detach the old root.
-fn enter_root(root: &Path) -> Result<()> {
-    std::env::set_current_dir(root).at("chdir", root)?;
-    sys::pivot_root(Path::new("."), Path::new("."))?;
-    sys::umount2(Path::new("."), libc::MNT_DETACH)?;
-    std::env::set_current_dir("/").at("chdir", "/")
-}
-
-fn mask_path(path: &Path) -> Result<()> {
-    match std::fs::symlink_metadata(path) {
-        Ok(m) if m.is_dir() => sys::mount(
-            Some("tmpfs"),
-            path,
-            Some("tmpfs"),
-            libc::MS_RDONLY,
-            Some("size=0"),
-        ),
-        Ok(_) => sys::bind(Path::new("/dev/null"), path, 0),
-        Err(_) => Ok(()),
-    }
-}
-
-fn readonly_path(path: &Path) -> Result<()> {
-    if std::fs::symlink_metadata(path).is_err() {
-        return Ok(());
-    }
-    sys::bind(path, path, libc::MS_REC)?;
-    sys::mount(
-        None,
-        path,
-        None,
-        libc::MS_BIND
-            | libc::MS_REMOUNT
-            | libc::MS_RDONLY
-            | libc::MS_NOSUID
-            | libc::MS_NODEV
-            | libc::MS_NOEXEC,
-        None,
-    )
-}
-
-pub(super) fn rlimit_resource(t: PosixRlimitType) -> Resource {
-    match t {
-        PosixRlimitType::RlimitCpu => Resource::RLIMIT_CPU,
-        PosixRlimitType::RlimitFsize => Resource::RLIMIT_FSIZE,
-        PosixRlimitType::RlimitData => Resource::RLIMIT_DATA,
-        PosixRlimitType::RlimitStack => Resource::RLIMIT_STACK,
-        PosixRlimitType::RlimitCore => Resource::RLIMIT_CORE,
-        PosixRlimitType::RlimitRss => Resource::RLIMIT_RSS,
-        PosixRlimitType::RlimitNproc => Resource::RLIMIT_NPROC,
-        PosixRlimitType::RlimitNofile => Resource::RLIMIT_NOFILE,
-        PosixRlimitType::RlimitMemlock => Resource::RLIMIT_MEMLOCK,
-        PosixRlimitType::RlimitAs => Resource::RLIMIT_AS,
-        PosixRlimitType::RlimitLocks => Resource::RLIMIT_LOCKS,
-        PosixRlimitType::RlimitSigpending => Resource::RLIMIT_SIGPENDING,
-        PosixRlimitType::RlimitMsgqueue => Resource::RLIMIT_MSGQUEUE,
-        PosixRlimitType::RlimitNice => Resource::RLIMIT_NICE,
-        PosixRlimitType::RlimitRtprio => Resource::RLIMIT_RTPRIO,
-        PosixRlimitType::RlimitRttime => Resource::RLIMIT_RTTIME,
-    }
-}
-
 /// Finds `cmd` on the container's `PATH` (after `pivot_root`).
 pub(super) fn find_executable(cmd: &str, env: &[String]) -> Result<String> {
     use std::os::unix::fs::PermissionsExt as _;
@@ -779,64 +413,6 @@ pub(super) fn find_executable(cmd: &str, env: &[String]) -> Result<String> {
     Err(Error::NotFound(format!(
         "executable {cmd:?} not found in the container's PATH ({path})"
     )))
-}
-
-fn caps_error(op: &'static str) -> impl Fn(caps::errors::CapsError) -> Error {
-    move |source| Error::Caps { op, source }
-}
-
-/// The spec's process credentials and confinement, in runc's order: the bounding
-/// set, then (keeping the permitted set across the switch) the user and groups,
-/// then effective, permitted and inheritable, then ambient, then
-/// `no_new_privs`, and the seccomp program last — or, without `no_new_privs`,
-/// first, while the process still holds CAP_SYS_ADMIN to install it.
-pub(super) fn confine(
-    process: &Process,
-    seccomp: Option<&LinuxSeccomp>,
-    bpf: Option<&[u8]>,
-) -> Result<()> {
-    let nnp = process.no_new_privileges().unwrap_or(false);
-    let load = |bpf: &[u8]| {
-        let flags = seccomp.map_or(0, super::seccomp::filter_flags);
-        sys::seccomp_load(bpf, flags)
-    };
-    if let Some(b) = bpf
-        && !nnp
-    {
-        load(b)?;
-    }
-    let spec_caps = process.capabilities().clone().unwrap_or_default();
-    let bounding = capabilities::kernel_set(spec_caps.bounding().as_ref())?;
-    let current =
-        caps::read(None, caps::CapSet::Bounding).map_err(caps_error("read the bounding set"))?;
-    for cap in current.difference(&bounding) {
-        caps::drop(None, caps::CapSet::Bounding, *cap)
-            .map_err(caps_error("drop from the bounding set"))?;
-    }
-    caps::clear(None, caps::CapSet::Ambient).map_err(caps_error("clear ambient capabilities"))?;
-    prctl::set_keepcaps(true).sys("keep capabilities")?;
-    let user = process.user();
-    let groups = user.additional_gids().clone().unwrap_or_default();
-    sys::set_ids(user.uid(), user.gid(), &groups)?;
-    prctl::set_keepcaps(false).sys("keep capabilities")?;
-    let mask = |set: &caps::CapsHashSet| set.iter().fold(0u64, |a, c| a | c.bitmask());
-    let effective = capabilities::kernel_set(spec_caps.effective().as_ref())?;
-    let permitted = capabilities::kernel_set(spec_caps.permitted().as_ref())?;
-    let inheritable = capabilities::kernel_set(spec_caps.inheritable().as_ref())?;
-    sys::capset(mask(&effective), mask(&permitted), mask(&inheritable))?;
-    for cap in capabilities::kernel_set(spec_caps.ambient().as_ref())? {
-        // As in runc, an ambient capability the kernel refuses (one missing from
-        // the inheritable set, as in `runc spec`'s own config) is not fatal: the
-        // ambient set can only ever hold what is already permitted and inheritable.
-        let _ = caps::raise(None, caps::CapSet::Ambient, cap);
-    }
-    if nnp {
-        prctl::set_no_new_privs().sys("set no_new_privs")?;
-        if let Some(b) = bpf {
-            load(b)?;
-        }
-    }
-    Ok(())
 }
 
 /// `--init`: fork the command, stay PID 1, forward signals to it, reap every orphan,
@@ -881,58 +457,5 @@ fn run_init(exec: Exec, errors: &mut File) -> Error {
                 let _ = sys::kill(child, s);
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn options_split_into_flags_and_data() {
-        let o = parse_options(
-            &[
-                "nosuid",
-                "noexec",
-                "mode=755",
-                "size=65536k",
-                "ro",
-                "rbind",
-                "rprivate",
-            ]
-            .map(String::from),
-        );
-        assert_eq!(o.flags, libc::MS_NOSUID | libc::MS_NOEXEC | libc::MS_RDONLY);
-        assert_eq!(o.data, ["mode=755", "size=65536k"]);
-        assert!(o.bind && o.recursive);
-        assert_eq!(o.propagation, libc::MS_PRIVATE | libc::MS_REC);
-        assert_eq!(parse_options(&["ro", "rw"].map(String::from)).flags, 0);
-    }
-
-    #[test]
-    fn secure_join_stays_inside_root() {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path();
-        std::fs::create_dir_all(root.join("etc")).unwrap();
-        std::os::unix::fs::symlink("/outside/file", root.join("etc/abs")).unwrap();
-        std::os::unix::fs::symlink("../../../../x", root.join("etc/rel")).unwrap();
-        std::os::unix::fs::symlink("../tmp", root.join("etc/up")).unwrap();
-        assert_eq!(
-            secure_join(root, Path::new("/etc/abs")).unwrap(),
-            root.join("outside/file")
-        );
-        assert_eq!(
-            secure_join(root, Path::new("/etc/up/x")).unwrap(),
-            root.join("tmp/x")
-        );
-        assert!(secure_join(root, Path::new("/etc/rel")).is_err());
-        assert!(secure_join(root, Path::new("/etc/rel/deeper")).is_err());
-        assert!(secure_join(root, Path::new("/a/../../b")).is_err());
-        assert_eq!(
-            secure_join(root, Path::new("/a/../b")).unwrap(),
-            root.join("b")
-        );
-        std::os::unix::fs::symlink("loop", root.join("loop")).unwrap();
-        assert!(secure_join(root, Path::new("/loop")).is_err());
     }
 }

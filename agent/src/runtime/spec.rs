@@ -3,26 +3,32 @@
 //!
 //! Validation happens first and touches nothing on disk, so bad input (a malformed
 //! limit, an unknown user, a missing command) leaves nothing behind.
+//!
+//! [`user`] resolves `--user` against the image's passwd and group files,
+//! [`render`] builds the OCI spec, and [`defaults`] holds Docker's and runc's
+//! defaults that go into it.
 
-use super::capabilities::{self, CapArg};
+mod defaults;
+mod render;
+mod user;
+
+pub use defaults::{DEVICES, ETC_FILES, MASKED_PATHS, READ_ONLY_TMPFS, READONLY_PATHS};
+use render::build_config;
+pub use render::{Confinement, confinement, place, resources, write_oci_config};
+pub use user::{ResolvedUser, resolve_user, resolve_user_under};
+
+use super::capabilities::CapArg;
 use super::image::{self, ImageRecord};
 use super::restart::RestartPolicy;
-use super::seccomp::Profile;
 use super::state::validate_name;
 pub use super::units::Network;
 use super::units::{ByteSize, Cpus, MemorySwap, PidsLimit, SecurityOpt};
 use super::userns::IdMap;
 use super::volumes::{self, MountRequest};
-use super::{Error, IoContext, Paths, Result};
+use super::{Error, Paths, Result};
 use crate::cgroup::Limits;
-use oci_spec::runtime::{
-    Capabilities, LinuxBuilder, LinuxCpuBuilder, LinuxDeviceBuilder, LinuxDeviceType,
-    LinuxMemoryBuilder, LinuxNamespaceBuilder, LinuxNamespaceType, LinuxPidsBuilder,
-    LinuxResources, LinuxResourcesBuilder, LinuxSeccomp, Mount, MountBuilder, ProcessBuilder,
-    RootBuilder, Spec, SpecBuilder, UserBuilder,
-};
-use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
+use oci_spec::runtime::Spec;
+use std::collections::BTreeMap;
 
 /// Launch options as given on the command line.
 #[derive(Debug, Clone, Default)]
@@ -207,102 +213,6 @@ fn validate_hostname(h: &str) -> Result<()> {
     }
 }
 
-/// A passwd or group file parsed into (name, fields).
-fn read_colon_file(path: Option<&Path>) -> Vec<Vec<String>> {
-    let Some(path) = path else { return Vec::new() };
-    parse_colon_file(&std::fs::read_to_string(path).unwrap_or_default())
-}
-
-fn parse_colon_file(text: &str) -> Vec<Vec<String>> {
-    text.lines()
-        .filter(|l| !l.trim_start().starts_with('#'))
-        .map(|l| l.split(':').map(str::to_string).collect())
-        .collect()
-}
-
-/// Resolved user: uid, gid, supplementary groups, home.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ResolvedUser {
-    /// uid.
-    pub uid: u32,
-    /// gid.
-    pub gid: u32,
-    /// Supplementary groups.
-    pub groups: Vec<u32>,
-    /// Home directory (for `HOME`).
-    pub home: String,
-}
-
-/// Resolves `user[:group]` against the image's `/etc/passwd` and `/etc/group`.
-pub fn resolve_user(paths: &Paths, image: &ImageRecord, spec: &str) -> Result<ResolvedUser> {
-    let passwd =
-        read_colon_file(image::find_in_layers(paths, &image.layers, "etc/passwd").as_deref());
-    let group =
-        read_colon_file(image::find_in_layers(paths, &image.layers, "etc/group").as_deref());
-    resolve_user_in(&passwd, &group, spec)
-}
-
-fn resolve_user_in(
-    passwd: &[Vec<String>],
-    group: &[Vec<String>],
-    spec: &str,
-) -> Result<ResolvedUser> {
-    let (user, grp) = match spec.split_once(':') {
-        Some((u, g)) => (u, Some(g)),
-        None => (spec, None),
-    };
-    let user = if user.is_empty() { "0" } else { user };
-    let entry = passwd
-        .iter()
-        .find(|f| f.len() >= 4 && (f[0] == user || (user.parse::<u32>().is_ok() && f[2] == user)));
-    let (uid, mut gid, name, home) = match (entry, user.parse::<u32>()) {
-        (Some(f), _) => (
-            f[2].parse::<u32>()
-                .map_err(|_| Error::Invalid(format!("bad passwd entry for {user}")))?,
-            f[3].parse::<u32>()
-                .map_err(|_| Error::Invalid(format!("bad passwd entry for {user}")))?,
-            Some(f[0].clone()),
-            f.get(5).cloned().unwrap_or_else(|| "/".into()),
-        ),
-        (None, Ok(uid)) => (uid, 0, None, "/".to_string()),
-        (None, Err(_)) => {
-            return Err(Error::NotFound(format!(
-                "unknown user {user:?}: not in the image's /etc/passwd"
-            )));
-        }
-    };
-    if let Some(g) = grp {
-        gid = match group.iter().find(|f| f.len() >= 3 && f[0] == g) {
-            Some(f) => f[2]
-                .parse()
-                .map_err(|_| Error::Invalid(format!("bad group entry for {g}")))?,
-            None => g.parse().map_err(|_| {
-                Error::NotFound(format!(
-                    "unknown group {g:?}: not in the image's /etc/group"
-                ))
-            })?,
-        };
-    }
-    let mut groups = vec![gid];
-    if let Some(name) = &name {
-        for f in group {
-            if f.len() >= 4
-                && f[3].split(',').any(|m| m == name)
-                && let Ok(g) = f[2].parse::<u32>()
-                && !groups.contains(&g)
-            {
-                groups.push(g);
-            }
-        }
-    }
-    Ok(ResolvedUser {
-        uid,
-        gid,
-        groups,
-        home,
-    })
-}
-
 /// Applies `-e KEY=VALUE` (or `-e KEY`, copied from this process's environment
 /// when set) to `env`: a key given again replaces the earlier value.
 pub fn merge_env(env: &mut Vec<String>, overrides: &[String]) -> Result<()> {
@@ -322,17 +232,6 @@ pub fn merge_env(env: &mut Vec<String>, overrides: &[String]) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// Resolves `user[:group]` against `/etc/passwd` and `/etc/group` of a running
-/// container, read through its `/proc/<pid>/root` with links resolved inside it
-/// (an image's `/etc/passwd -> /etc/shadow` names the container's, not the host's).
-pub fn resolve_user_under(root: &Path, spec: &str) -> Result<ResolvedUser> {
-    let read = |name: &str| -> Result<Vec<Vec<String>>> {
-        let data = super::sys::read_in_root(root, name)?.unwrap_or_default();
-        Ok(parse_colon_file(&String::from_utf8_lossy(&data)))
-    };
-    resolve_user_in(&read("etc/passwd")?, &read("etc/group")?, spec)
 }
 
 /// Validates `opts` against the store. Creates nothing.
@@ -447,367 +346,6 @@ pub fn validate(paths: &Paths, opts: &LaunchOptions, id: String) -> Result<Launc
     })
 }
 
-/// `/proc` and `/sys` paths hidden from the container (Docker's defaults).
-pub const MASKED_PATHS: &[&str] = &[
-    "/proc/asound",
-    "/proc/acpi",
-    "/proc/interrupts",
-    "/proc/kcore",
-    "/proc/keys",
-    "/proc/latency_stats",
-    "/proc/timer_list",
-    "/proc/timer_stats",
-    "/proc/sched_debug",
-    "/proc/scsi",
-    "/sys/firmware",
-    "/sys/devices/virtual/powercap",
-];
-
-/// `/proc` paths made read-only (Docker's defaults).
-pub const READONLY_PATHS: &[&str] = &[
-    "/proc/bus",
-    "/proc/fs",
-    "/proc/irq",
-    "/proc/sys",
-    "/proc/sysrq-trigger",
-];
-
-/// Device nodes every container gets in its `/dev` (runc's defaults): (name,
-/// major, minor).
-pub const DEVICES: &[(&str, i64, i64)] = &[
-    ("null", 1, 3),
-    ("zero", 1, 5),
-    ("full", 1, 7),
-    ("random", 1, 8),
-    ("urandom", 1, 9),
-    ("tty", 5, 0),
-];
-
-/// Writable tmpfs mounts a `--read-only` container gets: (path, mode).
-pub const READ_ONLY_TMPFS: &[(&str, &str)] =
-    &[("/tmp", "1777"), ("/run", "755"), ("/var/tmp", "1777")];
-
-fn build_error(what: &str) -> impl Fn(oci_spec::OciSpecError) -> Error + '_ {
-    move |source| Error::Spec {
-        what: format!("building config.json ({what})"),
-        source,
-    }
-}
-
-fn mount(dest: &str, typ: &str, source: &str, options: &[&str]) -> Result<Mount> {
-    MountBuilder::default()
-        .destination(dest)
-        .typ(typ)
-        .source(source)
-        .options(options.iter().map(|o| o.to_string()).collect::<Vec<_>>())
-        .build()
-        .map_err(build_error(dest))
-}
-
-/// Docker's default mounts, the container's `/etc` files bound from
-/// `container_dir`, and with `--read-only` the writable tmpfs mounts.
-fn mounts(container_dir: &Path, privileged: bool, read_only: bool) -> Result<Vec<Mount>> {
-    let sys_mode = if privileged { "rw" } else { "ro" };
-    let mut out = vec![
-        mount("/proc", "proc", "proc", &["nosuid", "noexec", "nodev"])?,
-        mount(
-            "/dev",
-            "tmpfs",
-            "tmpfs",
-            &["nosuid", "strictatime", "mode=755", "size=65536k"],
-        )?,
-        mount(
-            "/dev/pts",
-            "devpts",
-            "devpts",
-            &[
-                "nosuid",
-                "noexec",
-                "newinstance",
-                "ptmxmode=0666",
-                "mode=0620",
-                "gid=5",
-            ],
-        )?,
-        mount(
-            "/sys",
-            "sysfs",
-            "sysfs",
-            &["nosuid", "noexec", "nodev", sys_mode],
-        )?,
-        mount(
-            "/sys/fs/cgroup",
-            "cgroup",
-            "cgroup",
-            &["nosuid", "noexec", "nodev", sys_mode],
-        )?,
-        mount(
-            "/dev/mqueue",
-            "mqueue",
-            "mqueue",
-            &["nosuid", "noexec", "nodev"],
-        )?,
-        mount(
-            "/dev/shm",
-            "tmpfs",
-            "shm",
-            &["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"],
-        )?,
-    ];
-    if read_only {
-        for (path, mode) in READ_ONLY_TMPFS {
-            let mode = format!("mode={mode}");
-            out.push(mount(
-                path,
-                "tmpfs",
-                "tmpfs",
-                &["nosuid", "nodev", &mode, "size=65536k"],
-            )?);
-        }
-    }
-    for name in ETC_FILES {
-        let source = container_dir.join(name);
-        out.push(
-            MountBuilder::default()
-                .destination(format!("/etc/{name}"))
-                .typ("bind")
-                .source(source)
-                .options(vec!["rbind".to_string(), "rprivate".to_string()])
-                .build()
-                .map_err(build_error(name))?,
-        );
-    }
-    Ok(out)
-}
-
-/// Files of `containers/<id>/` bound over the image's `/etc` ones.
-pub const ETC_FILES: &[&str] = &["hostname", "hosts", "resolv.conf"];
-
-/// `linux.resources` for `limits` (memory.swap is memory plus swap, -1 unlimited,
-/// as in Docker's and runc's spec).
-pub fn resources(limits: &Limits) -> Result<LinuxResources> {
-    let mut b = LinuxResourcesBuilder::default();
-    if let Some(m) = limits.memory_bytes {
-        let swap = limits.memory_swap_bytes.map_or(-1, |s| s as i64);
-        b = b.memory(
-            LinuxMemoryBuilder::default()
-                .limit(m as i64)
-                .swap(swap)
-                .build()
-                .map_err(build_error("memory"))?,
-        );
-    }
-    if let (Some(q), Some(p)) = (limits.cpu_quota_us, limits.cpu_period_us) {
-        b = b.cpu(
-            LinuxCpuBuilder::default()
-                .quota(q as i64)
-                .period(p)
-                .build()
-                .map_err(build_error("cpu"))?,
-        );
-    }
-    if let Some(p) = limits.pids_max {
-        b = b.pids(
-            LinuxPidsBuilder::default()
-                .limit(p as i64)
-                .build()
-                .map_err(build_error("pids"))?,
-        );
-    }
-    b.build().map_err(build_error("resources"))
-}
-
-/// The confinement a launch asked for, resolved.
-#[derive(Debug, Clone)]
-pub struct Confinement {
-    /// The capability set (bounding = effective = permitted).
-    pub capabilities: Capabilities,
-    /// `linux.seccomp`, `None` when unconfined.
-    pub seccomp: Option<LinuxSeccomp>,
-    /// `no_new_privs`.
-    pub no_new_privileges: bool,
-    /// Masked and read-only paths (empty with `--privileged`).
-    pub masked: bool,
-    /// `--privileged`.
-    pub privileged: bool,
-    /// `--read-only`.
-    pub read_only: bool,
-}
-
-/// Resolves capabilities, seccomp and no_new_privs from the options. The default
-/// profile comes from its package or the launch is refused.
-pub fn confinement(opts: &LaunchOptions) -> Result<Confinement> {
-    let capabilities = capabilities::resolve(opts.privileged, &opts.cap_add, &opts.cap_drop)?;
-    let mut seccomp_opt = None;
-    let mut no_new_privileges = true;
-    for o in &opts.security_opts {
-        match o {
-            SecurityOpt::SeccompUnconfined => seccomp_opt = Some(None),
-            SecurityOpt::SeccompProfile(p) => seccomp_opt = Some(Some(p.clone())),
-            SecurityOpt::NoNewPrivileges(v) => no_new_privileges = *v,
-        }
-    }
-    let profile = match seccomp_opt {
-        Some(None) => None,
-        Some(Some(path)) => Some(Profile::load(&path)?),
-        // --privileged turns seccomp off unless a profile is named, as in Docker.
-        None if opts.privileged => None,
-        None => Some(Profile::load_default()?),
-    };
-    let seccomp = profile.map(|p| p.resolve(&capabilities)).transpose()?;
-    Ok(Confinement {
-        capabilities,
-        seccomp,
-        no_new_privileges,
-        masked: !opts.privileged,
-        privileged: opts.privileged,
-        read_only: opts.read_only,
-    })
-}
-
-/// Builds the OCI runtime spec of a launch: the one description that is written
-/// as `config.json` and that the container's first process applies. `root.path`
-/// and `linux.cgroupsPath` are filled in once the layer and cgroup exist.
-#[allow(clippy::too_many_arguments)]
-fn build_config(
-    container_dir: &Path,
-    volume_mounts: Vec<Mount>,
-    terminal: bool,
-    argv: &[String],
-    env: &[String],
-    cwd: &str,
-    user: &ResolvedUser,
-    hostname: &str,
-    network: Network,
-    limits: &Limits,
-    labels: &BTreeMap<String, String>,
-    confinement: &Confinement,
-    idmap: Option<&IdMap>,
-) -> Result<Spec> {
-    let process = ProcessBuilder::default()
-        .terminal(terminal)
-        .user(
-            UserBuilder::default()
-                .uid(user.uid)
-                .gid(user.gid)
-                .additional_gids(user.groups.clone())
-                .build()
-                .map_err(build_error("user"))?,
-        )
-        .args(argv.to_vec())
-        .env(env.to_vec())
-        .cwd(cwd)
-        .capabilities(capabilities::oci(&confinement.capabilities)?)
-        .no_new_privileges(confinement.no_new_privileges)
-        .build()
-        .map_err(build_error("process"))?;
-    let mut kinds = vec![
-        LinuxNamespaceType::Pid,
-        LinuxNamespaceType::Ipc,
-        LinuxNamespaceType::Uts,
-        LinuxNamespaceType::Mount,
-        LinuxNamespaceType::Cgroup,
-    ];
-    if network == Network::None {
-        kinds.push(LinuxNamespaceType::Network);
-    }
-    if idmap.is_some() {
-        kinds.push(LinuxNamespaceType::User);
-    }
-    let namespaces = kinds
-        .into_iter()
-        .map(|typ| {
-            LinuxNamespaceBuilder::default()
-                .typ(typ)
-                .build()
-                .map_err(build_error("namespace"))
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let devices = DEVICES
-        .iter()
-        .map(|(name, major, minor)| {
-            LinuxDeviceBuilder::default()
-                .path(format!("/dev/{name}"))
-                .typ(LinuxDeviceType::C)
-                .major(*major)
-                .minor(*minor)
-                .file_mode(0o666u32)
-                .uid(0u32)
-                .gid(0u32)
-                .build()
-                .map_err(build_error("device"))
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let (masked, readonly): (Vec<String>, Vec<String>) = if confinement.masked {
-        (
-            MASKED_PATHS.iter().map(|p| p.to_string()).collect(),
-            READONLY_PATHS.iter().map(|p| p.to_string()).collect(),
-        )
-    } else {
-        (Vec::new(), Vec::new())
-    };
-    let mut linux = LinuxBuilder::default()
-        .namespaces(namespaces)
-        .resources(resources(limits)?)
-        .devices(devices)
-        .masked_paths(masked)
-        .readonly_paths(readonly);
-    if let Some(s) = &confinement.seccomp {
-        linux = linux.seccomp(s.clone());
-    }
-    if let Some(map) = idmap {
-        linux = linux
-            .uid_mappings(vec![map.uid_mapping()?])
-            .gid_mappings(vec![map.gid_mapping()?]);
-    }
-    SpecBuilder::default()
-        .version("1.0.2")
-        .process(process)
-        .root(
-            RootBuilder::default()
-                .path("rootfs")
-                .readonly(confinement.read_only)
-                .build()
-                .map_err(build_error("root"))?,
-        )
-        .hostname(hostname)
-        .mounts({
-            let mut all = mounts(container_dir, confinement.privileged, confinement.read_only)?;
-            all.extend(volume_mounts);
-            all
-        })
-        .annotations(
-            labels
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect::<HashMap<_, _>>(),
-        )
-        .linux(linux.build().map_err(build_error("linux"))?)
-        .build()
-        .map_err(build_error("spec"))
-}
-
-/// Sets the parts of `config` known only once the container exists.
-pub fn place(config: &mut Spec, rootfs: &Path, cgroups_path: &str) -> Result<()> {
-    let mut root = config.root().clone().unwrap_or_default();
-    root.set_path(rootfs.to_path_buf());
-    config.set_root(Some(root));
-    let mut linux = config.linux().clone().unwrap_or_default();
-    linux.set_cgroups_path(Some(cgroups_path.into()));
-    config.set_linux(Some(linux));
-    Ok(())
-}
-
-/// Writes `config.json` into the container directory.
-pub fn write_oci_config(dir: &Path, config: &oci_spec::runtime::Spec) -> Result<()> {
-    let path = dir.join("config.json");
-    let data = serde_json::to_vec_pretty(config).map_err(|source| Error::Json {
-        path: path.clone(),
-        source,
-    })?;
-    std::fs::write(&path, data).at("write", &path)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -845,28 +383,5 @@ mod tests {
         })
         .unwrap();
         assert_eq!(l.memory_swap_bytes, None);
-    }
-
-    #[test]
-    fn users_resolve_from_passwd_and_group() {
-        let split = |s: &str| -> Vec<Vec<String>> {
-            s.lines()
-                .map(|l| l.split(':').map(str::to_string).collect())
-                .collect()
-        };
-        let passwd = split(
-            "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false",
-        );
-        let group = split("root:x:0:\nnogroup:x:65534:\nstaff:x:50:nobody");
-        let u = resolve_user_in(&passwd, &group, "nobody").unwrap();
-        assert_eq!(
-            (u.uid, u.gid, u.groups.clone()),
-            (65534, 65534, vec![65534, 50])
-        );
-        let u = resolve_user_in(&passwd, &group, "1000:staff").unwrap();
-        assert_eq!((u.uid, u.gid), (1000, 50));
-        assert_eq!(resolve_user_in(&passwd, &group, "").unwrap().home, "/root");
-        assert!(resolve_user_in(&passwd, &group, "ghost").is_err());
-        assert!(resolve_user_in(&passwd, &group, "root:ghosts").is_err());
     }
 }

@@ -156,7 +156,8 @@ impl FromStr for Network {
     }
 }
 
-/// A signal, by name (`KILL`, `SIGKILL`, `kill`) or number (`9`).
+/// A signal, by name (`KILL`, `SIGKILL`, `kill`) or number (`9`; real-time
+/// signals only by number).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Signal(pub i32);
 
@@ -170,25 +171,13 @@ impl FromStr for Signal {
             }
             return Ok(Signal(n));
         }
+        // Names are nix's (every standard signal), with or without `SIG`, any case.
         let upper = s.to_ascii_uppercase();
         let name = upper.strip_prefix("SIG").unwrap_or(&upper);
-        let n = match name {
-            "HUP" => libc::SIGHUP,
-            "INT" => libc::SIGINT,
-            "QUIT" => libc::SIGQUIT,
-            "ABRT" => libc::SIGABRT,
-            "KILL" => libc::SIGKILL,
-            "USR1" => libc::SIGUSR1,
-            "USR2" => libc::SIGUSR2,
-            "PIPE" => libc::SIGPIPE,
-            "ALRM" => libc::SIGALRM,
-            "TERM" => libc::SIGTERM,
-            "CONT" => libc::SIGCONT,
-            "STOP" => libc::SIGSTOP,
-            "WINCH" => libc::SIGWINCH,
-            _ => return Err(format!("unknown signal {s:?}")),
-        };
-        Ok(Signal(n))
+        let sig: nix::sys::signal::Signal = format!("SIG{name}")
+            .parse()
+            .map_err(|_| format!("unknown signal {s:?}"))?;
+        Ok(Signal(sig as i32))
     }
 }
 
@@ -281,10 +270,18 @@ mod tests {
 
     #[test]
     fn signals_and_networks() {
-        for (s, n) in [("KILL", 9), ("sigterm", 15), ("9", 9), ("HUP", 1)] {
+        for (s, n) in [
+            ("KILL", 9),
+            ("sigterm", 15),
+            ("9", 9),
+            ("HUP", 1),
+            ("SIGWINCH", 28),
+            ("tstp", 20),
+            ("40", 40),
+        ] {
             assert_eq!(s.parse::<Signal>(), Ok(Signal(n)), "{s}");
         }
-        for s in ["0", "65", "FOO", ""] {
+        for s in ["0", "65", "FOO", "", "SIG", "SIGSIGKILL"] {
             assert!(s.parse::<Signal>().is_err(), "{s}");
         }
         assert_eq!("host".parse::<Network>(), Ok(Network::Host));
