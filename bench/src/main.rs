@@ -5,7 +5,8 @@
 //! - `agent-bench scrape [N…]`: the scrape path over N real cgroups.
 //! - `agent-bench exec`: what eBPF exec and mount tracing cost.
 //! - `agent-bench fs-usage [LAYERS FILES]`: the writable-layer walker's CPU.
-//! - `agent-bench launch`: `agent launch --rm` side by side with `runc run`.
+//! - `agent-bench launch`: `agent launch --rm` side by side with `runc run`, then
+//!   `docker run --runtime agent` side by side with `docker run` (runc).
 //! - `agent-bench ui [N]`: what the web UI costs (scrape p50, RSS with history for
 //!   N containers, idle CPU), against `--no-web-ui` in the same run.
 //! - `agent-bench pull`: `agent pull` side by side with `skopeo copy` from a local registry.
@@ -21,6 +22,7 @@ mod exec;
 mod fleet;
 mod fs_usage;
 mod launch;
+mod launch_docker;
 mod pull;
 mod scrape;
 mod soak;

@@ -215,7 +215,8 @@ enum Bench {
     /// The writable-layer walker's CPU over LAYERS layers of FILES files (default
     /// 1000 of 1000), against `du`.
     FsUsage { counts: Vec<usize> },
-    /// `agent launch --rm` side by side with `runc run`.
+    /// `agent launch --rm` side by side with `runc run`, and `docker run --runtime
+    /// agent` side by side with `docker run` (runc).
     Launch,
     /// `agent pull` side by side with `skopeo copy` from a local registry.
     Pull,

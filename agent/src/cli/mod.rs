@@ -8,6 +8,7 @@ mod inspect;
 mod kill;
 mod launch;
 mod logs;
+mod oci;
 mod ps;
 mod pull;
 mod rm;
@@ -62,6 +63,9 @@ pub enum Command {
     Volume(volume::VolumeArgs),
     /// Pull an image from a registry into the store.
     Pull(pull::PullArgs),
+    /// The OCI runtime command line (runc's: create, start, state, kill,
+    /// delete, exec, ps, pause, resume, features), as `agent-runc` too.
+    Oci(oci::OciArgs),
 }
 
 impl Command {
@@ -87,7 +91,11 @@ fn end_quietly_on_closed_stdout() {
 
 /// Entry point of the binary: run the subcommand, print errors as one line.
 pub fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if oci::invoked_as_runtime(argv.first()) {
+        return oci::main(argv);
+    }
+    let cli = match Cli::try_parse_from(argv) {
         Ok(cli) => cli,
         // --help and --version go to stdout, whole.
         Err(e) if !e.use_stderr() => e.exit(),
@@ -123,6 +131,7 @@ pub fn main() -> ExitCode {
         Command::Image(args) => image::run(args),
         Command::Volume(args) => volume::run(args),
         Command::Pull(args) => pull::run(args),
+        Command::Oci(args) => oci::run(args),
     };
     match result {
         Ok(code) => code,

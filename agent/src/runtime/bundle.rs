@@ -22,8 +22,9 @@ pub struct BundleOptions {
 }
 
 /// Reads `DIR/config.json`, with `root.path` made absolute (relative to the
-/// bundle), and checks what this runtime cannot honour.
-pub fn load(bundle: &Path) -> Result<Spec> {
+/// bundle), and checks what this runtime cannot honour. `console` says whether
+/// a terminal can be given (the OCI command line's `--console-socket`).
+pub fn load(bundle: &Path, console: bool) -> Result<Spec> {
     let path = bundle.join("config.json");
     let mut spec = Spec::load(&path).map_err(|source| Error::Spec {
         what: format!("reading {}", path.display()),
@@ -33,7 +34,7 @@ pub fn load(bundle: &Path) -> Result<Spec> {
         .process()
         .as_ref()
         .ok_or_else(|| Error::Invalid(format!("{}: no process", path.display())))?;
-    if process.terminal() == Some(true) {
+    if process.terminal() == Some(true) && !console {
         return Err(Error::Invalid(format!(
             "{}: process.terminal is true; agent run has no console (set it to false)",
             path.display()
@@ -130,5 +131,6 @@ pub fn initial_state(
         tty: false,
         interactive: false,
         log_timestamps: false,
+        oci: None,
     }
 }

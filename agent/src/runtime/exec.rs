@@ -137,20 +137,8 @@ pub fn exec(paths: &Paths, opts: &ExecOptions) -> Result<i32> {
     supervisor::ensure_single_threaded()?;
     let st = state::find(paths, &opts.container)?;
     let pid = running_pid(&st)?;
-    let config_path = paths.container(&st.id).join("config.json");
-    let data = std::fs::read(&config_path).at("read", &config_path)?;
-    let config: Spec = serde_json::from_slice(&data).map_err(|source| Error::Json {
-        path: config_path.clone(),
-        source,
-    })?;
+    let config = read_config(paths, &st)?;
     let process = exec_process(&config, pid, opts)?;
-    let seccomp_bpf = supervisor::compile_seccomp(paths, &config)?;
-    let seccomp = config.linux().as_ref().and_then(|l| l.seccomp().clone());
-    let cgroup = st.cgroup.as_ref().map(ContainerCgroup::from_info);
-    let joined = open_namespaces(pid)?;
-    if let Some(pidns) = &joined.pid {
-        sys::setns_fd(pidns.as_fd(), libc::CLONE_NEWPID, "pid")?;
-    }
     let pty = if opts.tty {
         Some(terminal::openpty()?)
     } else {
@@ -159,6 +147,69 @@ pub fn exec(paths: &Paths, opts: &ExecOptions) -> Result<i32> {
     let mut blocked = FORWARDED.to_vec();
     blocked.extend([libc::SIGCHLD, libc::SIGWINCH]);
     sys::sigmask(libc::SIG_BLOCK, &blocked)?;
+    let child = spawn(
+        paths,
+        &st,
+        &config,
+        &process,
+        Spawn {
+            pty: pty.as_ref(),
+            interactive: opts.interactive,
+            die_with_parent: true,
+        },
+    )?;
+    let exit = match pty {
+        Some(Pty { master, slave }) => {
+            // Only the process holds the slave now: its exit ends the relay.
+            drop(slave);
+            terminal::relay_caller(&master, child, opts.interactive, FORWARDED)?.exit
+        }
+        None => wait_forwarding(child)?,
+    };
+    Ok(match exit {
+        sys::Exit::Code(c) => c,
+        sys::Exit::Signal(s) => 128 + s,
+    })
+}
+
+/// A container's `config.json`.
+pub(super) fn read_config(paths: &Paths, st: &ContainerState) -> Result<Spec> {
+    let config_path = paths.container(&st.id).join("config.json");
+    let data = std::fs::read(&config_path).at("read", &config_path)?;
+    serde_json::from_slice(&data).map_err(|source| Error::Json {
+        path: config_path.clone(),
+        source,
+    })
+}
+
+/// How an exec's process is started.
+pub(super) struct Spawn<'a> {
+    /// Its terminal (`-t`).
+    pub pty: Option<&'a Pty>,
+    /// Keep the caller's stdin (otherwise `/dev/null`).
+    pub interactive: bool,
+    /// Dies with this process (`agent exec` waits for it); `false` for
+    /// `agent-runc exec --detach`, whose caller reaps it.
+    pub die_with_parent: bool,
+}
+
+/// Starts `process` in the running container `st` (its namespaces, cgroup and
+/// confinement) and returns its host pid once it has exec'd.
+pub(super) fn spawn(
+    paths: &Paths,
+    st: &ContainerState,
+    config: &Spec,
+    process: &Process,
+    how: Spawn<'_>,
+) -> Result<i32> {
+    let pid = running_pid(st)?;
+    let seccomp_bpf = super::spawn::compile_seccomp(paths, config)?;
+    let seccomp = config.linux().as_ref().and_then(|l| l.seccomp().clone());
+    let cgroup = st.cgroup.as_ref().map(ContainerCgroup::from_info);
+    let joined = open_namespaces(pid)?;
+    if let Some(pidns) = &joined.pid {
+        sys::setns_fd(pidns.as_fd(), libc::CLONE_NEWPID, "pid")?;
+    }
     let (sync_r, mut sync_w) = sys::pipe()?;
     let (mut err_r, err_w) = sys::pipe()?;
     let child = sys::fork()?;
@@ -166,12 +217,13 @@ pub fn exec(paths: &Paths, opts: &ExecOptions) -> Result<i32> {
         drop(sync_w);
         drop(err_r);
         let ctx = ChildExec {
-            process: &process,
+            process,
             joined: &joined,
-            pty: pty.as_ref(),
-            interactive: opts.interactive,
+            pty: how.pty,
+            interactive: how.interactive,
             seccomp: seccomp.as_ref(),
             seccomp_bpf: seccomp_bpf.as_deref(),
+            die_with_parent: how.die_with_parent,
         };
         child_main(&ctx, sync_r, err_w);
     }
@@ -201,18 +253,7 @@ pub fn exec(paths: &Paths, opts: &ExecOptions) -> Result<i32> {
             message: msg.trim().to_string(),
         });
     }
-    let exit = match pty {
-        Some(Pty { master, slave }) => {
-            // Only the process holds the slave now: its exit ends the relay.
-            drop(slave);
-            terminal::relay_caller(&master, child, opts.interactive, FORWARDED)?.exit
-        }
-        None => wait_forwarding(child)?,
-    };
-    Ok(match exit {
-        sys::Exit::Code(c) => c,
-        sys::Exit::Signal(s) => 128 + s,
-    })
+    Ok(child)
 }
 
 fn wait_forwarding(pid: i32) -> Result<sys::Exit> {
@@ -250,10 +291,15 @@ struct ChildExec<'a> {
     interactive: bool,
     seccomp: Option<&'a oci_spec::runtime::LinuxSeccomp>,
     seccomp_bpf: Option<&'a [u8]>,
+    die_with_parent: bool,
 }
 
 fn child_main(ctx: &ChildExec<'_>, sync: File, mut errors: File) -> ! {
-    super::namespaces::die_with_parent_once_released(sync);
+    if ctx.die_with_parent {
+        super::namespaces::die_with_parent_once_released(sync);
+    } else {
+        super::namespaces::wait_released(sync);
+    }
     let (code, err) = match prepare(ctx) {
         Ok(exec) => {
             let e = exec.run();

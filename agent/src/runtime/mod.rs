@@ -22,7 +22,10 @@
 //!   pseudo-terminals of `-t`; [`attach`]: `agent attach` through a detached
 //!   supervisor; [`logs`]: the timestamped log of a detached container.
 //! - [`bundle`]: `agent run --bundle`, a foreign OCI bundle run the same way.
-//! - [`supervisor`]: clone into namespaces, wait, forward signals, record the exit,
+//! - [`spawn`]: a container's first process cloned into its namespaces and
+//!   cgroup and released (for `agent launch`, `agent run` and `agent-runc create`);
+//!   [`oci_runtime`]: runc's command line (`agent-runc`) on the same store.
+//! - [`supervisor`]: wait, forward signals, record the exit,
 //!   and restart the container as its [`restart`] policy says; [`lifecycle`]:
 //!   `kill`, `stop`, `rm` of a supervised container.
 //! - [`state`]: `containers/<id>/state.json` (the schema `agent serve` reads) and the
@@ -40,10 +43,12 @@ pub mod inspect;
 pub mod lifecycle;
 pub mod logs;
 pub mod namespaces;
+pub mod oci_runtime;
 pub mod reconcile;
 pub mod restart;
 pub mod rootfs;
 pub mod seccomp;
+pub mod spawn;
 pub mod spec;
 pub mod state;
 pub mod supervisor;

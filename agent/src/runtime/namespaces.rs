@@ -116,6 +116,12 @@ pub struct ChildContext<'a> {
     pub init: bool,
     /// Its stdin, stdout and stderr.
     pub stdio: ChildStdio,
+    /// The OCI create/start split (`agent-runc create`): the container's
+    /// `exec.fifo`, open read-write. The process outlives the command that
+    /// made it (no parent-death signal), sets everything up, reports success
+    /// by closing the error pipe, and blocks reading this until `start`
+    /// writes a byte.
+    pub exec_fifo: Option<std::os::fd::RawFd>,
 }
 
 /// What the container process gets as stdin, stdout and stderr.
@@ -156,11 +162,17 @@ impl ChildStdio {
 /// The first step of a forked child (a container's first process, an exec):
 /// it dies with its parent, and waits on `sync` for the parent to release it
 /// (after placing it in its cgroup); exits when the parent gave up or died.
-pub(super) fn die_with_parent_once_released(mut sync: File) {
+pub(super) fn die_with_parent_once_released(sync: File) {
     // If the supervisor dies, so does the child: it never runs unsupervised.
     if nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL).is_err() {
         sys::exit_now(1);
     }
+    wait_released(sync);
+}
+
+/// Waits on `sync` for the parent to release the child; exits when the parent
+/// gave up or died first.
+pub(super) fn wait_released(mut sync: File) {
     let mut go = [0u8; 1];
     if !matches!(sync.read(&mut go), Ok(1)) {
         sys::exit_now(1);
@@ -170,7 +182,13 @@ pub(super) fn die_with_parent_once_released(mut sync: File) {
 /// The child's entry point: waits for the parent to place it in its cgroup, sets the
 /// container up and execs. Never returns.
 pub fn child_main(ctx: &ChildContext<'_>, sync: File, mut errors: File) -> ! {
-    die_with_parent_once_released(sync);
+    if ctx.exec_fifo.is_some() {
+        // Its caller (containerd's shim, as a subreaper) becomes its parent
+        // once `create` returns.
+        wait_released(sync);
+    } else {
+        die_with_parent_once_released(sync);
+    }
     if let Err(e) = ctx.stdio.apply() {
         let _ = writeln!(errors, "{e}");
         sys::exit_now(127);
@@ -180,7 +198,7 @@ pub fn child_main(ctx: &ChildContext<'_>, sync: File, mut errors: File) -> ! {
     // execs.
     {
         use std::os::fd::AsRawFd;
-        close_fds_except(errors.as_raw_fd());
+        close_fds_except(&[Some(errors.as_raw_fd()), ctx.exec_fifo]);
     }
     let err = setup_and_exec(ctx, &mut errors);
     let _ = writeln!(errors, "{err}");
@@ -189,7 +207,7 @@ pub fn child_main(ctx: &ChildContext<'_>, sync: File, mut errors: File) -> ! {
 
 /// Closes every descriptor above stderr except `keep`. Runs in the forked child,
 /// which never returns to the frames owning those descriptors.
-pub(super) fn close_fds_except(keep: i32) {
+pub(super) fn close_fds_except(keep: &[Option<i32>]) {
     let fds: Vec<i32> = match std::fs::read_dir("/proc/self/fd") {
         Ok(rd) => rd
             .flatten()
@@ -198,7 +216,7 @@ pub(super) fn close_fds_except(keep: i32) {
         Err(_) => return,
     };
     for fd in fds {
-        if fd > 2 && fd != keep {
+        if fd > 2 && !keep.contains(&Some(fd)) {
             sys::close(fd);
         }
     }
@@ -207,6 +225,11 @@ pub(super) fn close_fds_except(keep: i32) {
 fn setup_and_exec(ctx: &ChildContext<'_>, errors: &mut File) -> Error {
     match prepare(ctx) {
         Ok(exec) => {
+            if let Some(fifo) = ctx.exec_fifo
+                && let Err(e) = wait_for_start(fifo, errors)
+            {
+                return e;
+            }
             if ctx.init {
                 run_init(exec, errors)
             } else {
@@ -214,6 +237,33 @@ fn setup_and_exec(ctx: &ChildContext<'_>, errors: &mut File) -> Error {
             }
         }
         Err(e) => e,
+    }
+}
+
+/// The created container's wait for `start`: the error pipe is replaced by
+/// stderr (closing it tells `create` that the set-up succeeded, and an `execve`
+/// that fails after `start` is said on the container's stderr), then one byte
+/// read from the exec FIFO releases it.
+fn wait_for_start(fifo: std::os::fd::RawFd, errors: &File) -> Result<()> {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    sys::dup_cloexec(2, errors.as_raw_fd())?;
+    // SAFETY: the FIFO's descriptor was inherited from `create` and nothing
+    // else in this process uses it; it is close-on-exec.
+    let mut fifo = std::mem::ManuallyDrop::new(unsafe { File::from_raw_fd(fifo) });
+    let mut go = [0u8; 1];
+    loop {
+        match fifo.read(&mut go) {
+            Ok(1) => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Ok(_) => return Err(Error::Invalid("the exec FIFO was closed".into())),
+            Err(source) => {
+                return Err(Error::Io {
+                    op: "read",
+                    path: "the exec FIFO".into(),
+                    source,
+                });
+            }
+        }
     }
 }
 

@@ -8,6 +8,8 @@
 //! - a container whose supervisor is gone (killed, or a zombie) while its state
 //!   says created or running becomes `dead`, so `ps`, `inspect` and the metrics
 //!   agree; `rm` then removes it and kills what it left in its cgroup;
+//! - a container made through the OCI runtime command line whose first process
+//!   is gone has simply exited (its caller reaps it and knows the code);
 //! - the image store's leftovers (scratch, unnamed layers) are swept.
 
 use super::state::{self, Status};
@@ -64,6 +66,13 @@ pub fn reconcile(paths: &Paths) -> Result<Reconciled> {
                     Status::Created | Status::Running | Status::Restarting
                 ) && !st.supervisor_alive()
                 {
+                    if st.oci.is_some() {
+                        st.status = Status::Exited;
+                        st.pid = None;
+                        st.finished_at.get_or_insert_with(super::now_unix);
+                        state::save(paths, &st)?;
+                        continue;
+                    }
                     st.status = Status::Dead;
                     st.finished_at.get_or_insert_with(super::now_unix);
                     st.error.get_or_insert_with(|| {

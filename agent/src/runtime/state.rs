@@ -192,6 +192,25 @@ pub struct ContainerState {
     /// Its log prefixes every line with a timestamp ([`super::logs`]).
     #[serde(default)]
     pub log_timestamps: bool,
+    /// Made through the OCI runtime command line (`agent-runc create`) by
+    /// dockerd, containerd or another caller: no agent process supervises it,
+    /// `pid`/`supervisor_pid` are its own first process, which the caller reaps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oci: Option<OciRecord>,
+}
+
+/// What the OCI runtime command line records of a container it created.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OciRecord {
+    /// The caller's `--root` (its namespace of ids).
+    pub root: PathBuf,
+    /// The id the caller gave (also the container's name).
+    pub id: String,
+    /// `create --bundle`.
+    pub bundle: PathBuf,
+    /// `process.terminal` with a `--console-socket`.
+    #[serde(default)]
+    pub console: bool,
 }
 
 impl ContainerState {
@@ -233,6 +252,7 @@ impl ContainerState {
             tty: false,
             interactive: false,
             log_timestamps: false,
+            oci: None,
         }
     }
 

@@ -1,4 +1,5 @@
-//! Launching and supervising a container, and the lifecycle commands that act on one.
+//! Launching and supervising a container (its first process is started by
+//! [`super::spawn`]).
 //!
 //! Process model: the `agent launch` process is the supervisor. It validates the
 //! request, creates the container (state dir, overlay layer, cgroup with limits),
@@ -15,19 +16,18 @@
 use super::attach::{self, AttachServer};
 use super::bundle;
 use super::logs;
-use super::namespaces::{self, ChildContext, ChildStdio, Rootfs};
 use super::restart::{self, Backoff, RestartPolicy};
 use super::rootfs::{self, ContainerLayer};
+use super::spawn::{Prepared, Started, compile_seccomp, start};
 use super::spec::{self, LaunchOptions, LaunchSpec};
 use super::state::{self, ContainerState, RootfsInfo, STATE_VERSION, Status};
 use super::terminal::{self, Ended, Relay};
-use super::userns::{self, IdMap};
-use super::{Error, IoContext, Paths, Result, seccomp, sys};
+use super::userns;
+use super::{Error, IoContext, Paths, Result, sys};
 use crate::cgroup::{ContainerCgroup, Hierarchy};
-use oci_spec::runtime::{LinuxNamespaceType, Spec};
-use std::io::{Read, Write};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::path::{Path, PathBuf};
+use std::io::Write;
+use std::os::fd::{AsFd, AsRawFd};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// Signals the supervisor forwards to the container.
@@ -43,11 +43,11 @@ pub enum Launched {
 }
 
 /// A container being created; removes everything it made unless disarmed.
-struct Creation<'a> {
-    paths: &'a Paths,
-    id: String,
-    cgroup: Option<ContainerCgroup>,
-    armed: bool,
+pub(super) struct Creation<'a> {
+    pub paths: &'a Paths,
+    pub id: String,
+    pub cgroup: Option<ContainerCgroup>,
+    pub armed: bool,
 }
 
 impl Drop for Creation<'_> {
@@ -75,41 +75,6 @@ pub fn ensure_single_threaded() -> Result<()> {
             "launch must run before any thread starts (this process has {tasks} threads)"
         )))
     }
-}
-
-/// A container ready to start: its spec and how its root comes to be.
-struct Prepared {
-    /// The spec the child applies (`root.path` absolute, `cgroupsPath` set); it
-    /// is also `config.json`.
-    config: Spec,
-    /// The overlay layer (image launches); `None` for a bundle's rootfs.
-    layer: Option<ContainerLayer>,
-    /// Relative bind sources are relative to this.
-    base_dir: PathBuf,
-    /// The compiled `linux.seccomp`.
-    seccomp_bpf: Option<Vec<u8>>,
-    /// `--init`.
-    init: bool,
-    /// `-d`.
-    detach: bool,
-    /// `--rm`.
-    auto_remove: bool,
-    /// `--restart`.
-    restart: RestartPolicy,
-    /// `-i`.
-    interactive: bool,
-    /// `-t`.
-    tty: bool,
-}
-
-/// The compiled program of the spec's `linux.seccomp`, from the store's cache.
-pub(super) fn compile_seccomp(paths: &Paths, config: &Spec) -> Result<Option<Vec<u8>>> {
-    config
-        .linux()
-        .as_ref()
-        .and_then(|l| l.seccomp().as_ref())
-        .map(|s| seccomp::compiled(&paths.root().join("seccomp"), s))
-        .transpose()
 }
 
 /// The start of every launch: single-threaded, the store laid out, a fresh id
@@ -185,6 +150,7 @@ pub fn launch(paths: &Paths, opts: &LaunchOptions) -> Result<Launched> {
         restart: spec.restart,
         interactive: spec.interactive,
         tty: spec.tty,
+        oci: None,
     };
     creation.armed = false;
     run(paths, &prepared, cg, st)
@@ -195,7 +161,7 @@ pub fn launch(paths: &Paths, opts: &LaunchOptions) -> Result<Launched> {
 /// is `/agent/<id>` whatever `cgroupsPath` says (the agent's subtree is where
 /// `agent serve` and `rm` look), with the spec's `linux.resources`.
 pub fn run_bundle(paths: &Paths, opts: &bundle::BundleOptions) -> Result<Launched> {
-    let mut config = bundle::load(&opts.bundle)?;
+    let mut config = bundle::load(&opts.bundle, false)?;
     let (id, mut creation, hierarchy) = begin(paths)?;
     let name = match &opts.name {
         Some(n) => {
@@ -245,6 +211,7 @@ pub fn run_bundle(paths: &Paths, opts: &bundle::BundleOptions) -> Result<Launche
         restart: RestartPolicy::No,
         interactive: false,
         tty: false,
+        oci: None,
     };
     creation.armed = false;
     run(paths, &prepared, cg, st)
@@ -379,6 +346,7 @@ fn initial_state(spec: &LaunchSpec, layer: &ContainerLayer) -> ContainerState {
         tty: spec.tty,
         interactive: spec.interactive,
         log_timestamps: false,
+        oci: None,
     }
 }
 
@@ -503,137 +471,6 @@ fn supervise(
         state::save(paths, st)?;
     }
     Ok(code)
-}
-
-/// A started container process and the supervisor's ends of its stdio.
-struct Started {
-    pid: i32,
-    /// The pty master (`-t`).
-    master: Option<OwnedFd>,
-    /// The read end of its stdout and stderr (detached, no terminal).
-    output: Option<OwnedFd>,
-    /// The write end of its stdin (detached with `-i`, no terminal).
-    input: Option<OwnedFd>,
-}
-
-/// The container process's stdio and the supervisor's ends of it.
-fn make_stdio(prepared: &Prepared) -> Result<(ChildStdio, [Option<OwnedFd>; 3], Vec<OwnedFd>)> {
-    let mut stdio = ChildStdio {
-        inherit_stdin: prepared.interactive && !prepared.detach,
-        ..ChildStdio::default()
-    };
-    // The child's ends, closed here once it has them.
-    let mut theirs = Vec::new();
-    let mut master = None;
-    let mut output = None;
-    let mut input = None;
-    if prepared.tty {
-        let pty = terminal::openpty()?;
-        stdio.terminal = Some(pty.slave.as_raw_fd());
-        theirs.push(pty.slave);
-        master = Some(pty.master);
-    } else if prepared.detach {
-        let (r, w) = sys::pipe()?;
-        stdio.output = Some(w.as_raw_fd());
-        theirs.push(OwnedFd::from(w));
-        output = Some(OwnedFd::from(r));
-        if prepared.interactive {
-            let (r, w) = sys::pipe()?;
-            stdio.input = Some(r.as_raw_fd());
-            theirs.push(OwnedFd::from(r));
-            input = Some(OwnedFd::from(w));
-        }
-    }
-    Ok((stdio, [master, output, input], theirs))
-}
-
-/// Clones the container process, places it in its cgroup, releases it and waits
-/// until it has exec'd.
-fn start(
-    paths: &Paths,
-    prepared: &Prepared,
-    cg: &ContainerCgroup,
-    st: &mut ContainerState,
-) -> Result<Started> {
-    let (stdio, [master, output, input], theirs) = make_stdio(prepared)?;
-    let config = &prepared.config;
-    let linux = config.linux().clone().unwrap_or_default();
-    let user_ns = namespaces::has_namespace(config, LinuxNamespaceType::User);
-    let flags = namespaces::clone_flags(config)?;
-    let (sync_r, mut sync_w) = sys::pipe()?;
-    let (mut err_r, err_w) = sys::pipe()?;
-    let rootfs = match &prepared.layer {
-        Some(_) if user_ns => Rootfs::Premounted,
-        Some(layer) => Rootfs::Overlay(layer, paths),
-        None => Rootfs::Directory,
-    };
-    let ctx = ChildContext {
-        config,
-        rootfs,
-        base_dir: prepared.base_dir.clone(),
-        cgroup_hierarchy: cg.hierarchy(),
-        seccomp_bpf: prepared.seccomp_bpf.as_deref(),
-        init: prepared.init,
-        stdio,
-    };
-    let pid = sys::clone_fork(flags)?;
-    if pid == 0 {
-        drop(sync_w);
-        drop(err_r);
-        namespaces::child_main(&ctx, sync_r, err_w);
-    }
-    drop(sync_r);
-    drop(err_w);
-    drop(theirs);
-    let placed = (|| -> Result<()> {
-        if user_ns {
-            userns::write_maps(pid, &linux)?;
-            if let Some(layer) = &prepared.layer {
-                let map = IdMap::from_spec(&linux).ok_or_else(|| {
-                    Error::Invalid("a user namespace needs uid and gid mappings of root".into())
-                })?;
-                userns::mount_rootfs(pid, paths, layer, &map)?;
-            }
-        }
-        cg.add_process(pid)?;
-        Ok(())
-    })();
-    if let Err(e) = placed {
-        let _ = sys::kill(pid, libc::SIGKILL);
-        let _ = sys::waitpid(pid, 0);
-        return Err(e);
-    }
-    // Record the pid before releasing the child, so `stop`/`kill` can find it, and
-    // its namespaces while it is sure to be alive (a short command may be gone by
-    // the time exec is confirmed). It enters its cgroup namespace only once released.
-    st.pid = Some(pid);
-    let mut ns = namespaces::namespace_inodes(pid);
-    ns.remove("cgroup");
-    sync_w
-        .write_all(b"1")
-        .at("release container process", "sync pipe")?;
-    drop(sync_w);
-    let mut msg = String::new();
-    let _ = err_r.read_to_string(&mut msg);
-    if !msg.trim().is_empty() {
-        let _ = sys::waitpid(pid, 0);
-        st.pid = None;
-        return Err(Error::Invalid(format!(
-            "starting the container: {}",
-            msg.trim()
-        )));
-    }
-    st.status = Status::Running;
-    st.started_at = Some(super::now_unix());
-    ns.extend(namespaces::namespace_inodes(pid));
-    st.namespaces = ns;
-    state::save(paths, st)?;
-    Ok(Started {
-        pid,
-        master,
-        output,
-        input,
-    })
 }
 
 /// Waits for a run of the container: relaying its terminal to the caller

@@ -415,6 +415,33 @@ pub fn dup2(from: i32, to: i32) -> Result<()> {
     Errno::result(ret).map(drop).sys("dup2")
 }
 
+/// `dup3(from, to, O_CLOEXEC)`: `to` becomes `from`, closed again at `execve`.
+pub fn dup_cloexec(from: i32, to: i32) -> Result<()> {
+    // SAFETY: plain descriptor numbers; dup3 validates them.
+    let ret = unsafe { libc::dup3(from, to, libc::O_CLOEXEC) };
+    Errno::result(ret).map(drop).sys("dup3")
+}
+
+/// Sets `O_NONBLOCK` on a descriptor.
+pub fn set_nonblocking(fd: BorrowedFd<'_>) -> Result<()> {
+    // SAFETY: fcntl on a descriptor the caller holds open; F_GETFL/F_SETFL take
+    // and return plain integers.
+    let ret = unsafe {
+        let flags = libc::fcntl(fd.as_raw_fd(), libc::F_GETFL);
+        if flags < 0 {
+            flags
+        } else {
+            libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK)
+        }
+    };
+    Errno::result(ret).map(drop).sys("fcntl O_NONBLOCK")
+}
+
+/// `mkfifo(3)`.
+pub fn mkfifo(path: &Path, mode: libc::mode_t) -> Result<()> {
+    nix::unistd::mkfifo(path, Mode::from_bits_truncate(mode)).at("mkfifo", path)
+}
+
 /// `close(2)`, ignoring errors (the descriptor listing may include its own, now
 /// closed, directory handle). Callers guarantee nothing will use `fd` again.
 pub fn close(fd: i32) {

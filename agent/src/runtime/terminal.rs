@@ -52,6 +52,43 @@ pub fn openpty() -> Result<Pty> {
     Ok(pty)
 }
 
+/// Sends a pty master to the caller's console socket (`--console-socket`),
+/// as runc does: one message whose data is the terminal's name and whose
+/// `SCM_RIGHTS` carries the descriptor (containerd's shim and `runc`'s
+/// `recvtty` read it this way).
+pub fn send_to_console_socket(socket: &std::path::Path, master: BorrowedFd<'_>) -> Result<()> {
+    use super::IoContext;
+    let stream = std::os::unix::net::UnixStream::connect(socket).at("connect", socket)?;
+    let name = b"/dev/ptmx";
+    let mut iov = libc::iovec {
+        iov_base: name.as_ptr() as *mut libc::c_void,
+        iov_len: name.len(),
+    };
+    // SAFETY: CMSG_SPACE only computes a size.
+    let space = unsafe { libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) } as usize;
+    let mut control = vec![0u8; space];
+    // SAFETY: an all-zero msghdr is valid; its pointers are set below.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr() as *mut libc::c_void;
+    msg.msg_controllen = space as _;
+    // SAFETY: `msg` has a control buffer of CMSG_SPACE(one fd) bytes, so the
+    // first header exists and its data holds one descriptor; `iov` and
+    // `control` outlive the sendmsg call.
+    let ret = unsafe {
+        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        (*cmsg).cmsg_level = libc::SOL_SOCKET;
+        (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+        (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<RawFd>() as u32) as _;
+        std::ptr::write_unaligned(libc::CMSG_DATA(cmsg) as *mut RawFd, master.as_raw_fd());
+        libc::sendmsg(stream.as_raw_fd(), &msg, 0)
+    };
+    nix::errno::Errno::result(ret)
+        .map(drop)
+        .at("send the terminal to", socket)
+}
+
 /// In the child, before exec: a new session whose controlling terminal is
 /// `slave`, which also becomes stdin, stdout and stderr.
 pub fn become_controlling(slave: RawFd) -> Result<()> {

@@ -22,6 +22,12 @@ impl Containerd {
     /// Starts containerd with the CRI plugin, `sandbox_image` as the pod sandbox
     /// image; `None` (with the reason printed) when it is not installed.
     pub fn start(sandbox_image: &str) -> Option<Containerd> {
+        Self::start_with_env(sandbox_image, &[])
+    }
+
+    /// Like [`Containerd::start`], with extra environment (inherited by its
+    /// shims and the runtimes they run).
+    pub fn start_with_env(sandbox_image: &str, env: &[(&str, &Path)]) -> Option<Containerd> {
         if !Path::new("/usr/bin/containerd").exists() || !Path::new("/usr/bin/ctr").exists() {
             eprintln!("SKIPPED: containerd missing (Debian's containerd; .ci/run installs it)");
             return None;
@@ -68,6 +74,7 @@ state = "{d}/state"
         let child = Command::new("/usr/bin/containerd")
             .arg("--config")
             .arg(dir.path().join("config.toml"))
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(dir.path().join("containerd.log")).unwrap())
             .spawn()

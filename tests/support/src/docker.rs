@@ -18,6 +18,12 @@ pub struct Dockerd {
 impl Dockerd {
     /// Starts dockerd; `None` (with the reason printed) when it is not installed.
     pub fn start() -> Option<Dockerd> {
+        Self::start_with(&[], &[])
+    }
+
+    /// Starts dockerd with extra arguments (e.g. `--add-runtime`) and
+    /// environment (inherited by its containerd, shims and runtimes).
+    pub fn start_with(extra: &[String], env: &[(&str, &Path)]) -> Option<Dockerd> {
         if !Path::new("/usr/sbin/dockerd").exists() {
             eprintln!(
                 "SKIPPED: /usr/sbin/dockerd missing (Debian's docker.io; .ci/run installs it)"
@@ -43,6 +49,8 @@ impl Dockerd {
             .arg(format!("--pidfile={}", d.join("dockerd.pid").display()))
             .arg(format!("--host=unix://{}", d.join("docker.sock").display()))
             .args(["--iptables=false", "--ip6tables=false", "--ip-masq=false"])
+            .args(extra)
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(d.join("dockerd.log")).unwrap())
             .spawn()
@@ -95,6 +103,11 @@ impl Dockerd {
     /// Its API socket.
     pub fn socket(&self) -> PathBuf {
         self.dir.path().join("docker.sock")
+    }
+
+    /// The daemon's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("dockerd.log")).unwrap_or_default()
     }
 
     /// Its `--data-root`.
