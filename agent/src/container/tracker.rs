@@ -7,12 +7,13 @@ use super::network::{InterfaceStats, Member, NetnsOf, NetnsTable};
 use super::{ContainerIndex, ContainerLabels, ContainerMeta, MetadataSource};
 use crate::cgroup::discovery::{self, Discovered, Filter, Runtime};
 use crate::cgroup::stats::KeepOpen;
-use crate::cgroup::watch::TreeWatch;
+use crate::cgroup::watch::{Changes, TreeWatch};
 use crate::cgroup::{
     CgroupStats, Hierarchy, MetricGroup, MetricGroups, ScrapeErrorKind, StatsError, StatsReader,
 };
 use std::collections::HashSet;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::ops::Bound;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -29,9 +30,9 @@ const META_RETRY_MAX: Duration = Duration::from_secs(60);
 pub struct Tracked {
     pub discovered: Discovered,
     pub meta: ContainerMeta,
-    meta_found: bool,
-    /// While `meta` is not found: when to look again, and the wait after that.
-    meta_retry: (Instant, Duration),
+    /// While `meta` is not found and a runtime could name it: when to look
+    /// again, and the wait after that.
+    meta_retry: Option<(Instant, Duration)>,
     reader: StatsReader,
     /// Its network namespace, as last resolved.
     netns: Option<NetnsOf>,
@@ -41,10 +42,16 @@ pub struct Tracked {
 }
 
 impl Tracked {
-    fn new(discovered: Discovered, meta: Option<ContainerMeta>, reader: StatsReader) -> Self {
+    /// `retry`: whether a later lookup could find metadata `meta` lacks.
+    fn new(
+        discovered: Discovered,
+        meta: Option<ContainerMeta>,
+        retry: bool,
+        reader: StatsReader,
+    ) -> Self {
         Tracked {
-            meta_found: meta.is_some(),
-            meta_retry: (Instant::now() + META_RETRY_FIRST, META_RETRY_FIRST),
+            meta_retry: (meta.is_none() && retry)
+                .then(|| (Instant::now() + META_RETRY_FIRST, META_RETRY_FIRST)),
             meta: meta.unwrap_or_default(),
             discovered,
             reader,
@@ -56,19 +63,21 @@ impl Tracked {
     /// Sets the metadata found for it; its series labels are rendered anew.
     fn found_meta(&mut self, meta: ContainerMeta) {
         self.meta = meta;
-        self.meta_found = true;
+        self.meta_retry = None;
         self.series_labels = OnceLock::new();
     }
 
     /// Whether a lookup of its missing metadata is due at `now`; when it is, the
     /// next one is scheduled twice as far off (up to [`META_RETRY_MAX`]).
     fn meta_retry_due(&mut self, now: Instant) -> bool {
-        let (at, wait) = self.meta_retry;
-        if self.meta_found || now < at {
+        let Some((at, wait)) = self.meta_retry else {
+            return false;
+        };
+        if now < at {
             return false;
         }
         let wait = (wait * 2).min(META_RETRY_MAX);
-        self.meta_retry = (now + wait, wait);
+        self.meta_retry = Some((now + wait, wait));
         true
     }
 
@@ -97,11 +106,14 @@ pub struct Tracker {
     filter: Filter,
     metadata: MetadataSource,
     tracked: BTreeMap<String, Tracked>,
-    /// When the tree was last checked for changes, and last walked.
-    last_check: Option<Instant>,
+    /// When the whole tree was last walked.
     last_walk: Option<Instant>,
-    /// Walks of the tree since start.
+    /// Walks of the whole tree since start, and of subtrees the watch reported.
     walks: u64,
+    subtree_walks: u64,
+    /// New cgroups waiting for their other controllers' directories (v1), with
+    /// when they were first seen.
+    pending: BTreeMap<String, (Discovered, Instant)>,
     /// Descriptors the stats readers may keep open, and keep now.
     fd_budget: usize,
     kept_fds: usize,
@@ -138,9 +150,10 @@ impl Tracker {
             filter,
             metadata,
             tracked: BTreeMap::new(),
-            last_check: None,
             last_walk: None,
             walks: 0,
+            subtree_walks: 0,
+            pending: BTreeMap::new(),
             fd_budget: fd_budget(),
             kept_fds: 0,
             budget_warned: false,
@@ -236,9 +249,14 @@ impl Tracker {
         counts
     }
 
-    /// How often the tree was walked since start.
+    /// How often the whole tree was walked since start.
     pub fn walks(&self) -> u64 {
         self.walks
+    }
+
+    /// How many new subtrees the watch had walked since start.
+    pub fn subtree_walks(&self) -> u64 {
+        self.subtree_walks
     }
 
     fn retry_missing_metadata(&mut self) {
@@ -261,38 +279,66 @@ impl Tracker {
         *self.errors.entry(kind).or_insert(0) += 1;
     }
 
-    /// Rescans the tree (or only with `force`) when the last scan is older than
-    /// the interval and a cgroup was made or removed since (the inotify watch
-    /// says so), or the safety-net interval passed, or the watch is incomplete:
-    /// opens readers for new cgroups and closes those of vanished ones. With
-    /// nothing changing, nothing is walked.
+    /// Brings the set of cgroups up to date. With the tree watched (inotify),
+    /// each call reads the watch's events and walks only the subtrees made since
+    /// (a burst costs one walk per new subtree, nothing changing costs one
+    /// `read`), so a container made before a scrape is in it; a full walk comes
+    /// at start (`force`), when events were lost, and every
+    /// [`SAFETY_NET_RESCAN`]. Without a complete watch the tree is polled:
+    /// walked when the last walk is older than the rescan interval.
     pub fn refresh(&mut self, force: bool) {
         if !force {
-            if self
-                .last_check
-                .is_some_and(|t| t.elapsed() < self.rescan_interval)
-            {
+            if let Some(changes) = self.watched_changes() {
+                self.apply(changes);
+                // A runtime may write a container's metadata after making its
+                // cgroup: look again for those still unnamed, backing off.
+                self.retry_missing_metadata();
                 return;
             }
-            self.last_check = Some(Instant::now());
-            let quiet = self
-                .watch
-                .as_mut()
-                .is_some_and(|w| w.complete() && !w.changed());
-            if quiet
+            if self.watch_is_complete()
                 && self
                     .last_walk
                     .is_some_and(|t| t.elapsed() < SAFETY_NET_RESCAN)
             {
-                // A runtime may write a container's metadata after making its
-                // cgroup: look again for those still unnamed.
-                self.retry_missing_metadata();
+                // Events were lost: walk now.
+            } else if self
+                .last_walk
+                .is_some_and(|t| t.elapsed() < self.rescan_interval)
+            {
                 return;
             }
         }
-        self.last_check = Some(Instant::now());
-        self.last_walk = self.last_check;
+        self.walk_all();
+    }
+
+    fn watch_is_complete(&self) -> bool {
+        self.watch.as_ref().is_some_and(TreeWatch::complete)
+    }
+
+    /// The watch's changes, when they can stand for a walk: it watches the whole
+    /// tree, lost no event, and the safety-net walk is not due.
+    fn watched_changes(&mut self) -> Option<Changes> {
+        let due = self
+            .last_walk
+            .is_none_or(|t| t.elapsed() >= SAFETY_NET_RESCAN);
+        let w = self.watch.as_mut().filter(|w| w.complete())?;
+        if due {
+            return None;
+        }
+        let changes = w.changes();
+        (!changes.lost).then_some(changes)
+    }
+
+    /// Walks the whole tree: opens readers for new cgroups and closes those of
+    /// vanished ones.
+    fn walk_all(&mut self) {
+        self.last_walk = Some(Instant::now());
         self.walks += 1;
+        // What the watch reported so far, this walk sees for itself.
+        if let Some(w) = self.watch.as_mut() {
+            let earlier = w.changes();
+            self.count_non_utf8(earlier.non_utf8);
+        }
         self.track_root();
         let found = match discovery::scan(&self.hierarchy, &self.filter, self.watch.as_mut()) {
             Ok(f) => f,
@@ -302,45 +348,33 @@ impl Tracker {
                 return;
             }
         };
-        for path in found.non_utf8 {
-            // Counted once per cgroup, not once per rescan.
-            if self.non_utf8_seen.len() < NON_UTF8_REMEMBERED
-                && self.non_utf8_seen.insert(path.clone())
-            {
-                tracing::warn!(cgroup = %path, "cgroup name is not UTF-8; not followed");
-                self.count_error(ScrapeErrorKind::NonUtf8Name);
-            }
-        }
+        self.count_non_utf8(found.non_utf8);
         let mut found = found.found;
-        self.add_containerd(&mut found);
+        self.add_containerd(&mut found, None);
         let mut next = BTreeMap::new();
+        let mut pending = BTreeMap::new();
         for d in found {
-            if let Some(mut t) = self.tracked.remove(&d.path) {
-                if !t.meta_found
-                    && let Some(m) = self.metadata.lookup(&d)
-                {
-                    t.found_meta(m);
-                }
+            if let Some(t) = self.tracked.remove(&d.path) {
                 next.insert(d.path.clone(), t);
                 continue;
             }
-            match self.open_reader(&d.path) {
-                Ok(reader) => {
-                    let meta = self.metadata.lookup(&d);
-                    tracing::debug!(cgroup = %d.path, runtime = d.runtime.as_str(), "tracking");
-                    next.insert(d.path.clone(), Tracked::new(d, meta, reader));
+            let first_seen = self.pending.get(&d.path).map(|(_, at)| *at);
+            let path = d.path.clone();
+            match self.open_new(d, first_seen) {
+                Opened::Tracked(t) => {
+                    next.insert(path, t);
                 }
-                Err(StatsError::Vanished(_)) => {}
-                Err(e) => {
-                    tracing::warn!(cgroup = %d.path, error = %format!("{e:#}"), "cannot open cgroup");
-                    self.count_error(e.kind());
+                Opened::Pending(d, at) => {
+                    pending.insert(path, (d, at));
                 }
+                Opened::Skipped => {}
             }
         }
         for gone in self.tracked.keys() {
             tracing::debug!(cgroup = %gone, "cgroup gone");
         }
         self.tracked = next;
+        self.pending = pending;
         self.kept_fds = self
             .tracked
             .values()
@@ -350,10 +384,128 @@ impl Tracker {
         self.publish_index();
     }
 
+    /// Applies what the watch reported: drops the removed cgroups (and those
+    /// below them), walks each new subtree, and opens the cgroups left pending.
+    fn apply(&mut self, changes: Changes) {
+        self.count_non_utf8(changes.non_utf8);
+        let mut changed = false;
+        // Removals first: a cgroup removed and made again under the same path is
+        // a new cgroup, read through new descriptors.
+        for gone in &changes.removed {
+            let below: Vec<String> = self
+                .tracked
+                .range::<str, _>((Bound::Included(gone.as_str()), Bound::Unbounded))
+                .take_while(|(p, _)| p.starts_with(gone.as_str()))
+                .filter(|(p, _)| *p == gone || discovery::is_below(p, gone))
+                .map(|(p, _)| p.clone())
+                .collect();
+            for p in below {
+                if let Some(t) = self.tracked.remove(&p) {
+                    tracing::debug!(cgroup = %p, "cgroup gone");
+                    self.kept_fds = self.kept_fds.saturating_sub(t.reader.open_files());
+                    changed = true;
+                }
+            }
+            self.pending
+                .retain(|p, _| p != gone && !discovery::is_below(p, gone));
+        }
+        let mut found = Vec::new();
+        for top in &changes.made {
+            self.subtree_walks += 1;
+            match discovery::scan_below(&self.hierarchy, &self.filter, top, self.watch.as_mut()) {
+                Ok(scan) => {
+                    self.count_non_utf8(scan.non_utf8);
+                    found.extend(scan.found);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %format!("{e:#}"), "cgroup discovery failed");
+                    self.count_error(ScrapeErrorKind::Discovery);
+                }
+            }
+        }
+        if !changes.made.is_empty() {
+            self.add_containerd(&mut found, Some(&changes.made));
+        }
+        // Cgroups left pending by an earlier call are looked at again.
+        let mut first_seen = HashMap::new();
+        for (path, (d, at)) in std::mem::take(&mut self.pending) {
+            if !found.iter().any(|f| f.path == path) {
+                found.push(d);
+            }
+            first_seen.insert(path, at);
+        }
+        for d in found {
+            if self.tracked.contains_key(&d.path) {
+                continue;
+            }
+            let first_seen = first_seen.get(&d.path).copied();
+            let path = d.path.clone();
+            match self.open_new(d, first_seen) {
+                Opened::Tracked(t) => {
+                    self.tracked.insert(path, t);
+                    changed = true;
+                }
+                Opened::Pending(d, at) => {
+                    self.pending.insert(path, (d, at));
+                }
+                Opened::Skipped => {}
+            }
+        }
+        if changed {
+            self.publish_index();
+        }
+    }
+
+    /// A cgroup not tracked yet: its reader and metadata. On v1 a runtime makes
+    /// a cgroup's directory in one controller after another; one found missing
+    /// some of them (first seen at `first_seen`) waits up to [`SETTLE`], so that
+    /// no family is left out for its whole life.
+    fn open_new(&mut self, d: Discovered, first_seen: Option<Instant>) -> Opened {
+        let now = Instant::now();
+        let first_seen = first_seen.unwrap_or(now);
+        if now.duration_since(first_seen) < SETTLE
+            && !self.hierarchy.is_v2()
+            && !self
+                .hierarchy
+                .controller_dirs(&d.path)
+                .iter()
+                .all(|dir| dir.is_dir())
+        {
+            return Opened::Pending(d, first_seen);
+        }
+        match self.open_reader(&d.path) {
+            Ok(reader) => {
+                let meta = self.metadata.lookup(&d);
+                let retry = self.metadata.can_name(&d);
+                tracing::debug!(cgroup = %d.path, runtime = d.runtime.as_str(), "tracking");
+                Opened::Tracked(Tracked::new(d, meta, retry, reader))
+            }
+            Err(StatsError::Vanished(_)) => Opened::Skipped,
+            Err(e) => {
+                tracing::warn!(cgroup = %d.path, error = %format!("{e:#}"), "cannot open cgroup");
+                self.count_error(e.kind());
+                Opened::Skipped
+            }
+        }
+    }
+
+    /// Counts cgroups whose names are not UTF-8, once per cgroup, not once per walk.
+    fn count_non_utf8(&mut self, paths: Vec<String>) {
+        for path in paths {
+            if self.non_utf8_seen.len() < NON_UTF8_REMEMBERED
+                && self.non_utf8_seen.insert(path.clone())
+            {
+                tracing::warn!(cgroup = %path, "cgroup name is not UTF-8; not followed");
+                self.count_error(ScrapeErrorKind::NonUtf8Name);
+            }
+        }
+    }
+
     /// Adds the cgroups of containerd's running containers that no naming
     /// scheme recognises (`ctr run` puts them at `/<namespace>/<id>`), and marks
-    /// those only an `--include` pattern found as containerd's.
-    fn add_containerd(&self, found: &mut Vec<Discovered>) {
+    /// those only an `--include` pattern found as containerd's. With `within`,
+    /// only those at or below these cgroups (the subtrees just walked).
+    fn add_containerd(&self, found: &mut Vec<Discovered>, within: Option<&BTreeSet<String>>) {
         let Some(containerd) = &self.metadata.containerd else {
             return;
         };
@@ -363,6 +515,9 @@ impl Tracker {
         let mut added = false;
         for (path, id) in containerd.scan() {
             if self.filter.excludes(&path) || discovery::classify(&path).is_some() {
+                continue;
+            }
+            if within.is_some_and(|tops| !discovery::ancestors(&path).any(|a| tops.contains(a))) {
                 continue;
             }
             match found.iter_mut().find(|d| d.path == path) {
@@ -438,7 +593,12 @@ impl Tracker {
                     runtime: Runtime::Root,
                     container_id: None,
                 };
-                self.root = Some(Tracked::new(d, Some(ContainerMeta::default()), reader));
+                self.root = Some(Tracked::new(
+                    d,
+                    Some(ContainerMeta::default()),
+                    false,
+                    reader,
+                ));
             }
             Err(e) => {
                 tracing::warn!(error = %format!("{e:#}"), "cannot open the root cgroup");
@@ -596,6 +756,18 @@ fn fd_budget() -> usize {
 /// safety net for an event the watch could not deliver.
 const SAFETY_NET_RESCAN: Duration = Duration::from_secs(60);
 
+/// How long a new v1 cgroup may wait for its directories in every controller.
+const SETTLE: Duration = Duration::from_secs(1);
+
+/// What became of a cgroup not tracked before.
+enum Opened {
+    Tracked(Tracked),
+    /// Not in every controller yet: looked at again on the next refresh.
+    Pending(Discovered, Instant),
+    /// Gone already, or unreadable (counted).
+    Skipped,
+}
+
 /// Non-UTF-8 cgroup names remembered (so counted once each), at most.
 const NON_UTF8_REMEMBERED: usize = 1024;
 
@@ -654,39 +826,114 @@ mod tests {
     use std::os::unix::ffi::OsStrExt;
 
     #[test]
-    fn the_tree_is_walked_again_only_when_a_cgroup_comes_or_goes() {
+    fn only_what_changed_is_walked_and_every_change_is_seen_at_once() {
         let t = tempfile::tempdir().unwrap();
         let memory = t.path().join("memory");
         std::fs::create_dir_all(memory.join("agent/one")).unwrap();
         std::fs::write(memory.join("cgroup.procs"), "").unwrap();
+        // An hour-long rescan interval: nothing below depends on it.
         let mut tracker = Tracker::new(
             Hierarchy::detect(t.path()).unwrap(),
             Filter::default(),
             MetadataSource::new(t.path().join("docker"), t.path().join("state")),
-            Duration::ZERO,
+            Duration::from_secs(3600),
         );
+        let agents = |tr: &Tracker| tr.counts().get(&Runtime::Agent).copied();
         tracker.refresh(false);
-        assert_eq!(
-            (tracker.walks(), tracker.counts().get(&Runtime::Agent)),
-            (1, Some(&1))
-        );
+        assert_eq!((tracker.walks(), agents(&tracker)), (1, Some(1)));
         for _ in 0..5 {
             tracker.refresh(false);
         }
-        assert_eq!(tracker.walks(), 1, "nothing changed, nothing walked");
+        assert_eq!(
+            (tracker.walks(), tracker.subtree_walks()),
+            (1, 0),
+            "nothing changed, nothing walked"
+        );
         std::fs::create_dir(memory.join("agent/two")).unwrap();
         tracker.refresh(false);
         assert_eq!(
-            (tracker.walks(), tracker.counts().get(&Runtime::Agent)),
-            (2, Some(&2))
+            (tracker.walks(), tracker.subtree_walks(), agents(&tracker)),
+            (1, 1, Some(2)),
+            "the new cgroup alone is walked, on the next refresh"
         );
         std::fs::create_dir(memory.join("agent/two/nested")).unwrap();
         tracker.refresh(false);
-        assert_eq!(tracker.walks(), 3, "below a new cgroup too");
+        assert_eq!(tracker.subtree_walks(), 2, "below a new cgroup too");
+        // A burst: one refresh, one walk per new subtree, no walk of the tree.
+        for i in 0..40 {
+            std::fs::create_dir_all(memory.join(format!("agent/b{i}/inner"))).unwrap();
+        }
+        tracker.refresh(false);
+        assert_eq!(
+            (tracker.walks(), tracker.subtree_walks(), agents(&tracker)),
+            (1, 42, Some(42))
+        );
+        // Removed: gone at once, with what was below it.
         std::fs::remove_dir(memory.join("agent/two/nested")).unwrap();
         std::fs::remove_dir(memory.join("agent/two")).unwrap();
         tracker.refresh(false);
-        assert_eq!(tracker.counts().get(&Runtime::Agent), Some(&1));
+        assert_eq!(agents(&tracker), Some(41));
+        assert!(!tracker.tracked.contains_key("/agent/two"));
+        // Removed and made again under the same name before anyone looked: a
+        // new cgroup.
+        std::fs::remove_dir(memory.join("agent/b0/inner")).unwrap();
+        std::fs::remove_dir(memory.join("agent/b0")).unwrap();
+        std::fs::create_dir(memory.join("agent/b0")).unwrap();
+        tracker.refresh(false);
+        assert_eq!(agents(&tracker), Some(41));
+        assert_eq!(tracker.walks(), 1);
+    }
+
+    #[test]
+    fn a_removed_parent_takes_its_tracked_children_along() {
+        let t = tempfile::tempdir().unwrap();
+        let memory = t.path().join("memory");
+        std::fs::create_dir_all(memory.join("batch/a/x")).unwrap();
+        std::fs::create_dir_all(memory.join("batch-b/y")).unwrap();
+        std::fs::write(memory.join("cgroup.procs"), "").unwrap();
+        let mut tracker = Tracker::new(
+            Hierarchy::detect(t.path()).unwrap(),
+            Filter::new(&["/batch/**".into(), "/batch-b/*".into()], &[]).unwrap(),
+            MetadataSource::new(t.path().join("docker"), t.path().join("state")),
+            Duration::from_secs(3600),
+        );
+        tracker.refresh(true);
+        let paths = |tr: &Tracker| tr.tracked.keys().cloned().collect::<Vec<_>>();
+        assert_eq!(paths(&tracker), ["/batch-b/y", "/batch/a", "/batch/a/x"]);
+        std::fs::remove_dir(memory.join("batch/a/x")).unwrap();
+        std::fs::remove_dir(memory.join("batch/a")).unwrap();
+        tracker.refresh(false);
+        assert_eq!(paths(&tracker), ["/batch-b/y"], "a sibling's prefix stays");
+    }
+
+    #[test]
+    fn a_v1_cgroup_is_opened_once_it_is_in_every_controller() {
+        let t = tempfile::tempdir().unwrap();
+        for c in ["memory", "pids"] {
+            std::fs::create_dir_all(t.path().join(c).join("agent")).unwrap();
+            std::fs::write(t.path().join(c).join("cgroup.procs"), "").unwrap();
+        }
+        std::fs::write(t.path().join("pids/agent/pids.current"), "0\n").unwrap();
+        let mut tracker = Tracker::new(
+            Hierarchy::detect(t.path()).unwrap(),
+            Filter::default(),
+            MetadataSource::new(t.path().join("docker"), t.path().join("state")),
+            Duration::from_secs(3600),
+        );
+        tracker.refresh(true);
+        // A runtime makes the memory directory first, the pids one a moment later.
+        std::fs::create_dir(t.path().join("memory/agent/c")).unwrap();
+        tracker.refresh(false);
+        assert!(!tracker.tracked.contains_key("/agent/c"), "not in pids yet");
+        std::fs::create_dir(t.path().join("pids/agent/c")).unwrap();
+        std::fs::write(t.path().join("pids/agent/c/pids.current"), "1\n").unwrap();
+        tracker.refresh(false);
+        let t = &tracker.tracked["/agent/c"];
+        assert!(
+            t.reader.files() > 0,
+            "opened with the pids files: {:?}",
+            t.reader
+        );
     }
 
     #[test]
@@ -770,7 +1017,7 @@ mod tests {
         );
         // Their retries fall due (they back off from 1 s).
         for t in tracker.tracked.values_mut() {
-            t.meta_retry.0 = Instant::now();
+            t.meta_retry = t.meta_retry.map(|(_, w)| (Instant::now(), w));
         }
         tracker.refresh(false);
         let meta = |p: &str| tracker.tracked[p].meta.clone();
@@ -835,14 +1082,14 @@ mod tests {
 
         // Not due before a second has passed, then at 2 s, 4 s, … up to a minute.
         let tracked = tracker.tracked.get_mut(&path).unwrap();
-        let start = tracked.meta_retry.0 - META_RETRY_FIRST;
+        let start = tracked.meta_retry.unwrap().0 - META_RETRY_FIRST;
         assert!(!tracked.meta_retry_due(start));
         let mut waits = Vec::new();
         for _ in 0..8 {
-            let at = tracked.meta_retry.0;
+            let at = tracked.meta_retry.unwrap().0;
             assert!(tracked.meta_retry_due(at));
             assert!(!tracked.meta_retry_due(at), "not twice at once");
-            waits.push((tracked.meta_retry.0 - at).as_secs());
+            waits.push((tracked.meta_retry.unwrap().0 - at).as_secs());
         }
         assert_eq!(waits, [2, 4, 8, 16, 32, 60, 60, 60]);
 
@@ -855,7 +1102,7 @@ mod tests {
             r#"{"Name":"/late","Config":{"Image":"busybox"}}"#,
         )
         .unwrap();
-        tracker.tracked.get_mut(&path).unwrap().meta_retry.0 = start;
+        tracker.tracked.get_mut(&path).unwrap().meta_retry = Some((start, META_RETRY_FIRST));
         tracker.retry_missing_metadata();
         assert_eq!(labels(&tracker), "late");
     }
