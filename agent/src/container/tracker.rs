@@ -352,29 +352,26 @@ impl Tracker {
         let mut found = found.found;
         self.add_containerd(&mut found, None);
         let mut next = BTreeMap::new();
-        let mut pending = BTreeMap::new();
         for d in found {
             if let Some(t) = self.tracked.remove(&d.path) {
                 next.insert(d.path.clone(), t);
                 continue;
             }
-            let first_seen = self.pending.get(&d.path).map(|(_, at)| *at);
+            // What a walk finds was not just made (those the watch reports):
+            // no waiting for its other directories.
             let path = d.path.clone();
-            match self.open_new(d, first_seen) {
+            match self.open_new(d, None) {
                 Opened::Tracked(t) => {
                     next.insert(path, t);
                 }
-                Opened::Pending(d, at) => {
-                    pending.insert(path, (d, at));
-                }
-                Opened::Skipped => {}
+                Opened::Pending(..) | Opened::Skipped => {}
             }
         }
         for gone in self.tracked.keys() {
             tracing::debug!(cgroup = %gone, "cgroup gone");
         }
         self.tracked = next;
-        self.pending = pending;
+        self.pending.clear();
         self.kept_fds = self
             .tracked
             .values()
@@ -438,9 +435,9 @@ impl Tracker {
             if self.tracked.contains_key(&d.path) {
                 continue;
             }
-            let first_seen = first_seen.get(&d.path).copied();
+            let first_seen = first_seen.get(&d.path).copied().unwrap_or(Instant::now());
             let path = d.path.clone();
-            match self.open_new(d, first_seen) {
+            match self.open_new(d, Some(first_seen)) {
                 Opened::Tracked(t) => {
                     self.tracked.insert(path, t);
                     changed = true;
@@ -457,13 +454,13 @@ impl Tracker {
     }
 
     /// A cgroup not tracked yet: its reader and metadata. On v1 a runtime makes
-    /// a cgroup's directory in one controller after another; one found missing
-    /// some of them (first seen at `first_seen`) waits up to [`SETTLE`], so that
-    /// no family is left out for its whole life.
-    fn open_new(&mut self, d: Discovered, first_seen: Option<Instant>) -> Opened {
+    /// a cgroup's directory in one controller after another; one just made
+    /// (`made`: first seen then) and missing some of them waits up to
+    /// [`SETTLE`], so that no family is left out for its whole life.
+    fn open_new(&mut self, d: Discovered, made: Option<Instant>) -> Opened {
         let now = Instant::now();
-        let first_seen = first_seen.unwrap_or(now);
-        if now.duration_since(first_seen) < SETTLE
+        if let Some(first_seen) = made
+            && now.duration_since(first_seen) < SETTLE
             && !self.hierarchy.is_v2()
             && !self
                 .hierarchy
@@ -614,6 +611,17 @@ impl Tracker {
     /// Large sets are read by a few threads at once: the cost is the kernel
     /// generating each file, which parallelises across cores.
     pub fn collect(&mut self) -> Vec<Sample<'_>> {
+        self.collect_with(true)
+    }
+
+    /// [`Tracker::collect`] of the cgroup files alone: no network namespace is
+    /// read and no layer usage taken, for a reader that shows neither (the web
+    /// UI's history while nobody scrapes).
+    pub fn collect_cgroup_files(&mut self) -> Vec<Sample<'_>> {
+        self.collect_with(false)
+    }
+
+    fn collect_with(&mut self, network_and_layers: bool) -> Vec<Sample<'_>> {
         self.refresh(false);
         let entries: Vec<&Tracked> = self.root.iter().chain(self.tracked.values()).collect();
         let results: Vec<(Result<CgroupStats, StatsError>, Vec<ScrapeErrorKind>)> =
@@ -636,8 +644,14 @@ impl Tracker {
         for path in vanished {
             self.tracked.remove(&path);
         }
-        let network = self.read_network(&readings);
-        let layers = self.layer_results(&readings);
+        let (network, layers) = if network_and_layers {
+            (self.read_network(&readings), self.layer_results(&readings))
+        } else {
+            (
+                vec![Arc::default(); readings.len()],
+                vec![None; readings.len()],
+            )
+        };
         readings
             .into_iter()
             .zip(network.into_iter().zip(layers))
