@@ -197,25 +197,64 @@ pub struct Scan {
 pub fn scan(
     hierarchy: &Hierarchy,
     filter: &Filter,
+    watch: Option<&mut super::watch::TreeWatch>,
+) -> Result<Scan, CgroupError> {
+    scan_below(hierarchy, filter, "", watch)
+}
+
+/// Like [`scan`], for cgroup `top` (itself included) and the cgroups below it
+/// only: what a change the watch reported needs walked. `""` is the whole tree;
+/// a `top` that is gone already gives an empty scan.
+pub fn scan_below(
+    hierarchy: &Hierarchy,
+    filter: &Filter,
+    top: &str,
     mut watch: Option<&mut super::watch::TreeWatch>,
 ) -> Result<Scan, CgroupError> {
     let root = hierarchy
         .walk_root()
         .ok_or_else(|| CgroupError::NotCgroupRoot(hierarchy.root().to_path_buf()))?;
+    let dir = root.join(top.trim_start_matches('/'));
     if let Some(w) = watch.as_deref_mut() {
-        w.add(root);
+        w.add(&dir, top);
     }
-    let mut found = Vec::new();
-    let non_utf8 = walk(root, |rel, entry| {
+    let mut found: Vec<Discovered> = (!top.is_empty())
+        .then(|| filter.select(top))
+        .flatten()
+        .into_iter()
+        .collect();
+    let non_utf8 = match walk_from(&dir, top, |rel, entry| {
         if let Some(w) = watch.as_deref_mut() {
-            w.add(&entry.path());
+            w.add(&entry.path(), rel);
         }
         if let Some(d) = filter.select(rel) {
             found.push(d);
         }
-    })?;
+    }) {
+        Ok(n) => n,
+        Err(CgroupError::Io { source, .. }) if !top.is_empty() && vanished(&source) => {
+            return Ok(Scan::default());
+        }
+        Err(e) => return Err(e),
+    };
     found.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(Scan { found, non_utf8 })
+}
+
+/// A cgroup path and every ancestor of it, deepest first: `/a/b/c`, `/a/b`, `/a`.
+pub fn ancestors(path: &str) -> impl Iterator<Item = &str> {
+    let mut cur = Some(path.trim_end_matches('/'));
+    std::iter::from_fn(move || {
+        let p = cur.filter(|p| !p.is_empty())?;
+        cur = p.rfind('/').map(|i| &p[..i]);
+        Some(p)
+    })
+}
+
+/// True when cgroup `path` lies below cgroup `ancestor` (not equal to it).
+pub fn is_below(path: &str, ancestor: &str) -> bool {
+    path.strip_prefix(ancestor)
+        .is_some_and(|rest| rest.starts_with('/'))
 }
 
 /// The one cgroup tree walker: calls `visit` with every cgroup directory below
@@ -226,14 +265,26 @@ pub fn scan(
 /// they cannot be labels, so they and their subtrees are not visited.
 pub fn walk(
     root: &Path,
+    visit: impl FnMut(&str, &std::fs::DirEntry),
+) -> Result<Vec<String>, CgroupError> {
+    walk_from(root, "", visit)
+}
+
+/// [`walk`] from directory `dir`, the cgroup `rel` (`""` for the root): the
+/// paths given to `visit` start with `rel`.
+fn walk_from(
+    dir: &Path,
+    rel: &str,
     mut visit: impl FnMut(&str, &std::fs::DirEntry),
 ) -> Result<Vec<String>, CgroupError> {
     let mut non_utf8 = Vec::new();
-    let mut stack: Vec<(PathBuf, String, usize)> = vec![(root.to_path_buf(), String::new(), 0)];
+    let top_depth = rel.split('/').filter(|c| !c.is_empty()).count();
+    let mut stack: Vec<(PathBuf, String, usize)> =
+        vec![(dir.to_path_buf(), rel.to_owned(), top_depth)];
     while let Some((dir, rel, depth)) = stack.pop() {
         let entries = match std::fs::read_dir(&dir) {
             Ok(e) => e,
-            Err(e) if depth > 0 && vanished(&e) => continue,
+            Err(e) if depth > top_depth && vanished(&e) => continue,
             Err(source) => return Err(super::io_error("read", &dir)(source)),
         };
         for entry in entries.flatten() {

@@ -4,7 +4,7 @@
 
 use super::metadata::MetadataSource;
 use super::{ContainerLabels, ContainerLookup};
-use crate::cgroup::discovery::{Filter, classify, walk};
+use crate::cgroup::discovery::{Filter, ancestors, classify, walk};
 use crate::cgroup::{Discovered, Hierarchy};
 use parking_lot::{Mutex, RwLock};
 use std::collections::{HashMap, HashSet};
@@ -61,14 +61,18 @@ impl ContainerIndex {
             let old = std::mem::take(&mut *self.by_id.write());
             let mut ids = CgroupIds::default();
             for path in entries.keys() {
-                // Only new paths cost a stat; known ones keep their inode.
-                let id = old
-                    .by_path
-                    .get(path)
-                    .copied()
-                    .or_else(|| inode(&unified, path));
-                if let Some(id) = id {
-                    ids.insert(id, path.clone());
+                // Only new paths cost a stat; known ones keep their inode, and
+                // those with no cgroup2 directory (v1 controllers only) stay so.
+                let id = match old.by_path.get(path) {
+                    Some(id) => Some(*id),
+                    None if old.absent.contains(path) => None,
+                    None => inode(&unified, path),
+                };
+                match id {
+                    Some(id) => ids.insert(id, path.clone()),
+                    None => {
+                        ids.absent.insert(path.clone());
+                    }
                 }
             }
             *self.by_id.write() = ids;
@@ -160,21 +164,13 @@ impl ContainerIndex {
     }
 }
 
-/// Every ancestor of a cgroup path, deepest first: `/a/b/c`, `/a/b`, `/a`.
-fn ancestors(path: &str) -> impl Iterator<Item = &str> {
-    let mut cur = Some(path.trim_end_matches('/'));
-    std::iter::from_fn(move || {
-        let p = cur.filter(|p| !p.is_empty())?;
-        cur = p.rfind('/').map(|i| &p[..i]);
-        Some(p)
-    })
-}
-
 /// Both directions of cgroup2 inode ↔ cgroup path.
 #[derive(Debug, Default)]
 struct CgroupIds {
     by_id: HashMap<u64, String>,
     by_path: HashMap<String, u64>,
+    /// Container paths without a cgroup2 directory (found so at a replace).
+    absent: HashSet<String>,
 }
 
 impl CgroupIds {

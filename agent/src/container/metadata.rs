@@ -88,6 +88,20 @@ impl MetadataSource {
         self
     }
 
+    /// Whether any runtime's records could name `d`: a cgroup that only a
+    /// pattern or the systemd naming found (or one whose runtime is not followed)
+    /// is never looked up again.
+    pub fn can_name(&self, d: &Discovered) -> bool {
+        match (d.runtime, d.container_id.is_some()) {
+            (Runtime::Docker | Runtime::Agent, true) => true,
+            (Runtime::Podman, true) => self.podman.is_some(),
+            (Runtime::Containerd | Runtime::Kubernetes, true) | (Runtime::Kubernetes, false) => {
+                self.containerd.is_some()
+            }
+            _ => false,
+        }
+    }
+
     /// Looks up the metadata of a discovered cgroup; `None` when nothing is on disk
     /// (yet): the caller tries again on the next scan.
     pub fn lookup(&self, d: &Discovered) -> Option<ContainerMeta> {

@@ -168,7 +168,7 @@ impl Exporter {
     pub fn read_for_sink(&self) {
         let Some(sink) = &self.sink else { return };
         let mut tracker = self.tracker.lock();
-        sink.record(&tracker.collect());
+        sink.record(&tracker.collect_cgroup_files());
     }
 
     /// Runs a discovery scan now (at start-up, so the first scrape is complete).

@@ -105,9 +105,12 @@ impl AgentProcess {
     ) -> Option<(Child, String)> {
         let addr = format!("127.0.0.1:{}", free_port());
         let mut cmd = Command::new(agent_bin());
-        cmd.args(["serve", "--listen", &addr, "--rescan-interval", "200ms"])
+        cmd.args(["serve", "--listen", &addr])
             .arg("--state-dir")
             .arg(state_dir);
+        if !extra.contains(&"--rescan-interval") {
+            cmd.args(["--rescan-interval", "200ms"]);
+        }
         cmd.arg("--control-socket")
             .arg(state.path().join("control.sock"));
         if !traced {

@@ -12,7 +12,8 @@ use std::process::Command;
 
 pub struct Podman {
     dir: tempfile::TempDir,
-    /// `/libpod_parent` in each hierarchy, when podman made it.
+    /// `/libpod_parent` in each hierarchy: podman (cgroupfs) makes it on first
+    /// use and never removes it.
     parents: Vec<PathBuf>,
 }
 
@@ -27,11 +28,13 @@ impl Podman {
             .prefix("agent-podman")
             .tempdir()
             .unwrap();
+        // Also those an earlier run left (it was killed, or lost the race
+        // below): removed with ours once nothing is in them.
         let parents = std::fs::read_dir("/sys/fs/cgroup")
             .map(|d| {
                 d.flatten()
+                    .filter(|e| !e.path().is_symlink())
                     .map(|e| e.path().join("libpod_parent"))
-                    .filter(|p| !p.exists())
                     .collect()
             })
             .unwrap_or_default();
@@ -97,23 +100,69 @@ impl Podman {
     }
 }
 
+impl Podman {
+    /// The conmon processes of this podman (their command lines name its run
+    /// root), wherever podman placed them.
+    fn conmons(&self) -> Vec<i32> {
+        let mine = self.dir.path().as_os_str().as_encoded_bytes();
+        let Ok(procs) = std::fs::read_dir("/proc") else {
+            return Vec::new();
+        };
+        procs
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+            .filter(|pid| {
+                std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
+                    c.split(|b| *b == 0)
+                        .next()
+                        .is_some_and(|argv0| argv0.ends_with(b"conmon"))
+                        && c.windows(mine.len()).any(|w| w == mine)
+                })
+            })
+            .collect()
+    }
+}
+
 impl Drop for Podman {
     fn drop(&mut self) {
+        use std::time::{Duration, Instant};
         self.podman(&["rm", "--all", "--force", "--time", "0"]);
+        // `rm` returns before each container's conmon has exited (it writes the
+        // exit code, then goes), and conmon holds `/libpod_parent/conmon`: wait
+        // for ours, then kill what is left, so the cgroups can go.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.conmons().is_empty() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        for pid in self.conmons() {
+            // SAFETY: kill has no memory-safety preconditions.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
         // Unmounts and removes the store.
         self.podman(&["system", "reset", "--force"]);
-        // podman keeps its conmon processes in `/libpod_parent/conmon`: children
-        // first, once the last conmon has exited (shortly after `rm`). A cgroup
-        // still in use (another podman's) refuses rmdir and stays.
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        // Children first (`conmon`, `libpod-<id>`), then the parent; a cgroup
+        // still in use (another podman's, running now) refuses rmdir and stays.
+        let deadline = Instant::now() + Duration::from_secs(10);
         for p in &self.parents {
-            while std::fs::remove_dir(p.join("conmon")).is_err()
-                && p.join("conmon").exists()
-                && std::time::Instant::now() < deadline
-            {
-                std::thread::sleep(std::time::Duration::from_millis(100));
+            while p.exists() && Instant::now() < deadline {
+                remove_empty_cgroups(p);
+                if p.exists() {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
             }
-            let _ = std::fs::remove_dir(p);
         }
     }
+}
+
+/// Removes the cgroup `dir` and those below it, deepest first, where nothing
+/// runs in them (rmdir refuses the others).
+fn remove_empty_cgroups(dir: &Path) {
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                remove_empty_cgroups(&e.path());
+            }
+        }
+    }
+    let _ = std::fs::remove_dir(dir);
 }
