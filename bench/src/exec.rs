@@ -7,10 +7,12 @@
 //!   in interleaved rounds (this machine is noisy) and are compared with the
 //!   baseline of the same run. Events delivered and lost are reported.
 //! - A `getppid` loop, the cheapest syscall, shows what the mount hook costs
-//!   every other syscall: ~100 ns at `sys_exit`, nothing with fexit.
+//!   every other syscall: ~100 ns at `sys_exit`, nothing with fexit (see
+//!   `syscall_cost`, which also prints the `exec-summary` line that
+//!   `cargo xtask bench exec --vm` reads).
 //!
-//! Needs root. `AGENT_BENCH_EXECS` (default 20000) and `AGENT_BENCH_SYSCALLS`
-//! (default 5000000) set the sizes.
+//! Needs root. `AGENT_BENCH_EXECS` (default 20000), `AGENT_BENCH_SYSCALLS`
+//! (default 5000000) and `AGENT_BENCH_SYSCALL_ROUNDS` (default 20) set the sizes.
 
 use agent::container::{ContainerLabels, NoContainers};
 use agent::ebpf::{Tracer, TracerConfig};
@@ -96,6 +98,7 @@ pub fn run() -> anyhow::Result<()> {
     }
     let execs = env_u64("AGENT_BENCH_EXECS", 20_000)?.max(ROUNDS);
     let syscalls = env_u64("AGENT_BENCH_SYSCALLS", 5_000_000)?.max(ROUNDS);
+    let rounds = env_u64("AGENT_BENCH_SYSCALL_ROUNDS", 20)?.max(2) as usize;
     let per_round = execs / ROUNDS;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -196,40 +199,7 @@ pub fn run() -> anyhow::Result<()> {
     program_cost(&rt)?;
     reader_cost()?;
 
-    println!(
-        "getppid: {} calls per mode, {ROUNDS} interleaved rounds",
-        syscalls / ROUNDS * ROUNDS
-    );
-    let mut ns = [0f64; 3];
-    let mut best = [f64::MAX; 3];
-    for _ in 0..ROUNDS {
-        for (i, mode) in Mode::ALL.into_iter().enumerate() {
-            let tracer = start(&rt, mode)?;
-            let n = syscalls / ROUNDS;
-            let t0 = Instant::now();
-            let mut sink = 0u32;
-            for _ in 0..n {
-                sink = sink.wrapping_add(std::os::unix::process::parent_id());
-            }
-            std::hint::black_box(sink);
-            let per_call = t0.elapsed().as_nanos() as f64 / n as f64;
-            ns[i] += per_call / ROUNDS as f64;
-            best[i] = best[i].min(per_call);
-            drop(tracer);
-        }
-    }
-    for ((mode, v), b) in Mode::ALL.into_iter().zip(ns).zip(best) {
-        println!(
-            "{:<20} mean {:>6.1} ns/call (ratio {:.3}), best round {:>6.1} ns/call (ratio {:.3}, {:+.1} ns)",
-            mode.name(),
-            v,
-            v / ns[0],
-            b,
-            b / best[0],
-            b - best[0]
-        );
-    }
-    Ok(())
+    crate::syscall_cost::run(|config| start_config(&rt, config), syscalls, rounds)
 }
 
 /// As many execs per second as the machine gives (one spawner per CPU, plus
@@ -387,7 +357,14 @@ fn reader_cost() -> anyhow::Result<()> {
 }
 
 fn start(rt: &tokio::runtime::Runtime, mode: Mode) -> anyhow::Result<Option<Tracer>> {
-    let Some(config) = mode.config() else {
+    start_config(rt, mode.config())
+}
+
+fn start_config(
+    rt: &tokio::runtime::Runtime,
+    config: Option<TracerConfig>,
+) -> anyhow::Result<Option<Tracer>> {
+    let Some(config) = config else {
         return Ok(None);
     };
     let tracer = rt

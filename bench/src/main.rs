@@ -24,6 +24,7 @@ mod launch;
 mod pull;
 mod scrape;
 mod soak;
+mod syscall_cost;
 mod ui;
 
 use std::path::PathBuf;

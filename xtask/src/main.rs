@@ -4,7 +4,8 @@
 //! - `cargo xtask test`: install what is missing, then fmt, clippy and every test
 //!   (privileged and end-to-end ones need root, as in CI), then `vm-test`, then
 //!   `fuzz` with a short budget per target.
-//! - `cargo xtask bench [scrape|exec|fs-usage|launch|pull]`: the scrape, event and launch paths.
+//! - `cargo xtask bench [scrape|exec [--vm]|fs-usage|launch|pull]`: the scrape, event and
+//!   launch paths; `exec --vm` also in the VM rig, side by side (see `exec_bench.rs`).
 //! - `cargo xtask image [--agent PATH] [--out DIR]`: the agent's OCI image (see
 //!   `image.rs`), as an OCI layout and a tar that `docker load` reads.
 //! - `cargo xtask manifests`: regenerate deploy/kubernetes/'s copies of dashboards/.
@@ -13,6 +14,7 @@
 //! - `cargo xtask fuzz [--seconds N] [TARGET…]`: the fuzz targets of `fuzz/` (see
 //!   `fuzz.rs`).
 
+mod exec_bench;
 mod fuzz;
 mod packages;
 mod vm;
@@ -58,10 +60,10 @@ fn bench(which: Option<Bench>) -> anyhow::Result<()> {
     let agent = build_release_agent()?;
     cargo(&["build", "--release", "-q", "-p", "agent-bench"])?;
     let runs: Vec<Vec<String>> = match which {
-        Some(b) => vec![b.args()],
+        Some(ref b) => vec![b.args()],
         None => [
             Bench::Scrape { sizes: Vec::new() },
-            Bench::Exec,
+            Bench::Exec { vm: false },
             Bench::Launch,
             Bench::Pull,
         ]
@@ -69,6 +71,13 @@ fn bench(which: Option<Bench>) -> anyhow::Result<()> {
         .map(Bench::args)
         .collect(),
     };
+    if let Some(Bench::Exec { vm }) = which {
+        return exec_bench::run(
+            &workspace_root().join("target/release/agent-bench"),
+            &agent,
+            vm,
+        );
+    }
     for run in runs {
         let status = Command::new(workspace_root().join("target/release/agent-bench"))
             .args(&run)
@@ -197,7 +206,12 @@ enum Bench {
     /// The scrape path over N real cgroups (default 100 and 1000).
     Scrape { sizes: Vec<usize> },
     /// What eBPF exec and mount tracing cost.
-    Exec,
+    Exec {
+        /// Also run it in the VM rig (stock Debian kernel, fexit attaches) and
+        /// print both side by side.
+        #[arg(long)]
+        vm: bool,
+    },
     /// The writable-layer walker's CPU over LAYERS layers of FILES files (default
     /// 1000 of 1000), against `du`.
     FsUsage { counts: Vec<usize> },
@@ -225,7 +239,7 @@ impl Bench {
             Bench::Scrape { sizes } => std::iter::once("scrape".to_owned())
                 .chain(sizes.iter().map(usize::to_string))
                 .collect(),
-            Bench::Exec => vec!["exec".into()],
+            Bench::Exec { .. } => vec!["exec".into()],
             Bench::FsUsage { counts } => std::iter::once("fs-usage".to_owned())
                 .chain(counts.iter().map(usize::to_string))
                 .collect(),

@@ -432,7 +432,15 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         let mut state = ServerState::new(exporter);
         if let Some(h) = &history {
             let events = tracer.as_ref().map(|t| t.event_sender());
-            state = state.with_ui(Ui::new(h.clone(), events, args.state_dir.clone(), &machine, flags));
+            let oom_traced = tracer.as_ref().is_some_and(|t| t.traces_oom_kills());
+            state = state.with_ui(Ui::new(
+                h.clone(),
+                events,
+                oom_traced,
+                args.state_dir.clone(),
+                &machine,
+                flags,
+            ));
         }
         let state = Arc::new(state);
         tokio::spawn(rescan_in_background(state.clone(), args.rescan_interval));

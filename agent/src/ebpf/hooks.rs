@@ -70,6 +70,9 @@ pub const HOOKS: [&str; 11] = [
     "tp_btf/mark_victim",
 ];
 
+/// The hooks that report OOM kills (fentry where allowed, else the tracepoint).
+pub const OOM_HOOKS: [&str; 2] = ["fentry/oom_kill_process", "tp_btf/mark_victim"];
+
 /// The program (C function in events.bpf.c) behind each of [`HOOKS`]
 /// (the fexit hook is eight: [`MOUNT_FEXIT`]).
 pub(super) const PROGRAMS: [&str; 11] = [

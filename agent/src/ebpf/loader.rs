@@ -4,7 +4,8 @@
 use super::attribution::Attributor;
 use super::hooks::{
     HOOK_CGROUP_MKDIR, HOOK_EXEC, HOOK_EXIT, HOOK_MOUNT, MOUNT_FEXIT, NOT_CHOSEN, NOT_TRIED,
-    PROGRAMS, attach_btf, attach_either, attach_fentry, attach_mount, status, turned_off,
+    OOM_HOOKS, PROGRAMS, attach_btf, attach_either, attach_fentry, attach_mount, status,
+    turned_off,
 };
 pub use super::hooks::{HOOKS, MOUNT_FEXIT_HOOK, MountHook};
 use super::metrics::EventCounters;
@@ -243,6 +244,14 @@ impl Tracer {
         &self.shared.programs
     }
 
+    /// Whether one of the OOM hooks is live, so that OOM kills arrive as events.
+    pub fn traces_oom_kills(&self) -> bool {
+        self.shared
+            .programs
+            .iter()
+            .any(|p| p.attached && OOM_HOOKS.contains(&p.hook))
+    }
+
     /// Run count and time of each attached program (zero unless
     /// [`enable_run_time_stats`] is in force).
     pub fn program_stats(&self) -> Vec<ProgramRunStats> {
@@ -419,10 +428,10 @@ fn load(config: &TracerConfig) -> Result<(Ebpf, Vec<ProgramStatus>), EbpfError> 
         .map_err(Clone::clone)
         .and_then(|btf| attach_fentry(&mut ebpf, "oom_kill_fentry", "oom_kill_process", btf));
     let fentry_ok = fentry.is_ok();
-    programs.push(status("fentry/oom_kill_process", fentry));
+    programs.push(status(OOM_HOOKS[0], fentry));
     if fentry_ok {
         programs.push(ProgramStatus {
-            hook: "tp_btf/mark_victim",
+            hook: OOM_HOOKS[1],
             attached: false,
             error: None,
         });
@@ -431,7 +440,7 @@ fn load(config: &TracerConfig) -> Result<(Ebpf, Vec<ProgramStatus>), EbpfError> 
             .as_ref()
             .map_err(Clone::clone)
             .and_then(|btf| attach_btf(&mut ebpf, "oom_mark_victim_btf", "mark_victim", btf));
-        programs.push(status("tp_btf/mark_victim", tp));
+        programs.push(status(OOM_HOOKS[1], tp));
     }
 
     // A fallback that was not needed, or a hook not tried, is no error.

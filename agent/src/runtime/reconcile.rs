@@ -3,7 +3,8 @@
 //! creating a container, and no import through storing a layer):
 //!
 //! - a container directory without `state.json` is what a launch killed before
-//!   its first save left: it and its layer are removed;
+//!   its first save left (an empty one, what a host crash left of a `--rm`
+//!   container's unsynced state): it and its layer are removed;
 //! - a container whose supervisor is gone (killed, or a zombie) while its state
 //!   says created or running becomes `dead`, so `ps`, `inspect` and the metrics
 //!   agree; `rm` then removes it and kills what it left in its cgroup;
@@ -75,9 +76,11 @@ pub fn reconcile(paths: &Paths) -> Result<Reconciled> {
                     done.marked_dead += 1;
                 }
             }
-            Err(super::Error::Io { source, .. }) if source.kind() == ErrorKind::NotFound => {
+            Err(_) if state::is_unwritten(paths, &id) => {
                 // Killed before its first save: nothing else was made yet but
-                // its layer (the cgroup comes after the save).
+                // its layer (the cgroup comes after the save). Or an empty file:
+                // a `--rm` container's unsynced state after a host crash, which
+                // left neither its supervisor nor its cgroup.
                 rootfs::remove(paths, &id)?;
                 let dir = paths.container(&id);
                 std::fs::remove_dir_all(&dir).map_err(|source| super::Error::Io {
@@ -93,4 +96,36 @@ pub fn reconcile(paths: &Paths) -> Result<Reconciled> {
     }
     done.swept = image::sweep(paths)?;
     Ok(done)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_or_empty_state_is_an_orphan_and_a_torn_one_stays() {
+        let t = tempfile::tempdir().unwrap();
+        let paths = Paths::new(t.path());
+        super::super::ensure_layout(&paths).unwrap();
+        let make = |id: &str, state: Option<&[u8]>| {
+            std::fs::create_dir_all(paths.container(id)).unwrap();
+            std::fs::create_dir_all(paths.overlay().join(id).join("diff")).unwrap();
+            if let Some(s) = state {
+                std::fs::write(state::state_path(&paths, id), s).unwrap();
+            }
+        };
+        let (missing, empty, torn) = ("a".repeat(64), "b".repeat(64), "c".repeat(64));
+        make(&missing, None);
+        // What a host crash leaves of a `--rm` container's unsynced save.
+        make(&empty, Some(b""));
+        // Not something a save leaves: shown by `ps` as the error it is.
+        make(&torn, Some(b"{\"version\""));
+        let done = reconcile(&paths).unwrap();
+        assert_eq!(done.orphans_removed, 2);
+        for id in [&missing, &empty] {
+            assert!(!paths.container(id).exists(), "{id}");
+            assert!(!paths.overlay().join(id).exists(), "{id}");
+        }
+        assert!(paths.container(&torn).exists());
+    }
 }

@@ -2,8 +2,8 @@
 //!
 //! This file is the contract between `agent launch` (which writes it) and
 //! `agent serve`, `ps`, `inspect` (which read it). It is always replaced atomically
-//! (temporary file in the same directory, `fsync`, `rename`), so a reader sees either
-//! the old or the new document, never a torn one.
+//! (temporary file in the same directory, `fsync` unless the container is `--rm`,
+//! `rename`), so a reader sees either the old or the new document, never a torn one.
 //!
 //! # Schema (`version: 1`)
 //!
@@ -298,17 +298,40 @@ pub fn state_path(paths: &Paths, id: &str) -> PathBuf {
 }
 
 /// Writes `state` atomically to `containers/<id>/state.json`.
+///
+/// The state of a `--rm` container is not fsynced: like its overlay (mounted
+/// `volatile`) it has nothing to keep after a host crash, which leaves no
+/// supervisor and no cgroup behind. Such a crash may leave its `state.json`
+/// missing or empty, which [`is_unwritten`] tells and reconcile removes. The
+/// three fsyncs were the largest part of a short `launch --rm` (several ms each,
+/// tens under I/O load). The rename keeps the write atomic for every reader.
 pub fn save(paths: &Paths, state: &ContainerState) -> Result<()> {
     let path = state_path(paths, &state.id);
     let data = serde_json::to_vec_pretty(state).map_err(|source| Error::Json {
         path: path.clone(),
         source,
     })?;
-    write_atomic(&path, &data)
+    replace(&path, &data, !state.auto_remove)
+}
+
+/// Whether container `id`'s `state.json` was never written: missing, or empty
+/// (what a host crash leaves of an unsynced write, see [`save`]).
+pub fn is_unwritten(paths: &Paths, id: &str) -> bool {
+    match std::fs::metadata(state_path(paths, id)) {
+        Ok(m) => m.len() == 0,
+        Err(e) => e.kind() == std::io::ErrorKind::NotFound,
+    }
 }
 
 /// Replaces `path` with `data` atomically (temp file in the same dir, fsync, rename).
 pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
+    replace(path, data, true)
+}
+
+/// Replaces `path` with `data` through a temporary file in the same directory
+/// and a rename, so readers see the old or the new content; `durable` fsyncs it
+/// first, so a host crash cannot leave it empty.
+fn replace(path: &Path, data: &[u8], durable: bool) -> Result<()> {
     let dir = path
         .parent()
         .ok_or_else(|| Error::Invalid(format!("no parent directory: {}", path.display())))?;
@@ -319,7 +342,9 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
     ));
     let mut f = std::fs::File::create(&tmp).at("create", &tmp)?;
     f.write_all(data).at("write", &tmp)?;
-    f.sync_all().at("fsync", &tmp)?;
+    if durable {
+        f.sync_all().at("fsync", &tmp)?;
+    }
     drop(f);
     std::fs::rename(&tmp, path).at("rename into place", path)
 }

@@ -161,6 +161,8 @@ pub fn launch(paths: &Paths, opts: &LaunchOptions) -> Result<Launched> {
     let mut config = spec.config.clone();
     let resources = config.linux().as_ref().and_then(|l| l.resources().clone());
     let cg = ContainerCgroup::create(&hierarchy, &id, resources.as_ref())?;
+    // Saved again only when the cgroup is not what the first save planned.
+    let planned = st.cgroup.as_ref() == Some(cg.info());
     st.cgroup = Some(cg.info().clone());
     creation.cgroup = Some(cg.clone());
     spec::place(&mut config, &layer.merged, &cg.info().path)?;
@@ -169,7 +171,9 @@ pub fn launch(paths: &Paths, opts: &LaunchOptions) -> Result<Launched> {
     }
     spec::write_oci_config(&dir, &config)?;
     let seccomp_bpf = compile_seccomp(paths, &config)?;
-    state::save(paths, &st)?;
+    if !planned {
+        state::save(paths, &st)?;
+    }
     let prepared = Prepared {
         config,
         layer: Some(layer),

@@ -9,9 +9,11 @@
 //!   them in the guest
 //! - `results`: parse the console into per-binary and per-test results
 //! - `fixtures`: `--capture-fixtures` unpacks the guest's capture into tests/fixtures
+//! - `bench`: `cargo xtask bench exec --vm` runs `agent-bench exec` in the guest
 //!
 //! A new privileged test binary joins by adding its `[[test]]` name to [`TESTS`].
 
+pub mod bench;
 mod build;
 mod fixtures;
 mod initramfs;
@@ -149,47 +151,123 @@ fn target_dir() -> PathBuf {
         .unwrap_or_else(|| crate::workspace_root().join("target"))
 }
 
+/// The guest being assembled: its kernel, its root (busybox, init, modules, the hook
+/// probes) and the start of its plan; holds the rig's lock while it lives.
+struct Guest {
+    work: PathBuf,
+    kernel: kernel::Kernel,
+    fs: initramfs::Initramfs,
+    plan: String,
+    _lock: std::fs::File,
+}
+
+impl Guest {
+    /// Fetches the kernel and starts the root: `mode` and `controllers` go into the plan.
+    fn prepare(mode: &str, controllers: &str) -> anyhow::Result<Guest> {
+        crate::packages::ensure(PACKAGES)?;
+        let work = target_dir().join("vm");
+        std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
+        let lock = lock(&work)?;
+
+        let kernel = kernel::fetch(&work.join("kernel"))?;
+        eprintln!("xtask: vm: kernel {} ({})", kernel.release, kernel.package);
+        eprintln!("xtask: vm: hook options in {}:", kernel.config.display());
+        for line in kernel.hook_config()? {
+            eprintln!("xtask: vm:   {line}");
+        }
+
+        let mut fs = initramfs::Initramfs::new(&work.join("root"))?;
+        let mut plan = format!("MODE={mode}\nCONTROLLERS=\"{controllers}\"\n");
+        let modules = kernel.modules_in_load_order(MODULES)?;
+        for (name, path) in &modules {
+            fs.add_module(name, path)?;
+        }
+        plan.push_str(&format!(
+            "MODULES=\"{}\"\n",
+            modules
+                .iter()
+                .map(|(n, _)| n.as_str())
+                .collect::<Vec<_>>()
+                .join(" ")
+        ));
+        let hook_probes = probes::build(&work.join("probes"))?;
+        for (name, obj) in &hook_probes {
+            fs.copy(
+                obj,
+                Path::new(&format!("/vmtest/probes/{name}.bpf.o")),
+                false,
+            )?;
+        }
+        let loader = probes::build_loader(&work.join("probes"))?;
+        fs.copy(&loader, Path::new("/vmtest/hook_probe_loader"), false)?;
+        fs.add_libraries(&loader)?;
+        plan.push_str(&format!(
+            "PROBES=\"{}\"\n",
+            hook_probes
+                .iter()
+                .map(|(n, _)| n.as_str())
+                .collect::<Vec<_>>()
+                .join(" ")
+        ));
+        Ok(Guest {
+            work,
+            kernel,
+            fs,
+            plan,
+            _lock: lock,
+        })
+    }
+
+    /// Packs the root with the plan and boots it; the console streams live.
+    fn boot(
+        self,
+        memory_mib: u32,
+        cpus: u32,
+        disk: Option<PathBuf>,
+        timeout: Duration,
+    ) -> anyhow::Result<(qemu::Outcome, PathBuf)> {
+        self.fs.write("vmtest/plan", &self.plan, 0o644)?;
+        let image = self.work.join("initramfs.cpio");
+        let size = self.fs.pack(&image)?;
+        eprintln!(
+            "xtask: vm: initramfs {} ({} MiB); booting (timeout {}s)",
+            image.display(),
+            size >> 20,
+            timeout.as_secs()
+        );
+        let log = self.work.join("console.log");
+        let machine = qemu::Machine {
+            kernel: &self.kernel.vmlinuz,
+            initramfs: &image,
+            memory_mib,
+            cpus,
+            disk,
+            timeout,
+            log: &log,
+        };
+        Ok((machine.run()?, log))
+    }
+}
+
 pub fn run(mut opts: Options) -> anyhow::Result<()> {
     if opts.tests.is_empty() {
         opts.tests = TESTS.to_vec();
     }
     let started = Instant::now();
-    crate::packages::ensure(PACKAGES)?;
-    let work = target_dir().join("vm");
-    std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
-    let _lock = lock(&work)?;
-
-    let kernel = kernel::fetch(&work.join("kernel"))?;
-    eprintln!("xtask: vm: kernel {} ({})", kernel.release, kernel.package);
-    eprintln!("xtask: vm: hook options in {}:", kernel.config.display());
-    for line in kernel.hook_config()? {
-        eprintln!("xtask: vm:   {line}");
-    }
-
-    let mut fs = initramfs::Initramfs::new(&work.join("root"))?;
-    let mut plan = format!(
-        "MODE={}\nCONTROLLERS=\"{}\"\nTEST_TIMEOUT={}\nTEST_ARGS=\"{TEST_ARGS} --test-threads={}\"\n",
+    let mut guest = Guest::prepare(
         if opts.capture { "capture" } else { "test" },
         if opts.capture {
             CAPTURE_CONTROLLERS
         } else {
             CONTROLLERS
         },
+    )?;
+    guest.plan.push_str(&format!(
+        "TEST_TIMEOUT={}\nTEST_ARGS=\"{TEST_ARGS} --test-threads={}\"\n",
         opts.test_timeout.as_secs(),
         opts.test_threads,
-    );
-    let modules = kernel.modules_in_load_order(MODULES)?;
-    for (name, path) in &modules {
-        fs.add_module(name, path)?;
-    }
-    plan.push_str(&format!(
-        "MODULES=\"{}\"\n",
-        modules
-            .iter()
-            .map(|(n, _)| n.as_str())
-            .collect::<Vec<_>>()
-            .join(" ")
     ));
+    let fs = &mut guest.fs;
 
     if !opts.capture {
         let built = build::build(&opts.tests)?;
@@ -226,61 +304,24 @@ pub fn run(mut opts: Options) -> anyhow::Result<()> {
             fs.copy_tree(&dir, &dir)?;
         }
         fs.mkdir(&built.workdir)?;
-        plan.push_str(&format!(
+        guest.plan.push_str(&format!(
             "WORKDIR=\"{}\"\nTESTS=\"{}\"\n",
             built.workdir.display(),
             entries.join(" ")
         ));
     }
-    let hook_probes = probes::build(&work.join("probes"))?;
-    for (name, obj) in &hook_probes {
-        fs.copy(
-            obj,
-            Path::new(&format!("/vmtest/probes/{name}.bpf.o")),
-            false,
-        )?;
-    }
-    let loader = probes::build_loader(&work.join("probes"))?;
-    fs.copy(&loader, Path::new("/vmtest/hook_probe_loader"), false)?;
-    fs.add_libraries(&loader)?;
-    plan.push_str(&format!(
-        "PROBES=\"{}\"\n",
-        hook_probes
-            .iter()
-            .map(|(n, _)| n.as_str())
-            .collect::<Vec<_>>()
-            .join(" ")
-    ));
-    fs.write("vmtest/plan", &plan, 0o644)?;
-    let image = work.join("initramfs.cpio");
-    let size = fs.pack(&image)?;
-    eprintln!(
-        "xtask: vm: initramfs {} ({} MiB); booting (timeout {}s)",
-        image.display(),
-        size >> 20,
-        opts.timeout.as_secs()
-    );
 
     // Capture mode: the disk the guest writes its tar to. Test mode: a scratch disk
     // the guest formats and mounts for the tests that need real block I/O
     // (AGENT_TEST_BLOCK_DIR; the initramfs root is no block device).
-    let disk = work.join(if opts.capture {
+    let disk = guest.work.join(if opts.capture {
         "capture.img"
     } else {
         "scratch.img"
     });
     fixtures::blank_disk(&disk, if opts.capture { 16 << 20 } else { 256 << 20 })?;
-    let log = work.join("console.log");
-    let machine = qemu::Machine {
-        kernel: &kernel.vmlinuz,
-        initramfs: &image,
-        memory_mib: opts.memory_mib,
-        cpus: opts.cpus,
-        disk: Some(disk.clone()),
-        timeout: opts.timeout,
-        log: &log,
-    };
-    let outcome = machine.run()?;
+    let (outcome, log) =
+        guest.boot(opts.memory_mib, opts.cpus, Some(disk.clone()), opts.timeout)?;
     let report = results::parse(&outcome.console);
 
     eprintln!();

@@ -1,13 +1,14 @@
 //! The UI's live feed: exec, mount and OOM events as server-sent events.
 //!
-//! A page that opens `/events` subscribes to the tracer's broadcast channel and to
-//! the history's OOM notices for as long as it stays open, and only then: with no
-//! page open nobody is subscribed, and the tracer builds no record for the UI.
+//! A page that opens `/events` subscribes to the tracer's broadcast channel and,
+//! unless the tracer reports OOM kills itself, to the history's OOM notices, for
+//! as long as it stays open, and only then: with no page open nobody is
+//! subscribed, and the tracer builds no record for the UI.
 //! Without authentication an event carries its type, time, container and the
 //! executable's base name only; argv, paths and the rest need a request that
 //! passed the web config's basic auth.
 
-use super::history::OomNotice;
+use super::history::{History, OomNotice};
 use crate::container::ContainerLabels;
 use crate::ebpf::{EventKind, EventRecord};
 use bytes::Bytes;
@@ -115,11 +116,18 @@ impl Body for EventStream {
     }
 }
 
+/// The feed's second source of OOM kills: the history's notices (memory.events
+/// going up), unless `traced` (the tracer's OOM hook is live and its events go to
+/// the feed), for then each kill would show twice.
+pub fn oom_notices(history: &History, traced: bool) -> Option<broadcast::Receiver<OomNotice>> {
+    (!traced).then(|| history.subscribe_oom())
+}
+
 /// Starts a feed for one page: subscribes now, and unsubscribes when the page
 /// goes (its connection closes) or the sources end.
 pub fn start(
     events: Option<&broadcast::Sender<Arc<EventRecord>>>,
-    oom: broadcast::Receiver<OomNotice>,
+    oom: Option<broadcast::Receiver<OomNotice>>,
     key: Option<String>,
     full: bool,
 ) -> EventStream {
@@ -132,7 +140,7 @@ pub fn start(
 async fn run(
     tx: mpsc::Sender<Bytes>,
     mut events: Option<broadcast::Receiver<Arc<EventRecord>>>,
-    mut oom: broadcast::Receiver<OomNotice>,
+    mut oom: Option<broadcast::Receiver<OomNotice>>,
     key: Option<String>,
     full: bool,
 ) {
@@ -153,6 +161,12 @@ async fn run(
                 None => std::future::pending().await,
             }
         };
+        let next_notice = async {
+            match oom.as_mut() {
+                Some(rx) => rx.recv().await,
+                None => std::future::pending().await,
+            }
+        };
         let bytes = tokio::select! {
             _ = tx.closed() => return,
             _ = heartbeat.tick() => Some(Bytes::from_static(b": keep-alive\n\n")),
@@ -164,10 +178,10 @@ async fn run(
                 }
                 Err(broadcast::error::RecvError::Closed) => { events = None; None }
             },
-            n = oom.recv() => match n {
+            n = next_notice => match n {
                 Ok(n) if wanted(key.as_deref(), &ContainerLabels { id: n.id.clone(), name: n.name.clone(), image: String::new() }) => frame(&FeedItem::oom(&n)),
                 Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => None,
-                Err(broadcast::error::RecvError::Closed) => return,
+                Err(broadcast::error::RecvError::Closed) => { oom = None; None }
             },
         };
         if let Some(bytes) = bytes
@@ -237,5 +251,55 @@ mod tests {
             assert!(wanted(key, &c), "{key:?}");
         }
         assert!(!wanted(Some("db"), &c));
+    }
+
+    /// The data lines the feed sends until it is quiet for 300 ms.
+    async fn items(stream: &mut EventStream) -> Vec<String> {
+        let mut out = Vec::new();
+        while let Ok(Some(b)) =
+            tokio::time::timeout(Duration::from_millis(300), stream.rx.recv()).await
+        {
+            let text = String::from_utf8_lossy(&b).into_owned();
+            if let Some(data) = text.strip_prefix("data: ") {
+                out.push(data.trim_end().to_owned());
+            }
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn an_oom_kill_shows_once_whichever_source_reports_it() {
+        let history = History::default();
+        let (events, _) = broadcast::channel(16);
+        let kill = Arc::new(EventRecord {
+            kind: EventKind::Oom,
+            exec: None,
+            ..exec()
+        });
+        let notice = OomNotice {
+            id: "/agent/web".into(),
+            name: "web".into(),
+            kills: 1,
+            time_unix_ms: 1_700_000_000_500,
+        };
+
+        // The tracer's OOM hook is live: the kill arrives as its event, and
+        // memory.events going up at the next reading is the same kill.
+        let mut feed = start(Some(&events), oom_notices(&history, true), None, false);
+        events.send(kill.clone()).unwrap();
+        history.notify_oom(notice.clone());
+        let seen = items(&mut feed).await;
+        assert_eq!(seen.len(), 1, "{seen:?}");
+        assert!(
+            seen[0].starts_with(r#"{"type":"oom","#) && seen[0].contains(r#""exe":"cat""#),
+            "the tracer's event, which names the process: {seen:?}"
+        );
+
+        // No OOM hook (or no tracer): memory.events is the only source.
+        let mut feed = start(Some(&events), oom_notices(&history, false), None, false);
+        history.notify_oom(notice);
+        let seen = items(&mut feed).await;
+        assert_eq!(seen.len(), 1, "{seen:?}");
+        assert!(seen[0].contains(r#""kills":1"#), "{seen:?}");
     }
 }

@@ -295,7 +295,7 @@ impl History {
                 && series.counters.is_some()
                 && self.oom.receiver_count() > 0
             {
-                let _ = self.oom.send(OomNotice {
+                self.notify_oom(OomNotice {
                     id: series.id.clone(),
                     name: series.name.clone(),
                     kills: (oom - series.latest.oom_events) as u64,
@@ -373,6 +373,11 @@ impl History {
     /// OOM kills as they are noticed; nothing is sent while nobody listens.
     pub fn subscribe_oom(&self) -> broadcast::Receiver<OomNotice> {
         self.oom.subscribe()
+    }
+
+    /// Sends a notice to the subscribers, if any.
+    pub(super) fn notify_oom(&self, notice: OomNotice) {
+        let _ = self.oom.send(notice);
     }
 }
 

@@ -50,6 +50,8 @@ pub struct Ui {
     pub history: Arc<History>,
     /// The tracer's broadcast sender, when tracing runs.
     events: Option<broadcast::Sender<Arc<EventRecord>>>,
+    /// The tracer reports OOM kills itself (an OOM hook is live).
+    oom_traced: bool,
     /// The agent's state root, for its own containers' pages.
     state: Paths,
     capacity: Capacity,
@@ -68,6 +70,7 @@ impl Ui {
     pub fn new(
         history: Arc<History>,
         events: Option<broadcast::Sender<Arc<EventRecord>>>,
+        oom_traced: bool,
         state_dir: PathBuf,
         machine: &crate::machine::MachineFacts,
         flags: Vec<(String, String)>,
@@ -75,6 +78,7 @@ impl Ui {
         Ui {
             history,
             events,
+            oom_traced,
             state: Paths::new(state_dir),
             capacity: Capacity {
                 cores: machine.cpu_cores.unwrap_or(0) as f64,
@@ -222,7 +226,8 @@ pub async fn route(
         }
         "/events" => {
             let key = query_param(query, "container");
-            let stream = feed::start(ui.events.as_ref(), ui.history.subscribe_oom(), key, full);
+            let oom = feed::oom_notices(&ui.history, ui.events.is_some() && ui.oom_traced);
+            let stream = feed::start(ui.events.as_ref(), oom, key, full);
             let mut r = Response::new(Either::Right(stream));
             let h = r.headers_mut();
             h.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
