@@ -16,11 +16,14 @@
 //! interval, up to [`MAX_BACKOFF`] times the base interval, and a change resets
 //! it. The walker never does more than `max_stats_per_sec` stat calls a second.
 
-use std::collections::{HashMap, HashSet};
-use std::ffi::{CStr, CString, OsStr};
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+mod du;
+mod upper;
+
+pub use du::{RateLimit, measure, walk};
+pub use upper::upper_dir;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -45,8 +48,6 @@ pub struct LayerUsage {
 
 /// A walked layer never waits more than this many base intervals.
 pub const MAX_BACKOFF: u32 = 8;
-/// Directories deeper than this are not descended into.
-const MAX_DEPTH: usize = 128;
 
 /// How the walker runs.
 #[derive(Debug, Clone)]
@@ -147,8 +148,8 @@ struct Layer {
 }
 
 fn run(shared: &Shared, config: &WalkerConfig) {
-    let host_mnt =
-        mnt_ns(&config.proc_root, 1).or_else(|| mnt_ns(&config.proc_root, std::process::id()));
+    let host_mnt = upper::mnt_ns(&config.proc_root, 1)
+        .or_else(|| upper::mnt_ns(&config.proc_root, std::process::id()));
     let mut layers: HashMap<String, Layer> = HashMap::new();
     let mut devices: HashMap<u64, String> = HashMap::new();
     let mut limiter = RateLimit::new(config.max_stats_per_sec);
@@ -231,349 +232,12 @@ fn run(shared: &Shared, config: &WalkerConfig) {
             .unwrap_or_else(|e| e.into_inner());
     }
 }
-
-/// Measures the layer at `upper`: walk, device and filesystem size.
-pub fn measure(
-    upper: &Path,
-    devices: &mut HashMap<u64, String>,
-    limiter: &mut RateLimit,
-) -> std::io::Result<LayerUsage> {
-    let (usage_bytes, inodes_used) = walk(upper, limiter)?;
-    let dev = std::fs::metadata(upper)?.dev();
-    let device = devices
-        .entry(dev)
-        .or_insert_with(|| mount_source(Path::new("/proc/self/mountinfo"), dev))
-        .clone();
-    let (limit_bytes, inodes_free) = fs_size(upper)?;
-    Ok(LayerUsage {
-        device,
-        usage_bytes,
-        limit_bytes,
-        inodes_used,
-        inodes_free,
-    })
-}
-
-/// Caps stat calls per second by sleeping when ahead of the rate.
-#[derive(Debug)]
-pub struct RateLimit {
-    per_sec: u64,
-    window: Instant,
-    done: u64,
-}
-
-impl RateLimit {
-    pub fn new(per_sec: u64) -> Self {
-        RateLimit {
-            per_sec: per_sec.max(1),
-            window: Instant::now(),
-            done: 0,
-        }
-    }
-
-    fn tick(&mut self) {
-        self.done += 1;
-        if !self.done.is_multiple_of(256) {
-            return;
-        }
-        let allowed = Duration::from_secs_f64(self.done as f64 / self.per_sec as f64);
-        let spent = self.window.elapsed();
-        if allowed > spent {
-            std::thread::sleep(allowed - spent);
-        }
-        if spent > Duration::from_secs(1) {
-            self.window = Instant::now();
-            self.done = 0;
-        }
-    }
-}
-
-/// Walks the tree at `root` as `du` would: (bytes allocated, inodes), hard links
-/// counted once, symlinks not followed, other filesystems not entered.
-pub fn walk(root: &Path, limiter: &mut RateLimit) -> std::io::Result<(u64, u64)> {
-    let c = CString::new(root.as_os_str().as_bytes())
-        .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
-    let mut acc = Acc {
-        bytes: 0,
-        inodes: 0,
-        linked: HashSet::new(),
-        dev: std::fs::symlink_metadata(root)?.dev(),
-        limiter,
-    };
-    walk_dir(libc::AT_FDCWD, &c, 0, &mut acc)?;
-    Ok((acc.bytes, acc.inodes))
-}
-
-struct Acc<'a> {
-    bytes: u64,
-    inodes: u64,
-    linked: HashSet<u64>,
-    dev: u64,
-    limiter: &'a mut RateLimit,
-}
-
-impl Acc<'_> {
-    fn count(&mut self, st: &libc::stat) {
-        if st.st_nlink > 1
-            && (st.st_mode & libc::S_IFMT) != libc::S_IFDIR
-            && !self.linked.insert(st.st_ino)
-        {
-            return;
-        }
-        self.bytes += st.st_blocks as u64 * 512;
-        self.inodes += 1;
-    }
-}
-
-fn stat_at(dirfd: libc::c_int, name: &CStr) -> std::io::Result<libc::stat> {
-    // SAFETY: all-zero is a valid `stat`; fstatat writes it fully on success.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: `name` is NUL-terminated, `st` is a valid out pointer.
-    let r = unsafe { libc::fstatat(dirfd, name.as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW) };
-    if r != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(st)
-}
-
-/// Counts directory `name` (relative to `parent`) and everything below it.
-fn walk_dir(
-    parent: libc::c_int,
-    name: &CStr,
-    depth: usize,
-    acc: &mut Acc<'_>,
-) -> std::io::Result<()> {
-    // SAFETY: `name` is NUL-terminated; the flags open a directory only.
-    let fd = unsafe {
-        libc::openat(
-            parent,
-            name.as_ptr(),
-            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
-        )
-    };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: `fd` is an open directory we own; fdopendir takes it over.
-    let dir = unsafe { libc::fdopendir(fd) };
-    if dir.is_null() {
-        let e = std::io::Error::last_os_error();
-        // SAFETY: fdopendir failed, so `fd` is still ours to close.
-        unsafe { libc::close(fd) };
-        return Err(e);
-    }
-    let result = walk_open_dir(dir, fd, depth, acc);
-    // SAFETY: `dir` came from fdopendir and is closed once (closing `fd` too).
-    unsafe { libc::closedir(dir) };
-    result
-}
-
-fn walk_open_dir(
-    dir: *mut libc::DIR,
-    fd: libc::c_int,
-    depth: usize,
-    acc: &mut Acc<'_>,
-) -> std::io::Result<()> {
-    let own = stat_at(fd, c".")?;
-    acc.count(&own);
-    acc.limiter.tick();
-    let mut subdirs: Vec<CString> = Vec::new();
-    loop {
-        // SAFETY: `dir` is an open DIR stream, read by this thread only.
-        let entry = unsafe { libc::readdir(dir) };
-        if entry.is_null() {
-            break;
-        }
-        // SAFETY: readdir returned a valid dirent whose d_name is NUL-terminated
-        // and lives until the next readdir on `dir`.
-        let (name, kind) = unsafe { (CStr::from_ptr((*entry).d_name.as_ptr()), (*entry).d_type) };
-        let bytes = name.to_bytes();
-        if bytes == b"." || bytes == b".." {
-            continue;
-        }
-        if kind == libc::DT_DIR {
-            subdirs.push(name.to_owned());
-            continue;
-        }
-        let Ok(st) = stat_at(fd, name) else {
-            continue; // removed meanwhile
-        };
-        acc.limiter.tick();
-        if (st.st_mode & libc::S_IFMT) == libc::S_IFDIR {
-            subdirs.push(name.to_owned());
-        } else {
-            acc.count(&st);
-        }
-    }
-    if depth >= MAX_DEPTH {
-        return Ok(());
-    }
-    for sub in subdirs {
-        // A mount point inside the layer is another filesystem: not the layer's.
-        match stat_at(fd, &sub) {
-            Ok(st) if st.st_dev == acc.dev => {}
-            _ => continue,
-        }
-        match walk_dir(fd, &sub, depth + 1, acc) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
-}
-
-/// (size in bytes, free inodes) of the filesystem holding `path`.
-fn fs_size(path: &Path) -> std::io::Result<(u64, u64)> {
-    let c = CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
-    // SAFETY: all-zero is a valid `statvfs`; statvfs fills it on success.
-    let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: `c` is NUL-terminated and `s` a valid out pointer.
-    if unsafe { libc::statvfs(c.as_ptr(), &mut s) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok((s.f_blocks as u64 * s.f_frsize as u64, s.f_ffree as u64))
-}
-
-fn mnt_ns(proc_root: &Path, pid: u32) -> Option<u64> {
-    std::fs::metadata(proc_root.join(pid.to_string()).join("ns/mnt"))
-        .ok()
-        .map(|m| m.ino())
-}
-
-/// The upper dir of the overlay on `/` in the mount namespace of `pid`; `None`
-/// while the task is still in the host's mount namespace, or its root is no
-/// overlay with an upper dir.
-pub fn upper_dir(
-    proc_root: &Path,
-    pid: u32,
-    host_mnt: Option<u64>,
-    overlay_roots: &[PathBuf],
-) -> Option<PathBuf> {
-    let own = mnt_ns(proc_root, pid)?;
-    if Some(own) == host_mnt {
-        return None;
-    }
-    let text = std::fs::read(proc_root.join(pid.to_string()).join("mountinfo")).ok()?;
-    let upper = root_upper_dir(&text)?;
-    // The path is the mounter's, and a task may have mounted an overlay of its own
-    // in a namespace of its own: take only what the runtimes make (`…/diff` of
-    // Docker, podman and the agent, `…/fs` of containerd's snapshots), so a
-    // container cannot point the walker at some other host directory it names.
-    if !matches!(
-        upper.file_name().and_then(OsStr::to_str),
-        Some("diff" | "fs")
-    ) {
-        return None;
-    }
-    if upper.is_absolute() {
-        return Some(upper);
-    }
-    overlay_roots
-        .iter()
-        .map(|r| r.join(&upper))
-        .find(|p| p.is_dir())
-}
-
-/// The fields of a mountinfo line: (major:minor, mount point, fstype, source,
-/// super options), unescaped where the kernel escapes.
-fn mountinfo_fields(line: &str) -> Option<(&str, String, &str, String, &str)> {
-    let (left, right) = line.split_once(" - ")?;
-    let mut l = left.split(' ');
-    let dev = l.nth(2)?;
-    let point = unescape(l.nth(1)?);
-    let mut r = right.split(' ');
-    let fstype = r.next()?;
-    let source = unescape(r.next()?);
-    let options = r.next().unwrap_or("");
-    Some((dev, point, fstype, source, options))
-}
-
-/// `upperdir=` of the last overlay mounted on `/` in a mountinfo text.
-fn root_upper_dir(text: &[u8]) -> Option<PathBuf> {
-    let text = std::str::from_utf8(text).ok()?;
-    let mut upper = None;
-    for line in text.lines() {
-        let Some((_, point, fstype, _, options)) = mountinfo_fields(line) else {
-            continue;
-        };
-        if point != "/" {
-            continue;
-        }
-        upper = None;
-        if fstype != "overlay" {
-            continue;
-        }
-        // overlayfs escapes a comma inside a path as `\,`.
-        let mut rest = options;
-        while !rest.is_empty() {
-            let mut end = rest.len();
-            let b = rest.as_bytes();
-            let mut i = 0;
-            while i < b.len() {
-                if b[i] == b'\\' {
-                    i += 2;
-                    continue;
-                }
-                if b[i] == b',' {
-                    end = i;
-                    break;
-                }
-                i += 1;
-            }
-            let opt = &rest[..end];
-            if let Some(v) = opt.strip_prefix("upperdir=") {
-                upper = Some(PathBuf::from(unescape(&v.replace("\\,", ","))));
-            }
-            rest = rest.get(end + 1..).unwrap_or("");
-        }
-    }
-    upper
-}
-
-/// Undoes mountinfo's octal escapes (`\040` for a space).
-fn unescape(s: &str) -> String {
-    if !s.contains('\\') {
-        return s.to_string();
-    }
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\'
-            && i + 3 < b.len()
-            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
-        {
-            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
-            i += 4;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    OsStr::from_bytes(&out).to_string_lossy().into_owned()
-}
-
-/// The source of the mount whose device is `dev` (cAdvisor's `device` label), or
-/// `major:minor` when no mount shows it.
-fn mount_source(mountinfo: &Path, dev: u64) -> String {
-    let want = format!("{}:{}", libc::major(dev), libc::minor(dev));
-    std::fs::read_to_string(mountinfo)
-        .ok()
-        .and_then(|text| {
-            text.lines()
-                .filter_map(mountinfo_fields)
-                .find(|(d, ..)| *d == want)
-                .map(|(_, _, _, source, _)| source)
-        })
-        .unwrap_or(want)
-}
-
 #[cfg(test)]
 mod tests {
+    use super::upper::root_upper_dir;
     use super::*;
     use std::fs;
+    use std::os::unix::fs::MetadataExt;
 
     const DOCKER: &str = "\
 1402 1237 0:98 / / rw,relatime master:617 - overlay overlay rw,lowerdir=/var/lib/docker/overlay2/l/AB:/var/lib/docker/overlay2/l/CD,upperdir=/var/lib/docker/overlay2/0c1d/diff,workdir=/var/lib/docker/overlay2/0c1d/work,nouserxattr
