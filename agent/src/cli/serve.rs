@@ -255,13 +255,15 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         (n, 1.0)
     } else if let Some(n) = s.strip_suffix('m') {
         (n, 60.0)
+    } else if let Some(n) = s.strip_suffix('h') {
+        (n, 3600.0)
     } else {
         (s, 1.0)
     };
     let v: f64 = num
         .trim()
         .parse()
-        .map_err(|_| format!("{s:?} is not a duration (try 500ms, 2s, 1m)"))?;
+        .map_err(|_| format!("{s:?} is not a duration (try 500ms, 2s, 1m, 1h)"))?;
     if !v.is_finite() || v < 0.0 || v * scale > 86_400.0 {
         return Err(format!("{s:?} is out of range (0 to 24h)"));
     }
@@ -551,6 +553,8 @@ mod tests {
         assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
         assert_eq!(parse_duration("2s"), Ok(Duration::from_secs(2)));
         assert_eq!(parse_duration("1m"), Ok(Duration::from_secs(60)));
+        assert_eq!(parse_duration("24h"), Ok(Duration::from_secs(86_400)));
+        assert!(parse_duration("25h").is_err());
         assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
         assert!(parse_duration("-1s").is_err());
         assert!(parse_duration("fast").is_err());
