@@ -273,21 +273,26 @@ fn contract(rt: &Runtime, bundle: &Path, scratch: &Path) -> Vec<(String, Outcome
     steps
 }
 
+/// The set-up both runc comparisons share: `None` (with a line) where runc is
+/// missing, else a scratch directory, with this test process made the subreaper
+/// of the containers `create` leaves behind, as containerd's shim is.
+fn runc_test_dir(prefix: &str) -> Option<tempfile::TempDir> {
+    if Command::new("runc").arg("--version").output().is_err() {
+        eprintln!("SKIPPED: runc missing (Debian's runc; .ci/run installs it)");
+        return None;
+    }
+    // SAFETY: prctl with integer arguments only.
+    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    Some(tempfile::Builder::new().prefix(prefix).tempdir().unwrap())
+}
+
 #[test]
 fn the_oci_command_line_matches_runc_step_by_step() {
     common::require_privileges!();
-    if Command::new("runc").arg("--version").output().is_err() {
-        eprintln!("SKIPPED: runc missing (Debian's runc; .ci/run installs it)");
+    let Some(dir) = runc_test_dir("agent-oci-contract") else {
         return;
-    }
-    let dir = tempfile::Builder::new()
-        .prefix("agent-oci-contract")
-        .tempdir()
-        .unwrap();
+    };
     let d = dir.path();
-    // SAFETY: prctl with integer arguments; this test process becomes the
-    // subreaper of the containers `create` leaves behind, as the shim is.
-    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
     bundle(&d.join("bundle"), &["sleep", "100"]);
     let state = d.join("agent-state");
     let runtimes = [
@@ -594,17 +599,10 @@ fn containerd_runs_a_container_through_the_runc_shim_with_the_agent_as_binary_na
 #[test]
 fn hooks_run_with_the_state_as_runc_runs_them() {
     common::require_privileges!();
-    if Command::new("runc").arg("--version").output().is_err() {
-        eprintln!("SKIPPED: runc missing (Debian's runc; .ci/run installs it)");
+    let Some(dir) = runc_test_dir("agent-oci-hooks") else {
         return;
-    }
-    let dir = tempfile::Builder::new()
-        .prefix("agent-oci-hooks")
-        .tempdir()
-        .unwrap();
+    };
     let d = dir.path();
-    // SAFETY: prctl with integer arguments (see the contract test).
-    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
     let runtimes = [
         Runtime {
             name: "runc",
