@@ -440,8 +440,8 @@ fn dockerd_runs_containers_through_the_agent() {
         "agent ps lists it running by Docker's id: {ps:?}"
     );
 
-    // agent serve names its series by the id Docker gave.
-    let agent = common::AgentProcess::start_in(&state, &[]);
+    // agent serve names its series, and its exec events, by the id Docker gave.
+    let agent = common::AgentProcess::start_traced_in(&state, &[]);
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let (_, body) = common::http_get(&agent.addr, "/metrics", &[]).unwrap();
@@ -454,11 +454,24 @@ fn dockerd_runs_containers_through_the_agent() {
         assert!(Instant::now() < deadline, "no series named {id}");
         std::thread::sleep(Duration::from_millis(300));
     }
-    drop(agent);
 
     // docker exec: the exit code, inside the container's pid namespace.
     let (code, _, err) = docker(&d, &["exec", "web", "sh", "-c", "exit 7"]);
     assert_eq!(code, 7, "{err}");
+    // The exec was traced and attributed to the container by Docker's id.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, body) = common::http_get(&agent.addr, "/metrics", &[]).unwrap();
+        let m = String::from_utf8_lossy(&body);
+        if m.lines().any(|l| {
+            l.starts_with("agent_exec_events_total{") && l.contains(&format!("name=\"{id}\""))
+        }) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no exec events named {id}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    drop(agent);
     let (code, out, err) = docker(&d, &["exec", "web", "cat", "/proc/1/cmdline"]);
     assert_eq!(
         (code, out.replace('\0', " ").trim()),
