@@ -442,35 +442,13 @@ fn dockerd_runs_containers_through_the_agent() {
 
     // agent serve names its series, and its exec events, by the id Docker gave.
     let agent = common::AgentProcess::start_traced_in(&state, &[]);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let (_, body) = common::http_get(&agent.addr, "/metrics", &[]).unwrap();
-        let m = String::from_utf8_lossy(&body);
-        if m.lines().any(|l| {
-            l.starts_with("container_memory_usage_bytes{") && l.contains(&format!("name=\"{id}\""))
-        }) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "no series named {id}");
-        std::thread::sleep(Duration::from_millis(300));
-    }
+    wait_for_series_named(&agent.addr, "container_memory_usage_bytes", &id);
 
     // docker exec: the exit code, inside the container's pid namespace.
     let (code, _, err) = docker(&d, &["exec", "web", "sh", "-c", "exit 7"]);
     assert_eq!(code, 7, "{err}");
     // The exec was traced and attributed to the container by Docker's id.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let (_, body) = common::http_get(&agent.addr, "/metrics", &[]).unwrap();
-        let m = String::from_utf8_lossy(&body);
-        if m.lines().any(|l| {
-            l.starts_with("agent_exec_events_total{") && l.contains(&format!("name=\"{id}\""))
-        }) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "no exec events named {id}");
-        std::thread::sleep(Duration::from_millis(300));
-    }
+    wait_for_series_named(&agent.addr, "agent_exec_events_total", &id);
     drop(agent);
     let (code, out, err) = docker(&d, &["exec", "web", "cat", "/proc/1/cmdline"]);
     assert_eq!(
@@ -501,6 +479,24 @@ fn dockerd_runs_containers_through_the_agent() {
     );
     let left = common::launch::list_dir(&state.join("containers"));
     assert!(left.is_empty(), "left in the store: {left:?}");
+}
+
+/// Waits (up to 30 s) until `agent serve` at `addr` exports a `family` series
+/// whose `name` label is `name`.
+fn wait_for_series_named(addr: &str, family: &str, name: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (prefix, label) = (format!("{family}{{"), format!("name=\"{name}\""));
+    loop {
+        let (_, body) = common::http_get(addr, "/metrics", &[]).unwrap();
+        let m = String::from_utf8_lossy(&body);
+        if m.lines()
+            .any(|l| l.starts_with(&prefix) && l.contains(&label))
+        {
+            return;
+        }
+        assert!(Instant::now() < deadline, "no {family} series named {name}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
 }
 
 #[test]
@@ -570,6 +566,9 @@ fn containerd_runs_a_container_through_the_runc_shim_with_the_agent_as_binary_na
             .any(|l| l.contains(" ctr1 ") && l.contains(" Up ")),
         "agent ps lists it by containerd's id: {ps:?}"
     );
+    // agent serve names its series, and its exec events, by containerd's id.
+    let agent = common::AgentProcess::start_traced_in(&state, &[]);
+    wait_for_series_named(&agent.addr, "container_memory_usage_bytes", "ctr1");
 
     // An exec through the shim (runc exec --process --detach --pid-file).
     let (ok, out) = c.ctr(
@@ -586,6 +585,8 @@ fn containerd_runs_a_container_through_the_runc_shim_with_the_agent_as_binary_na
     );
     assert!(ok, "ctr task exec: {out}");
     assert_eq!(out.replace('\0', " ").trim(), "sleep 300");
+    wait_for_series_named(&agent.addr, "agent_exec_events_total", "ctr1");
+    drop(agent);
 
     let (ok, out) = c.ctr(&ns, &["task", "kill", "-s", "SIGKILL", "ctr1"]);
     assert!(ok, "ctr task kill: {out}");
