@@ -50,6 +50,25 @@ pub(super) struct Creation<'a> {
     pub armed: bool,
 }
 
+impl Creation<'_> {
+    /// Creates the container's cgroup with `config`'s resources and records it in
+    /// `st` and in this guard (so a later failure removes it). Returns the cgroup
+    /// and whether it is the one `st` had planned (then `st` needs no new save).
+    pub fn create_cgroup(
+        &mut self,
+        hierarchy: &Hierarchy,
+        config: &oci_spec::runtime::Spec,
+        st: &mut ContainerState,
+    ) -> Result<(ContainerCgroup, bool)> {
+        let resources = config.linux().as_ref().and_then(|l| l.resources().clone());
+        let cg = ContainerCgroup::create(hierarchy, &self.id, resources.as_ref())?;
+        let planned = st.cgroup.as_ref() == Some(cg.info());
+        st.cgroup = Some(cg.info().clone());
+        self.cgroup = Some(cg.clone());
+        Ok((cg, planned))
+    }
+}
+
 impl Drop for Creation<'_> {
     fn drop(&mut self) {
         if self.armed {
@@ -124,12 +143,8 @@ pub fn launch(paths: &Paths, opts: &LaunchOptions) -> Result<Launched> {
     let dir = paths.container(&id);
     write_etc_files(&dir, &spec)?;
     let mut config = spec.config.clone();
-    let resources = config.linux().as_ref().and_then(|l| l.resources().clone());
-    let cg = ContainerCgroup::create(&hierarchy, &id, resources.as_ref())?;
     // Saved again only when the cgroup is not what the first save planned.
-    let planned = st.cgroup.as_ref() == Some(cg.info());
-    st.cgroup = Some(cg.info().clone());
-    creation.cgroup = Some(cg.clone());
+    let (cg, planned) = creation.create_cgroup(&hierarchy, &config, &mut st)?;
     spec::place(&mut config, &layer.merged, &cg.info().path)?;
     if let Some(map) = &spec.idmap {
         userns::chown_own_layer(&layer, map)?;
@@ -190,10 +205,7 @@ pub fn run_bundle(paths: &Paths, opts: &bundle::BundleOptions) -> Result<Launche
         state::save(paths, &st)?;
         st
     };
-    let resources = config.linux().as_ref().and_then(|l| l.resources().clone());
-    let cg = ContainerCgroup::create(&hierarchy, &id, resources.as_ref())?;
-    st.cgroup = Some(cg.info().clone());
-    creation.cgroup = Some(cg.clone());
+    let (cg, _) = creation.create_cgroup(&hierarchy, &config, &mut st)?;
     let root = st.rootfs.merged.clone();
     spec::place(&mut config, &root, &cg.info().path)?;
     let dir = paths.container(&id);

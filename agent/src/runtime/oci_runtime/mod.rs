@@ -253,10 +253,7 @@ pub fn create(paths: &Paths, req: &CreateRequest) -> Result<ContainerState> {
         state::save(paths, &st)?;
         st
     };
-    let resources = config.linux().as_ref().and_then(|l| l.resources().clone());
-    let cg = ContainerCgroup::create(&hierarchy, &key, resources.as_ref())?;
-    st.cgroup = Some(cg.info().clone());
-    creation.cgroup = Some(cg.clone());
+    let (cg, _) = creation.create_cgroup(&hierarchy, &config, &mut st)?;
     let root = st.rootfs.merged.clone();
     spec::place(&mut config, &root, &cg.info().path)?;
     let dir = paths.container(&key);
