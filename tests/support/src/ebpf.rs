@@ -1,8 +1,9 @@
-//! What the eBPF tests share: the skip rules, starting a tracer, collecting
-//! its live events, and scraping its metric families.
+//! What the eBPF tests share: the skip rules, starting a tracer (on the mount
+//! hook kind [`MOUNT_HOOK_ENV`] forces, if set), collecting its live events,
+//! printing them for a comparison across hook kinds, and scraping its metric families.
 
 use agent::container::ContainerLookup;
-use agent::ebpf::{EbpfError, EventRecord, Tracer, TracerConfig};
+use agent::ebpf::{EbpfError, EventRecord, MountHook, Tracer, TracerConfig};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::DescriptorEncoder;
 use prometheus_client::registry::Registry;
@@ -37,15 +38,53 @@ pub fn skip(reason: &str) {
     let _ = writeln!(std::io::stderr(), "SKIP: {reason}");
 }
 
+/// Names one mount hook (`fexit/mount_syscalls`, `tp_btf/sys_exit`,
+/// `raw_tp/sys_exit`) that every tracer a test starts with the default chain
+/// must use, so that the VM rig runs the same tests once per hook kind
+/// (`cargo xtask vm-test`). A tracer on which the forced kind does not attach
+/// fails the test: the rig forces only kinds its kernel allows.
+pub const MOUNT_HOOK_ENV: &str = "AGENT_TEST_MOUNT_HOOK";
+
+/// The mount hook [`MOUNT_HOOK_ENV`] forces, if any.
+pub fn forced_mount_hook() -> Option<MountHook> {
+    let name = std::env::var(MOUNT_HOOK_ENV)
+        .ok()
+        .filter(|v| !v.is_empty())?;
+    let kind = MountHook::ALL.into_iter().find(|k| k.hook() == name);
+    Some(kind.unwrap_or_else(|| {
+        let known: Vec<&str> = MountHook::ALL.iter().map(|k| k.hook()).collect();
+        panic!("{MOUNT_HOOK_ENV}={name:?} names no mount hook (known: {known:?})")
+    }))
+}
+
 /// Starts the tracer, or explains why the test skips. A load failure on a
-/// machine that should support it is a test failure, not a skip.
-pub async fn start(config: TracerConfig, lookup: Arc<dyn ContainerLookup>) -> Option<Tracer> {
+/// machine that should support it is a test failure, not a skip. A config
+/// that keeps the default mount hook chain gets the kind [`MOUNT_HOOK_ENV`]
+/// forces; one that chose its own kinds keeps them.
+pub async fn start(mut config: TracerConfig, lookup: Arc<dyn ContainerLookup>) -> Option<Tracer> {
     if let Some(reason) = skip_reason() {
         skip(&reason);
         return None;
     }
+    let forced = forced_mount_hook().filter(|_| {
+        config.trace_mounts && config.mount_hooks.as_slice() == MountHook::ALL.as_slice()
+    });
+    if let Some(kind) = forced {
+        eprintln!("mount hook forced to {} ({MOUNT_HOOK_ENV})", kind.hook());
+        config.mount_hooks = vec![kind];
+    }
     match Tracer::start(config, lookup).await {
-        Ok(t) => Some(t),
+        Ok(t) => {
+            if let Some(kind) = forced {
+                let status = t.programs().iter().find(|p| p.hook == kind.hook());
+                assert!(
+                    status.is_some_and(|p| p.attached),
+                    "{MOUNT_HOOK_ENV}={} did not attach: {status:?}",
+                    kind.hook()
+                );
+            }
+            Some(t)
+        }
         Err(EbpfError::NotBuilt) => {
             skip("eBPF programs not built (no clang at build time)");
             None
@@ -55,6 +94,15 @@ pub async fn start(config: TracerConfig, lookup: Arc<dyn ContainerLookup>) -> Op
             agent::ebpf::loader::error_chain(&e)
         ),
     }
+}
+
+/// Prints a test's events, reduced to what does not vary from run to run
+/// (no pids, times or temporary paths), as one `EVENTS <test> <json>` line:
+/// the VM rig compares these lines between its runs on each mount hook kind,
+/// which must see the same events, event for event.
+pub fn print_events(test: &str, rows: &[serde_json::Value]) {
+    let line = serde_json::Value::Array(rows.to_vec());
+    eprintln!("EVENTS {test} {line}");
 }
 
 /// Collects events from `rx` until `done` says so or `timeout` passes.

@@ -107,11 +107,25 @@ else
 fi
 
 cd "$WORKDIR" || die "no $WORKDIR"
+# Each entry is "name=binary", or "name=binary|w1,w2,…" where each word is VAR=value
+# (set for this run: the same binary once per eBPF mount hook kind) or one more
+# libtest argument (e.g. --skip images::).
 for t in $TESTS; do
     name=${t%%=*}
-    bin=${t#*=}
+    rest=${t#*=}
+    bin=${rest%%|*}
+    vars=
+    args=
+    if [ "$rest" != "$bin" ]; then
+        for w in $(echo "${rest#*|}" | tr , ' '); do
+            case $w in
+                [A-Z]*=*) vars="$vars $w" ;;
+                *) args="$args $w" ;;
+            esac
+        done
+    fi
     say "BEGIN $name"
-    timeout -s KILL "$TEST_TIMEOUT" "$bin" $TEST_ARGS 2>&1
+    timeout -s KILL "$TEST_TIMEOUT" env $vars "$bin" $TEST_ARGS $args 2>&1
     rc=$?
     [ $rc -eq 137 ] && say "TIMEOUT $name after ${TEST_TIMEOUT}s"
     if [ $rc -ne 0 ]; then

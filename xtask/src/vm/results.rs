@@ -16,6 +16,9 @@ pub struct Binary {
     /// ("SKIPPED panel 31 …" from a test not named so).
     pub partial: Vec<(String, String)>,
     pub leftovers: Vec<String>,
+    /// (test name, JSON) from the tests' `EVENTS <test> <json>` lines: their
+    /// events reduced to what must not differ between runs on each mount hook kind.
+    pub events: Vec<(String, String)>,
 }
 
 /// Everything the console said.
@@ -120,6 +123,15 @@ pub fn parse(console: &str) -> Report {
             output_of = Some(name.to_string());
             continue;
         }
+        if let Some((test, json)) = line
+            .trim_start()
+            .strip_prefix("EVENTS ")
+            .and_then(|l| l.split_once(' '))
+        {
+            b.events
+                .push((test.to_string(), json.trim_end().to_string()));
+            continue;
+        }
         // The tests' own skip lines: "SKIPPED name: reason", "SKIPPED: reason",
         // "SKIP: reason".
         let trimmed = line.trim_start();
@@ -149,6 +161,37 @@ pub fn parse(console: &str) -> Report {
     }
     r.binaries.extend(current);
     r
+}
+
+/// The tests whose `EVENTS` lines `first` and `again` both printed, with the
+/// number of events in each, when every such line is the same in both runs;
+/// else which test differs, and how.
+pub fn same_events(first: &Binary, again: &Binary) -> Result<Vec<(String, usize)>, String> {
+    let mut same = Vec::new();
+    for (test, json) in &first.events {
+        let Some((_, other)) = again.events.iter().find(|(t, _)| t == test) else {
+            return Err(format!("{} printed no events for {test}", again.name));
+        };
+        if other != json {
+            return Err(format!(
+                "{test}: {} saw {json}, {} saw {other}",
+                first.name, again.name
+            ));
+        }
+        let n = serde_json::from_str::<serde_json::Value>(json)
+            .ok()
+            .and_then(|v| v.as_array().map(Vec::len))
+            .unwrap_or(0);
+        same.push((test.clone(), n));
+    }
+    if let Some((test, _)) = again
+        .events
+        .iter()
+        .find(|(t, _)| !first.events.iter().any(|(f, _)| f == t))
+    {
+        return Err(format!("{} printed no events for {test}", first.name));
+    }
+    Ok(same)
 }
 
 fn outcome_word(word: &str) -> Option<String> {
@@ -181,6 +224,7 @@ SKIPPED: no cgroup2 at /sys/fs/cgroup/unified
 SKIPPING is not a skip line
 ---- d stdout ----
 SKIPPED panel 31 \"Exec events\": not landed
+EVENTS d [[\"exec\",\"/bin/true\"]]
 
 failures:
 @@VMTEST END privileged_cgroup rc=101
@@ -219,6 +263,21 @@ test p ... ";
             [("d".into(), "panel 31 \"Exec events\": not landed".into())]
         );
         assert_eq!(b.leftovers, ["/agent"]);
+        assert_eq!(
+            b.events,
+            [("d".to_string(), r#"[["exec","/bin/true"]]"#.to_string())]
+        );
+        let mut again = Binary {
+            name: "privileged_cgroup[x]".into(),
+            events: b.events.clone(),
+            ..Binary::default()
+        };
+        assert_eq!(same_events(b, &again), Ok(vec![("d".into(), 1)]));
+        again.events[0].1 = r#"[["exec","/bin/false"]]"#.into();
+        let differ = same_events(b, &again).unwrap_err();
+        assert!(differ.contains("/bin/false"), "{differ}");
+        again.events[0].0 = "e".into();
+        assert!(same_events(b, &again).is_err());
         let hung = &r.binaries[1];
         assert_eq!(hung.name, "e2e_prometheus");
         assert_eq!(hung.rc, None);
