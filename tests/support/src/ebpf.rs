@@ -59,15 +59,19 @@ pub fn forced_mount_hook() -> Option<MountHook> {
 
 /// Starts the tracer, or explains why the test skips. A load failure on a
 /// machine that should support it is a test failure, not a skip. A config
-/// that keeps the default mount hook chain gets the kind [`MOUNT_HOOK_ENV`]
-/// forces; one that chose its own kinds keeps them.
+/// that keeps the default mount hook chain and tp_btf gets the kind
+/// [`MOUNT_HOOK_ENV`] forces; one that chose its own kinds keeps them.
 pub async fn start(mut config: TracerConfig, lookup: Arc<dyn ContainerLookup>) -> Option<Tracer> {
     if let Some(reason) = skip_reason() {
         skip(&reason);
         return None;
     }
+    // A test that turned tp_btf off (the raw_tp fallback's) or chose its own
+    // mount hooks keeps them.
     let forced = forced_mount_hook().filter(|_| {
-        config.trace_mounts && config.mount_hooks.as_slice() == MountHook::ALL.as_slice()
+        config.trace_mounts
+            && config.prefer_tp_btf
+            && config.mount_hooks.as_slice() == MountHook::ALL.as_slice()
     });
     if let Some(kind) = forced {
         eprintln!("mount hook forced to {} ({MOUNT_HOOK_ENV})", kind.hook());
