@@ -252,6 +252,19 @@ impl<T> SysContext<T> for nix::Result<T> {
     }
 }
 
+impl<T> IoContext<T> for rustix::io::Result<T> {
+    fn at(self, op: &'static str, path: impl AsRef<Path>) -> Result<T> {
+        self.map_err(std::io::Error::from).at(op, path)
+    }
+}
+
+impl<T> SysContext<T> for rustix::io::Result<T> {
+    fn sys(self, op: &'static str) -> Result<T> {
+        self.map_err(|e| nix::errno::Errno::from_raw(e.raw_os_error()))
+            .sys(op)
+    }
+}
+
 impl Error {
     /// A syscall failure with the current `errno`.
     pub(crate) fn last_os(op: &'static str) -> Self {

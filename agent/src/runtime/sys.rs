@@ -1,12 +1,15 @@
 //! The runtime's syscalls: a thin layer over nix that names each failure (the
 //! path, or the operation) in the runtime's [`Error`].
 //!
-//! What stays hand-written is what nix lacks: `clone3`, `capset`'s v3 layout,
-//! `open_tree` + `mount_setattr` + `move_mount`, `seccomp(2)`, the loopback
-//! ioctls, and the calls that must carry real-time signals (nix's `Signal` has
-//! none, so its `kill`, `waitpid`, `SigSet` and `signal` cannot stand for
-//! `SIGRTMIN+n`, which `agent kill` and the supervisor's forwarding send).
-//! Each such `unsafe` block says why it is sound.
+//! Where nix falls short, rustix (already built in through xattr) stands in
+//! safely: `capset` v3 with all three sets at once, `open_tree` and
+//! `move_mount`, and `waitpid`, whose status keeps a death by a real-time signal.
+//! What stays hand-written is what neither has: `clone3`, `mount_setattr`,
+//! `seccomp(2)`, the loopback interface's ioctls, `dup2`/`dup3` onto a bare
+//! descriptor number, and the calls that carry real-time signals (nix's `Signal`
+//! has none, and rustix builds one only through an `unsafe` constructor), which
+//! `agent kill` and the supervisor's forwarding send: `kill`, `sigprocmask`,
+//! `sigtimedwait`, `signal`. Each such `unsafe` block says why it is sound.
 
 use super::{Error, IoContext, Result, SysContext};
 use nix::errno::Errno;
@@ -126,37 +129,16 @@ pub fn unshare(flags: libc::c_int) -> Result<()> {
 }
 
 /// Sets the effective, permitted and inheritable capability sets at once
-/// (`capset(2)`, v3). nix has no capset, and the caps crate sets one set per
-/// call, which the kernel refuses in some orders.
+/// (`capset(2)`, v3, through rustix). nix has no capset, and the caps crate sets
+/// one set per call, which the kernel refuses in some orders.
 pub fn capset(effective: u64, permitted: u64, inheritable: u64) -> Result<()> {
-    #[repr(C)]
-    struct Header {
-        version: u32,
-        pid: i32,
-    }
-    #[repr(C)]
-    #[derive(Clone, Copy)]
-    struct Data {
-        effective: u32,
-        permitted: u32,
-        inheritable: u32,
-    }
-    const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
-    let mut header = Header {
-        version: LINUX_CAPABILITY_VERSION_3,
-        pid: 0,
+    use rustix::thread::{CapabilitySet, CapabilitySets, set_capabilities};
+    let sets = CapabilitySets {
+        effective: CapabilitySet::from_bits_retain(effective),
+        permitted: CapabilitySet::from_bits_retain(permitted),
+        inheritable: CapabilitySet::from_bits_retain(inheritable),
     };
-    let split = |v: u64| [(v & 0xffff_ffff) as u32, (v >> 32) as u32];
-    let (e, p, i) = (split(effective), split(permitted), split(inheritable));
-    let data = [0, 1].map(|w| Data {
-        effective: e[w],
-        permitted: p[w],
-        inheritable: i[w],
-    });
-    // SAFETY: header and a two-element data array are the v3 layout capset expects;
-    // both outlive the call.
-    let ret = unsafe { libc::syscall(libc::SYS_capset, &mut header, data.as_ptr()) };
-    Errno::result(ret).map(drop).sys("capset")
+    set_capabilities(None, sets).sys("capset")
 }
 
 /// `setgroups`, `setgid`, `setuid`, in that order.
@@ -194,25 +176,28 @@ pub enum Exit {
     Signal(i32),
 }
 
-/// `waitpid(pid, flags)`; `Ok(None)` when `WNOHANG` found nothing. By hand, as
-/// nix's `WaitStatus` refuses a death by a real-time signal.
+/// `waitpid(pid, flags)`, where a `pid` of -1 (or any other below 1: process
+/// groups are not waited for here) means any child; `Ok(None)` when `WNOHANG`
+/// found nothing. Through rustix, as nix's `WaitStatus` refuses a death by a
+/// real-time signal.
 pub fn waitpid(pid: i32, flags: libc::c_int) -> Result<Option<(i32, Exit)>> {
+    use rustix::process::{Pid, WaitOptions};
+    let options = WaitOptions::from_bits_retain(flags as u32);
+    let which = if pid > 0 { Pid::from_raw(pid) } else { None };
     loop {
-        let mut status = 0;
-        // SAFETY: `status` is a valid out-pointer.
-        let ret = unsafe { libc::waitpid(pid, &mut status, flags) };
-        let ret = match Errno::result(ret) {
-            Err(Errno::EINTR) => continue,
-            other => other.sys("waitpid")?,
+        let (child, status) = match rustix::process::waitpid(which, options) {
+            Err(rustix::io::Errno::INTR) => continue,
+            other => match other.sys("waitpid")? {
+                Some(found) => found,
+                None => return Ok(None),
+            },
         };
-        if ret == 0 {
-            return Ok(None);
+        let child = child.as_raw_nonzero().get();
+        if let Some(code) = status.exit_status() {
+            return Ok(Some((child, Exit::Code(code))));
         }
-        if libc::WIFEXITED(status) {
-            return Ok(Some((ret, Exit::Code(libc::WEXITSTATUS(status)))));
-        }
-        if libc::WIFSIGNALED(status) {
-            return Ok(Some((ret, Exit::Signal(libc::WTERMSIG(status)))));
+        if let Some(signal) = status.terminating_signal() {
+            return Ok(Some((child, Exit::Signal(signal))));
         }
         // Stopped/continued: keep waiting.
     }
@@ -424,17 +409,12 @@ pub fn dup_cloexec(from: i32, to: i32) -> Result<()> {
 
 /// Sets `O_NONBLOCK` on a descriptor.
 pub fn set_nonblocking(fd: BorrowedFd<'_>) -> Result<()> {
-    // SAFETY: fcntl on a descriptor the caller holds open; F_GETFL/F_SETFL take
-    // and return plain integers.
-    let ret = unsafe {
-        let flags = libc::fcntl(fd.as_raw_fd(), libc::F_GETFL);
-        if flags < 0 {
-            flags
-        } else {
-            libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK)
-        }
-    };
-    Errno::result(ret).map(drop).sys("fcntl O_NONBLOCK")
+    use nix::fcntl::{FcntlArg, fcntl};
+    let flags = fcntl(fd, FcntlArg::F_GETFL).sys("fcntl O_NONBLOCK")?;
+    let flags = OFlag::from_bits_retain(flags) | OFlag::O_NONBLOCK;
+    fcntl(fd, FcntlArg::F_SETFL(flags))
+        .map(drop)
+        .sys("fcntl O_NONBLOCK")
 }
 
 /// `mkfifo(3)`.
@@ -498,34 +478,21 @@ struct MountAttr {
 }
 
 const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
-const OPEN_TREE_CLONE: libc::c_uint = 1;
-const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x0000_0004;
 
 /// Replaces the directory `dir` (in this mount namespace) by an idmapped mount of
 /// itself, mapped through the user namespace at `userns`: `open_tree` clones it,
 /// `mount_setattr(MOUNT_ATTR_IDMAP)` maps it, `move_mount` puts it over `dir`
-/// (none of the three is in nix). A refused `mount_setattr` is [`Error::Idmap`]:
-/// the caller falls back on it.
+/// (nix has none of the three; rustix has all but `mount_setattr`). A refused
+/// `mount_setattr` is [`Error::Idmap`]: the caller falls back on it.
 pub fn idmap_over(dir: &Path, userns: &str) -> Result<()> {
-    use std::os::unix::ffi::OsStrExt;
+    use rustix::mount::{MoveMountFlags, OpenTreeFlags, move_mount, open_tree};
     let userns_file = std::fs::File::open(userns).at("open user namespace", userns)?;
-    let c = CString::new(dir.as_os_str().as_bytes()).map_err(|source| Error::Nul {
-        what: "a layer path",
-        value: dir.display().to_string(),
-        source,
-    })?;
-    // SAFETY: `c` is NUL-terminated and outlives the call; flags are plain integers.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_open_tree,
-            libc::AT_FDCWD,
-            c.as_ptr(),
-            OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint,
-        )
-    };
-    let fd = Errno::result(fd).at("open_tree", dir)?;
-    // SAFETY: open_tree returned a fresh descriptor that nothing else owns.
-    let tree = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    let tree = open_tree(
+        rustix::fs::CWD,
+        dir,
+        OpenTreeFlags::OPEN_TREE_CLONE | OpenTreeFlags::OPEN_TREE_CLOEXEC,
+    )
+    .at("open_tree", dir)?;
     let attr = MountAttr {
         attr_set: MOUNT_ATTR_IDMAP,
         attr_clr: 0,
@@ -548,18 +515,14 @@ pub fn idmap_over(dir: &Path, userns: &str) -> Result<()> {
         dir: dir.to_path_buf(),
         source,
     })?;
-    // SAFETY: as above; `c` names the target directory.
-    let ret = unsafe {
-        libc::syscall(
-            libc::SYS_move_mount,
-            tree.as_raw_fd(),
-            c"".as_ptr(),
-            libc::AT_FDCWD,
-            c.as_ptr(),
-            MOVE_MOUNT_F_EMPTY_PATH,
-        )
-    };
-    Errno::result(ret).map(drop).at("move_mount onto", dir)
+    move_mount(
+        &tree,
+        "",
+        rustix::fs::CWD,
+        dir,
+        MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
+    )
+    .at("move_mount onto", dir)
 }
 
 /// `setrlimit(2)`.
