@@ -317,6 +317,18 @@ pub fn state_path(paths: &Paths, id: &str) -> PathBuf {
     paths.container(id).join("state.json")
 }
 
+/// Path of a container's OCI `config.json`: the spec it runs.
+pub fn config_path(paths: &Paths, id: &str) -> PathBuf {
+    paths.container(id).join("config.json")
+}
+
+/// Reads container `id`'s `config.json`.
+pub fn load_config(paths: &Paths, id: &str) -> Result<oci_spec::runtime::Spec> {
+    let path = config_path(paths, id);
+    let data = std::fs::read(&path).at("read", &path)?;
+    serde_json::from_slice(&data).map_err(|source| Error::Json { path, source })
+}
+
 /// Writes `state` atomically to `containers/<id>/state.json`.
 ///
 /// The state of a `--rm` container is not fsynced: like its overlay (mounted
