@@ -13,7 +13,7 @@
 //! - the image store's leftovers (scratch, unnamed layers) are swept.
 
 use super::state::{self, Status};
-use super::{Paths, Result, image, rootfs, sys};
+use super::{IoContext, Paths, Result, image, rootfs, sys};
 use std::io::ErrorKind;
 
 /// What a reconcile changed.
@@ -47,11 +47,7 @@ pub fn reconcile(paths: &Paths) -> Result<Reconciled> {
         }
         Err(e) => return Err(e),
     };
-    let entries = std::fs::read_dir(paths.containers()).map_err(|source| super::Error::Io {
-        op: "read directory",
-        path: paths.containers(),
-        source,
-    })?;
+    let entries = std::fs::read_dir(paths.containers()).at("read directory", paths.containers())?;
     for entry in entries.flatten() {
         let Some(id) = entry.file_name().to_str().map(str::to_owned) else {
             continue;
@@ -92,11 +88,7 @@ pub fn reconcile(paths: &Paths) -> Result<Reconciled> {
                 // left neither its supervisor nor its cgroup.
                 rootfs::remove(paths, &id)?;
                 let dir = paths.container(&id);
-                std::fs::remove_dir_all(&dir).map_err(|source| super::Error::Io {
-                    op: "remove",
-                    path: dir,
-                    source,
-                })?;
+                std::fs::remove_dir_all(&dir).at("remove", &dir)?;
                 done.orphans_removed += 1;
             }
             // An unreadable state is shown by `ps`/`inspect` as the error it is.
