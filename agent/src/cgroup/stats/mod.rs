@@ -21,6 +21,8 @@ use sources::{PSI_SOURCES, Source, sources_for};
 use std::fs::File;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 /// Everything the metrics contract exports for one cgroup, in base units.
 /// `None` means the source file is absent on this kernel or layout.
@@ -184,6 +186,12 @@ impl StatsError {
 /// One cgroup's stat files: kept open between scrapes (read with `pread`), or,
 /// when the process's descriptor budget is spent, opened for each read.
 ///
+/// Its limits (the container's spec: `memory.max`, `cpu.max`, `pids.max`…) are
+/// read again at most every [`LIMITS_MAX_AGE`], as cAdvisor refreshes a
+/// container's spec, and their files are opened per read rather than kept: the
+/// descriptor budget goes to the counters, which change on every scrape. On v1
+/// that is 7 of a cgroup's 19 files.
+///
 /// Its directories are held once and each file names one of them, not a path of
 /// its own: at 10,000 cgroups of ~20 files each, per-file paths were megabytes.
 #[derive(Debug)]
@@ -193,6 +201,48 @@ pub struct StatsReader {
     dirs: Vec<PathBuf>,
     files: Vec<StatFile>,
     start_time: Option<f64>,
+    /// The limits last read, and when.
+    limits: Mutex<Option<(Instant, Limits)>>,
+}
+
+/// How long a cgroup's limits are reused before their files are read again:
+/// cAdvisor refreshes a container's spec at most every 5 s too.
+pub const LIMITS_MAX_AGE: Duration = Duration::from_secs(5);
+
+/// The fields of [`CgroupStats`] that the limit files fill.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    memory: Option<f64>,
+    memory_reservation: Option<f64>,
+    memory_swap: Option<f64>,
+    cpu_quota: Option<f64>,
+    cpu_period: Option<f64>,
+    cpu_shares: Option<f64>,
+    threads_max: Option<f64>,
+}
+
+impl Limits {
+    fn of(s: &CgroupStats) -> Self {
+        Limits {
+            memory: s.spec_memory_limit_bytes,
+            memory_reservation: s.spec_memory_reservation_limit_bytes,
+            memory_swap: s.spec_memory_swap_limit_bytes,
+            cpu_quota: s.spec_cpu_quota,
+            cpu_period: s.spec_cpu_period,
+            cpu_shares: s.spec_cpu_shares,
+            threads_max: s.threads_max,
+        }
+    }
+
+    fn fill(self, s: &mut CgroupStats) {
+        s.spec_memory_limit_bytes = self.memory;
+        s.spec_memory_reservation_limit_bytes = self.memory_reservation;
+        s.spec_memory_swap_limit_bytes = self.memory_swap;
+        s.spec_cpu_quota = self.cpu_quota;
+        s.spec_cpu_period = self.cpu_period;
+        s.spec_cpu_shares = self.cpu_shares;
+        s.threads_max = self.threads_max;
+    }
 }
 
 /// One file a [`StatsReader`] reads.
@@ -263,6 +313,7 @@ impl StatsReader {
             dirs: Vec::new(),
             files: Vec::new(),
             start_time,
+            limits: Mutex::new(None),
         };
         for f in sources {
             if !f.groups.intersects(groups) || !wanted(f.source) {
@@ -312,7 +363,7 @@ impl StatsReader {
                     // At most one directory per controller and the cgroup2 one.
                     dir: u8::try_from(i).unwrap_or(u8::MAX),
                     name,
-                    kept: (keep == KeepOpen::Yes).then_some(f),
+                    kept: (keep == KeepOpen::Yes && !source.is_limit()).then_some(f),
                 });
                 Ok(true)
             }
@@ -361,6 +412,16 @@ impl StatsReader {
     pub fn read(
         &self,
         buf: &mut Vec<u8>,
+        on_error: impl FnMut(StatsError),
+    ) -> Result<CgroupStats, StatsError> {
+        self.read_at(Instant::now(), buf, on_error)
+    }
+
+    /// [`StatsReader::read`] as of `now` (whether the limits are due again).
+    fn read_at(
+        &self,
+        now: Instant,
+        buf: &mut Vec<u8>,
         mut on_error: impl FnMut(StatsError),
     ) -> Result<CgroupStats, StatsError> {
         let mut stats = CgroupStats {
@@ -368,7 +429,12 @@ impl StatsReader {
             ..CgroupStats::default()
         };
         let mut inactive_file = None;
+        let mut cached = self.limits.lock().unwrap_or_else(PoisonError::into_inner);
+        let fresh = cached.filter(|(at, _)| now.duration_since(*at) < LIMITS_MAX_AGE);
         for f in &self.files {
+            if fresh.is_some() && f.source.is_limit() {
+                continue;
+            }
             let read = match &f.kept {
                 Some(file) => read_all(file, buf),
                 None => match File::open(self.path_of(f)) {
@@ -396,6 +462,11 @@ impl StatsReader {
                 });
             }
         }
+        match fresh {
+            Some((_, limits)) => limits.fill(&mut stats),
+            None => *cached = Some((now, Limits::of(&stats))),
+        }
+        drop(cached);
         if let (Some(usage), Some(inactive)) = (stats.memory_usage_bytes, inactive_file) {
             stats.memory_working_set_bytes = Some((usage - inactive).max(0.0));
         } else {

@@ -47,6 +47,29 @@ pub(super) enum Source {
     IoPressure,
 }
 
+impl Source {
+    /// A limit (the container's spec): it changes only when someone sets it, so it
+    /// is read again at most every [`LIMITS_MAX_AGE`](super::LIMITS_MAX_AGE) and its
+    /// file is not kept open.
+    pub(super) fn is_limit(self) -> bool {
+        matches!(
+            self,
+            Source::MemoryMax
+                | Source::MemoryLow
+                | Source::MemorySwapMax
+                | Source::CpuMax
+                | Source::CpuWeight
+                | Source::MemoryLimit
+                | Source::MemorySoftLimit
+                | Source::MemswLimit
+                | Source::CfsQuota
+                | Source::CfsPeriod
+                | Source::CpuShares
+                | Source::PidsMax
+        )
+    }
+}
+
 /// One file the reader may open: where it lives, its names (the first that exists
 /// is opened: older kernels lack the `_recursive` blkio files) and the metric
 /// groups that need it (it is opened when any of them is on).

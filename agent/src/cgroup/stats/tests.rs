@@ -390,7 +390,7 @@ fn stat_files_match_what_is_read() {
     let reader = StatsReader::open(&h, "/demo", MetricGroups::ALL, KeepOpen::Yes).unwrap();
     assert_eq!(
         listed.len(),
-        reader.open_files(),
+        reader.files(),
         "every listed file exists here"
     );
 }
@@ -451,4 +451,34 @@ fn large_files_are_read_whole() {
     fs::write(t.path().join("demo/cgroup.procs"), pids).unwrap();
     let h = Hierarchy::detect(t.path()).unwrap();
     assert_eq!(read(&h, "/demo").processes, Some(2999.0));
+}
+
+#[test]
+fn limits_are_read_again_only_when_due_and_their_files_not_kept() {
+    let t = v2_tree();
+    let h = Hierarchy::detect(t.path()).unwrap();
+    let reader = StatsReader::open(&h, "/demo", MetricGroups::ALL, KeepOpen::Yes).unwrap();
+    let limits = reader.files.iter().filter(|f| f.source.is_limit()).count();
+    assert!(limits >= 5, "the fixture has the v2 limit files");
+    assert_eq!(reader.open_files(), reader.files() - limits);
+
+    let read = |at| {
+        reader
+            .read_at(at, &mut Vec::new(), |e| panic!("{e:#}"))
+            .unwrap()
+    };
+    let t0 = Instant::now();
+    let first = read(t0);
+    assert_eq!(first.spec_memory_limit_bytes, Some(67_108_864.0));
+    // `docker update --memory 128m` meanwhile: a counter is read anew at once,
+    // the limit once it is due.
+    fs::write(t.path().join("demo/memory.max"), "134217728\n").unwrap();
+    fs::write(t.path().join("demo/pids.current"), "7\n").unwrap();
+    let soon = read(t0 + Duration::from_secs(1));
+    assert_eq!(soon.threads, Some(7.0));
+    assert_eq!(soon.spec_memory_limit_bytes, Some(67_108_864.0));
+    assert_eq!(soon.spec_cpu_quota, first.spec_cpu_quota);
+    assert_eq!(soon.threads_max, first.threads_max);
+    let due = read(t0 + LIMITS_MAX_AGE);
+    assert_eq!(due.spec_memory_limit_bytes, Some(134_217_728.0));
 }
