@@ -12,6 +12,7 @@ use common::ebpf::{
 
 use agent::container::{ContainerLabels, NoContainers, StaticLookup};
 use agent::ebpf::events::MountOp;
+use agent::ebpf::record::MountResult;
 use agent::ebpf::{EbpfError, EventKind, EventRecord, MountHook, Tracer, TracerConfig};
 use std::ffi::{CString, c_char};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -19,7 +20,7 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use workload::{NsWorkload, TestCgroup};
+use workload::{NsWorkload, TestCgroup, workload_mounts};
 
 mod control_socket;
 mod mount_hooks;

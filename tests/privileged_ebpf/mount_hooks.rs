@@ -47,25 +47,9 @@ async fn every_mount_hook_kind_sees_the_same_events() {
             .filter(|p| MountHook::ALL.iter().any(|k| k.hook() == p.hook))
             .count();
         assert_eq!(others, 0, "only {} is live", kind.hook());
-        let mut rx = tracer.subscribe();
-        let mut work = NsWorkload::spawn(1, "kinds", None, false, true);
-        let dir = work.dir.to_str().unwrap().to_owned();
-        assert_eq!(work.finish(), 0, "workload failed");
-        let seen = drain(&mut rx, Duration::from_millis(500)).await;
-        let g = seen
-            .iter()
-            .find(|e| {
-                e.mount
-                    .as_ref()
-                    .is_some_and(|m| m.info.target.as_deref() == Some(dir.as_str()))
-            })
-            .expect("a mount event on the workload's directory")
-            .process
-            .tgid;
+        let (dir, seen) = workload_mounts(&tracer, "kinds").await;
         let rows: Vec<Row> = seen
             .iter()
-            .filter(|e| e.process.tgid == g)
-            .filter_map(|e| e.mount.as_ref())
             .map(|m| {
                 let i = &m.info;
                 (

@@ -61,25 +61,9 @@ async fn tracer_restarts_and_raw_tp_fallback_works() {
     assert_eq!(ev.exec.as_ref().unwrap().filename, BUSYBOX);
     assert_ne!(ev.process.mnt_ns, 0);
     // The raw_tp mount hook reports the same as the tp_btf one.
-    let mut rx = second.subscribe();
-    let mut work = NsWorkload::spawn(1, "raw", None, false, true);
-    let dir = work.dir.to_str().unwrap().to_owned();
-    assert_eq!(work.finish(), 0, "workload failed");
-    let seen = drain(&mut rx, Duration::from_millis(500)).await;
-    let g = seen
-        .iter()
-        .find(|e| {
-            e.mount
-                .as_ref()
-                .is_some_and(|m| m.info.target.as_deref() == Some(dir.as_str()))
-        })
-        .expect("a mount event on the workload's directory")
-        .process
-        .tgid;
+    let (dir, seen) = workload_mounts(&second, "raw").await;
     let mounts: Vec<_> = seen
         .iter()
-        .filter(|e| e.process.tgid == g)
-        .filter_map(|e| e.mount.as_ref())
         .map(|m| {
             let i = &m.info;
             (
@@ -106,8 +90,6 @@ async fn tracer_restarts_and_raw_tp_fallback_works() {
     );
     let fsconfig = seen
         .iter()
-        .filter(|e| e.process.tgid == g)
-        .filter_map(|e| e.mount.as_ref())
         .find(|m| m.info.operation == MountOp::Fsconfig)
         .unwrap();
     assert_eq!(fsconfig.info.attr, 6, "FSCONFIG_CMD_CREATE");

@@ -274,3 +274,29 @@ impl Drop for NsWorkload {
         }
     }
 }
+
+/// Runs a one-exec workload that also mounts through the new mount API, under
+/// `tracer`: its directory, and G's mount events in the order they came.
+pub(crate) async fn workload_mounts(tracer: &Tracer, marker: &str) -> (String, Vec<MountResult>) {
+    let mut rx = tracer.subscribe();
+    let mut work = NsWorkload::spawn(1, marker, None, false, true);
+    let dir = work.dir.to_str().unwrap().to_owned();
+    assert_eq!(work.finish(), 0, "workload failed");
+    let seen = drain(&mut rx, Duration::from_millis(500)).await;
+    let g = seen
+        .iter()
+        .find(|e| {
+            e.mount
+                .as_ref()
+                .is_some_and(|m| m.info.target.as_deref() == Some(dir.as_str()))
+        })
+        .expect("a mount event on the workload's directory")
+        .process
+        .tgid;
+    let mounts = seen
+        .iter()
+        .filter(|e| e.process.tgid == g)
+        .filter_map(|e| e.mount.clone())
+        .collect();
+    (dir, mounts)
+}
