@@ -127,7 +127,7 @@ impl LaunchPull {
                 PullRef::names_registry(image)
                     && matches!(
                         image::resolve(paths, image),
-                        Err(crate::runtime::Error::NotFound(_))
+                        Err(crate::runtime::Error::NoSuchImage { .. })
                     )
             }
         };

@@ -264,13 +264,13 @@ fn wait_forwarding(pid: i32) -> Result<sys::Exit> {
 
 fn running_pid(st: &ContainerState) -> Result<i32> {
     if !st.is_running() {
-        return Err(Error::Conflict(format!(
-            "container {} is not running",
-            st.name
-        )));
+        return Err(Error::NotRunning {
+            name: st.name.clone(),
+        });
     }
-    super::lifecycle::pid_is_container(st)
-        .ok_or_else(|| Error::Conflict(format!("container {} is not running", st.name)))
+    super::lifecycle::pid_is_container(st).ok_or_else(|| Error::NotRunning {
+        name: st.name.clone(),
+    })
 }
 
 /// What the forked child needs.

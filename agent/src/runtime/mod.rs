@@ -176,6 +176,23 @@ pub enum Error {
     /// The user asked for something malformed.
     #[error("{0}")]
     Invalid(String),
+    /// No container has this id, id prefix or name.
+    #[error("no such container: {key}")]
+    NoSuchContainer { key: String },
+    /// No image has this name, id or id prefix.
+    #[error(
+        "no such image: {reference} (import it with `agent image import` or pull it with `agent pull`)"
+    )]
+    NoSuchImage { reference: String },
+    /// No named volume has this name.
+    #[error("no such volume: {name}")]
+    NoSuchVolume { name: String },
+    /// The container is not running (what was asked needs it to be).
+    #[error("container {name} is not running")]
+    NotRunning { name: String },
+    /// Another container already has this name.
+    #[error("the container name {name} is already in use")]
+    NameInUse { name: String },
     /// An image, container or layer that does not exist.
     #[error("{0}")]
     NotFound(String),

@@ -458,7 +458,9 @@ pub fn find(paths: &Paths, key: &str) -> Result<ContainerState> {
     let matches: Vec<_> = all.iter().filter(|s| s.id.starts_with(key)).collect();
     match matches.as_slice() {
         [one] if !key.is_empty() => Ok((*one).clone()),
-        [] | [_] => Err(Error::NotFound(format!("no such container: {key}"))),
+        [] | [_] => Err(Error::NoSuchContainer {
+            key: key.to_owned(),
+        }),
         _ => Err(Error::Invalid(format!(
             "container id prefix {key} is ambiguous"
         ))),
@@ -518,7 +520,10 @@ mod tests {
         assert_eq!(find(&paths, "one").unwrap().id, "abc123");
         assert_eq!(find(&paths, "abd").unwrap().name, "two");
         assert!(matches!(find(&paths, "ab"), Err(Error::Invalid(_))));
-        assert!(matches!(find(&paths, "zzz"), Err(Error::NotFound(_))));
+        assert!(matches!(
+            find(&paths, "zzz"),
+            Err(Error::NoSuchContainer { .. })
+        ));
     }
 
     #[test]
