@@ -30,7 +30,20 @@ async fn full_ring_buffer_loses_and_counts_events_without_harm() {
     let (lost_after, lost_mount) = tracer.lost();
     let lost = lost_after - lost_before;
 
-    let first = drain(&mut rx, Duration::from_millis(500)).await;
+    let mut first = drain(&mut rx, Duration::from_millis(500)).await;
+    // Nothing is dropped in user space: every record the reader counted reaches
+    // the subscriber. A busy host (other execs) may keep the stream from going
+    // quiet, and drain stops at its cap with records still queued: take those too.
+    let received = tracer.received() as usize;
+    while first.len() < received {
+        match tokio::time::timeout(Duration::from_secs(5), rx.recv()).await {
+            Ok(Ok(ev)) => first.push(ev),
+            other => panic!(
+                "{} of {received} received records delivered: {other:?}",
+                first.len()
+            ),
+        }
+    }
     let seen = &first;
     let ours = seen.iter().filter(|e| is_marked_exec(e, "ring")).count() as u64;
     eprintln!(
@@ -45,11 +58,6 @@ async fn full_ring_buffer_loses_and_counts_events_without_harm() {
         "every exec is delivered or counted lost"
     );
     assert_eq!(lost_mount, 0, "mount hooks are off");
-    assert_eq!(
-        tracer.received() as usize,
-        seen.len(),
-        "nothing dropped in user space"
-    );
 
     // The tracer goes on normally once drained. This namespace's processes
     // have all exited before their events are read: they still count, to the
