@@ -20,7 +20,7 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use workload::{NsWorkload, TestCgroup, workload_mounts};
+use workload::{MemoryCgroup, NsWorkload, workload_mounts};
 
 mod control_socket;
 mod mount_hooks;

@@ -33,7 +33,7 @@ async fn namespace_execs_and_mounts_are_counted_exactly_and_streamed() {
         tracer.programs()
     );
 
-    let cgroup = TestCgroup::new("agent-ebpf-test");
+    let cgroup = MemoryCgroup::new("agent-ebpf-test");
     let labels = ContainerLabels {
         id: cgroup.path.clone(),
         name: "ebpf-test".into(),

@@ -3,15 +3,18 @@
 
 use super::*;
 
-/// A v1 memory cgroup (or a v2 cgroup) made for one test, removed on drop.
-pub(crate) struct TestCgroup {
+/// A v1 memory cgroup (or a v2 cgroup) made for one test, removed on drop. Not the
+/// support crate's `TestCgroup`: this one is a single directory at the top of the
+/// tree, whose `cgroup.procs` the workload writes through a descriptor opened
+/// before it forks, and the tracer names it through a `StaticLookup`.
+pub(crate) struct MemoryCgroup {
     pub(crate) dir: PathBuf,
     /// The path as /proc/<pid>/cgroup shows it.
     pub(crate) path: String,
 }
 
-impl TestCgroup {
-    pub(crate) fn new(name: &str) -> TestCgroup {
+impl MemoryCgroup {
+    pub(crate) fn new(name: &str) -> MemoryCgroup {
         let root = if Path::new("/sys/fs/cgroup/memory").is_dir() {
             PathBuf::from("/sys/fs/cgroup/memory")
         } else {
@@ -20,7 +23,7 @@ impl TestCgroup {
         let path = format!("/{name}-{}", std::process::id());
         let dir = root.join(&path[1..]);
         std::fs::create_dir(&dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
-        TestCgroup { dir, path }
+        MemoryCgroup { dir, path }
     }
 
     fn procs(&self) -> OwnedFd {
@@ -32,7 +35,7 @@ impl TestCgroup {
     }
 }
 
-impl Drop for TestCgroup {
+impl Drop for MemoryCgroup {
     fn drop(&mut self) {
         for _ in 0..50 {
             if std::fs::remove_dir(&self.dir).is_ok() || !self.dir.exists() {
@@ -68,7 +71,7 @@ impl NsWorkload {
     pub(crate) fn spawn(
         k: usize,
         marker: &str,
-        cgroup: Option<&TestCgroup>,
+        cgroup: Option<&MemoryCgroup>,
         hold: bool,
         new_api: bool,
     ) -> NsWorkload {
@@ -91,7 +94,7 @@ impl NsWorkload {
         let root = cstr("/");
         let empty = cstr("");
         let target = cstr(dir.to_str().expect("utf-8 temp dir"));
-        let procs = cgroup.map(TestCgroup::procs);
+        let procs = cgroup.map(MemoryCgroup::procs);
         let procs_fd = procs.as_ref().map_or(-1, |f| f.as_raw_fd());
 
         let mut fds = [0; 2];
