@@ -13,7 +13,7 @@
 //! - the image store's leftovers (scratch, unnamed layers) are swept.
 
 use super::state::{self, Status};
-use super::{IoContext, Paths, Result, image, rootfs, sys};
+use super::{Paths, Result, image, rootfs, sys};
 use std::io::ErrorKind;
 
 /// What a reconcile changed.
@@ -47,7 +47,11 @@ pub fn reconcile(paths: &Paths) -> Result<Reconciled> {
         }
         Err(e) => return Err(e),
     };
-    let entries = std::fs::read_dir(paths.containers()).at("read directory", paths.containers())?;
+    let entries = std::fs::read_dir(paths.containers()).map_err(|source| super::Error::Io {
+        op: "read directory",
+        path: paths.containers(),
+        source,
+    })?;
     for entry in entries.flatten() {
         let Some(id) = entry.file_name().to_str().map(str::to_owned) else {
             continue;
@@ -88,7 +92,11 @@ pub fn reconcile(paths: &Paths) -> Result<Reconciled> {
                 // left neither its supervisor nor its cgroup.
                 rootfs::remove(paths, &id)?;
                 let dir = paths.container(&id);
-                std::fs::remove_dir_all(&dir).at("remove", &dir)?;
+                std::fs::remove_dir_all(&dir).map_err(|source| super::Error::Io {
+                    op: "remove",
+                    path: dir,
+                    source,
+                })?;
                 done.orphans_removed += 1;
             }
             // An unreadable state is shown by `ps`/`inspect` as the error it is.
