@@ -167,6 +167,36 @@ async fn namespace_execs_and_mounts_are_counted_exactly_and_streamed() {
         ContainerLabels::namespace(private.process.mnt_ns)
     );
 
+    // Namespace B's execs and mounts (its exits may still be on their way),
+    // reduced to what every mount hook kind must agree on, for the VM rig's
+    // comparison across its runs (`print_events`).
+    let mut rows: Vec<serde_json::Value> = in_b
+        .iter()
+        .filter_map(|e| match (&e.exec, &e.mount) {
+            (Some(x), _) => Some(serde_json::json!([
+                "exec",
+                x.filename,
+                x.argv,
+                e.container.name
+            ])),
+            (_, Some(m)) => Some(serde_json::json!([
+                "mount",
+                m.info.operation.as_str(),
+                m.info.source,
+                m.info.target.as_deref().map(|t| t.replace(&dir, "DIR")),
+                m.info.fstype,
+                m.info.flags,
+                m.info.attr,
+                m.result,
+                m.errno,
+                e.container.name
+            ])),
+            _ => None,
+        })
+        .collect();
+    rows.sort_by_key(|r| r.to_string());
+    common::ebpf::print_events("namespace_execs_and_mounts", &rows);
+
     // Counters: exactly K execs, 1 ok and 1 failed mount for the container.
     tracer.with_counters(|c| {
         assert_eq!(c.execs(&labels), K as u64);
