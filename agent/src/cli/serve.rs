@@ -317,6 +317,13 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     // freed scrape buffers; two arenas bound the resident size of the daemon.
     // SAFETY: mallopt only tunes the allocator; called before any thread starts.
     unsafe { libc::mallopt(libc::M_ARENA_MAX, 2) };
+    // The exposition (megabytes at 1000 cgroups) and its gzip copy are freed after
+    // each response. By default glibc raises its mmap threshold to the size of a
+    // freed mapping, so from the second scrape on they came from the heap, which
+    // kept them between scrapes; a fixed threshold keeps them mapped, returned to
+    // the kernel when freed.
+    // SAFETY: as above.
+    unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, 256 * 1024) };
     init_logging(args.log_format);
     raise_nofile_limit();
     let web = match &args.web_config_file {
