@@ -239,9 +239,19 @@ struct CloneArgs {
 /// pid in the parent. Must only be called while the process is single-threaded.
 /// nix has no clone3 (its `clone` needs a stack of its own).
 pub fn clone_fork(flags: u64) -> Result<i32> {
+    clone_fork_into(flags, None)
+}
+
+/// `CLONE_INTO_CGROUP` (libc declares it as a `c_int`, which cannot hold it).
+const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
+/// [`clone_fork`], the child born in the cgroup2 directory open at `cgroup`
+/// (`CLONE_INTO_CGROUP`, Linux 5.7) when given.
+pub fn clone_fork_into(flags: u64, cgroup: Option<BorrowedFd<'_>>) -> Result<i32> {
     let mut args = CloneArgs {
-        flags,
+        flags: flags | cgroup.map_or(0, |_| CLONE_INTO_CGROUP),
         exit_signal: libc::SIGCHLD as u64,
+        cgroup: cgroup.map_or(0, |fd| fd.as_raw_fd() as u64),
         ..Default::default()
     };
     // SAFETY: with a null stack clone3 behaves like fork(2): the child continues on a
