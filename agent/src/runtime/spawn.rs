@@ -228,7 +228,12 @@ pub(super) fn start(
         st.status = Status::Running;
         st.started_at = Some(super::now_unix());
     }
-    ns.extend(namespaces::namespace_inodes(pid));
+    // Only its cgroup namespace is new since the read above (a process that
+    // has already ended is being torn down, and keeps what was read then).
+    if let Ok(m) = std::fs::metadata(format!("/proc/{pid}/ns/cgroup")) {
+        use std::os::unix::fs::MetadataExt;
+        ns.insert("cgroup".into(), m.ino());
+    }
     st.namespaces = ns;
     state::save(paths, st)?;
     Ok(Started {
