@@ -162,27 +162,21 @@ fn lists(dir: &Path, pid: &str) -> bool {
         .is_ok_and(|procs| procs.lines().any(|l| l.trim() == pid))
 }
 
-/// The tree path (`/a/b`) of the cgroup below `root` whose `cgroup.procs` lists
-/// `pid`, breadth first.
+/// The tree path (`/a/b`) of the cgroup at or below `root` whose `cgroup.procs`
+/// lists `pid` (a process is in one cgroup of a hierarchy), through the one tree
+/// walker. Runs once, at start-up.
 fn find_process(root: &Path, pid: &str) -> Option<String> {
-    let mut queue = std::collections::VecDeque::from([String::new()]);
-    while let Some(rel) = queue.pop_front() {
-        let dir = root.join(rel.trim_start_matches('/'));
-        if lists(&dir, pid) {
-            return Some(if rel.is_empty() { "/".into() } else { rel });
-        }
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        for e in entries.flatten() {
-            if e.file_type().is_ok_and(|t| t.is_dir())
-                && let Some(name) = e.file_name().to_str()
-            {
-                queue.push_back(format!("{rel}/{name}"));
-            }
-        }
+    if lists(root, pid) {
+        return Some("/".into());
     }
-    None
+    let mut found = None;
+    // An unreadable root finds nothing, as an empty one does.
+    let _ = super::discovery::walk(root, |rel, entry| {
+        if found.is_none() && lists(&entry.path(), pid) {
+            found = Some(rel.to_owned());
+        }
+    });
+    found
 }
 
 #[cfg(test)]

@@ -8,10 +8,11 @@ use crate::runtime::image::{
     pull::{self, LayerState, PullEvent, PullRef, RegistryOptions},
 };
 use clap::{Args, ValueEnum};
+use parking_lot::Mutex;
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// How to reach registries (shared by `pull` and `launch`).
@@ -84,14 +85,12 @@ fn pull_with_display(
     let display = Arc::new(Mutex::new(Display::new(std::io::stderr().is_terminal())));
     let sink = display.clone();
     let progress: pull::PullProgress = Arc::new(move |event| {
-        if !quiet && let Ok(mut d) = sink.lock() {
-            d.show(event);
+        if !quiet {
+            sink.lock().show(event);
         }
     });
     let pulled = pull::pull(paths, reference, &registry.options(), progress);
-    if let Ok(mut d) = display.lock() {
-        d.finish();
-    }
+    display.lock().finish();
     Ok(pulled?)
 }
 
@@ -128,7 +127,7 @@ impl LaunchPull {
                 PullRef::names_registry(image)
                     && matches!(
                         image::resolve(paths, image),
-                        Err(crate::runtime::Error::NotFound(_))
+                        Err(crate::runtime::Error::NoSuchImage { .. })
                     )
             }
         };

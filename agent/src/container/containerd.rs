@@ -18,7 +18,9 @@
 //! `namespace` and `container` labels (empty `container` for the sandbox, as
 //! kubelet gives). Any other container (`ctr run`) is named by its containerd id.
 
-use super::metadata::{ContainerMeta, KubeLabels, MAX_LABELS, allowed_env, read_capped};
+use super::metadata::{
+    ContainerMeta, KubeLabels, MAX_LABELS, allowed_env, json_strings, read_capped,
+};
 use crate::cgroup::discovery::{Runtime, classify};
 use containerd_client::services::v1::GetContainerRequest;
 use containerd_client::services::v1::containers_client::ContainersClient;
@@ -456,7 +458,7 @@ async fn fetch(
         .unwrap_or(0);
     let env = allowed_env(
         env_keys,
-        spec.as_ref().and_then(|s| s.pointer("/process/env")),
+        json_strings(spec.as_ref().and_then(|s| s.pointer("/process/env"))),
     );
     Ok(meta_of(
         &container.id,

@@ -141,12 +141,16 @@ impl MetadataSource {
         let env = if self.env_keys.is_empty() {
             BTreeMap::new()
         } else {
-            let config: Option<serde_json::Value> =
-                read_capped(&paths.container(id).join("config.json"))
-                    .and_then(|b| serde_json::from_slice(&b).ok());
+            let config = crate::runtime::state::load_config(&paths, id)
+                .inspect_err(|e| tracing::debug!(error = %e, "unreadable container config"))
+                .ok();
+            let env = config
+                .as_ref()
+                .and_then(|c| c.process().as_ref())
+                .and_then(|p| p.env().as_ref());
             allowed_env(
                 &self.env_keys,
-                config.as_ref().and_then(|c| c.pointer("/process/env")),
+                env.into_iter().flatten().map(String::as_str),
             )
         };
         Some(ContainerMeta {
@@ -194,27 +198,33 @@ pub fn docker_config(bytes: &[u8], env_keys: &[String]) -> serde_json::Result<Co
             .unwrap_or_default()
             .to_string(),
         labels: string_map(config.and_then(|c| c.get("Labels"))),
-        env: allowed_env(env_keys, config.and_then(|c| c.get("Env"))),
+        env: allowed_env(env_keys, json_strings(config.and_then(|c| c.get("Env")))),
         kube: None,
     })
 }
 
-/// The allow-listed variables of a JSON array of `KEY=VALUE` strings (Docker's
-/// `Config.Env`, OCI `process.env`); none when `keys` is empty.
-pub(crate) fn allowed_env(
+/// The allow-listed variables of `KEY=VALUE` strings (Docker's `Config.Env`, OCI
+/// `process.env`); none when `keys` is empty.
+pub(crate) fn allowed_env<'a>(
     keys: &[String],
-    env: Option<&serde_json::Value>,
+    env: impl IntoIterator<Item = &'a str>,
 ) -> BTreeMap<String, String> {
     if keys.is_empty() {
         return BTreeMap::new();
     }
-    env.and_then(|e| e.as_array())
-        .into_iter()
-        .flatten()
-        .filter_map(|kv| kv.as_str()?.split_once('='))
+    env.into_iter()
+        .filter_map(|kv| kv.split_once('='))
         .filter(|(k, _)| keys.iter().any(|want| want == k))
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect()
+}
+
+/// The strings of a JSON array (nothing when `v` is not one).
+pub(crate) fn json_strings(v: Option<&serde_json::Value>) -> impl Iterator<Item = &str> {
+    v.and_then(|v| v.as_array())
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s.as_str())
 }
 
 fn string_map(v: Option<&serde_json::Value>) -> BTreeMap<String, String> {
@@ -282,11 +292,17 @@ mod tests {
             &crate::runtime::state::ContainerState::for_test("c1", "web", "busybox"),
         )
         .unwrap();
-        fs::write(
-            paths.container("c1").join("config.json"),
-            r#"{"process":{"env":["PATH=/bin","LANG=C.UTF-8","TOKEN=s3cret"]}}"#,
-        )
-        .unwrap();
+        // The spec as the runtime writes it: oci-spec's defaults, with an environment.
+        let mut spec = oci_spec::runtime::Spec::default();
+        let mut process = spec.process().clone().unwrap();
+        process.set_env(Some(
+            ["PATH=/bin", "LANG=C.UTF-8", "TOKEN=s3cret"]
+                .map(String::from)
+                .to_vec(),
+        ));
+        spec.set_process(Some(process));
+        spec.save(paths.container("c1").join("config.json"))
+            .unwrap();
         let d = Discovered {
             path: "/agent/c1".into(),
             runtime: Runtime::Agent,

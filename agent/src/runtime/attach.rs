@@ -173,10 +173,9 @@ const PROXIED: &[i32] = &[libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQU
 pub fn attach(paths: &Paths, key: &str) -> Result<i32> {
     let st = state::find(paths, key)?;
     if !st.is_running() {
-        return Err(Error::Conflict(format!(
-            "container {} is not running",
-            st.name
-        )));
+        return Err(Error::NotRunning {
+            name: st.name.clone(),
+        });
     }
     let path = socket_path(paths, &st.id);
     if !st.detached || !path.exists() {

@@ -5,7 +5,7 @@
 use super::namespaces;
 use super::state::{ContainerState, RootfsInfo, STATE_VERSION, Status};
 use super::units::Network;
-use super::{Error, Result};
+use super::{Error, IoContext, Result};
 use crate::cgroup::Limits;
 use oci_spec::runtime::{LinuxNamespaceType, Spec};
 use std::path::{Path, PathBuf};
@@ -55,11 +55,7 @@ pub fn load(bundle: &Path, console: bool) -> Result<Spec> {
     } else {
         bundle.join(root.path())
     };
-    let abs = abs.canonicalize().map_err(|source| Error::Io {
-        op: "find the bundle's rootfs",
-        path: abs.clone(),
-        source,
-    })?;
+    let abs = abs.canonicalize().at("find the bundle's rootfs", &abs)?;
     root.set_path(abs);
     spec.set_root(Some(root));
     namespaces::clone_flags(&spec)?;

@@ -137,7 +137,7 @@ pub fn exec(paths: &Paths, opts: &ExecOptions) -> Result<i32> {
     supervisor::ensure_single_threaded()?;
     let st = state::find(paths, &opts.container)?;
     let pid = running_pid(&st)?;
-    let config = read_config(paths, &st)?;
+    let config = state::load_config(paths, &st.id)?;
     let process = exec_process(&config, pid, opts)?;
     let pty = if opts.tty {
         Some(terminal::openpty()?)
@@ -169,16 +169,6 @@ pub fn exec(paths: &Paths, opts: &ExecOptions) -> Result<i32> {
     Ok(match exit {
         sys::Exit::Code(c) => c,
         sys::Exit::Signal(s) => 128 + s,
-    })
-}
-
-/// A container's `config.json`.
-pub(super) fn read_config(paths: &Paths, st: &ContainerState) -> Result<Spec> {
-    let config_path = paths.container(&st.id).join("config.json");
-    let data = std::fs::read(&config_path).at("read", &config_path)?;
-    serde_json::from_slice(&data).map_err(|source| Error::Json {
-        path: config_path.clone(),
-        source,
     })
 }
 
@@ -274,13 +264,13 @@ fn wait_forwarding(pid: i32) -> Result<sys::Exit> {
 
 fn running_pid(st: &ContainerState) -> Result<i32> {
     if !st.is_running() {
-        return Err(Error::Conflict(format!(
-            "container {} is not running",
-            st.name
-        )));
+        return Err(Error::NotRunning {
+            name: st.name.clone(),
+        });
     }
-    super::lifecycle::pid_is_container(st)
-        .ok_or_else(|| Error::Conflict(format!("container {} is not running", st.name)))
+    super::lifecycle::pid_is_container(st).ok_or_else(|| Error::NotRunning {
+        name: st.name.clone(),
+    })
 }
 
 /// What the forked child needs.

@@ -14,7 +14,7 @@ pub fn document(paths: &Paths, st: &ContainerState) -> Result<serde_json::Value>
         source,
     };
     let mut doc = serde_json::to_value(st).map_err(|e| invalid("container state", e))?;
-    let config_path = paths.container(&st.id).join("config.json");
+    let config_path = super::state::config_path(paths, &st.id);
     let config: serde_json::Value = match std::fs::read(&config_path) {
         Ok(data) => serde_json::from_slice(&data)
             .map_err(|e| invalid(&format!("reading {}", config_path.display()), e))?,

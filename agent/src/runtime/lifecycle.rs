@@ -24,13 +24,13 @@ pub fn kill(paths: &Paths, key: &str, signal: i32) -> Result<ContainerState> {
     // Docker's rule: a killed container is not restarted by its policy.
     restart::mark_stopped_by_user(paths, &st.id)?;
     if !st.is_running() {
-        return Err(Error::Conflict(format!(
-            "container {} is not running",
-            st.name
-        )));
+        return Err(Error::NotRunning {
+            name: st.name.clone(),
+        });
     }
-    let pid = pid_is_container(&st)
-        .ok_or_else(|| Error::Conflict(format!("container {} is not running", st.name)))?;
+    let pid = pid_is_container(&st).ok_or_else(|| Error::NotRunning {
+        name: st.name.clone(),
+    })?;
     sys::kill(pid, signal)?;
     Ok(st)
 }

@@ -176,6 +176,23 @@ pub enum Error {
     /// The user asked for something malformed.
     #[error("{0}")]
     Invalid(String),
+    /// No container has this id, id prefix or name.
+    #[error("no such container: {key}")]
+    NoSuchContainer { key: String },
+    /// No image has this name, id or id prefix.
+    #[error(
+        "no such image: {reference} (import it with `agent image import` or pull it with `agent pull`)"
+    )]
+    NoSuchImage { reference: String },
+    /// No named volume has this name.
+    #[error("no such volume: {name}")]
+    NoSuchVolume { name: String },
+    /// The container is not running (what was asked needs it to be).
+    #[error("container {name} is not running")]
+    NotRunning { name: String },
+    /// Another container already has this name.
+    #[error("the container name {name} is already in use")]
+    NameInUse { name: String },
     /// An image, container or layer that does not exist.
     #[error("{0}")]
     NotFound(String),
@@ -249,6 +266,19 @@ pub trait SysContext<T> {
 impl<T> SysContext<T> for nix::Result<T> {
     fn sys(self, op: &'static str) -> Result<T> {
         self.map_err(|source| Error::Sys { op, source })
+    }
+}
+
+impl<T> IoContext<T> for rustix::io::Result<T> {
+    fn at(self, op: &'static str, path: impl AsRef<Path>) -> Result<T> {
+        self.map_err(std::io::Error::from).at(op, path)
+    }
+}
+
+impl<T> SysContext<T> for rustix::io::Result<T> {
+    fn sys(self, op: &'static str) -> Result<T> {
+        self.map_err(|e| nix::errno::Errno::from_raw(e.raw_os_error()))
+            .sys(op)
     }
 }
 

@@ -317,6 +317,18 @@ pub fn state_path(paths: &Paths, id: &str) -> PathBuf {
     paths.container(id).join("state.json")
 }
 
+/// Path of a container's OCI `config.json`: the spec it runs.
+pub fn config_path(paths: &Paths, id: &str) -> PathBuf {
+    paths.container(id).join("config.json")
+}
+
+/// Reads container `id`'s `config.json`.
+pub fn load_config(paths: &Paths, id: &str) -> Result<oci_spec::runtime::Spec> {
+    let path = config_path(paths, id);
+    let data = std::fs::read(&path).at("read", &path)?;
+    serde_json::from_slice(&data).map_err(|source| Error::Json { path, source })
+}
+
 /// Writes `state` atomically to `containers/<id>/state.json`.
 ///
 /// The state of a `--rm` container is not fsynced: like its overlay (mounted
@@ -446,7 +458,9 @@ pub fn find(paths: &Paths, key: &str) -> Result<ContainerState> {
     let matches: Vec<_> = all.iter().filter(|s| s.id.starts_with(key)).collect();
     match matches.as_slice() {
         [one] if !key.is_empty() => Ok((*one).clone()),
-        [] | [_] => Err(Error::NotFound(format!("no such container: {key}"))),
+        [] | [_] => Err(Error::NoSuchContainer {
+            key: key.to_owned(),
+        }),
         _ => Err(Error::Invalid(format!(
             "container id prefix {key} is ambiguous"
         ))),
@@ -506,7 +520,10 @@ mod tests {
         assert_eq!(find(&paths, "one").unwrap().id, "abc123");
         assert_eq!(find(&paths, "abd").unwrap().name, "two");
         assert!(matches!(find(&paths, "ab"), Err(Error::Invalid(_))));
-        assert!(matches!(find(&paths, "zzz"), Err(Error::NotFound(_))));
+        assert!(matches!(
+            find(&paths, "zzz"),
+            Err(Error::NoSuchContainer { .. })
+        ));
     }
 
     #[test]

@@ -124,10 +124,9 @@ pub fn launch(paths: &Paths, opts: &LaunchOptions) -> Result<Launched> {
             .any(|c| c.name == spec.name)
         {
             creation.armed = false;
-            return Err(Error::Conflict(format!(
-                "the container name {} is already in use",
-                spec.name
-            )));
+            return Err(Error::NameInUse {
+                name: spec.name.clone(),
+            });
         }
         super::volumes::prepare(paths, &spec.volumes, spec.idmap.as_ref())?;
         let dir = paths.container(&id);
@@ -189,9 +188,7 @@ pub fn run_bundle(paths: &Paths, opts: &bundle::BundleOptions) -> Result<Launche
         let _lock = sys::lock_exclusive(&paths.lock_file())?;
         if state::list(paths.root())?.iter().any(|c| c.name == name) {
             creation.armed = false;
-            return Err(Error::Conflict(format!(
-                "the container name {name} is already in use"
-            )));
+            return Err(Error::NameInUse { name: name.clone() });
         }
         let dir = paths.container(&id);
         std::fs::create_dir(&dir).at("create container directory", &dir)?;

@@ -492,7 +492,9 @@ pub fn remove(paths: &Paths, name: &str) -> Result<()> {
     let _lock = super::sys::lock_exclusive(&paths.lock_file())?;
     let dir = volume_dir(paths, name);
     if !dir.join("_data").is_dir() {
-        return Err(Error::NotFound(format!("no such volume: {name}")));
+        return Err(Error::NoSuchVolume {
+            name: name.to_owned(),
+        });
     }
     let users: Vec<String> = super::state::list(paths.root())?
         .into_iter()

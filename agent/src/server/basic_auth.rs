@@ -6,9 +6,10 @@
 
 use base64::Engine as _;
 use hyper::header::HeaderValue;
+use parking_lot::Mutex;
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use tokio::sync::Semaphore;
 
 /// How many successful (user, password) pairs are remembered.
@@ -96,7 +97,7 @@ impl BasicAuth {
     }
 
     fn remembered(&self, key: &[u8; 32]) -> bool {
-        let mut cache = lock(&self.verified);
+        let mut cache = self.verified.lock();
         let Some(pos) = cache.iter().position(|k| k == key) else {
             return false;
         };
@@ -108,13 +109,8 @@ impl BasicAuth {
     }
 }
 
-fn lock(cache: &Mutex<VecDeque<[u8; 32]>>) -> std::sync::MutexGuard<'_, VecDeque<[u8; 32]>> {
-    // The cache only ever holds whole digests: a panic elsewhere leaves it usable.
-    cache.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 fn remember(cache: &Mutex<VecDeque<[u8; 32]>>, key: [u8; 32]) {
-    let mut cache = lock(cache);
+    let mut cache = cache.lock();
     if cache.len() == CACHE_SIZE {
         cache.pop_front();
     }
@@ -179,15 +175,15 @@ mod tests {
     async fn successes_are_cached_and_bounded() {
         let a = auth();
         assert!(a.allows(Some(&header("prom", "s3cret"))).await);
-        assert_eq!(lock(&a.verified).len(), 1);
+        assert_eq!(a.verified.lock().len(), 1);
         assert!(a.allows(Some(&header("prom", "s3cret"))).await);
-        assert_eq!(lock(&a.verified).len(), 1, "a hit is not stored twice");
+        assert_eq!(a.verified.lock().len(), 1, "a hit is not stored twice");
         assert!(!a.allows(Some(&header("prom", "wrong"))).await);
-        assert_eq!(lock(&a.verified).len(), 1, "failures are not cached");
+        assert_eq!(a.verified.lock().len(), 1, "failures are not cached");
         for i in 0..CACHE_SIZE + 10 {
             remember(&a.verified, cache_key("u", &i.to_string(), "h"));
         }
-        assert_eq!(lock(&a.verified).len(), CACHE_SIZE);
+        assert_eq!(a.verified.lock().len(), CACHE_SIZE);
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! when their files change, so a renewed certificate is served without a restart.
 
 use super::web_config::{ClientAuth, Problem, TlsServerConfig, TlsVersion};
+use parking_lot::Mutex;
 use rustls::crypto::CryptoProvider;
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
@@ -12,7 +13,7 @@ use rustls::{RootCertStore, ServerConfig, SupportedProtocolVersion};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::SystemTime;
 use tokio_rustls::TlsAcceptor;
 
@@ -118,8 +119,7 @@ impl ReloadingCert {
 impl ResolvesServerCert for ReloadingCert {
     fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         let stamps = [stamp(&self.cert_file), stamp(&self.key_file)];
-        // Only stamps and a finished key live here: a panic elsewhere leaves it usable.
-        let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        let mut current = self.current.lock();
         if current.0 != stamps {
             current.0 = stamps;
             match certified_key(&self.cert_file, &self.key_file, &self.provider) {

@@ -1,7 +1,7 @@
 //! Real cgroups that remove themselves, and the block device helpers that the
 //! I/O accounting tests need.
 
-use agent::cgroup::Hierarchy;
+use agent::cgroup::{AGENT_SUBTREE, Hierarchy};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -33,12 +33,12 @@ impl TestCgroup {
 
     /// Creates `/agent/<name>` (the agent's own subtree, so `agent serve` tracks it).
     pub fn create(hierarchy: &Hierarchy, name: &str) -> TestCgroup {
-        let path = format!("/agent/{name}");
+        let path = format!("/{AGENT_SUBTREE}/{name}");
         let v2 = hierarchy.is_v2();
         if v2 {
             // Controllers must be enabled from the root down for the leaf to get files.
             enable_v2_controllers(hierarchy.root());
-            let parent = hierarchy.root().join("agent");
+            let parent = hierarchy.root().join(AGENT_SUBTREE);
             std::fs::create_dir_all(&parent).unwrap();
             enable_v2_controllers(&parent);
         }

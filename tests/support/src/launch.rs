@@ -2,7 +2,7 @@
 //! image built here from Debian's static busybox, a runner for the real `agent`
 //! binary, and cleanup in `Drop` that holds even when a test fails.
 
-use agent::cgroup::ContainerCgroup;
+use agent::cgroup::{AGENT_SUBTREE, ContainerCgroup};
 use agent::runtime::state;
 use sha2::{Digest, Sha256};
 use std::io::Write;
@@ -266,7 +266,9 @@ pub fn list_dir(dir: &Path) -> Vec<String> {
 pub fn agent_cgroups() -> Vec<PathBuf> {
     let mut out = Vec::new();
     for hierarchy in list_dir(Path::new("/sys/fs/cgroup")) {
-        let sub = Path::new("/sys/fs/cgroup").join(hierarchy).join("agent");
+        let sub = Path::new("/sys/fs/cgroup")
+            .join(hierarchy)
+            .join(AGENT_SUBTREE);
         for id in list_dir(&sub) {
             let p = sub.join(id);
             if p.is_dir() {

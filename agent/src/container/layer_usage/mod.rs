@@ -22,9 +22,10 @@ mod upper;
 pub use du::{RateLimit, measure, walk};
 pub use upper::upper_dir;
 
+use parking_lot::{Condvar, Mutex};
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -102,7 +103,7 @@ impl UsageWalker {
     /// forgotten.
     pub fn want<'a>(&self, cgroups: impl Iterator<Item = (&'a str, u32)>) {
         let wanted: HashMap<String, u32> = cgroups.map(|(c, p)| (c.to_string(), p)).collect();
-        let mut st = lock(&self.shared.state);
+        let mut st = self.shared.state.lock();
         let new = wanted.keys().any(|k| !st.wanted.contains_key(k));
         st.results.retain(|k, _| wanted.contains_key(k));
         st.wanted = wanted;
@@ -114,27 +115,23 @@ impl UsageWalker {
 
     /// The last measurement of `cgroup`'s layer.
     pub fn usage(&self, cgroup: &str) -> Option<LayerUsage> {
-        lock(&self.shared.state).results.get(cgroup).cloned()
+        self.shared.state.lock().results.get(cgroup).cloned()
     }
 
     /// Every last measurement, by cgroup (one lock for a whole scrape).
     pub fn with_results<R>(&self, f: impl FnOnce(&HashMap<String, LayerUsage>) -> R) -> R {
-        f(&lock(&self.shared.state).results)
+        f(&self.shared.state.lock().results)
     }
 }
 
 impl Drop for UsageWalker {
     fn drop(&mut self) {
-        lock(&self.shared.state).stop = true;
+        self.shared.state.lock().stop = true;
         self.shared.wake.notify_all();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// What the walker remembers of one container's layer.
@@ -155,7 +152,7 @@ fn run(shared: &Shared, config: &WalkerConfig) {
     let mut limiter = RateLimit::new(config.max_stats_per_sec);
     loop {
         let wanted = {
-            let st = lock(&shared.state);
+            let st = shared.state.lock();
             if st.stop {
                 return;
             }
@@ -192,7 +189,7 @@ fn run(shared: &Shared, config: &WalkerConfig) {
                     };
                     layer.last = Some(total);
                     layer.next_walk = Instant::now() + config.interval * layer.backoff;
-                    let mut st = lock(&shared.state);
+                    let mut st = shared.state.lock();
                     if st.stop {
                         return;
                     }
@@ -207,7 +204,7 @@ fn run(shared: &Shared, config: &WalkerConfig) {
                     layer.next_walk = Instant::now() + config.interval;
                 }
             }
-            if lock(&shared.state).stop {
+            if shared.state.lock().stop {
                 return;
             }
         }
@@ -222,14 +219,11 @@ fn run(shared: &Shared, config: &WalkerConfig) {
             .saturating_duration_since(Instant::now())
             .min(config.interval)
             .max(Duration::from_millis(100));
-        let st = lock(&shared.state);
+        let mut st = shared.state.lock();
         if st.stop {
             return;
         }
-        let _unused = shared
-            .wake
-            .wait_timeout(st, wait)
-            .unwrap_or_else(|e| e.into_inner());
+        shared.wake.wait_for(&mut st, wait);
     }
 }
 #[cfg(test)]

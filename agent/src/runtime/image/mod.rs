@@ -451,9 +451,9 @@ pub fn resolve(paths: &Paths, reference: &str) -> Result<ImageRecord> {
             return Ok((*one).clone());
         }
     }
-    Err(Error::NotFound(format!(
-        "no such image: {reference} (import it with `agent image import` or pull it with `agent pull`)"
-    )))
+    Err(Error::NoSuchImage {
+        reference: reference.to_owned(),
+    })
 }
 
 /// Removes an image (or just one of its names when it has several). Refused while a

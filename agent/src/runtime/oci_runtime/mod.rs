@@ -346,7 +346,7 @@ pub fn start(paths: &Paths, caller: &Caller) -> Result<ContainerState> {
     st.status = Status::Running;
     st.started_at = Some(super::now_unix());
     state::save(paths, &st)?;
-    if let Ok(config) = load_config(paths, &st) {
+    if let Ok(config) = state::load_config(paths, &st.id) {
         let record = st.oci.clone();
         // runc gives poststart hooks the status it read before the release.
         let state = hook_state(
@@ -361,12 +361,6 @@ pub fn start(paths: &Paths, caller: &Caller) -> Result<ContainerState> {
         }
     }
     Ok(st)
-}
-
-fn load_config(paths: &Paths, st: &ContainerState) -> Result<Spec> {
-    let path = paths.container(&st.id).join("config.json");
-    let data = std::fs::read(&path).at("read", &path)?;
-    serde_json::from_slice(&data).map_err(|source| Error::Json { path, source })
 }
 
 /// `kill [--all] ID SIGNAL`.
@@ -417,7 +411,7 @@ pub fn delete(paths: &Paths, caller: &Caller, force: bool) -> Result<()> {
             let _ = sys::kill(pid, libc::SIGKILL);
         }
     }
-    let config = load_config(paths, &st).ok();
+    let config = state::load_config(paths, &st.id).ok();
     lifecycle::remove(paths, &st.id, true)?;
     if let Some(config) = config {
         let bundle = st
@@ -552,7 +546,7 @@ pub fn exec(paths: &Paths, req: &ExecRequest) -> Result<i32> {
             "cannot exec in a stopped or paused container".into(),
         ));
     }
-    let config = super::exec::read_config(paths, &st)?;
+    let config = state::load_config(paths, &st.id)?;
     let data = std::fs::read(&req.process).at("read", &req.process)?;
     let process: oci_spec::runtime::Process =
         serde_json::from_slice(&data).map_err(|source| Error::Json {

@@ -176,13 +176,24 @@ pub struct Series {
     pub runtime: &'static str,
     pub latest: Latest,
     counters: Option<Counters>,
-    ring: Ring,
+    /// `None` past [`MAX_RINGS`] containers.
+    ring: Option<Ring>,
 }
+
+/// Containers that keep a ring, at most: 15 MiB of history, whatever the number
+/// of containers (at 10,000 every container's ring would be 76 MiB). Those past
+/// it show their latest values, and get a ring when one frees up.
+pub const MAX_RINGS: usize = 2_000;
 
 impl Series {
     /// Slots oldest first: Unix time and values in [`Field::ALL`] order.
     pub fn slots(&self) -> impl Iterator<Item = (u32, &[f32; FIELDS])> {
-        self.ring.iter()
+        self.ring.iter().flat_map(Ring::iter)
+    }
+
+    /// Whether it keeps a history (see [`MAX_RINGS`]).
+    pub fn has_history(&self) -> bool {
+        self.ring.is_some()
     }
 
     /// Whether `key` names it: its id (with or without the leading `/`), its name,
@@ -223,8 +234,12 @@ pub struct History {
 #[derive(Debug, Default)]
 struct Inner {
     series: HashMap<String, Series>,
+    /// Series with a ring.
+    rings: usize,
     /// When readings were last recorded (by a scrape or the background sample).
     last_record: Option<Instant>,
+    /// When a page last asked for readings.
+    last_view: Option<Instant>,
 }
 
 fn unix_now() -> Duration {
@@ -264,7 +279,8 @@ impl History {
     pub fn record(&self, samples: &[Sample<'_>]) {
         let now = Instant::now();
         let unix = unix_now();
-        let mut inner = self.inner.lock();
+        let mut guard = self.inner.lock();
+        let inner = &mut *guard;
         inner.last_record = Some(now);
         let mut seen = std::collections::HashSet::with_capacity(samples.len());
         for sample in samples {
@@ -280,9 +296,13 @@ impl History {
                     runtime: t.discovered.runtime.as_str(),
                     latest: Latest::default(),
                     counters: None,
-                    ring: Ring::new(),
+                    ring: None,
                 }),
             };
+            if series.ring.is_none() && inner.rings < MAX_RINGS {
+                series.ring = Some(Ring::new());
+                inner.rings += 1;
+            }
             if series.name != t.meta.name {
                 series.name.clone_from(&t.meta.name);
             }
@@ -342,18 +362,38 @@ impl History {
                             Field::PressureIo => rate(current.pressure[2], prev.pressure[2], secs),
                         };
                     }
-                    series.ring.push(unix.as_secs() as u32, values);
+                    if let Some(ring) = &mut series.ring {
+                        ring.push(unix.as_secs() as u32, values);
+                    }
                 }
                 series.counters = Some(current);
             }
             series.latest = latest;
         }
-        inner.series.retain(|id, _| seen.contains(id.as_str()));
+        let mut freed = 0;
+        inner.series.retain(|id, s| {
+            let keep = seen.contains(id.as_str());
+            if !keep && s.ring.is_some() {
+                freed += 1;
+            }
+            keep
+        });
+        inner.rings -= freed;
     }
 
     /// How long ago readings were last recorded (`None`: never).
     pub fn since_last_record(&self) -> Option<Duration> {
         self.inner.lock().last_record.map(|t| t.elapsed())
+    }
+
+    /// Notes that a page asked for readings now.
+    pub fn viewed(&self) {
+        self.inner.lock().last_view = Some(Instant::now());
+    }
+
+    /// How long ago a page last asked for readings (`None`: never).
+    pub fn since_last_view(&self) -> Option<Duration> {
+        self.inner.lock().last_view.map(|t| t.elapsed())
     }
 
     /// Calls `f` with every container's series, under the lock (keep it short).

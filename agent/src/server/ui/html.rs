@@ -316,9 +316,19 @@ pub fn container(
         ),
     );
     row(&mut out, "OOM kills", &format!("{}", l.oom_events));
-    out.push_str("</table></section><section><h2>Last 15 minutes</h2><div id=\"charts\" data-src=\"/api/containers/");
-    escape(&mut out, &url_path(key));
-    out.push_str("/history\"></div><noscript>The charts need JavaScript; the table above has the latest values.</noscript></section>");
+    out.push_str("</table></section><section><h2>Last 15 minutes</h2>");
+    if s.has_history() {
+        out.push_str("<div id=\"charts\" data-src=\"/api/containers/");
+        escape(&mut out, &url_path(key));
+        out.push_str("/history\"></div><noscript>The charts need JavaScript; the table above has the latest values.</noscript>");
+    } else {
+        let _ = write!(
+            out,
+            "<p>No history: the UI keeps charts for {} containers, and this one came after them.</p>",
+            super::history::MAX_RINGS
+        );
+    }
+    out.push_str("</section>");
     if let Some(rows) = inspect {
         out.push_str("<section><h2>Launched by the agent</h2><table class=\"flags\">");
         out.push_str(rows);
