@@ -82,6 +82,15 @@ pub struct ContainerCgroup {
     hierarchy: Option<Hierarchy>,
 }
 
+/// See [`ContainerCgroup::self_placement`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SelfPlacement {
+    /// The cgroup2 directory to clone the process into.
+    pub clone_into: Option<PathBuf>,
+    /// The v1 `tasks` files the process writes `0` into.
+    pub v1_tasks: Vec<PathBuf>,
+}
+
 type Result<T> = std::result::Result<T, CgroupError>;
 
 fn write(path: &Path, value: &str) -> Result<()> {
@@ -319,6 +328,29 @@ impl ContainerCgroup {
         Ok(())
     }
 
+    /// How a process about to be cloned can enter this cgroup by itself, so that
+    /// nobody writes its pid into a `cgroup.procs`: every such write takes the
+    /// kernel's global threadgroup lock for writing, which waits for an RCU
+    /// grace period (10–20 ms for the ten hierarchies of a hybrid host here).
+    /// The cgroup2 directory is entered at birth (`clone3`'s
+    /// `CLONE_INTO_CGROUP`), and the process writes `0` into each v1 `tasks`
+    /// file itself, which moves only the calling thread and takes no global
+    /// lock. `None` when the hierarchy is unknown (a cgroup re-opened from
+    /// state): then [`Self::add_process`].
+    pub fn self_placement(&self) -> Option<SelfPlacement> {
+        let hierarchy = self.hierarchy.as_ref()?;
+        let unified = hierarchy.unified_root();
+        let mut placement = SelfPlacement::default();
+        for dir in &self.info.dirs {
+            if unified.is_some_and(|u| dir.starts_with(u)) {
+                placement.clone_into = Some(dir.clone());
+            } else {
+                placement.v1_tasks.push(dir.join("tasks"));
+            }
+        }
+        Some(placement)
+    }
+
     /// Number of OOM kills the memory controller recorded.
     pub fn oom_kills(&self) -> u64 {
         let Some(dir) = &self.memory_dir else {
@@ -436,6 +468,16 @@ mod tests {
         assert!(cg_dir.is_dir());
         assert_eq!(cg.info(), &ContainerCgroup::planned(&layout, id));
         assert_eq!(cg.info().path, "/agent/c0ffee");
+        // On v2 a new process is cloned straight into it, with nothing to write.
+        assert_eq!(
+            cg.self_placement(),
+            Some(SelfPlacement {
+                clone_into: Some(cg_dir.clone()),
+                v1_tasks: Vec::new(),
+            })
+        );
+        // Re-opened from state, the hierarchy is unknown: the pid is written.
+        assert_eq!(ContainerCgroup::from_info(cg.info()).self_placement(), None);
         cg.destroy();
         assert!(!cg_dir.exists());
     }

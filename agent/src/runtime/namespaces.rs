@@ -116,6 +116,10 @@ pub struct ChildContext<'a> {
     pub init: bool,
     /// Its stdin, stdout and stderr.
     pub stdio: ChildStdio,
+    /// The cgroup v1 `tasks` files it writes `0` into once released, placing
+    /// itself (see `ContainerCgroup::self_placement`); empty when the parent
+    /// placed it.
+    pub cgroup_tasks: Vec<PathBuf>,
     /// The OCI create/start split (`agent-runc create`): the container's
     /// `exec.fifo`, open read-write. The process outlives the command that
     /// made it (no parent-death signal), sets everything up, reports success
@@ -179,8 +183,8 @@ pub(super) fn wait_released(mut sync: File) {
     }
 }
 
-/// The child's entry point: waits for the parent to place it in its cgroup, sets the
-/// container up and execs. Never returns.
+/// The child's entry point: waits for the parent to place it in its cgroup (or to
+/// release it to place itself), sets the container up and execs. Never returns.
 pub fn child_main(ctx: &ChildContext<'_>, sync: File, mut errors: File) -> ! {
     if ctx.exec_fifo.is_some() {
         // Its caller (containerd's shim, as a subreaper) becomes its parent
@@ -188,6 +192,10 @@ pub fn child_main(ctx: &ChildContext<'_>, sync: File, mut errors: File) -> ! {
         wait_released(sync);
     } else {
         die_with_parent_once_released(sync);
+    }
+    if let Err(e) = join_cgroup(&ctx.cgroup_tasks) {
+        let _ = writeln!(errors, "{e}");
+        sys::exit_now(127);
     }
     if let Err(e) = ctx.stdio.apply() {
         let _ = writeln!(errors, "{e}");
@@ -203,6 +211,15 @@ pub fn child_main(ctx: &ChildContext<'_>, sync: File, mut errors: File) -> ! {
     let err = setup_and_exec(ctx, &mut errors);
     let _ = writeln!(errors, "{err}");
     sys::exit_now(127)
+}
+
+/// Moves this (single-threaded) process into its cgroup on each v1 hierarchy,
+/// before anything else it does is accounted.
+fn join_cgroup(tasks: &[PathBuf]) -> Result<()> {
+    for file in tasks {
+        std::fs::write(file, "0").at("join cgroup", file)?;
+    }
+    Ok(())
 }
 
 /// Closes every descriptor above stderr except `keep`. Runs in the forked child,

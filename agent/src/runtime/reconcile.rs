@@ -12,7 +12,7 @@
 //!   is gone has simply exited (its caller reaps it and knows the code);
 //! - the image store's leftovers (scratch, unnamed layers) are swept.
 
-use super::state::{self, Status};
+use super::state::{self, ContainerState, Status};
 use super::{Paths, Result, image, rootfs, sys};
 use std::io::ErrorKind;
 
@@ -60,30 +60,27 @@ pub fn reconcile(paths: &Paths) -> Result<Reconciled> {
             continue;
         }
         match state::load(paths, &id) {
-            Ok(mut st) => {
-                if matches!(
-                    st.status,
-                    Status::Created | Status::Running | Status::Restarting
-                ) && !st.supervisor_alive()
-                {
-                    if st.oci.is_some() {
-                        st.status = Status::Exited;
-                        st.pid = None;
-                        st.finished_at.get_or_insert_with(super::now_unix);
-                        state::save(paths, &st)?;
-                        continue;
-                    }
-                    st.status = Status::Dead;
+            Ok(st) => {
+                let Some(mut st) = unfinished(st, || state::load(paths, &id).ok()) else {
+                    continue;
+                };
+                if st.oci.is_some() {
+                    st.status = Status::Exited;
+                    st.pid = None;
                     st.finished_at.get_or_insert_with(super::now_unix);
-                    st.error.get_or_insert_with(|| {
-                        format!(
-                            "its supervisor (pid {}) is gone",
-                            st.supervisor_pid.unwrap_or(0)
-                        )
-                    });
                     state::save(paths, &st)?;
-                    done.marked_dead += 1;
+                    continue;
                 }
+                st.status = Status::Dead;
+                st.finished_at.get_or_insert_with(super::now_unix);
+                st.error.get_or_insert_with(|| {
+                    format!(
+                        "its supervisor (pid {}) is gone",
+                        st.supervisor_pid.unwrap_or(0)
+                    )
+                });
+                state::save(paths, &st)?;
+                done.marked_dead += 1;
             }
             Err(_) if state::is_unwritten(paths, &id) => {
                 // Killed before its first save: nothing else was made yet but
@@ -105,6 +102,29 @@ pub fn reconcile(paths: &Paths) -> Result<Reconciled> {
     }
     done.swept = image::sweep(paths)?;
     Ok(done)
+}
+
+/// The state of a container whose supervisor is gone without finishing it, or
+/// `None`. `first` is the state as read; `reload` reads it again. A supervisor
+/// saves the exit and then ends, without the store lock, so a state read while
+/// it was still alive may predate its last save (or name the `launch -d` that
+/// has since handed over to its supervisor): only a state read again once its
+/// supervisor is seen gone, and still live with its own supervisor gone, is one
+/// that was never finished.
+fn unfinished(
+    first: ContainerState,
+    reload: impl FnOnce() -> Option<ContainerState>,
+) -> Option<ContainerState> {
+    let live = |st: &ContainerState| {
+        matches!(
+            st.status,
+            Status::Created | Status::Running | Status::Restarting
+        ) && !st.supervisor_alive()
+    };
+    if !live(&first) {
+        return None;
+    }
+    reload().filter(live)
 }
 
 #[cfg(test)]
@@ -136,5 +156,31 @@ mod tests {
             assert!(!paths.overlay().join(id).exists(), "{id}");
         }
         assert!(paths.container(&torn).exists());
+    }
+    #[test]
+    fn a_state_saved_by_a_supervisor_that_then_ended_is_not_marked_dead() {
+        // No process has this pid (above pid_max), so its supervisor is gone.
+        let gone = |status| ContainerState {
+            status,
+            supervisor_pid: Some(i32::MAX),
+            ..ContainerState::for_test(&"d".repeat(64), "d", "i")
+        };
+        let running = gone(Status::Running);
+        // Read while running; the supervisor saved its exit before the check.
+        assert!(unfinished(running.clone(), || Some(gone(Status::Exited))).is_none());
+        // Read as `launch -d` left it; its supervisor, alive, has taken over.
+        let handed_over = ContainerState {
+            supervisor_pid: Some(std::process::id() as i32),
+            supervisor_started: None,
+            ..running.clone()
+        };
+        assert!(unfinished(running.clone(), || Some(handed_over)).is_none());
+        // Removed meanwhile.
+        assert!(unfinished(running.clone(), || None).is_none());
+        // Still running on the second read: never finished.
+        let dead = unfinished(running.clone(), || Some(running.clone()));
+        assert_eq!(dead.map(|s| s.status), Some(Status::Running));
+        // Settled states are not read again.
+        assert!(unfinished(gone(Status::Exited), || panic!("read again")).is_none());
     }
 }

@@ -14,7 +14,7 @@ use super::{Error, IoContext, Paths, Result, seccomp, sys};
 use crate::cgroup::ContainerCgroup;
 use oci_spec::runtime::{LinuxNamespaceType, Spec};
 use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::PathBuf;
 
 /// A container ready to start: its spec and how its root comes to be.
@@ -133,6 +133,21 @@ pub(super) fn start(
         Some(layer) => Rootfs::Overlay(layer, paths),
         None => Rootfs::Directory,
     };
+    // The process places itself in its cgroup (no parent write to a
+    // `cgroup.procs`, see `ContainerCgroup::self_placement`), except in a user
+    // namespace, whose root may not write the host's cgroup files, and for
+    // `agent-runc create`, whose hooks expect it placed before they run.
+    let placement = if user_ns || prepared.oci.is_some() {
+        None
+    } else {
+        cg.self_placement()
+    };
+    let self_placed = placement.is_some();
+    let into_dir = placement.as_ref().and_then(|p| p.clone_into.clone());
+    let into = match &into_dir {
+        Some(dir) => Some(std::fs::File::open(dir).at("open cgroup", dir)?),
+        None => None,
+    };
     let ctx = ChildContext {
         config,
         rootfs,
@@ -142,8 +157,14 @@ pub(super) fn start(
         init: prepared.init,
         stdio,
         exec_fifo: prepared.oci.as_ref().map(|o| o.exec_fifo.as_raw_fd()),
+        cgroup_tasks: placement.map(|p| p.v1_tasks).unwrap_or_default(),
     };
-    let pid = sys::clone_fork(flags)?;
+    // A kernel before 5.7 refuses CLONE_INTO_CGROUP: then the pid is written.
+    let (pid, write_into) = match sys::clone_fork_into(flags, into.as_ref().map(|f| f.as_fd())) {
+        Ok(pid) => (pid, None),
+        Err(_) if into.is_some() => (sys::clone_fork(flags)?, into_dir.as_ref()),
+        Err(e) => return Err(e),
+    };
     if pid == 0 {
         drop(sync_w);
         drop(err_r);
@@ -162,7 +183,12 @@ pub(super) fn start(
                 userns::mount_rootfs(pid, paths, layer, &map)?;
             }
         }
-        cg.add_process(pid)?;
+        if !self_placed {
+            cg.add_process(pid)?;
+        } else if let Some(dir) = write_into {
+            let procs = dir.join("cgroup.procs");
+            std::fs::write(&procs, pid.to_string()).at("write", &procs)?;
+        }
         if let Some(oci) = &prepared.oci {
             (oci.before_release)(pid)?;
         }
@@ -202,7 +228,12 @@ pub(super) fn start(
         st.status = Status::Running;
         st.started_at = Some(super::now_unix());
     }
-    ns.extend(namespaces::namespace_inodes(pid));
+    // Only its cgroup namespace is new since the read above (a process that
+    // has already ended is being torn down, and keeps what was read then).
+    if let Ok(m) = std::fs::metadata(format!("/proc/{pid}/ns/cgroup")) {
+        use std::os::unix::fs::MetadataExt;
+        ns.insert("cgroup".into(), m.ino());
+    }
     st.namespaces = ns;
     state::save(paths, st)?;
     Ok(Started {

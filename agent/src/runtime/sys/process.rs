@@ -6,6 +6,7 @@ use nix::errno::Errno;
 use nix::sys::stat::Mode;
 use nix::unistd::{Gid, Uid};
 use std::ffi::{CStr, CString};
+use std::os::fd::{AsRawFd, BorrowedFd};
 
 /// `setgroups`, `setgid`, `setuid`, in that order.
 pub fn set_ids(uid: u32, gid: u32, groups: &[u32]) -> Result<()> {
@@ -104,9 +105,19 @@ struct CloneArgs {
 /// pid in the parent. Must only be called while the process is single-threaded.
 /// nix has no clone3 (its `clone` needs a stack of its own).
 pub fn clone_fork(flags: u64) -> Result<i32> {
+    clone_fork_into(flags, None)
+}
+
+/// `CLONE_INTO_CGROUP` (libc declares it as a `c_int`, which cannot hold it).
+const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
+/// [`clone_fork`], the child born in the cgroup2 directory open at `cgroup`
+/// (`CLONE_INTO_CGROUP`, Linux 5.7) when given.
+pub fn clone_fork_into(flags: u64, cgroup: Option<BorrowedFd<'_>>) -> Result<i32> {
     let mut args = CloneArgs {
-        flags,
+        flags: flags | cgroup.map_or(0, |_| CLONE_INTO_CGROUP),
         exit_signal: libc::SIGCHLD as u64,
+        cgroup: cgroup.map_or(0, |fd| fd.as_raw_fd() as u64),
         ..Default::default()
     };
     // SAFETY: with a null stack clone3 behaves like fork(2): the child continues on a
