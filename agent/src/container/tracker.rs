@@ -109,6 +109,10 @@ pub struct Tracker {
     filter: Filter,
     metadata: MetadataSource,
     tracked: BTreeMap<String, Tracked>,
+    /// Whether some tracked cgroup may still have a metadata lookup due: without
+    /// one, the 1 s refresh does not go through them all (at 1000 cgroups that
+    /// walk through cold memory was most of an idle agent's CPU).
+    meta_pending: bool,
     /// When the whole tree was last walked.
     last_walk: Option<Instant>,
     /// Walks of the whole tree since start, and of subtrees the watch reported.
@@ -153,6 +157,7 @@ impl Tracker {
             filter,
             metadata,
             tracked: BTreeMap::new(),
+            meta_pending: false,
             last_walk: None,
             walks: 0,
             subtree_walks: 0,
@@ -263,7 +268,11 @@ impl Tracker {
     }
 
     fn retry_missing_metadata(&mut self) {
+        if !self.meta_pending {
+            return;
+        }
         let mut found = false;
+        let mut left = false;
         let now = Instant::now();
         for t in self.tracked.values_mut() {
             if t.meta_retry_due(now)
@@ -272,7 +281,9 @@ impl Tracker {
                 t.found_meta(m);
                 found = true;
             }
+            left |= t.meta_retry.is_some();
         }
+        self.meta_pending = left;
         if found {
             self.publish_index();
         }

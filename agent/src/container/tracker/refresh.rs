@@ -203,6 +203,7 @@ impl Tracker {
             Ok(reader) => {
                 let meta = self.metadata.lookup(&d);
                 let retry = self.metadata.can_name(&d);
+                self.meta_pending |= meta.is_none() && retry;
                 tracing::debug!(cgroup = %d.path, runtime = d.runtime.as_str(), "tracking");
                 Opened::Tracked(Box::new(Tracked::new(d, meta, retry, reader)))
             }
