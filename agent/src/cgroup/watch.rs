@@ -85,6 +85,19 @@ impl TreeWatch {
         !self.incomplete
     }
 
+    /// Whether the kernel holds events not yet taken by [`TreeWatch::changes`]
+    /// (a poll that does not wait and consumes nothing).
+    pub fn has_events(&self) -> bool {
+        use rustix::event::{PollFd, PollFlags, Timespec, poll};
+        let mut fds = [PollFd::new(&self.inotify, PollFlags::IN)];
+        let now = Timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // A failed poll says "maybe": the caller then looks for itself.
+        poll(&mut fds, Some(&now)).map_or(true, |n| n > 0)
+    }
+
     /// Drains the pending events: which cgroups were made and removed since the
     /// last call. A burst of any size costs one walk per new subtree; a cgroup
     /// made and removed in between is listed in both (walking it finds nothing).

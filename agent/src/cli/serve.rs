@@ -321,9 +321,11 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     // each response. By default glibc raises its mmap threshold to the size of a
     // freed mapping, so from the second scrape on they came from the heap, which
     // kept them between scrapes; a fixed threshold keeps them mapped, returned to
-    // the kernel when freed.
+    // the kernel when freed. At 1 MiB rather than lower, the scrape's smaller
+    // buffers (per-cgroup readings, ~0.5 MiB at 1000) stay in the heap: mapping
+    // them afresh cost ~6 ms of page faults per scrape at 256 KiB.
     // SAFETY: as above.
-    unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, 256 * 1024) };
+    unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, 1024 * 1024) };
     init_logging(args.log_format);
     raise_nofile_limit();
     let web = match &args.web_config_file {
@@ -482,6 +484,9 @@ async fn rescan_in_background(state: Arc<ServerState>, every: Duration) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
+        if !state.refresh_wanted() {
+            continue;
+        }
         let st = state.clone();
         if tokio::task::spawn_blocking(move || st.refresh())
             .await

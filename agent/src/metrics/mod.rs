@@ -171,6 +171,12 @@ impl Exporter {
         self.tracker.lock().refresh(true);
     }
 
+    /// Whether [`Exporter::refresh_if_due`] has anything to do (false while a
+    /// scrape holds the tracker: it refreshes first anyway).
+    pub fn refresh_wanted(&self) -> bool {
+        self.tracker.try_lock().is_some_and(|t| t.refresh_wanted())
+    }
+
     /// Runs a discovery scan if the rescan interval has passed.
     pub fn refresh_if_due(&self) {
         self.tracker.lock().refresh(false);

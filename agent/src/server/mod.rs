@@ -89,6 +89,12 @@ impl ServerState {
         self
     }
 
+    /// Whether [`ServerState::refresh`] has anything to do (cheap: no blocking
+    /// work, one poll of the watch).
+    pub fn refresh_wanted(&self) -> bool {
+        self.exporter.refresh_wanted()
+    }
+
     /// Rescans the cgroup tree if the rescan interval has passed (blocking).
     pub fn refresh(&self) {
         self.exporter.refresh_if_due();

@@ -40,6 +40,23 @@ impl Tracker {
         self.walk_all();
     }
 
+    /// Whether [`Tracker::refresh`] has anything to do now: without a complete
+    /// watch it always may; with one, only when the watch holds events, a
+    /// metadata lookup or a pending cgroup may be due, or the safety-net walk
+    /// is. The 1 s background rescan asks first, so an idle agent wakes no
+    /// blocking thread.
+    pub fn refresh_wanted(&self) -> bool {
+        let Some(watch) = self.watch.as_ref().filter(|w| w.complete()) else {
+            return true;
+        };
+        self.meta_pending
+            || !self.pending.is_empty()
+            || self
+                .last_walk
+                .is_none_or(|t| t.elapsed() >= SAFETY_NET_RESCAN)
+            || watch.has_events()
+    }
+
     fn watch_is_complete(&self) -> bool {
         self.watch.as_ref().is_some_and(TreeWatch::complete)
     }

@@ -16,6 +16,10 @@ use tokio::sync::broadcast;
 
 /// The ring's resolution: a slot is written at most this often.
 pub const STEP: Duration = Duration::from_secs(5);
+/// Readings closer than this to the last recorded one are not recorded: the
+/// table's values are at most this old, and scrapes in quick succession (two
+/// Prometheus replicas, a benchmark) pay for one record.
+pub const MIN_RECORD_GAP: Duration = Duration::from_secs(1);
 /// Slots per container: 15 minutes at [`STEP`].
 pub const SLOTS: usize = 180;
 
@@ -281,6 +285,12 @@ impl History {
         let unix = unix_now();
         let mut guard = self.inner.lock();
         let inner = &mut *guard;
+        if inner
+            .last_record
+            .is_some_and(|t| now.duration_since(t) < MIN_RECORD_GAP)
+        {
+            return;
+        }
         inner.last_record = Some(now);
         let mut seen = std::collections::HashSet::with_capacity(samples.len());
         for sample in samples {
