@@ -21,11 +21,9 @@
  * copying the strings at entry is no safer (the kernel copies them later
  * still). The fast path (not a mount syscall) is one load and a comparison.
  *
- * A record wakes the reader only when it is the first since the reader's last
- * drain, or when the ring buffer is an eighth full; the reader waits a short
- * while after each drain, so a burst is drained in batches. One wake-up per
- * exec would cost more than the exec hook itself, and a reader on a timer costs
- * an idle host twenty wake-ups a second.
+ * Records are submitted without waking the reader until the ring buffer is
+ * an eighth full; the reader also drains on a short timer. One wake-up per
+ * exec would cost more than the exec hook itself.
  *
  * Arguments are taken BPF_PROG-style (ctx as an array of u64) rather than
  * through ctx->args[i]: aya 0.14 cannot relocate bpf_raw_tracepoint_args.
@@ -168,34 +166,13 @@ struct {
 	__type(value, __u64);
 } lost_events SEC(".maps");
 
-/* The reader's consumer position (plus one) when a record last woke it. */
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, __u64);
-} woken_at SEC(".maps");
-
 /* ---- Helpers ---- */
 
-/* Wake the reader when the ring is an eighth full, or when it has consumed
- * since the last wake-up (it went back to waiting): the first record after each
- * of its drains wakes it, the rest of a burst does not. An idle host so costs
- * the reader no timer, and a busy one one wake-up per drain. */
 static __always_inline __u64 wakeup_flags(void)
 {
 	__u64 avail = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA);
 	__u64 size = bpf_ringbuf_query(&events, BPF_RB_RING_SIZE);
-	if (avail >= size / 8)
-		return BPF_RB_FORCE_WAKEUP;
-	__u64 cons = bpf_ringbuf_query(&events, BPF_RB_CONS_POS) + 1;
-	__u32 key = 0;
-	__u64 *woken = bpf_map_lookup_elem(&woken_at, &key);
-	if (woken && *woken != cons) {
-		*woken = cons;
-		return BPF_RB_FORCE_WAKEUP;
-	}
-	return BPF_RB_NO_WAKEUP;
+	return avail >= size / 8 ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
 }
 
 static __always_inline void count_lost(__u32 slot)

@@ -1,5 +1,5 @@
-//! The ring-buffer reader: waits on the buffer from tokio (woken by the first
-//! record after each drain; see `wakeup_flags` in events.bpf.c), decodes each record, attributes it to a container and
+//! The ring-buffer reader: waits on the buffer from tokio (and drains it on a
+//! short tick too), decodes each record, attributes it to a container and
 //! counts it, and hands it to the control socket's subscribers.
 
 use super::ProgramStatus;
@@ -31,17 +31,14 @@ pub(super) struct Shared {
     pub(super) boot_to_unix_ns: i128,
 }
 
-/// After a drain the reader waits this long before it looks again, so a busy
-/// host's records are drained in batches: the kernel wakes it with the first
-/// record after a drain (or when the buffer is an eighth full), not with each.
+/// How often the reader drains the ring buffer when the kernel did not wake
+/// it (it only wakes it when the buffer is an eighth full).
 const DRAIN_INTERVAL: Duration = Duration::from_millis(50);
-/// Drains even without a wake-up this often: a record whose wake-up raced with
-/// a drain (its flags were chosen while the reader was still consuming) waits at
-/// most this long. An idle host costs one wake-up a second, not twenty.
-const SAFETY_DRAIN: Duration = Duration::from_secs(1);
 const PRUNE_INTERVAL: Duration = Duration::from_secs(60);
 
 pub(super) async fn read_loop(mut fd: AsyncFd<RingBuf<MapData>>, shared: Arc<Shared>) {
+    let mut tick = tokio::time::interval(DRAIN_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // Pruning also runs at scrape time; this bounds memory when nobody scrapes.
     let mut last_prune = std::time::Instant::now();
     loop {
@@ -52,19 +49,16 @@ pub(super) async fn read_loop(mut fd: AsyncFd<RingBuf<MapData>>, shared: Arc<Sha
         tokio::select! {
             ready = fd.readable_mut() => match ready {
                 Ok(mut guard) => {
-                    // Cleared before draining: a wake-up for a record that
-                    // comes during the drain is kept for the next round.
-                    guard.clear_ready();
                     drain(guard.get_inner_mut(), &shared);
+                    guard.clear_ready();
                 }
                 Err(err) => {
                     tracing::error!(error = %err, "eBPF ring buffer: cannot wait; event tracing stops");
                     return;
                 }
             },
-            () = tokio::time::sleep(SAFETY_DRAIN) => drain(fd.get_mut(), &shared),
+            _ = tick.tick() => drain(fd.get_mut(), &shared),
         }
-        tokio::time::sleep(DRAIN_INTERVAL).await;
     }
 }
 
