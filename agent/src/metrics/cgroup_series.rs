@@ -28,6 +28,19 @@ pub(super) fn device_labels(sys: &std::path::Path, major: u32, minor: u32) -> De
     DeviceLabels { device, numbers }
 }
 
+/// `id`, `name`, `image`, and for a Kubernetes pod's cgroups `container`,
+/// `namespace` and `pod`: what every series and the info series of `t` start with.
+fn push_identity(l: &mut String, t: &Tracked) {
+    push_label(l, "id", &t.discovered.path);
+    push_label(l, "name", &t.meta.name);
+    push_label(l, "image", &t.meta.image);
+    if let Some(k) = &t.meta.kube {
+        push_label(l, "container", &k.container);
+        push_label(l, "namespace", &k.namespace);
+        push_label(l, "pod", &k.pod);
+    }
+}
+
 /// The label text of every series of `t`: `id`, `name`, `image`, for a Kubernetes
 /// pod's cgroups `container`, `namespace` and `pod` (as kubelet's
 /// `/metrics/cadvisor` has them), then the chosen container labels and the
@@ -36,14 +49,7 @@ pub(super) fn device_labels(sys: &std::path::Path, major: u32, minor: u32) -> De
 /// the same `container_label_*` name in both places.
 fn series_labels(t: &Tracked, keys: &LabelKeys) -> String {
     let mut l = String::with_capacity(t.discovered.path.len() + 48);
-    push_label(&mut l, "id", &t.discovered.path);
-    push_label(&mut l, "name", &t.meta.name);
-    push_label(&mut l, "image", &t.meta.image);
-    if let Some(k) = &t.meta.kube {
-        push_label(&mut l, "container", &k.container);
-        push_label(&mut l, "namespace", &k.namespace);
-        push_label(&mut l, "pod", &k.pod);
-    }
+    push_identity(&mut l, t);
     if *keys != LabelKeys::None {
         let labels = t.meta.labels.iter().map(|(k, v)| (k, (k, v)));
         for (name, (key, value)) in container_label_names("container_label_", labels) {
@@ -181,14 +187,7 @@ pub(super) fn write_cgroup_families(
     {
         let t = s.tracked;
         let mut l = String::new();
-        push_label(&mut l, "id", &t.discovered.path);
-        push_label(&mut l, "name", &t.meta.name);
-        push_label(&mut l, "image", &t.meta.image);
-        if let Some(k) = &t.meta.kube {
-            push_label(&mut l, "container", &k.container);
-            push_label(&mut l, "namespace", &k.namespace);
-            push_label(&mut l, "pod", &k.pod);
-        }
+        push_identity(&mut l, t);
         push_label(&mut l, "runtime", t.discovered.runtime.as_str());
         for (key, v) in container_label_names("container_label_", &t.meta.labels) {
             push_label(&mut l, &key, v);
