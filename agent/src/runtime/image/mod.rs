@@ -33,7 +33,9 @@ mod reference;
 mod store;
 mod unpack;
 
-pub use reference::{normalize_reference, validate_reference};
+pub use reference::{
+    RegistryRef, normalize_reference, parse_registry_reference, validate_reference,
+};
 pub(crate) use store::sweep;
 pub use store::{chain_id, layer_dir, lower_links, register_layer, remove_layer_dir};
 
