@@ -127,6 +127,21 @@ pub fn run() -> anyhow::Result<()> {
         unpacked as f64 / (1 << 20) as f64
     );
 
+    if std::env::var_os("AGENT_BENCH_PULL_HOLD").is_some() {
+        // For profiling one pull: the registry stays up until stdin closes.
+        println!(
+            "pull: registry up; try:\n  {} pull {} --state-dir {}/state-x {reference}\n  skopeo copy --quiet --src-creds '{}:{}' --src-cert-dir {} docker://{reference} oci:{}/copy-x:latest\nclose stdin to stop",
+            agent.display(),
+            reg.pull_flags().join(" "),
+            work.path().display(),
+            registry::USER,
+            registry::PASSWORD,
+            reg.cert_dir.display(),
+            work.path().display(),
+        );
+        std::io::copy(&mut std::io::stdin(), &mut std::io::sink())?;
+        return Ok(());
+    }
     let pull = |n: usize| -> anyhow::Result<Duration> {
         let state = work.path().join(format!("state-{n}"));
         let took = run_quiet(
