@@ -356,7 +356,7 @@ fn import_layers(
 
 fn import_rootfs_tar(
     paths: &Paths,
-    reader: impl Read,
+    reader: impl Read + Send,
     origin: &Path,
     name: String,
     progress: Progress<'_>,

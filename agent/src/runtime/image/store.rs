@@ -102,7 +102,7 @@ pub fn remove_layer_dir(paths: &Paths, id: &str) -> Result<()> {
 /// moves it into `overlay2/<chain>`. Returns the diff id and the chain id.
 pub(super) fn store_layer(
     paths: &Paths,
-    reader: impl Read,
+    reader: impl Read + Send,
     layer: &unpack::LayerRef<'_>,
     expected: unpack::Expected<'_>,
     parents: &[String],
@@ -123,7 +123,7 @@ pub(super) struct Unpacked {
 /// Layers of one image may be unpacked side by side; they are committed in order.
 pub(super) fn unpack_to_scratch(
     paths: &Paths,
-    reader: impl Read,
+    reader: impl Read + Send,
     layer: &unpack::LayerRef<'_>,
     expected: unpack::Expected<'_>,
 ) -> Result<Unpacked> {

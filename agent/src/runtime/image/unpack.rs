@@ -43,15 +43,6 @@ impl<R: Read> Read for HashReader<R> {
     }
 }
 
-/// Shared handle so the digest can be read after the decoder consumed the reader.
-struct SharedHash<R>(std::rc::Rc<std::cell::RefCell<HashReader<R>>>);
-
-impl<R: Read> Read for SharedHash<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        self.0.borrow_mut().read(buf)
-    }
-}
-
 /// How much of a layer's uncompressed stream is decoded at a time.
 const DECODE_CHUNK: usize = 256 << 10;
 
@@ -86,55 +77,168 @@ impl LayerRef<'_> {
 /// Unpacks a (possibly compressed) layer stream into `diff` and checks it against
 /// `expected`: digest and size over the raw bytes, diff id over the uncompressed tar.
 /// Returns the diff id.
+///
+/// Two threads: this one runs tar and writes the files while a decoder thread
+/// hashes the raw stream, inflates it and hashes the tar, a few chunks ahead.
+/// A layer's CPU (inflate and two hashes, then the kernel's file writes) is then
+/// spread over two cores instead of one, where a pull's biggest layer is what it
+/// waits for.
 pub(super) fn unpack_verified(
-    reader: impl Read,
+    reader: impl Read + Send,
     diff: &Path,
     layer: &LayerRef<'_>,
     expected: Expected<'_>,
 ) -> Result<String> {
     let file = layer.file;
-    let outer = std::rc::Rc::new(std::cell::RefCell::new(HashReader::new(reader)));
-    let decoded =
-        archive::decompress(BufReader::new(SharedHash(outer.clone()))).at("read layer", file)?;
-    // The decoder fills large buffers: inflating into tar's 8 KiB reads took 1.7
-    // times as long (zlib-rs copies each output chunk into its window and restarts
-    // its fast loop per call).
-    let mut inner = BufReader::with_capacity(DECODE_CHUNK, HashReader::new(decoded));
-    let unpacked = unpack_layer(&mut inner, diff, layer).and_then(|()| {
-        // Read to the end so the digests cover every byte (tar padding included).
-        std::io::copy(&mut inner, &mut std::io::sink())
-            .map(drop)
-            .at("read layer", file)
-    });
-    if expected.blob_digest.is_some() || expected.blob_size.is_some() {
+    let check_blob = expected.blob_digest.is_some() || expected.blob_size.is_some();
+    let (tx, rx) = tokio::sync::mpsc::channel(DECODED_AHEAD);
+    let (unpacked, decoded) = std::thread::scope(|scope| {
+        let decoder = std::thread::Builder::new()
+            .name("agent-inflate".into())
+            .spawn_scoped(scope, move || decode(reader, tx, check_blob))
+            .map_err(|e| Error::Task {
+                what: format!("start the decoder of {}", layer.label),
+                source: Box::new(e),
+            })?;
+        let mut inner = ChannelReader::new(rx);
+        let unpacked = unpack_layer(&mut inner, diff, layer).and_then(|()| {
+            // Read to the end so the digests cover every byte (tar padding included).
+            std::io::copy(&mut inner, &mut std::io::sink())
+                .map(drop)
+                .at("read layer", file)
+        });
+        // A decoder still sending stops at its next chunk.
+        drop(inner);
+        let decoded = decoder.join().map_err(|_| Error::Task {
+            what: format!("decode {}", layer.label),
+            source: "the decoder thread panicked".into(),
+        })?;
+        Ok::<_, Error>((unpacked, decoded))
+    })?;
+    if check_blob {
         // A blob that is not what its descriptor says is the real cause of
         // whatever the decoder or tar made of it, so that is checked first.
-        let mut outer = outer.borrow_mut();
-        let rest = std::io::copy(&mut *outer, &mut std::io::sink());
         if let Some(size) = expected.blob_size
-            && outer.bytes != size
+            && decoded.blob_bytes != size
         {
             return Err(layer.corrupt(format!(
                 "size mismatch: its descriptor says {size} bytes, read {}",
-                outer.bytes
+                decoded.blob_bytes
             )));
         }
-        let got = outer.digest();
+        let got = &decoded.blob_digest;
         if let Some(want) = expected.blob_digest
             && got != want
         {
             return Err(layer.corrupt(format!("digest mismatch: expected {want}, got {got}")));
         }
-        rest.at("read layer", file)?;
+        decoded.rest.at("read layer", file)?;
     }
     unpacked?;
-    let diff_id = inner.get_ref().digest();
+    let diff_id = decoded.diff_id;
     if let Some(want) = expected.diff_id
         && want != diff_id
     {
         return Err(layer.corrupt(format!("diff id mismatch: expected {want}, got {diff_id}")));
     }
     Ok(diff_id)
+}
+
+/// Decoded chunks a decoder thread may run ahead of tar.
+const DECODED_AHEAD: usize = 4;
+
+/// What a decoder thread found.
+struct Decoded {
+    /// Bytes of the raw stream read.
+    blob_bytes: u64,
+    /// `sha256:<hex>` of them.
+    blob_digest: String,
+    /// `sha256:<hex>` of the whole decoded stream (empty if it stopped early).
+    diff_id: String,
+    /// How reading the rest of the raw stream ended (when asked to).
+    rest: std::io::Result<()>,
+}
+
+/// The decoder thread of [`unpack_verified`]: sends `reader` decoded, in chunks of
+/// [`DECODE_CHUNK`] (inflating into tar's 8 KiB reads took zlib-rs 1.7 times as
+/// long: it copies each output chunk into its window and restarts its fast loop),
+/// then an error if decoding failed. With `drain`, reads the raw stream to its
+/// end even when tar stopped early, so its size and digest are whole.
+fn decode(
+    reader: impl Read,
+    tx: tokio::sync::mpsc::Sender<std::io::Result<bytes::Bytes>>,
+    drain: bool,
+) -> Decoded {
+    let mut outer = HashReader::new(reader);
+    let mut diff_id = String::new();
+    let sent = (|| -> std::io::Result<()> {
+        let mut inner = HashReader::new(archive::decompress(BufReader::new(&mut outer))?);
+        let mut buf = bytes::BytesMut::new();
+        loop {
+            // Takes back the memory of the chunks tar is done with (no fresh
+            // pages to fault in for every chunk).
+            buf.reserve(DECODE_CHUNK);
+            buf.resize(DECODE_CHUNK, 0);
+            let n = inner.read(&mut buf)?;
+            if n == 0 {
+                diff_id = inner.digest();
+                return Ok(());
+            }
+            let chunk = buf.split_to(n).freeze();
+            buf.clear();
+            if tx.blocking_send(Ok(chunk)).is_err() {
+                return Ok(()); // tar stopped; its result says why
+            }
+        }
+    })();
+    if let Err(e) = sent {
+        let _ = tx.blocking_send(Err(e));
+    }
+    drop(tx);
+    let rest = if drain {
+        std::io::copy(&mut outer, &mut std::io::sink()).map(drop)
+    } else {
+        Ok(())
+    };
+    Decoded {
+        blob_bytes: outer.bytes,
+        blob_digest: outer.digest(),
+        diff_id,
+        rest,
+    }
+}
+
+/// Chunks sent over a channel, read as a stream on a thread that may block: a
+/// pull's download task sends a blob to its unpacker, a decoder thread sends the
+/// decoded layer to tar.
+pub(super) struct ChannelReader {
+    rx: tokio::sync::mpsc::Receiver<std::io::Result<bytes::Bytes>>,
+    chunk: bytes::Bytes,
+}
+
+impl ChannelReader {
+    pub(super) fn new(rx: tokio::sync::mpsc::Receiver<std::io::Result<bytes::Bytes>>) -> Self {
+        ChannelReader {
+            rx,
+            chunk: bytes::Bytes::new(),
+        }
+    }
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.chunk.is_empty() {
+            match self.rx.blocking_recv() {
+                None => return Ok(0),
+                Some(Err(e)) => return Err(e),
+                Some(Ok(chunk)) => self.chunk = chunk,
+            }
+        }
+        let n = buf.len().min(self.chunk.len());
+        buf[..n].copy_from_slice(&self.chunk[..n]);
+        self.chunk = self.chunk.slice(n..);
+        Ok(n)
+    }
 }
 
 /// The OCI whiteout prefix: `.wh.NAME` hides `NAME` of the layers below.
@@ -508,6 +612,22 @@ mod tests {
             assert!(!msg.contains('\n'), "{msg}");
             assert!(dest.is_dir(), "{name} removed the layer directory");
         }
+    }
+
+    #[test]
+    fn the_channel_reader_hands_on_chunks_and_errors() {
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        tx.try_send(Ok(bytes::Bytes::from_static(b"abc"))).unwrap();
+        tx.try_send(Ok(bytes::Bytes::from_static(b"de"))).unwrap();
+        tx.try_send(Err(std::io::Error::other("cut"))).unwrap();
+        let mut r = ChannelReader::new(rx);
+        let mut buf = [0u8; 2];
+        assert_eq!(r.read(&mut buf).unwrap(), 2);
+        assert_eq!(r.read(&mut buf).unwrap(), 1);
+        assert_eq!(r.read(&mut buf).unwrap(), 2);
+        assert_eq!(r.read(&mut buf).unwrap_err().to_string(), "cut");
+        drop(tx);
+        assert_eq!(r.read(&mut buf).unwrap(), 0);
     }
 
     #[test]

@@ -29,7 +29,6 @@ use oci_client::manifest::OciDescriptor;
 use oci_client::{Client, Reference};
 use oci_spec::image::ImageConfiguration;
 use sha2::{Digest, Sha256};
-use std::io::Read;
 use std::path::PathBuf;
 use std::sync::Arc;
 use tokio::sync::{Semaphore, mpsc};
@@ -454,7 +453,7 @@ impl LayerFetch {
                     blob_size: Some(total),
                     diff_id: Some(&diff_id),
                 };
-                store::unpack_to_scratch(&paths, ChannelReader::new(rx), &layer, expected)
+                store::unpack_to_scratch(&paths, unpack::ChannelReader::new(rx), &layer, expected)
             })
         };
         let mut done = 0u64;
@@ -488,37 +487,6 @@ impl LayerFetch {
         })??;
         self.event(LayerState::Verified);
         Ok(unpacked)
-    }
-}
-
-/// The bytes a download task sends, read on the unpacker's blocking thread.
-struct ChannelReader {
-    rx: mpsc::Receiver<std::io::Result<Bytes>>,
-    chunk: Bytes,
-}
-
-impl ChannelReader {
-    fn new(rx: mpsc::Receiver<std::io::Result<Bytes>>) -> Self {
-        ChannelReader {
-            rx,
-            chunk: Bytes::new(),
-        }
-    }
-}
-
-impl Read for ChannelReader {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        while self.chunk.is_empty() {
-            match self.rx.blocking_recv() {
-                None => return Ok(0),
-                Some(Err(e)) => return Err(e),
-                Some(Ok(chunk)) => self.chunk = chunk,
-            }
-        }
-        let n = buf.len().min(self.chunk.len());
-        buf[..n].copy_from_slice(&self.chunk[..n]);
-        self.chunk = self.chunk.slice(n..);
-        Ok(n)
     }
 }
 
@@ -573,21 +541,5 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("cannot unpack"), "{err}");
-    }
-
-    #[test]
-    fn the_channel_reader_hands_on_chunks_and_errors() {
-        let (tx, rx) = mpsc::channel(4);
-        tx.try_send(Ok(Bytes::from_static(b"abc"))).unwrap();
-        tx.try_send(Ok(Bytes::from_static(b"de"))).unwrap();
-        tx.try_send(Err(std::io::Error::other("cut"))).unwrap();
-        let mut r = ChannelReader::new(rx);
-        let mut buf = [0u8; 2];
-        assert_eq!(r.read(&mut buf).unwrap(), 2);
-        assert_eq!(r.read(&mut buf).unwrap(), 1);
-        assert_eq!(r.read(&mut buf).unwrap(), 2);
-        assert_eq!(r.read(&mut buf).unwrap_err().to_string(), "cut");
-        drop(tx);
-        assert_eq!(r.read(&mut buf).unwrap(), 0);
     }
 }
