@@ -45,6 +45,8 @@ impl<R: Read> Read for HashReader<R> {
 
 /// How much of a layer's uncompressed stream is decoded at a time.
 const DECODE_CHUNK: usize = 256 << 10;
+/// How much of its raw stream the decoder takes at a time, at most.
+const RAW_CHUNK: usize = 64 << 10;
 
 /// What a layer's bytes must be, as far as its source says.
 #[derive(Debug, Default, Clone, Copy)]
@@ -79,7 +81,8 @@ impl LayerRef<'_> {
 /// Returns the diff id.
 ///
 /// Two threads: this one runs tar and writes the files while a decoder thread
-/// hashes the raw stream, inflates it and hashes the tar, a few chunks ahead.
+/// hashes the raw stream and inflates it, a few chunks ahead (this one hashes the
+/// tar).
 /// A layer's CPU (inflate and two hashes, then the kernel's file writes) is then
 /// spread over two cores instead of one, where a pull's biggest layer is what it
 /// waits for.
@@ -92,28 +95,33 @@ pub(super) fn unpack_verified(
     let file = layer.file;
     let check_blob = expected.blob_digest.is_some() || expected.blob_size.is_some();
     let (tx, rx) = tokio::sync::mpsc::channel(DECODED_AHEAD);
+    let (recycle, spare) = std::sync::mpsc::channel();
     let (unpacked, decoded) = std::thread::scope(|scope| {
         let decoder = std::thread::Builder::new()
             .name("agent-inflate".into())
-            .spawn_scoped(scope, move || decode(reader, tx, check_blob))
+            .spawn_scoped(scope, move || decode(reader, tx, spare, check_blob))
             .map_err(|e| Error::Task {
                 what: format!("start the decoder of {}", layer.label),
                 source: Box::new(e),
             })?;
-        let mut inner = ChannelReader::new(rx);
+        let mut chunks = ChannelReader::new(rx);
+        chunks.recycle = Some(recycle);
+        // The diff id is hashed here, not by the decoder, which has more to do.
+        let mut inner = HashReader::new(chunks);
         let unpacked = unpack_layer(&mut inner, diff, layer).and_then(|()| {
             // Read to the end so the digests cover every byte (tar padding included).
             std::io::copy(&mut inner, &mut std::io::sink())
                 .map(drop)
                 .at("read layer", file)
         });
+        let diff_id = inner.digest();
         // A decoder still sending stops at its next chunk.
         drop(inner);
         let decoded = decoder.join().map_err(|_| Error::Task {
             what: format!("decode {}", layer.label),
             source: "the decoder thread panicked".into(),
         })?;
-        Ok::<_, Error>((unpacked, decoded))
+        Ok::<_, Error>((unpacked.map(|()| diff_id), decoded))
     })?;
     if check_blob {
         // A blob that is not what its descriptor says is the real cause of
@@ -134,8 +142,7 @@ pub(super) fn unpack_verified(
         }
         decoded.rest.at("read layer", file)?;
     }
-    unpacked?;
-    let diff_id = decoded.diff_id;
+    let diff_id = unpacked?;
     if let Some(want) = expected.diff_id
         && want != diff_id
     {
@@ -153,8 +160,6 @@ struct Decoded {
     blob_bytes: u64,
     /// `sha256:<hex>` of them.
     blob_digest: String,
-    /// `sha256:<hex>` of the whole decoded stream (empty if it stopped early).
-    diff_id: String,
     /// How reading the rest of the raw stream ended (when asked to).
     rest: std::io::Result<()>,
 }
@@ -167,26 +172,27 @@ struct Decoded {
 fn decode(
     reader: impl Read,
     tx: tokio::sync::mpsc::Sender<std::io::Result<bytes::Bytes>>,
+    spare: std::sync::mpsc::Receiver<bytes::Bytes>,
     drain: bool,
 ) -> Decoded {
     let mut outer = HashReader::new(reader);
-    let mut diff_id = String::new();
     let sent = (|| -> std::io::Result<()> {
-        let mut inner = HashReader::new(archive::decompress(BufReader::new(&mut outer))?);
-        let mut buf = bytes::BytesMut::new();
+        let input = BufReader::with_capacity(RAW_CHUNK, &mut outer);
+        let mut inner = archive::decompress(input)?;
         loop {
-            // Takes back the memory of the chunks tar is done with (no fresh
-            // pages to fault in for every chunk).
-            buf.reserve(DECODE_CHUNK);
+            // A chunk tar is done with, filled again: no fresh pages to fault
+            // in and zero for every chunk.
+            let mut buf = spare
+                .try_iter()
+                .find_map(|b| b.try_into_mut().ok())
+                .unwrap_or_default();
             buf.resize(DECODE_CHUNK, 0);
             let n = inner.read(&mut buf)?;
             if n == 0 {
-                diff_id = inner.digest();
                 return Ok(());
             }
-            let chunk = buf.split_to(n).freeze();
-            buf.clear();
-            if tx.blocking_send(Ok(chunk)).is_err() {
+            buf.truncate(n);
+            if tx.blocking_send(Ok(buf.freeze())).is_err() {
                 return Ok(()); // tar stopped; its result says why
             }
         }
@@ -203,17 +209,22 @@ fn decode(
     Decoded {
         blob_bytes: outer.bytes,
         blob_digest: outer.digest(),
-        diff_id,
         rest,
     }
 }
 
 /// Chunks sent over a channel, read as a stream on a thread that may block: a
 /// pull's download task sends a blob to its unpacker, a decoder thread sends the
-/// decoded layer to tar.
+/// decoded layer to tar. A read takes all the chunks already there that fit (the
+/// decoder inflates faster from larger input); a chunk read whole goes back to
+/// `recycle`, when given, for the sender to fill again.
 pub(super) struct ChannelReader {
     rx: tokio::sync::mpsc::Receiver<std::io::Result<bytes::Bytes>>,
     chunk: bytes::Bytes,
+    pos: usize,
+    /// An error that came after bytes the last read returned.
+    error: Option<std::io::Error>,
+    recycle: Option<std::sync::mpsc::Sender<bytes::Bytes>>,
 }
 
 impl ChannelReader {
@@ -221,23 +232,53 @@ impl ChannelReader {
         ChannelReader {
             rx,
             chunk: bytes::Bytes::new(),
+            pos: 0,
+            error: None,
+            recycle: None,
+        }
+    }
+
+    fn next_chunk(&mut self, block: bool) -> Option<std::io::Result<bytes::Bytes>> {
+        let done = std::mem::take(&mut self.chunk);
+        self.pos = 0;
+        if let Some(recycle) = &self.recycle
+            && !done.is_empty()
+        {
+            let _ = recycle.send(done);
+        }
+        if block {
+            self.rx.blocking_recv()
+        } else {
+            self.rx.try_recv().ok()
         }
     }
 }
 
 impl Read for ChannelReader {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        while self.chunk.is_empty() {
-            match self.rx.blocking_recv() {
-                None => return Ok(0),
-                Some(Err(e)) => return Err(e),
-                Some(Ok(chunk)) => self.chunk = chunk,
-            }
+        if let Some(e) = self.error.take() {
+            return Err(e);
         }
-        let n = buf.len().min(self.chunk.len());
-        buf[..n].copy_from_slice(&self.chunk[..n]);
-        self.chunk = self.chunk.slice(n..);
-        Ok(n)
+        let mut filled = 0;
+        while filled < buf.len() {
+            if self.pos == self.chunk.len() {
+                match self.next_chunk(filled == 0) {
+                    None => break,
+                    Some(Err(e)) if filled == 0 => return Err(e),
+                    Some(Err(e)) => {
+                        self.error = Some(e);
+                        break;
+                    }
+                    Some(Ok(chunk)) => self.chunk = chunk,
+                }
+                continue;
+            }
+            let n = (buf.len() - filled).min(self.chunk.len() - self.pos);
+            buf[filled..filled + n].copy_from_slice(&self.chunk[self.pos..self.pos + n]);
+            filled += n;
+            self.pos += n;
+        }
+        Ok(filled)
     }
 }
 
@@ -623,8 +664,13 @@ mod tests {
         let mut r = ChannelReader::new(rx);
         let mut buf = [0u8; 2];
         assert_eq!(r.read(&mut buf).unwrap(), 2);
-        assert_eq!(r.read(&mut buf).unwrap(), 1);
+        assert_eq!(&buf, b"ab");
+        // What is there already fills a read across chunks.
         assert_eq!(r.read(&mut buf).unwrap(), 2);
+        assert_eq!(&buf, b"cd");
+        // An error after bytes comes with the next read.
+        assert_eq!(r.read(&mut buf).unwrap(), 1);
+        assert_eq!(buf[0], b'e');
         assert_eq!(r.read(&mut buf).unwrap_err().to_string(), "cut");
         drop(tx);
         assert_eq!(r.read(&mut buf).unwrap(), 0);
