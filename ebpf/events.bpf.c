@@ -21,9 +21,14 @@
  * copying the strings at entry is no safer (the kernel copies them later
  * still). The fast path (not a mount syscall) is one load and a comparison.
  *
- * Records are submitted without waking the reader until the ring buffer is
- * an eighth full; the reader also drains on a short timer. One wake-up per
- * exec would cost more than the exec hook itself.
+ * A record wakes the reader only when it is the first since the reader's last
+ * drain and the last wake-up is AGENT_WAKE_BATCH_MS old, or when the ring
+ * buffer is an eighth full; the reader drains again at the end of that window,
+ * so a burst is drained in batches. One wake-up per exec would cost more than
+ * the exec hook itself, and a reader on a timer costs an idle host twenty
+ * wake-ups a second. cgroup mkdir and OOM records always wake it: a short-lived
+ * container's metadata must be read while its files are still there, and that
+ * must not wait for a batch.
  *
  * Arguments are taken BPF_PROG-style (ctx as an array of u64) rather than
  * through ctx->args[i]: aya 0.14 cannot relocate bpf_raw_tracepoint_args.
@@ -166,13 +171,43 @@ struct {
 	__type(value, __u64);
 } lost_events SEC(".maps");
 
+/* When a record last woke the reader, and its consumer position (plus one) then. */
+struct agent_wake {
+	__u64 cons;
+	__u64 at_ns;
+};
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct agent_wake);
+} woken_at SEC(".maps");
+
 /* ---- Helpers ---- */
 
+/* Wake the reader when the ring is an eighth full, or when it has consumed
+ * since the last wake-up (it went back to waiting) and that wake-up is at least
+ * AGENT_WAKE_BATCH_MS old: the first record after a drain wakes it, the rest of
+ * a burst does not, and a busy host wakes it at most once per window (the
+ * reader drains at the end of each window for what came meanwhile). An idle
+ * host so costs the reader no timer. */
 static __always_inline __u64 wakeup_flags(void)
 {
 	__u64 avail = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA);
 	__u64 size = bpf_ringbuf_query(&events, BPF_RB_RING_SIZE);
-	return avail >= size / 8 ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
+	if (avail >= size / 8)
+		return BPF_RB_FORCE_WAKEUP;
+	__u64 cons = bpf_ringbuf_query(&events, BPF_RB_CONS_POS) + 1;
+	__u32 key = 0;
+	struct agent_wake *woken = bpf_map_lookup_elem(&woken_at, &key);
+	if (!woken || woken->cons == cons)
+		return BPF_RB_NO_WAKEUP;
+	__u64 now = bpf_ktime_get_ns();
+	if (now - woken->at_ns < AGENT_WAKE_BATCH_MS * 1000000ULL)
+		return BPF_RB_NO_WAKEUP;
+	woken->cons = cons;
+	woken->at_ns = now;
+	return BPF_RB_FORCE_WAKEUP;
 }
 
 static __always_inline void count_lost(__u32 slot)

@@ -50,6 +50,10 @@
 #define AGENT_LOST_OOM 4
 #define AGENT_LOST_SLOTS 5
 
+/* Records of the same burst wake the reader at most once per this many ms (a
+ * cgroup mkdir or OOM record, or an eighth-full ring, wakes it at once). */
+#define AGENT_WAKE_BATCH_MS 50
+
 struct agent_event_header {
 	__u64 ts_ns;     /* bpf_ktime_get_boot_ns() */
 	__u64 cgroup_id; /* bpf_get_current_cgroup_id(): the cgroup2 (unified) id */

@@ -27,6 +27,7 @@ mod mount_hooks;
 mod namespace_events;
 mod ring_buffer;
 mod tracer_start;
+mod wakeups;
 mod workload;
 
 const BOGUS_FS: &str = "agentbogusfs";

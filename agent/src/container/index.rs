@@ -205,11 +205,19 @@ fn walk_containers(unified: &Path, filter: &Filter) -> Vec<(String, u64)> {
 impl ContainerLookup for ContainerIndex {
     fn container_for_cgroup_id(&self, id: u64) -> Option<(ContainerLabels, String)> {
         let path = self.path_of_id(id)?;
+        let current = self.container_for_cgroup_path(&path);
+        if current.as_ref().is_some_and(|l| !l.name.is_empty()) {
+            return current.map(|l| (l, path));
+        }
         // A learned container may be gone (directory and state file): it keeps
-        // the labels it was learned with.
-        let labels = self
-            .container_for_cgroup_path(&path)
-            .or_else(|| self.learned(id).map(|l| self.learned_labels(id, l)))?;
+        // the labels it was learned with. Those also stand in while the scan's
+        // entry has no name yet (its metadata was looked up before it was there).
+        let learned = self.learned(id).map(|l| self.learned_labels(id, l));
+        let labels = match (current, learned) {
+            (_, Some(l)) if !l.name.is_empty() => l,
+            (Some(c), _) => c,
+            (None, l) => l?,
+        };
         Some((labels, path))
     }
 
@@ -219,15 +227,22 @@ impl ContainerLookup for ContainerIndex {
             return;
         };
         // Named now: a short-lived container's state file may be gone by the
-        // time its events are attributed.
-        let labels = self.known(&d.path).unwrap_or_else(|| {
-            let meta = self.metadata.lookup(&d).unwrap_or_default();
-            ContainerLabels {
-                id: d.path.clone(),
-                name: meta.name,
-                image: meta.image,
-            }
-        });
+        // time its events are attributed. A scan's entry without a name (its
+        // metadata was not there yet when the scan looked) is looked up afresh.
+        let labels = match self.known(&d.path) {
+            Some(known) if !known.name.is_empty() => known,
+            known => match self.metadata.lookup(&d) {
+                Some(meta) => ContainerLabels {
+                    id: d.path.clone(),
+                    name: meta.name,
+                    image: meta.image,
+                },
+                None => known.unwrap_or_else(|| ContainerLabels {
+                    id: d.path.clone(),
+                    ..ContainerLabels::default()
+                }),
+            },
+        };
         let mut learned = self.learned.lock();
         if learned.len() >= LEARNED_MAX {
             learned.retain(|_, l| l.at.elapsed() < LEARNED_TTL);
@@ -352,6 +367,57 @@ mod tests {
         )
         .unwrap();
         assert_eq!(idx.container_for_cgroup_id(44).unwrap().0.name, "q2");
+    }
+
+    /// The scan found the cgroup before its runtime wrote the container's files,
+    /// so its entry has no name: a cgroup mkdir record learned once they are
+    /// there names the container's events, and keeps naming them after the
+    /// files are gone (a `--rm` container) while the scan's entry is still nameless.
+    #[test]
+    fn learned_names_stand_in_for_a_scan_entry_without_one() {
+        let t = tempfile::tempdir().unwrap();
+        fs::create_dir_all(t.path().join("memory")).unwrap();
+        fs::create_dir_all(t.path().join("unified")).unwrap();
+        fs::write(t.path().join("memory/cgroup.procs"), "").unwrap();
+        fs::write(t.path().join("unified/cgroup.controllers"), "").unwrap();
+        let state = t.path().join("state");
+        let idx = index_with_container(t.path(), &state, "q1", "bb:1");
+        let nameless = ContainerLabels {
+            id: "/agent/q3".into(),
+            ..ContainerLabels::default()
+        };
+        idx.replace(HashMap::from([("/agent/q3".to_string(), nameless.clone())]));
+        fs::create_dir_all(state.join("containers/q3")).unwrap();
+        crate::runtime::state::save(
+            &crate::runtime::Paths::new(&state),
+            &crate::runtime::state::ContainerState::for_test("q3", "q3", "bb:3"),
+        )
+        .unwrap();
+        idx.learn_cgroup(45, "/agent/q3");
+        fs::remove_dir_all(state.join("containers/q3")).unwrap();
+        let want = ContainerLabels {
+            id: "/agent/q3".into(),
+            name: "q3".into(),
+            image: "bb:3".into(),
+        };
+        assert_eq!(
+            idx.container_for_cgroup_id(45),
+            Some((want, "/agent/q3".into()))
+        );
+        // Learned with no name anywhere: the scan's entry, as before.
+        idx.replace(HashMap::from([
+            ("/agent/q3".to_string(), nameless.clone()),
+            (
+                "/agent/q4".to_string(),
+                ContainerLabels {
+                    id: "/agent/q4".into(),
+                    ..ContainerLabels::default()
+                },
+            ),
+        ]));
+        idx.learn_cgroup(46, "/agent/q4");
+        assert_eq!(idx.container_for_cgroup_id(46).unwrap().0.id, "/agent/q4");
+        assert_eq!(idx.container_for_cgroup_id(46).unwrap().0.name, "");
     }
 
     #[test]

@@ -108,7 +108,7 @@ pub struct Tracker {
     hierarchy: Hierarchy,
     filter: Filter,
     metadata: MetadataSource,
-    tracked: BTreeMap<String, Tracked>,
+    tracked: BTreeMap<String, Box<Tracked>>,
     /// Whether some tracked cgroup may still have a metadata lookup due: without
     /// one, the 1 s refresh does not go through them all (at 1000 cgroups that
     /// walk through cold memory was most of an idle agent's CPU).
@@ -251,7 +251,7 @@ impl Tracker {
     /// Number of tracked cgroups per runtime.
     pub fn counts(&self) -> BTreeMap<Runtime, usize> {
         let mut counts = BTreeMap::new();
-        for t in self.tracked.values().chain(&self.root) {
+        for t in self.tracked.values().map(|t| &**t).chain(&self.root) {
             *counts.entry(t.discovered.runtime).or_insert(0) += 1;
         }
         counts

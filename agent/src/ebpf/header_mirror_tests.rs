@@ -47,6 +47,7 @@ fn every_header_constant_has_its_rust_twin() {
         ("AGENT_LOST_EXIT", LOST_EXIT.into()),
         ("AGENT_LOST_OOM", LOST_OOM.into()),
         ("AGENT_LOST_SLOTS", LOST_SLOTS.into()),
+        ("AGENT_WAKE_BATCH_MS", WAKE_BATCH_MS),
     ];
     let defines: Vec<(&str, u64)> = HEADER
         .lines()

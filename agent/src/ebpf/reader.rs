@@ -1,10 +1,11 @@
-//! The ring-buffer reader: waits on the buffer from tokio (and drains it on a
-//! short tick too), decodes each record, attributes it to a container and
-//! counts it, and hands it to the control socket's subscribers.
+//! The ring-buffer reader: waits on the buffer from tokio (woken by the first
+//! record of a burst, see `wakeup_flags` in events.bpf.c), decodes each record,
+//! attributes it to a container and counts it, and hands it to the control
+//! socket's subscribers.
 
 use super::ProgramStatus;
 use super::attribution::{Attributor, Subject};
-use super::events::{self, Event, Record};
+use super::events::{self, Event, Record, WAKE_BATCH_MS};
 use super::metrics::EventCounters;
 use super::record::EventRecord;
 use crate::container::ContainerLookup;
@@ -15,6 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::io::unix::AsyncFd;
 use tokio::sync::broadcast;
+use tokio::time::Instant;
 
 /// What the tracer, its reader task and its collector share.
 pub(super) struct Shared {
@@ -31,33 +33,49 @@ pub(super) struct Shared {
     pub(super) boot_to_unix_ns: i128,
 }
 
-/// How often the reader drains the ring buffer when the kernel did not wake
-/// it (it only wakes it when the buffer is an eighth full).
-const DRAIN_INTERVAL: Duration = Duration::from_millis(50);
+/// After a wake-up the reader drains, and again once this window has passed with
+/// no other wake-up: the rest of a burst does not wake it (`wakeup_flags` in
+/// events.bpf.c wakes it at most once per window), so a busy host's records are
+/// drained in batches. A cgroup mkdir or OOM record still wakes it at once, even
+/// inside a window: a short-lived container's name is read from its runtime's
+/// files while they are still there.
+const BATCH_WINDOW: Duration = Duration::from_millis(WAKE_BATCH_MS);
+/// Drains even without a wake-up this often: a record whose wake-up raced with
+/// a drain (its flags were chosen while the reader was still consuming) waits at
+/// most this long. An idle host costs one wake-up a second, not twenty.
+const SAFETY_DRAIN: Duration = Duration::from_secs(1);
 const PRUNE_INTERVAL: Duration = Duration::from_secs(60);
 
 pub(super) async fn read_loop(mut fd: AsyncFd<RingBuf<MapData>>, shared: Arc<Shared>) {
-    let mut tick = tokio::time::interval(DRAIN_INTERVAL);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // Pruning also runs at scrape time; this bounds memory when nobody scrapes.
     let mut last_prune = std::time::Instant::now();
+    // The end of the batch window after the last wake-up, if one is open.
+    let mut window_end: Option<Instant> = None;
     loop {
         if last_prune.elapsed() >= PRUNE_INTERVAL {
             shared.prune();
             last_prune = std::time::Instant::now();
         }
+        let timer = window_end.unwrap_or_else(|| Instant::now() + SAFETY_DRAIN);
         tokio::select! {
             ready = fd.readable_mut() => match ready {
                 Ok(mut guard) => {
-                    drain(guard.get_inner_mut(), &shared);
+                    // Cleared before draining: a wake-up for a record that
+                    // comes during the drain is kept for the next round.
                     guard.clear_ready();
+                    drain(guard.get_inner_mut(), &shared);
+                    window_end = Some(Instant::now() + BATCH_WINDOW);
                 }
                 Err(err) => {
                     tracing::error!(error = %err, "eBPF ring buffer: cannot wait; event tracing stops");
                     return;
                 }
             },
-            _ = tick.tick() => drain(fd.get_mut(), &shared),
+            () = tokio::time::sleep_until(timer) => {
+                // The window's records, which woke nobody (or the safety drain).
+                drain(fd.get_mut(), &shared);
+                window_end = None;
+            }
         }
     }
 }

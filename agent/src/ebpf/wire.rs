@@ -40,6 +40,8 @@ pub const LOST_EXIT: u32 = 3;
 pub const LOST_OOM: u32 = 4;
 /// Number of slots in `lost_events`.
 pub const LOST_SLOTS: u32 = 5;
+/// Records of one burst wake the reader at most once per this many ms.
+pub const WAKE_BATCH_MS: u64 = 50;
 
 /// `agent_mount_event.op`, one per traced syscall of the mount family.
 pub const MOUNT_OP_MOUNT: u32 = 1;

@@ -23,7 +23,11 @@ impl Tracker {
 
     fn collect_with(&mut self, network_and_layers: bool) -> Vec<Sample<'_>> {
         self.refresh(false);
-        let entries: Vec<&Tracked> = self.root.iter().chain(self.tracked.values()).collect();
+        let entries: Vec<&Tracked> = self
+            .root
+            .iter()
+            .chain(self.tracked.values().map(|t| &**t))
+            .collect();
         let results: Vec<(Result<CgroupStats, StatsError>, Vec<ScrapeErrorKind>)> =
             read_in_parallel(&entries, read_chunk);
         let mut vanished = Vec::new();

@@ -108,7 +108,7 @@ impl Tracker {
             let path = d.path.clone();
             match self.open_new(d, None) {
                 Opened::Tracked(t) => {
-                    next.insert(path, *t);
+                    next.insert(path, t);
                 }
                 Opened::Pending(..) | Opened::Skipped => {}
             }
@@ -185,7 +185,7 @@ impl Tracker {
             let path = d.path.clone();
             match self.open_new(d, Some(first_seen)) {
                 Opened::Tracked(t) => {
-                    self.tracked.insert(path, *t);
+                    self.tracked.insert(path, t);
                     changed = true;
                 }
                 Opened::Pending(d, at) => {

@@ -213,7 +213,8 @@ pub async fn route(
         "/" => {
             ensure_fresh(state, ui, PAGE_FRESH).await;
             let page = ui.history.with_series(|all| {
-                let mut series: Vec<&Series> = all.values().filter(|s| s.id != "/").collect();
+                let mut series: Vec<&Series> =
+                    all.values().map(|s| &**s).filter(|s| s.id != "/").collect();
                 html::index(&mut series, ui.capacity, ui.version, &ui.flags, full)
             });
             respond(StatusCode::OK, "text/html; charset=utf-8", page)
@@ -246,9 +247,11 @@ pub async fn route(
             {
                 let key = html::url_decode(key)?;
                 ensure_fresh(state, ui, STEP * 2).await;
-                let json = ui
-                    .history
-                    .with_series(|all| all.values().find(|s| s.matches(&key)).map(history_json));
+                let json = ui.history.with_series(|all| {
+                    all.values()
+                        .find(|s| s.matches(&key))
+                        .map(|s| history_json(s))
+                });
                 return Some(match json {
                     Some(json) => respond(StatusCode::OK, "application/json", json),
                     None => not_found(&key),
