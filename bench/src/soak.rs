@@ -153,7 +153,14 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     std::thread::sleep(Duration::from_secs(2));
     let start = snapshot(pid, &state)?;
     let t0 = Instant::now();
+    // RSS at each tenth of the run: event series of a vanished container are kept
+    // for 5 minutes (so its last counts get scraped), so RSS may grow until the
+    // first ones expire and must level off after that.
+    let mut checkpoints = Vec::new();
     for i in 0..cycles {
+        if cycles >= 10 && i % (cycles / 10) == 0 && i > 0 {
+            checkpoints.push((t0.elapsed().as_secs(), snapshot(pid, &state)?.rss_kib));
+        }
         if i % 10 == 0 {
             let name = format!("soak{i}");
             agent(
@@ -216,6 +223,11 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     for (what, a, b) in rows {
         println!("{what:<22} {a:>10} {b:>10} {:>+10}", b as i64 - a as i64);
     }
+    let points: Vec<String> = checkpoints
+        .iter()
+        .map(|(at, kib)| format!("{at}s {kib}"))
+        .collect();
+    println!("serve RSS KiB at each tenth: {}", points.join(", "));
     println!(
         "scrapes: {scrapes:.0} in the window, {failed:.0} failed; scrape duration p99 {:.1} ms",
         p99 * 1e3
