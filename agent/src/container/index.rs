@@ -289,13 +289,26 @@ mod tests {
 
     /// An index over the fixture tree `root`, with the agent's state in `state`
     /// holding container `id` named `id` from `image`.
-    fn index_with_container(root: &Path, state: &Path, id: &str, image: &str) -> ContainerIndex {
+    /// Writes the state file of container `id` (named `id`) under `state`.
+    fn save_container(state: &Path, id: &str, image: &str) {
         fs::create_dir_all(state.join("containers").join(id)).unwrap();
         crate::runtime::state::save(
             &crate::runtime::Paths::new(state),
             &crate::runtime::state::ContainerState::for_test(id, id, image),
         )
         .unwrap();
+    }
+
+    /// A hybrid hierarchy (memory and unified) under `root`, with nothing in it.
+    fn hybrid_root(root: &Path) {
+        fs::create_dir_all(root.join("memory")).unwrap();
+        fs::create_dir_all(root.join("unified")).unwrap();
+        fs::write(root.join("memory/cgroup.procs"), "").unwrap();
+        fs::write(root.join("unified/cgroup.controllers"), "").unwrap();
+    }
+
+    fn index_with_container(root: &Path, state: &Path, id: &str, image: &str) -> ContainerIndex {
+        save_container(state, id, image);
         ContainerIndex::new(
             Hierarchy::detect(root).unwrap(),
             Filter::default(),
@@ -330,10 +343,7 @@ mod tests {
     #[test]
     fn learned_ids_outlive_their_directory_and_state() {
         let t = tempfile::tempdir().unwrap();
-        fs::create_dir_all(t.path().join("memory")).unwrap();
-        fs::create_dir_all(t.path().join("unified")).unwrap();
-        fs::write(t.path().join("memory/cgroup.procs"), "").unwrap();
-        fs::write(t.path().join("unified/cgroup.controllers"), "").unwrap();
+        hybrid_root(t.path());
         let state = t.path().join("state");
         let idx = index_with_container(t.path(), &state, "q1", "bb:1");
         // Not a container: ignored.
@@ -360,12 +370,7 @@ mod tests {
         // Learned before its state file was written: named once it is there.
         idx.learn_cgroup(44, "/agent/q2");
         assert_eq!(idx.container_for_cgroup_id(44).unwrap().0.name, "");
-        fs::create_dir_all(state.join("containers/q2")).unwrap();
-        crate::runtime::state::save(
-            &crate::runtime::Paths::new(&state),
-            &crate::runtime::state::ContainerState::for_test("q2", "q2", "bb:1"),
-        )
-        .unwrap();
+        save_container(&state, "q2", "bb:1");
         assert_eq!(idx.container_for_cgroup_id(44).unwrap().0.name, "q2");
     }
 
@@ -376,10 +381,7 @@ mod tests {
     #[test]
     fn learned_names_stand_in_for_a_scan_entry_without_one() {
         let t = tempfile::tempdir().unwrap();
-        fs::create_dir_all(t.path().join("memory")).unwrap();
-        fs::create_dir_all(t.path().join("unified")).unwrap();
-        fs::write(t.path().join("memory/cgroup.procs"), "").unwrap();
-        fs::write(t.path().join("unified/cgroup.controllers"), "").unwrap();
+        hybrid_root(t.path());
         let state = t.path().join("state");
         let idx = index_with_container(t.path(), &state, "q1", "bb:1");
         let nameless = ContainerLabels {
@@ -387,12 +389,7 @@ mod tests {
             ..ContainerLabels::default()
         };
         idx.replace(HashMap::from([("/agent/q3".to_string(), nameless.clone())]));
-        fs::create_dir_all(state.join("containers/q3")).unwrap();
-        crate::runtime::state::save(
-            &crate::runtime::Paths::new(&state),
-            &crate::runtime::state::ContainerState::for_test("q3", "q3", "bb:3"),
-        )
-        .unwrap();
+        save_container(&state, "q3", "bb:3");
         idx.learn_cgroup(45, "/agent/q3");
         fs::remove_dir_all(state.join("containers/q3")).unwrap();
         let want = ContainerLabels {
