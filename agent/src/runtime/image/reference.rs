@@ -17,56 +17,19 @@ pub fn normalize_reference(r: &str) -> String {
     }
 }
 
-/// Accepts Docker-style references: lowercase path components, optional `:tag`,
-/// optional `@sha256:<hex>` (what a pull by digest names its image).
+/// Accepts Docker-style references by the distribution grammar
+/// ([`parse_registry_reference`]): lowercase path components, optional `:tag`,
+/// optional `@sha256:<hex>` (what a pull by digest names its image; the store
+/// knows sha256 digests only).
 pub fn validate_reference(r: &str) -> Result<()> {
     let bad = || Error::Invalid(format!("invalid image reference {r:?}"));
-    if let Some((name, digest)) = r.split_once('@') {
-        let hex = digest.strip_prefix("sha256:").ok_or_else(bad)?;
-        if hex.len() != 64 || !hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
-            return Err(bad());
-        }
-        return validate_reference(name).map_err(|_| bad());
-    }
-    if r.is_empty() || r.len() > 255 {
-        return Err(bad());
-    }
-    let (repo, tag) = match r.rsplit_once(':') {
-        Some((repo, tag)) if !tag.contains('/') => (repo, Some(tag)),
-        _ => (r, None),
+    let parts = parse_registry_reference(r).map_err(|_| bad())?;
+    let sha256_hex = |d: &str| {
+        d.strip_prefix("sha256:")
+            .is_some_and(|h| h.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
     };
-    if let Some(tag) = tag
-        && (tag.is_empty()
-            || tag.len() > 128
-            || !tag
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)))
-    {
+    if parts.digest.as_deref().is_some_and(|d| !sha256_hex(d)) {
         return Err(bad());
-    }
-    let ok_component = |c: &str| {
-        !c.is_empty()
-            && c.chars()
-                .all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || "._-".contains(ch))
-            && c.chars()
-                .next()
-                .is_some_and(|ch| ch.is_ascii_alphanumeric())
-    };
-    // The first component may be a registry host with a port.
-    let mut comps = repo.split('/').peekable();
-    let mut first = true;
-    while let Some(c) = comps.next() {
-        let ok = if first && comps.peek().is_some() {
-            c.split(':').all(|p| !p.is_empty())
-                && c.chars()
-                    .all(|ch| ch.is_ascii_alphanumeric() || ".-:".contains(ch))
-        } else {
-            ok_component(c)
-        };
-        if !ok {
-            return Err(bad());
-        }
-        first = false;
     }
     Ok(())
 }
