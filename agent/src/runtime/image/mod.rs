@@ -27,6 +27,7 @@
 //! - `pull`: an image from a registry, through `unpack` and `store` like an import.
 
 mod archive;
+mod files;
 pub(crate) mod fuzzing;
 pub mod pull;
 mod reference;

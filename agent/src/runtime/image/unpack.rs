@@ -4,6 +4,7 @@
 //! below their directory without following a symbolic link.
 
 use super::super::{Error, IoContext, Result, hex, sys};
+use super::files::FileWriter;
 use super::{archive, corrupt};
 use sha2::{Digest, Sha256};
 use std::ffi::OsStr;
@@ -357,7 +358,7 @@ pub(super) fn whiteout(
 
 /// Unpacks one layer's tar stream into `dest`, converting OCI whiteouts to overlayfs
 /// ones (`.wh.NAME` → 0:0 char device, `.wh..wh..opq` → opaque xattr).
-fn unpack_layer<R: Read>(reader: R, dest: &Path, layer: &LayerRef<'_>) -> Result<()> {
+pub(super) fn unpack_layer<R: Read>(reader: R, dest: &Path, layer: &LayerRef<'_>) -> Result<()> {
     let mut archive = tar::Archive::new(reader);
     archive.set_preserve_permissions(true);
     archive.set_preserve_ownerships(true);
@@ -365,6 +366,7 @@ fn unpack_layer<R: Read>(reader: R, dest: &Path, layer: &LayerRef<'_>) -> Result
     archive.set_unpack_xattrs(true);
     archive.set_overwrite(true);
     let entries = archive.entries().at("read layer", layer.file)?;
+    let mut files = FileWriter::new();
     for entry in entries {
         let mut entry = entry.at("read layer", layer.file)?;
         let raw = entry.path().at("read layer", layer.file)?.into_owned();
@@ -377,6 +379,13 @@ fn unpack_layer<R: Read>(reader: R, dest: &Path, layer: &LayerRef<'_>) -> Result
         let device = kind.is_character_special() || kind.is_block_special() || kind.is_fifo();
         let wh = whiteout(&rel, kind)
             .map_err(|why| layer.corrupt(format!("malformed whiteout {raw:?}: {why}")))?;
+        if kind == tar::EntryType::Regular
+            && wh == Whiteout::No
+            && files.write(&mut entry, dest, &rel)?
+        {
+            continue;
+        }
+        files.forget();
         // Entries handled here (not by tar's own checked unpacking) must not reach
         // through a symlink out of the layer.
         let parent = if wh != Whiteout::No || device {
@@ -427,18 +436,26 @@ fn unpack_layer<R: Read>(reader: R, dest: &Path, layer: &LayerRef<'_>) -> Result
 /// `dest/rel`, creating missing directories, refusing any component that is not a
 /// real directory (a symlink could point out of the layer).
 fn safe_parent(dest: &Path, rel: &Path, layer: &LayerRef<'_>) -> Result<PathBuf> {
+    if !real_dirs(dest, rel)? {
+        return Err(layer.corrupt(format!("entry below a non-directory: {:?}", rel)));
+    }
+    Ok(dest.join(rel))
+}
+
+/// Whether every component of `dest/rel` below `dest` is a real directory (not a
+/// symbolic link), creating those that are missing; false at the first that is
+/// something else.
+pub(super) fn real_dirs(dest: &Path, rel: &Path) -> Result<bool> {
     let mut cur = dest.to_path_buf();
     for c in rel.components() {
         cur.push(c);
         match std::fs::symlink_metadata(&cur) {
             Ok(m) if m.is_dir() => {}
-            Ok(_) => {
-                return Err(layer.corrupt(format!("entry below a non-directory: {:?}", rel)));
-            }
+            Ok(_) => return Ok(false),
             Err(_) => std::fs::create_dir(&cur).at("create directory", &cur)?,
         }
     }
-    Ok(cur)
+    Ok(true)
 }
 
 /// Removes a directory tree or a file; a missing one is fine.
