@@ -367,6 +367,9 @@ fn bench_n(bin: &PathBuf, h: &Hierarchy, n: usize) -> anyhow::Result<Row> {
         .flat_map(|p| stat_files(h, p))
         .collect();
     files.extend(tasks.net_dev_files());
+    if std::env::var_os("AGENT_BENCH_SCRAPE_HOLD").is_some() {
+        hold(&parent, bin)?;
+    }
     let agent = start_agent(bin, &parent)?;
     let pid = agent.child.id();
     let mut client = Client::connect(&agent.addr)?;
@@ -436,6 +439,19 @@ fn bench_n(bin: &PathBuf, h: &Hierarchy, n: usize) -> anyhow::Result<Row> {
         idle_pct,
         settle_pct,
     })
+}
+
+/// `AGENT_BENCH_SCRAPE_HOLD=1`: keeps the N cgroups and their tasks until a line
+/// arrives on stdin, and prints how to serve them, so one agent can be profiled
+/// (`perf record -p`, `strace -c -p`) against the same rig again and again.
+fn hold(parent: &str, bin: &Path) -> anyhow::Result<()> {
+    println!(
+        "rig ready under {parent}; serve it with:\n  ulimit -n {FD_LIMIT}; {} serve --state-dir /tmp/agent-hold-state --listen 127.0.0.1:9101 --include '{parent}/*'\npress Enter to tear it down and go on with the run",
+        bin.display()
+    );
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line)?;
+    Ok(())
 }
 
 /// The same scrape inside this process, split into reading the files and encoding
