@@ -8,7 +8,9 @@
 //! Docker mount them (`cpu,cpuacct`, `memory`, a named `systemd`).
 
 use super::CgroupError;
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
 
 /// The layout of the cgroup mounts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -127,7 +129,17 @@ pub struct Hierarchy {
     blkio: Option<PathBuf>,
     /// The cgroup2 mount: the root itself on v2, `unified/` on hybrid.
     unified: Option<PathBuf>,
+    /// Mount directories held open, shared by every clone.
+    held: Arc<HeldMounts>,
 }
+
+/// Mount directories held open (`O_PATH`), each opened on first use: a file
+/// opened relative to its mount makes the kernel walk only the path below it.
+/// On cgroupfs every component of a walk takes the hierarchy's kernfs locks,
+/// which the scrape's reading threads contend on, so the walk from `/` through
+/// `/sys/fs/cgroup/<controller>` is the dearer part of opening a cgroup file.
+#[derive(Debug, Default)]
+struct HeldMounts(Mutex<Vec<(PathBuf, Option<Arc<OwnedFd>>)>>);
 
 impl Hierarchy {
     /// Detects the layout under `root` (normally `/sys/fs/cgroup`).
@@ -147,6 +159,7 @@ impl Hierarchy {
                 blkio: None,
                 unified: Some(root.clone()),
                 root,
+                held: Arc::default(),
             });
         }
         let v1 = v1_mounts(&root)?;
@@ -182,6 +195,7 @@ impl Hierarchy {
             pids,
             blkio,
             unified,
+            held: Arc::default(),
         })
     }
 
@@ -222,15 +236,38 @@ impl Hierarchy {
     /// The directory of cgroup `rel` (e.g. `/docker/abc`) for `controller`, if that
     /// controller is mounted.
     pub fn dir(&self, controller: Controller, rel: &str) -> Option<PathBuf> {
-        let base = match (self.version, controller) {
-            (Version::V2, _) => self.unified.as_ref(),
-            (_, Controller::Memory) => self.memory.as_ref(),
-            (_, Controller::Cpu) => self.cpu.as_ref(),
-            (_, Controller::Cpuacct) => self.cpuacct.as_ref(),
-            (_, Controller::Pids) => self.pids.as_ref(),
-            (_, Controller::Blkio) => self.blkio.as_ref(),
-        }?;
-        Some(join_rel(base, rel))
+        Some(join_rel(self.mount_dir(controller)?, rel))
+    }
+
+    /// The mount directory `controller`'s cgroups are under, if it is mounted.
+    pub fn mount_dir(&self, controller: Controller) -> Option<&Path> {
+        match (self.version, controller) {
+            (Version::V2, _) => self.unified.as_deref(),
+            (_, Controller::Memory) => self.memory.as_deref(),
+            (_, Controller::Cpu) => self.cpu.as_deref(),
+            (_, Controller::Cpuacct) => self.cpuacct.as_deref(),
+            (_, Controller::Pids) => self.pids.as_deref(),
+            (_, Controller::Blkio) => self.blkio.as_deref(),
+        }
+    }
+
+    /// Mount directory `mount` (one of [`Hierarchy::mount_dir`] or the cgroup2
+    /// mount) held open, opened once for this hierarchy and its clones; `None` if
+    /// it cannot be opened.
+    pub fn held_mount(&self, mount: &Path) -> Option<Arc<OwnedFd>> {
+        let mut held = self.held.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((_, fd)) = held.iter().find(|(p, _)| p == mount) {
+            return fd.clone();
+        }
+        let fd = rustix::fs::open(
+            mount,
+            rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
+            rustix::fs::Mode::empty(),
+        )
+        .ok()
+        .map(Arc::new);
+        held.push((mount.to_path_buf(), fd.clone()));
+        fd
     }
 
     /// Directory of cgroup `rel` on the cgroup2 mount (PSI files live there), if any.

@@ -18,10 +18,13 @@ use super::groups::{MetricGroup, MetricGroups};
 use super::hierarchy::{Controller, Hierarchy};
 use super::parse::ParseError;
 use sources::{PSI_SOURCES, Source, sources_for};
+use std::ffi::OsStr;
 use std::fs::File;
+use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 /// Everything the metrics contract exports for one cgroup, in base units.
@@ -198,7 +201,7 @@ impl StatsError {
 pub struct StatsReader {
     rel: String,
     /// The cgroup's directories its files are in (one per controller mount).
-    dirs: Vec<PathBuf>,
+    dirs: Vec<Dir>,
     files: Vec<StatFile>,
     start_time: Option<f64>,
     /// The limits last read, and when.
@@ -242,6 +245,56 @@ impl Limits {
         s.spec_cpu_period = self.cpu_period;
         s.spec_cpu_shares = self.cpu_shares;
         s.threads_max = self.threads_max;
+    }
+}
+
+/// A directory of a [`StatsReader`]'s files, with the mount it is under held
+/// open and the length of the mount's path in `path`: its files are opened
+/// relative to the mount ([`Hierarchy::held_mount`] says why).
+#[derive(Debug)]
+struct Dir {
+    path: PathBuf,
+    mount: Option<(Arc<OwnedFd>, usize)>,
+}
+
+impl Dir {
+    fn new(hierarchy: &Hierarchy, path: &Path, mount: &Path) -> Self {
+        let mount = path
+            .starts_with(mount)
+            .then(|| hierarchy.held_mount(mount))
+            .flatten()
+            .map(|fd| (fd, mount.as_os_str().len()));
+        Dir {
+            path: path.to_path_buf(),
+            mount,
+        }
+    }
+
+    /// Opens its file `name`.
+    fn open(&self, name: &str) -> std::io::Result<File> {
+        let Some((mount, len)) = &self.mount else {
+            return File::open(self.path.join(name));
+        };
+        let below = self
+            .path
+            .as_os_str()
+            .as_bytes()
+            .get(*len..)
+            .unwrap_or_default();
+        let below = below.strip_prefix(b"/").unwrap_or(below);
+        let mut rel = Vec::with_capacity(below.len() + 1 + name.len());
+        if !below.is_empty() {
+            rel.extend_from_slice(below);
+            rel.push(b'/');
+        }
+        rel.extend_from_slice(name.as_bytes());
+        let fd = rustix::fs::openat(
+            mount,
+            OsStr::from_bytes(&rel),
+            rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC,
+            rustix::fs::Mode::empty(),
+        )?;
+        Ok(File::from(fd))
     }
 }
 
@@ -319,20 +372,23 @@ impl StatsReader {
             if !f.groups.intersects(groups) || !wanted(f.source) {
                 continue;
             }
-            let Some(dir) = hierarchy.dir(f.controller, rel) else {
+            let (Some(dir), Some(mount)) = (
+                hierarchy.dir(f.controller, rel),
+                hierarchy.mount_dir(f.controller),
+            ) else {
                 continue;
             };
             for name in f.names {
-                if reader.open_file(f.source, &dir, name, keep)? {
+                if reader.open_file(hierarchy, f.source, (&dir, mount), name, keep)? {
                     break;
                 }
             }
         }
         if groups.has(MetricGroup::Pressure)
-            && let Some(dir) = hierarchy.unified_dir(rel)
+            && let (Some(dir), Some(mount)) = (hierarchy.unified_dir(rel), hierarchy.unified_root())
         {
             for (source, name) in PSI_SOURCES {
-                reader.open_file(*source, &dir, name, keep)?;
+                reader.open_file(hierarchy, *source, (&dir, mount), name, keep)?;
             }
         }
         reader.files.shrink_to_fit();
@@ -340,24 +396,28 @@ impl StatsReader {
         Ok(reader)
     }
 
-    /// Opens `dir/name` as one of its files; `Ok(false)` when it does not exist.
+    /// Opens `name` in directory `dir` (under mount directory `mount`) as one of
+    /// its files; `Ok(false)` when it does not exist.
     fn open_file(
         &mut self,
+        hierarchy: &Hierarchy,
         source: Source,
-        dir: &Path,
+        (dir, mount): (&Path, &Path),
         name: &'static str,
         keep: KeepOpen,
     ) -> Result<bool, StatsError> {
-        let path = dir.join(name);
-        match File::open(&path) {
-            Ok(f) => {
-                let i = match self.dirs.iter().position(|d| d == dir) {
-                    Some(i) => i,
-                    None => {
-                        self.dirs.push(dir.to_path_buf());
-                        self.dirs.len() - 1
-                    }
-                };
+        let opened = match self.dirs.iter().position(|d| d.path == dir) {
+            Some(i) => self.dirs[i].open(name).map(|f| (i, f)),
+            None => {
+                let d = Dir::new(hierarchy, dir, mount);
+                d.open(name).map(|f| {
+                    self.dirs.push(d);
+                    (self.dirs.len() - 1, f)
+                })
+            }
+        };
+        match opened {
+            Ok((i, f)) => {
                 self.files.push(StatFile {
                     source,
                     // At most one directory per controller and the cgroup2 one.
@@ -371,9 +431,12 @@ impl StatsReader {
             // not enabled for this cgroup: that family is just not exported for it.
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
             Err(e) if e.raw_os_error() == Some(libc::ENODEV) => {
-                Err(StatsError::Vanished(path.display().to_string()))
+                Err(StatsError::Vanished(dir.join(name).display().to_string()))
             }
-            Err(source) => Err(StatsError::Read { path, source }),
+            Err(source) => Err(StatsError::Read {
+                path: dir.join(name),
+                source,
+            }),
         }
     }
 
@@ -381,7 +444,7 @@ impl StatsReader {
     fn path_of(&self, f: &StatFile) -> PathBuf {
         self.dirs
             .get(usize::from(f.dir))
-            .map_or_else(|| PathBuf::from(f.name), |d| d.join(f.name))
+            .map_or_else(|| PathBuf::from(f.name), |d| d.path.join(f.name))
     }
 
     /// The cgroup path this reader serves.
@@ -437,9 +500,10 @@ impl StatsReader {
             }
             let read = match &f.kept {
                 Some(file) => read_all(file, buf),
-                None => match File::open(self.path_of(f)) {
-                    Ok(file) => read_all(&file, buf),
-                    Err(e) => Err(e),
+                None => match self.dirs.get(usize::from(f.dir)).map(|d| d.open(f.name)) {
+                    Some(Ok(file)) => read_all(&file, buf),
+                    Some(Err(e)) => Err(e),
+                    None => Err(std::io::ErrorKind::NotFound.into()),
                 },
             };
             let data = match read {
