@@ -92,9 +92,9 @@ pub struct ServeArgs {
     pub fs_usage_interval: Duration,
     /// Cgroup and network stat files kept open between scrapes, at most (within
     /// the open-files limit too). Reading a kept file costs the kernel about half
-    /// of opening, reading and closing it at each scrape, but it holds ~4 KiB of
-    /// kernel memory (its seq_file page) that counts toward the agent's own
-    /// memory limit: 16384 files are ~64 MiB, 1,000 cgroups' worth with every
+    /// of opening, reading and closing it at each scrape, but it holds ~3.5 KiB
+    /// of kernel memory (its seq_file page) that counts toward the agent's own
+    /// memory limit: 16384 files are ~56 MiB, 1,000 cgroups' worth with every
     /// group on.
     #[arg(long, default_value_t = 16384, value_name = "N")]
     pub max_open_stat_files: usize,

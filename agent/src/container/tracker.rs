@@ -206,7 +206,7 @@ impl Tracker {
 
     /// Keeps at most `n` stat files open between scrapes (past them, files are
     /// opened at each read), as well as within the descriptor limit. A kept
-    /// file of cgroupfs or /proc holds its seq_file page, ~4 KiB of kernel
+    /// file of cgroupfs or /proc holds its seq_file page, ~3.5 KiB of kernel
     /// memory charged to the agent's own cgroup while it is open: without a
     /// cap, a high descriptor limit lets that grow with the number of cgroups.
     pub fn with_max_kept_files(mut self, n: usize) -> Self {
