@@ -133,13 +133,56 @@ pub struct Hierarchy {
     held: Arc<HeldMounts>,
 }
 
-/// Mount directories held open (`O_PATH`), each opened on first use: a file
-/// opened relative to its mount makes the kernel walk only the path below it.
-/// On cgroupfs every component of a walk takes the hierarchy's kernfs locks,
-/// which the scrape's reading threads contend on, so the walk from `/` through
-/// `/sys/fs/cgroup/<controller>` is the dearer part of opening a cgroup file.
+/// The mount directories of a hierarchy held open, each opened on first use.
 #[derive(Debug, Default)]
-struct HeldMounts(Mutex<Vec<(PathBuf, Option<Arc<OwnedFd>>)>>);
+struct HeldMounts(Mutex<Vec<Arc<HeldMount>>>);
+
+/// A mount directory held open (`O_PATH`): a file opened relative to it makes
+/// the kernel walk only the path below the mount. On cgroupfs every component of
+/// a walk takes the hierarchy's kernfs locks, which the scrape's reading threads
+/// contend on, so the walk from `/` through `/sys/fs/cgroup/<controller>` is the
+/// dearer part of opening a cgroup file. Shared: a cgroup's reader holds its
+/// mounts, not paths of its own.
+#[derive(Debug)]
+pub struct HeldMount {
+    path: PathBuf,
+    /// `None` when it could not be opened: files are then opened by full path.
+    fd: Option<OwnedFd>,
+}
+
+impl HeldMount {
+    /// The mount directory.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The path of file `name` of cgroup `rel` (e.g. `/docker/abc`).
+    pub fn file_path(&self, rel: &str, name: &str) -> PathBuf {
+        join_rel(&self.path, rel).join(name)
+    }
+
+    /// Opens file `name` of cgroup `rel` for reading.
+    pub fn open(&self, rel: &str, name: &str) -> std::io::Result<std::fs::File> {
+        use std::os::unix::ffi::OsStrExt;
+        let Some(fd) = &self.fd else {
+            return std::fs::File::open(self.file_path(rel, name));
+        };
+        let below = rel.trim_start_matches('/');
+        let mut path = Vec::with_capacity(below.len() + 1 + name.len());
+        if !below.is_empty() {
+            path.extend_from_slice(below.as_bytes());
+            path.push(b'/');
+        }
+        path.extend_from_slice(name.as_bytes());
+        let file = rustix::fs::openat(
+            fd,
+            std::ffi::OsStr::from_bytes(&path),
+            rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC,
+            rustix::fs::Mode::empty(),
+        )?;
+        Ok(std::fs::File::from(file))
+    }
+}
 
 impl Hierarchy {
     /// Detects the layout under `root` (normally `/sys/fs/cgroup`).
@@ -252,22 +295,24 @@ impl Hierarchy {
     }
 
     /// Mount directory `mount` (one of [`Hierarchy::mount_dir`] or the cgroup2
-    /// mount) held open, opened once for this hierarchy and its clones; `None` if
-    /// it cannot be opened.
-    pub fn held_mount(&self, mount: &Path) -> Option<Arc<OwnedFd>> {
+    /// mount) held open, opened once for this hierarchy and its clones.
+    pub fn held_mount(&self, mount: &Path) -> Arc<HeldMount> {
         let mut held = self.held.0.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some((_, fd)) = held.iter().find(|(p, _)| p == mount) {
-            return fd.clone();
+        if let Some(m) = held.iter().find(|m| m.path == mount) {
+            return Arc::clone(m);
         }
         let fd = rustix::fs::open(
             mount,
             rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
             rustix::fs::Mode::empty(),
         )
-        .ok()
-        .map(Arc::new);
-        held.push((mount.to_path_buf(), fd.clone()));
-        fd
+        .ok();
+        let m = Arc::new(HeldMount {
+            path: mount.to_path_buf(),
+            fd,
+        });
+        held.push(Arc::clone(&m));
+        m
     }
 
     /// Directory of cgroup `rel` on the cgroup2 mount (PSI files live there), if any.

@@ -15,15 +15,12 @@ pub use sources::stat_files;
 
 use super::ScrapeErrorKind;
 use super::groups::{MetricGroup, MetricGroups};
-use super::hierarchy::{Controller, Hierarchy};
+use super::hierarchy::{Controller, HeldMount, Hierarchy};
 use super::parse::ParseError;
 use sources::{PSI_SOURCES, Source, sources_for};
-use std::ffi::OsStr;
 use std::fs::File;
-use std::os::fd::OwnedFd;
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, MetadataExt};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -200,8 +197,9 @@ impl StatsError {
 #[derive(Debug)]
 pub struct StatsReader {
     rel: String,
-    /// The cgroup's directories its files are in (one per controller mount).
-    dirs: Vec<Dir>,
+    /// The mounts its files are under (one per controller mount and the
+    /// cgroup2 one): a file is `rel` under one of them.
+    mounts: Vec<Arc<HeldMount>>,
     files: Vec<StatFile>,
     start_time: Option<f64>,
     /// The limits last read, and when.
@@ -248,61 +246,11 @@ impl Limits {
     }
 }
 
-/// A directory of a [`StatsReader`]'s files, with the mount it is under held
-/// open and the length of the mount's path in `path`: its files are opened
-/// relative to the mount ([`Hierarchy::held_mount`] says why).
-#[derive(Debug)]
-struct Dir {
-    path: PathBuf,
-    mount: Option<(Arc<OwnedFd>, usize)>,
-}
-
-impl Dir {
-    fn new(hierarchy: &Hierarchy, path: &Path, mount: &Path) -> Self {
-        let mount = path
-            .starts_with(mount)
-            .then(|| hierarchy.held_mount(mount))
-            .flatten()
-            .map(|fd| (fd, mount.as_os_str().len()));
-        Dir {
-            path: path.to_path_buf(),
-            mount,
-        }
-    }
-
-    /// Opens its file `name`.
-    fn open(&self, name: &str) -> std::io::Result<File> {
-        let Some((mount, len)) = &self.mount else {
-            return File::open(self.path.join(name));
-        };
-        let below = self
-            .path
-            .as_os_str()
-            .as_bytes()
-            .get(*len..)
-            .unwrap_or_default();
-        let below = below.strip_prefix(b"/").unwrap_or(below);
-        let mut rel = Vec::with_capacity(below.len() + 1 + name.len());
-        if !below.is_empty() {
-            rel.extend_from_slice(below);
-            rel.push(b'/');
-        }
-        rel.extend_from_slice(name.as_bytes());
-        let fd = rustix::fs::openat(
-            mount,
-            OsStr::from_bytes(&rel),
-            rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC,
-            rustix::fs::Mode::empty(),
-        )?;
-        Ok(File::from(fd))
-    }
-}
-
 /// One file a [`StatsReader`] reads.
 #[derive(Debug)]
 struct StatFile {
     source: Source,
-    /// Index of its directory in the reader's `dirs`.
+    /// Index of its mount in the reader's `mounts`.
     dir: u8,
     name: &'static str,
     /// Its descriptor, `None` when it is opened per read.
@@ -363,7 +311,7 @@ impl StatsReader {
         }
         let mut reader = StatsReader {
             rel: rel.to_string(),
-            dirs: Vec::new(),
+            mounts: Vec::new(),
             files: Vec::new(),
             start_time,
             limits: Mutex::new(None),
@@ -372,52 +320,47 @@ impl StatsReader {
             if !f.groups.intersects(groups) || !wanted(f.source) {
                 continue;
             }
-            let (Some(dir), Some(mount)) = (
-                hierarchy.dir(f.controller, rel),
-                hierarchy.mount_dir(f.controller),
-            ) else {
+            let Some(mount) = hierarchy.mount_dir(f.controller) else {
                 continue;
             };
+            let mount = hierarchy.held_mount(mount);
             for name in f.names {
-                if reader.open_file(hierarchy, f.source, (&dir, mount), name, keep)? {
+                if reader.open_file(&mount, f.source, name, keep)? {
                     break;
                 }
             }
         }
         if groups.has(MetricGroup::Pressure)
-            && let (Some(dir), Some(mount)) = (hierarchy.unified_dir(rel), hierarchy.unified_root())
+            && let Some(mount) = hierarchy.unified_root()
         {
+            let mount = hierarchy.held_mount(mount);
             for (source, name) in PSI_SOURCES {
-                reader.open_file(hierarchy, *source, (&dir, mount), name, keep)?;
+                reader.open_file(&mount, *source, name, keep)?;
             }
         }
         reader.files.shrink_to_fit();
-        reader.dirs.shrink_to_fit();
+        reader.mounts.shrink_to_fit();
         Ok(reader)
     }
 
-    /// Opens `name` in directory `dir` (under mount directory `mount`) as one of
-    /// its files; `Ok(false)` when it does not exist.
+    /// Opens its file `name` under `mount` as one of its files; `Ok(false)` when
+    /// it does not exist.
     fn open_file(
         &mut self,
-        hierarchy: &Hierarchy,
+        mount: &Arc<HeldMount>,
         source: Source,
-        (dir, mount): (&Path, &Path),
         name: &'static str,
         keep: KeepOpen,
     ) -> Result<bool, StatsError> {
-        let opened = match self.dirs.iter().position(|d| d.path == dir) {
-            Some(i) => self.dirs[i].open(name).map(|f| (i, f)),
-            None => {
-                let d = Dir::new(hierarchy, dir, mount);
-                d.open(name).map(|f| {
-                    self.dirs.push(d);
-                    (self.dirs.len() - 1, f)
-                })
-            }
-        };
-        match opened {
-            Ok((i, f)) => {
+        match mount.open(&self.rel, name) {
+            Ok(f) => {
+                let i = match self.mounts.iter().position(|m| Arc::ptr_eq(m, mount)) {
+                    Some(i) => i,
+                    None => {
+                        self.mounts.push(Arc::clone(mount));
+                        self.mounts.len() - 1
+                    }
+                };
                 self.files.push(StatFile {
                     source,
                     // At most one directory per controller and the cgroup2 one.
@@ -430,11 +373,11 @@ impl StatsReader {
             // Absent on this kernel (memory.peak, swap, PSI) or the controller is
             // not enabled for this cgroup: that family is just not exported for it.
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
-            Err(e) if e.raw_os_error() == Some(libc::ENODEV) => {
-                Err(StatsError::Vanished(dir.join(name).display().to_string()))
-            }
+            Err(e) if e.raw_os_error() == Some(libc::ENODEV) => Err(StatsError::Vanished(
+                mount.file_path(&self.rel, name).display().to_string(),
+            )),
             Err(source) => Err(StatsError::Read {
-                path: dir.join(name),
+                path: mount.file_path(&self.rel, name),
                 source,
             }),
         }
@@ -442,9 +385,9 @@ impl StatsReader {
 
     /// The path of one of its files.
     fn path_of(&self, f: &StatFile) -> PathBuf {
-        self.dirs
+        self.mounts
             .get(usize::from(f.dir))
-            .map_or_else(|| PathBuf::from(f.name), |d| d.path.join(f.name))
+            .map_or_else(|| PathBuf::from(f.name), |m| m.file_path(&self.rel, f.name))
     }
 
     /// The cgroup path this reader serves.
@@ -500,7 +443,11 @@ impl StatsReader {
             }
             let read = match &f.kept {
                 Some(file) => read_all(file, buf),
-                None => match self.dirs.get(usize::from(f.dir)).map(|d| d.open(f.name)) {
+                None => match self
+                    .mounts
+                    .get(usize::from(f.dir))
+                    .map(|m| m.open(&self.rel, f.name))
+                {
                     Some(Ok(file)) => read_all(&file, buf),
                     Some(Err(e)) => Err(e),
                     None => Err(std::io::ErrorKind::NotFound.into()),
