@@ -14,6 +14,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 const PROGRAMS: &[&str] = &["events"];
+/// Debian's clang-19 (package clang-19), which `cargo xtask` installs.
+const DEBIAN_CLANG: &str = "/usr/bin/clang-19";
+
 /// Set to 1 to allow a build without clang, with an empty eBPF object.
 const STUB_ENV: &str = "AGENT_EBPF_STUB";
 
@@ -46,7 +49,17 @@ fn main() {
         }
     };
 
-    let clang = env::var("CLANG").unwrap_or_else(|_| "clang-19".to_owned());
+    // clang-19 on PATH, else where Debian's clang-19 puts it: the file `cargo xtask`
+    // checks before it installs the package, so the two agree when PATH lacks it.
+    let clang = env::var("CLANG").unwrap_or_else(|_| {
+        let on_path = env::var_os("PATH")
+            .is_some_and(|p| env::split_paths(&p).any(|d| d.join("clang-19").is_file()));
+        if on_path || !Path::new(DEBIAN_CLANG).is_file() {
+            "clang-19".to_owned()
+        } else {
+            DEBIAN_CLANG.to_owned()
+        }
+    });
     for name in PROGRAMS {
         let src = ebpf_dir.join(format!("{name}.bpf.c"));
         println!("cargo:rerun-if-changed={}", src.display());

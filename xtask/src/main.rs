@@ -49,7 +49,8 @@ fn cargo(args: &[&str]) -> anyhow::Result<()> {
 /// on the agent crate, so this is the first build of it: the toolchain that
 /// its eBPF programs need is installed before it (see `run`).
 pub fn build_release_agent() -> anyhow::Result<PathBuf> {
-    cargo(&["build", "--release", "-q", "-p", "agent", "--bin", "agent"])?;
+    // Not quiet: a first build takes minutes, and cargo's progress says it is alive.
+    cargo(&["build", "--release", "-p", "agent", "--bin", "agent"])?;
     Ok(workspace_root().join("target/release/agent"))
 }
 

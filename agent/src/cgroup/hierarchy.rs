@@ -8,7 +8,9 @@
 //! Docker mount them (`cpu,cpuacct`, `memory`, a named `systemd`).
 
 use super::CgroupError;
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
 
 /// The layout of the cgroup mounts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -127,6 +129,59 @@ pub struct Hierarchy {
     blkio: Option<PathBuf>,
     /// The cgroup2 mount: the root itself on v2, `unified/` on hybrid.
     unified: Option<PathBuf>,
+    /// Mount directories held open, shared by every clone.
+    held: Arc<HeldMounts>,
+}
+
+/// The mount directories of a hierarchy held open, each opened on first use.
+#[derive(Debug, Default)]
+struct HeldMounts(Mutex<Vec<Arc<HeldMount>>>);
+
+/// A mount directory held open (`O_PATH`): a file opened relative to it makes
+/// the kernel walk only the path below the mount. On cgroupfs every component of
+/// a walk takes the hierarchy's kernfs locks, which the scrape's reading threads
+/// contend on, so the walk from `/` through `/sys/fs/cgroup/<controller>` is the
+/// dearer part of opening a cgroup file. Shared: a cgroup's reader holds its
+/// mounts, not paths of its own.
+#[derive(Debug)]
+pub struct HeldMount {
+    path: PathBuf,
+    /// `None` when it could not be opened: files are then opened by full path.
+    fd: Option<OwnedFd>,
+}
+
+impl HeldMount {
+    /// The mount directory.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The path of file `name` of cgroup `rel` (e.g. `/docker/abc`).
+    pub fn file_path(&self, rel: &str, name: &str) -> PathBuf {
+        join_rel(&self.path, rel).join(name)
+    }
+
+    /// Opens file `name` of cgroup `rel` for reading.
+    pub fn open(&self, rel: &str, name: &str) -> std::io::Result<std::fs::File> {
+        use std::os::unix::ffi::OsStrExt;
+        let Some(fd) = &self.fd else {
+            return std::fs::File::open(self.file_path(rel, name));
+        };
+        let below = rel.trim_start_matches('/');
+        let mut path = Vec::with_capacity(below.len() + 1 + name.len());
+        if !below.is_empty() {
+            path.extend_from_slice(below.as_bytes());
+            path.push(b'/');
+        }
+        path.extend_from_slice(name.as_bytes());
+        let file = rustix::fs::openat(
+            fd,
+            std::ffi::OsStr::from_bytes(&path),
+            rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC,
+            rustix::fs::Mode::empty(),
+        )?;
+        Ok(std::fs::File::from(file))
+    }
 }
 
 impl Hierarchy {
@@ -147,6 +202,7 @@ impl Hierarchy {
                 blkio: None,
                 unified: Some(root.clone()),
                 root,
+                held: Arc::default(),
             });
         }
         let v1 = v1_mounts(&root)?;
@@ -182,6 +238,7 @@ impl Hierarchy {
             pids,
             blkio,
             unified,
+            held: Arc::default(),
         })
     }
 
@@ -222,15 +279,40 @@ impl Hierarchy {
     /// The directory of cgroup `rel` (e.g. `/docker/abc`) for `controller`, if that
     /// controller is mounted.
     pub fn dir(&self, controller: Controller, rel: &str) -> Option<PathBuf> {
-        let base = match (self.version, controller) {
-            (Version::V2, _) => self.unified.as_ref(),
-            (_, Controller::Memory) => self.memory.as_ref(),
-            (_, Controller::Cpu) => self.cpu.as_ref(),
-            (_, Controller::Cpuacct) => self.cpuacct.as_ref(),
-            (_, Controller::Pids) => self.pids.as_ref(),
-            (_, Controller::Blkio) => self.blkio.as_ref(),
-        }?;
-        Some(join_rel(base, rel))
+        Some(join_rel(self.mount_dir(controller)?, rel))
+    }
+
+    /// The mount directory `controller`'s cgroups are under, if it is mounted.
+    pub fn mount_dir(&self, controller: Controller) -> Option<&Path> {
+        match (self.version, controller) {
+            (Version::V2, _) => self.unified.as_deref(),
+            (_, Controller::Memory) => self.memory.as_deref(),
+            (_, Controller::Cpu) => self.cpu.as_deref(),
+            (_, Controller::Cpuacct) => self.cpuacct.as_deref(),
+            (_, Controller::Pids) => self.pids.as_deref(),
+            (_, Controller::Blkio) => self.blkio.as_deref(),
+        }
+    }
+
+    /// Mount directory `mount` (one of [`Hierarchy::mount_dir`] or the cgroup2
+    /// mount) held open, opened once for this hierarchy and its clones.
+    pub fn held_mount(&self, mount: &Path) -> Arc<HeldMount> {
+        let mut held = self.held.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(m) = held.iter().find(|m| m.path == mount) {
+            return Arc::clone(m);
+        }
+        let fd = rustix::fs::open(
+            mount,
+            rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
+            rustix::fs::Mode::empty(),
+        )
+        .ok();
+        let m = Arc::new(HeldMount {
+            path: mount.to_path_buf(),
+            fd,
+        });
+        held.push(Arc::clone(&m));
+        m
     }
 
     /// Directory of cgroup `rel` on the cgroup2 mount (PSI files live there), if any.

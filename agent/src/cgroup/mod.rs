@@ -12,7 +12,7 @@ pub mod watch;
 
 pub use discovery::{Discovered, Filter, Runtime};
 pub use groups::{MetricGroup, MetricGroups};
-pub use hierarchy::{Controller, Hierarchy, V1Mount, Version};
+pub use hierarchy::{Controller, HeldMount, Hierarchy, V1Mount, Version};
 pub use manager::{AGENT_SUBTREE, CgroupInfo, ContainerCgroup, Limits, SelfPlacement};
 pub use namespace::{NsView, cgroup_path_from_proc};
 pub use stats::{CgroupStats, DeviceIo, IoOp, StatsError, StatsReader};

@@ -204,6 +204,16 @@ impl Tracker {
         self
     }
 
+    /// Keeps at most `n` stat files open between scrapes (past them, files are
+    /// opened at each read), as well as within the descriptor limit. A kept
+    /// file of cgroupfs or /proc holds its seq_file page, ~3.5 KiB of kernel
+    /// memory charged to the agent's own cgroup while it is open: without a
+    /// cap, a high descriptor limit lets that grow with the number of cgroups.
+    pub fn with_max_kept_files(mut self, n: usize) -> Self {
+        self.fd_budget = self.fd_budget.min(n);
+        self
+    }
+
     /// Reads only the files of `groups` (every group by default).
     pub fn with_groups(mut self, groups: MetricGroups) -> Self {
         self.groups = groups;
@@ -319,7 +329,7 @@ impl Tracker {
             self.budget_warned = true;
             tracing::warn!(
                 kept = self.kept_fds,
-                "descriptor budget spent: further cgroups are read by opening their files at each scrape (raise the open-files limit to keep them open)"
+                "open stat files at their cap: further cgroups are read by opening their files at each scrape (raise --max-open-stat-files and the open-files limit to keep them open)"
             );
         }
         StatsReader::open(&self.hierarchy, rel, self.groups, KeepOpen::No)
@@ -378,6 +388,49 @@ fn fd_budget() -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn past_the_kept_files_cap_every_cgroup_is_still_read() {
+        let t = tempfile::tempdir().unwrap();
+        let memory = t.path().join("memory");
+        std::fs::write(t.path().join("cgroup.procs"), "").unwrap();
+        for i in 0..5 {
+            let dir = memory.join(format!("c{i}"));
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(
+                dir.join("memory.usage_in_bytes"),
+                format!("{}\n", 4096 * (i + 1)),
+            )
+            .unwrap();
+        }
+        std::fs::write(memory.join("cgroup.procs"), "").unwrap();
+        let mut tracker = Tracker::new(
+            Hierarchy::detect(t.path()).unwrap(),
+            Filter::new(&["/c*".to_owned()], &[]).unwrap(),
+            MetadataSource::new(t.path().join("docker"), t.path().join("state")),
+            Duration::ZERO,
+        )
+        .with_max_kept_files(25);
+        let mut usage: Vec<(String, f64)> = tracker
+            .collect()
+            .iter()
+            .filter(|s| s.tracked.discovered.path != "/")
+            .map(|s| {
+                let usage = s.stats.memory_usage_bytes.unwrap();
+                (s.tracked.discovered.path.clone(), usage)
+            })
+            .collect();
+        usage.sort_by(|a, b| a.0.cmp(&b.0));
+        let want: Vec<(String, f64)> = (0..5)
+            .map(|i| (format!("/c{i}"), 4096.0 * f64::from(i + 1)))
+            .collect();
+        assert_eq!(usage, want);
+        // A cgroup is kept while the most files a cgroup can have (24) still
+        // fit under the cap of 25: two of these one-file cgroups; the other
+        // three are read by path.
+        assert_eq!(tracker.read_by_path(), 3);
+        assert!(tracker.kept_fds <= 25, "{}", tracker.kept_fds);
+    }
 
     #[test]
     fn metadata_written_after_the_cgroup_is_found_with_backoff() {

@@ -70,6 +70,19 @@ pub const HOOKS: [&str; 11] = [
     "tp_btf/mark_victim",
 ];
 
+/// The event each of [`HOOKS`] reports: hooks of one event stand in for each
+/// other, so a refused hook whose event another one reports loses nothing.
+pub fn event_of(hook: &str) -> &'static str {
+    match hook {
+        "tp_btf/sched_process_exec" | "raw_tp/sched_process_exec" => "exec",
+        MOUNT_FEXIT_HOOK | "tp_btf/sys_exit" | "raw_tp/sys_exit" => "mount",
+        "tp_btf/cgroup_mkdir" | "raw_tp/cgroup_mkdir" => "cgroup_mkdir",
+        "tp_btf/sched_process_exit" | "raw_tp/sched_process_exit" => "exit",
+        "fentry/oom_kill_process" | "tp_btf/mark_victim" => "oom_kill",
+        _ => "other",
+    }
+}
+
 /// The hooks that report OOM kills (fentry where allowed, else the tracepoint).
 pub const OOM_HOOKS: [&str; 2] = ["fentry/oom_kill_process", "tp_btf/mark_victim"];
 

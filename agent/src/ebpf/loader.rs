@@ -4,7 +4,7 @@
 use super::attribution::Attributor;
 use super::hooks::{
     HOOK_CGROUP_MKDIR, HOOK_EXEC, HOOK_EXIT, HOOK_MOUNT, MOUNT_FEXIT, NOT_CHOSEN, NOT_TRIED,
-    OOM_HOOKS, PROGRAMS, attach_btf, attach_either, attach_fentry, attach_mount, status,
+    OOM_HOOKS, PROGRAMS, attach_btf, attach_either, attach_fentry, attach_mount, event_of, status,
     turned_off,
 };
 pub use super::hooks::{HOOKS, MOUNT_FEXIT_HOOK, MountHook};
@@ -174,10 +174,7 @@ impl Tracer {
         let result = Self::start(config, lookup).await;
         let why;
         let tracing = match &result {
-            Ok(t) => {
-                let (live, not_attached) = hooks_summary(t.programs());
-                Tracing::Attached { live, not_attached }
-            }
+            Ok(t) => Tracing::Attached(hooks_summary(t.programs())),
             Err(err) => {
                 why = error_chain(err);
                 Tracing::Off(&why)
@@ -333,19 +330,42 @@ impl Tracer {
     }
 }
 
-/// The hooks that are live, and those that are not with why: the start-up line
-/// says both (`machine::privileges::startup_line`).
-pub fn hooks_summary(programs: &[ProgramStatus]) -> (Vec<&'static str>, Vec<String>) {
-    let live = programs
+/// The hooks that are live, those refused that another hook stands in for, and
+/// those refused with nothing in their place: the start-up line says all three
+/// (`machine::privileges::startup_line`) and warns only of the last.
+pub fn hooks_summary(programs: &[ProgramStatus]) -> HooksSummary {
+    let live: Vec<&'static str> = programs
         .iter()
         .filter(|p| p.attached)
         .map(|p| p.hook)
         .collect();
-    let failed = programs
-        .iter()
-        .filter_map(|p| p.error.as_ref().map(|e| format!("{} ({e})", p.hook)))
-        .collect();
-    (live, failed)
+    let mut summary = HooksSummary {
+        live,
+        replaced: Vec::new(),
+        not_attached: Vec::new(),
+    };
+    for p in programs {
+        let Some(e) = &p.error else { continue };
+        let why = format!("{} ({e})", p.hook);
+        let event = event_of(p.hook);
+        if summary.live.iter().any(|l| event_of(l) == event) {
+            summary.replaced.push(why);
+        } else {
+            summary.not_attached.push(why);
+        }
+    }
+    summary
+}
+
+/// The start-up line's account of the hooks (see [`hooks_summary`]).
+#[derive(Debug, Default, PartialEq)]
+pub struct HooksSummary {
+    /// Attached hooks.
+    pub live: Vec<&'static str>,
+    /// Hooks refused (and why) whose event a live hook reports instead.
+    pub replaced: Vec<String>,
+    /// Hooks refused (and why) whose event no hook reports.
+    pub not_attached: Vec<String>,
 }
 
 /// How often an attached program ran and for how long, as the kernel counts
@@ -458,6 +478,35 @@ fn load(config: &TracerConfig) -> Result<(Ebpf, Vec<ProgramStatus>), EbpfError> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_refused_hook_is_replaced_only_when_its_event_has_a_live_hook() {
+        let p = |hook, attached, error: Option<&str>| ProgramStatus {
+            hook,
+            attached,
+            error: error.map(str::to_owned),
+        };
+        let summary = hooks_summary(&[
+            p("tp_btf/sched_process_exec", true, None),
+            p("raw_tp/sched_process_exec", false, None),
+            p(MOUNT_FEXIT_HOOK, false, Some("EPERM")),
+            p("tp_btf/sys_exit", true, None),
+            p(OOM_HOOKS[0], false, Some("EPERM")),
+            p(OOM_HOOKS[1], false, Some("no such tracepoint")),
+        ]);
+        assert_eq!(
+            summary,
+            HooksSummary {
+                live: vec!["tp_btf/sched_process_exec", "tp_btf/sys_exit"],
+                replaced: vec![format!("{MOUNT_FEXIT_HOOK} (EPERM)")],
+                not_attached: vec![
+                    "fentry/oom_kill_process (EPERM)".to_owned(),
+                    "tp_btf/mark_victim (no such tracepoint)".to_owned()
+                ],
+            }
+        );
+        assert!(HOOKS.iter().all(|h| event_of(h) != "other"));
+    }
     use prometheus_client::collector::Collector;
     use prometheus_client::encoding::DescriptorEncoder;
     use prometheus_client::registry::Registry;

@@ -39,5 +39,5 @@ pub mod record;
 mod wire;
 
 pub use collector::TracerCollector;
-pub use loader::{EbpfError, MountHook, ProgramStatus, Tracer, TracerConfig};
+pub use loader::{EbpfError, HooksSummary, MountHook, ProgramStatus, Tracer, TracerConfig};
 pub use record::{EventKind, EventRecord};

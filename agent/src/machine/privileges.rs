@@ -18,6 +18,7 @@
 //!   mount of `/sys/fs/cgroup` passed as `--cgroup-root`).
 
 use crate::cgroup::NsView;
+use crate::ebpf::HooksSummary;
 use std::path::Path;
 
 /// The inode of the initial PID namespace (`PROC_PID_INIT_INO`).
@@ -108,11 +109,9 @@ pub fn check(proc_root: &Path, ns_view: &NsView, ebpf: bool) -> Vec<Missing> {
 pub enum Tracing<'a> {
     /// `--no-ebpf`.
     Disabled,
-    /// Loaded: which hooks are live, and which are not and why.
-    Attached {
-        live: Vec<&'static str>,
-        not_attached: Vec<String>,
-    },
+    /// Loaded: which hooks are live, which stand in for refused ones, and which
+    /// are missing and why.
+    Attached(HooksSummary),
     /// Could not be loaded: why.
     Off(&'a str),
 }
@@ -127,17 +126,19 @@ pub fn startup_line(
 ) -> (bool, String) {
     let (mut warn, mut line) = match tracing {
         Tracing::Disabled => (false, "eBPF tracing disabled (--no-ebpf)".to_owned()),
-        Tracing::Attached { live, not_attached } if not_attached.is_empty() => {
-            (false, format!("eBPF hooks attached: {}", live.join(", ")))
+        Tracing::Attached(h) => {
+            let mut line = format!("eBPF hooks attached: {}", h.live.join(", "));
+            if !h.replaced.is_empty() {
+                line.push_str(&format!(
+                    " (standing in for refused {})",
+                    h.replaced.join("; ")
+                ));
+            }
+            if !h.not_attached.is_empty() {
+                line.push_str(&format!("; not attached {}", h.not_attached.join("; ")));
+            }
+            (!h.not_attached.is_empty(), line)
         }
-        Tracing::Attached { live, not_attached } => (
-            true,
-            format!(
-                "eBPF hooks attached, some not: live {}; not attached {}",
-                live.join(", "),
-                not_attached.join("; ")
-            ),
-        ),
         Tracing::Off(why) => (
             true,
             format!("eBPF event tracing is off ({why}); serving cgroup metrics only"),
@@ -167,10 +168,10 @@ mod tests {
             what: "CAP_SYS_PTRACE",
             effect: "x",
         }];
-        let tracing = Tracing::Attached {
+        let tracing = Tracing::Attached(HooksSummary {
             live: vec!["tp_btf/sched_process_exec"],
-            not_attached: vec![],
-        };
+            ..HooksSummary::default()
+        });
         let (warn, line) = startup_line(&tracing, &missing, &NsView::Host);
         assert!(warn);
         assert_eq!(
@@ -191,6 +192,29 @@ mod tests {
             warn && line.contains("no permission") && line.ends_with("rooted at /a/b"),
             "{line}"
         );
+    }
+
+    #[test]
+    fn a_refused_hook_with_a_live_stand_in_is_no_warning() {
+        let replaced = Tracing::Attached(HooksSummary {
+            live: vec!["tp_btf/sched_process_exec", "tp_btf/sys_exit"],
+            replaced: vec!["fexit/mount_syscalls (EPERM)".into()],
+            not_attached: vec![],
+        });
+        let (warn, line) = startup_line(&replaced, &[], &NsView::Host);
+        assert!(!warn, "{line}");
+        assert_eq!(
+            line,
+            "eBPF hooks attached: tp_btf/sched_process_exec, tp_btf/sys_exit (standing in \
+             for refused fexit/mount_syscalls (EPERM))"
+        );
+        let missing = Tracing::Attached(HooksSummary {
+            live: vec!["tp_btf/sched_process_exec"],
+            replaced: vec![],
+            not_attached: vec!["fentry/oom_kill_process (EPERM)".into()],
+        });
+        let (warn, line) = startup_line(&missing, &[], &NsView::Host);
+        assert!(warn && line.ends_with("; not attached fentry/oom_kill_process (EPERM)"));
     }
 
     #[test]

@@ -15,13 +15,13 @@ pub use sources::stat_files;
 
 use super::ScrapeErrorKind;
 use super::groups::{MetricGroup, MetricGroups};
-use super::hierarchy::{Controller, Hierarchy};
+use super::hierarchy::{Controller, HeldMount, Hierarchy};
 use super::parse::ParseError;
 use sources::{PSI_SOURCES, Source, sources_for};
 use std::fs::File;
 use std::os::unix::fs::{FileExt, MetadataExt};
-use std::path::{Path, PathBuf};
-use std::sync::{Mutex, PoisonError};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 /// Everything the metrics contract exports for one cgroup, in base units.
@@ -197,8 +197,9 @@ impl StatsError {
 #[derive(Debug)]
 pub struct StatsReader {
     rel: String,
-    /// The cgroup's directories its files are in (one per controller mount).
-    dirs: Vec<PathBuf>,
+    /// The mounts its files are under (one per controller mount and the
+    /// cgroup2 one): a file is `rel` under one of them.
+    mounts: Vec<Arc<HeldMount>>,
     files: Vec<StatFile>,
     start_time: Option<f64>,
     /// The limits last read, and when.
@@ -249,7 +250,7 @@ impl Limits {
 #[derive(Debug)]
 struct StatFile {
     source: Source,
-    /// Index of its directory in the reader's `dirs`.
+    /// Index of its mount in the reader's `mounts`.
     dir: u8,
     name: &'static str,
     /// Its descriptor, `None` when it is opened per read.
@@ -310,7 +311,7 @@ impl StatsReader {
         }
         let mut reader = StatsReader {
             rel: rel.to_string(),
-            dirs: Vec::new(),
+            mounts: Vec::new(),
             files: Vec::new(),
             start_time,
             limits: Mutex::new(None),
@@ -319,43 +320,45 @@ impl StatsReader {
             if !f.groups.intersects(groups) || !wanted(f.source) {
                 continue;
             }
-            let Some(dir) = hierarchy.dir(f.controller, rel) else {
+            let Some(mount) = hierarchy.mount_dir(f.controller) else {
                 continue;
             };
+            let mount = hierarchy.held_mount(mount);
             for name in f.names {
-                if reader.open_file(f.source, &dir, name, keep)? {
+                if reader.open_file(&mount, f.source, name, keep)? {
                     break;
                 }
             }
         }
         if groups.has(MetricGroup::Pressure)
-            && let Some(dir) = hierarchy.unified_dir(rel)
+            && let Some(mount) = hierarchy.unified_root()
         {
+            let mount = hierarchy.held_mount(mount);
             for (source, name) in PSI_SOURCES {
-                reader.open_file(*source, &dir, name, keep)?;
+                reader.open_file(&mount, *source, name, keep)?;
             }
         }
         reader.files.shrink_to_fit();
-        reader.dirs.shrink_to_fit();
+        reader.mounts.shrink_to_fit();
         Ok(reader)
     }
 
-    /// Opens `dir/name` as one of its files; `Ok(false)` when it does not exist.
+    /// Opens its file `name` under `mount` as one of its files; `Ok(false)` when
+    /// it does not exist.
     fn open_file(
         &mut self,
+        mount: &Arc<HeldMount>,
         source: Source,
-        dir: &Path,
         name: &'static str,
         keep: KeepOpen,
     ) -> Result<bool, StatsError> {
-        let path = dir.join(name);
-        match File::open(&path) {
+        match mount.open(&self.rel, name) {
             Ok(f) => {
-                let i = match self.dirs.iter().position(|d| d == dir) {
+                let i = match self.mounts.iter().position(|m| Arc::ptr_eq(m, mount)) {
                     Some(i) => i,
                     None => {
-                        self.dirs.push(dir.to_path_buf());
-                        self.dirs.len() - 1
+                        self.mounts.push(Arc::clone(mount));
+                        self.mounts.len() - 1
                     }
                 };
                 self.files.push(StatFile {
@@ -370,18 +373,21 @@ impl StatsReader {
             // Absent on this kernel (memory.peak, swap, PSI) or the controller is
             // not enabled for this cgroup: that family is just not exported for it.
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
-            Err(e) if e.raw_os_error() == Some(libc::ENODEV) => {
-                Err(StatsError::Vanished(path.display().to_string()))
-            }
-            Err(source) => Err(StatsError::Read { path, source }),
+            Err(e) if e.raw_os_error() == Some(libc::ENODEV) => Err(StatsError::Vanished(
+                mount.file_path(&self.rel, name).display().to_string(),
+            )),
+            Err(source) => Err(StatsError::Read {
+                path: mount.file_path(&self.rel, name),
+                source,
+            }),
         }
     }
 
     /// The path of one of its files.
     fn path_of(&self, f: &StatFile) -> PathBuf {
-        self.dirs
+        self.mounts
             .get(usize::from(f.dir))
-            .map_or_else(|| PathBuf::from(f.name), |d| d.join(f.name))
+            .map_or_else(|| PathBuf::from(f.name), |m| m.file_path(&self.rel, f.name))
     }
 
     /// The cgroup path this reader serves.
@@ -437,9 +443,14 @@ impl StatsReader {
             }
             let read = match &f.kept {
                 Some(file) => read_all(file, buf),
-                None => match File::open(self.path_of(f)) {
-                    Ok(file) => read_all(&file, buf),
-                    Err(e) => Err(e),
+                None => match self
+                    .mounts
+                    .get(usize::from(f.dir))
+                    .map(|m| m.open(&self.rel, f.name))
+                {
+                    Some(Ok(file)) => read_all(&file, buf),
+                    Some(Err(e)) => Err(e),
+                    None => Err(std::io::ErrorKind::NotFound.into()),
                 },
             };
             let data = match read {

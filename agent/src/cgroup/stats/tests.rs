@@ -3,6 +3,7 @@
 use super::*;
 use crate::cgroup::parse;
 use std::fs;
+use std::path::Path;
 
 fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures")
