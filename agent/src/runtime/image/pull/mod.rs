@@ -248,8 +248,8 @@ async fn pull_image(
         chains.push(super::chain_id(chains.last().map(String::as_str), diff_id));
     }
 
-    let slots = Arc::new(Semaphore::new(PARALLEL_LAYERS));
     let mut jobs = Jobs(Vec::with_capacity(count));
+    let mut fetches = Vec::with_capacity(count);
     for (index, (desc, diff_id)) in manifest.layers.iter().zip(&diff_ids).enumerate() {
         let event = |state| PullEvent::Layer {
             index,
@@ -278,7 +278,19 @@ async fn pull_image(
             count,
             progress: progress.clone(),
         };
-        jobs.0.push(Some(tokio::spawn(fetch.run(slots.clone()))));
+        jobs.0.push(None);
+        fetches.push(fetch);
+    }
+    // Largest first: the biggest layer takes longest to unpack and is what a
+    // pull waits for. Spawned first, it takes the connection the manifest came
+    // over while the others open theirs (whose first answers came 20-70 ms
+    // later in the bench, the registry sharing two busy cores with the
+    // unpackers), and past PARALLEL_LAYERS it takes the first slots.
+    fetches.sort_by_key(|f| std::cmp::Reverse(f.size));
+    let slots = Arc::new(Semaphore::new(PARALLEL_LAYERS));
+    for fetch in fetches {
+        let index = fetch.index;
+        jobs.0[index] = Some(tokio::spawn(fetch.run(slots.clone())));
     }
 
     // Commit bottom-most first: a layer's `lower` file names the layers below it.
