@@ -132,7 +132,8 @@ fn create_new(path: &Path) -> std::io::Result<File> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::unpack::{LayerRef, unpack_layer};
+    use super::super::unpack::tests::test_layer as layer;
+    use super::super::unpack::unpack_layer;
     use std::os::unix::fs::MetadataExt;
     use std::path::Path;
 
@@ -153,14 +154,6 @@ mod tests {
         h.set_link_name(target).unwrap();
         h.set_cksum();
         b.append(&h, std::io::empty()).unwrap();
-    }
-
-    fn layer() -> LayerRef<'static> {
-        LayerRef {
-            file: Path::new("/src/layer.tar"),
-            source: Path::new("/src"),
-            label: "layer 1/1".into(),
-        }
     }
 
     #[test]

@@ -575,7 +575,7 @@ pub(super) fn sanitize(p: &Path) -> Option<PathBuf> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
     #[test]
@@ -615,7 +615,7 @@ mod tests {
         b.append(&h, std::io::empty()).unwrap();
     }
 
-    fn test_layer() -> LayerRef<'static> {
+    pub(in super::super) fn test_layer() -> LayerRef<'static> {
         LayerRef {
             file: Path::new("/src/layer.tar"),
             source: Path::new("/src"),
