@@ -151,11 +151,6 @@ pub struct HeldMount {
 }
 
 impl HeldMount {
-    /// The mount directory.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// The path of file `name` of cgroup `rel` (e.g. `/docker/abc`).
     pub fn file_path(&self, rel: &str, name: &str) -> PathBuf {
         join_rel(&self.path, rel).join(name)

@@ -478,6 +478,9 @@ fn load(config: &TracerConfig) -> Result<(Ebpf, Vec<ProgramStatus>), EbpfError> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use prometheus_client::collector::Collector;
+    use prometheus_client::encoding::DescriptorEncoder;
+    use prometheus_client::registry::Registry;
 
     #[test]
     fn a_refused_hook_is_replaced_only_when_its_event_has_a_live_hook() {
@@ -507,9 +510,6 @@ mod tests {
         );
         assert!(HOOKS.iter().all(|h| event_of(h) != "other"));
     }
-    use prometheus_client::collector::Collector;
-    use prometheus_client::encoding::DescriptorEncoder;
-    use prometheus_client::registry::Registry;
 
     #[derive(Debug)]
     struct Off;

@@ -251,7 +251,7 @@ impl Limits {
 struct StatFile {
     source: Source,
     /// Index of its mount in the reader's `mounts`.
-    dir: u8,
+    mount: u8,
     name: &'static str,
     /// Its descriptor, `None` when it is opened per read.
     kept: Option<File>,
@@ -363,8 +363,8 @@ impl StatsReader {
                 };
                 self.files.push(StatFile {
                     source,
-                    // At most one directory per controller and the cgroup2 one.
-                    dir: u8::try_from(i).unwrap_or(u8::MAX),
+                    // At most one mount per controller and the cgroup2 one.
+                    mount: u8::try_from(i).unwrap_or(u8::MAX),
                     name,
                     kept: (keep == KeepOpen::Yes && !source.is_limit()).then_some(f),
                 });
@@ -386,7 +386,7 @@ impl StatsReader {
     /// The path of one of its files.
     fn path_of(&self, f: &StatFile) -> PathBuf {
         self.mounts
-            .get(usize::from(f.dir))
+            .get(usize::from(f.mount))
             .map_or_else(|| PathBuf::from(f.name), |m| m.file_path(&self.rel, f.name))
     }
 
@@ -445,7 +445,7 @@ impl StatsReader {
                 Some(file) => read_all(file, buf),
                 None => match self
                     .mounts
-                    .get(usize::from(f.dir))
+                    .get(usize::from(f.mount))
                     .map(|m| m.open(&self.rel, f.name))
                 {
                     Some(Ok(file)) => read_all(&file, buf),

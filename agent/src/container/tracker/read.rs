@@ -165,9 +165,9 @@ const MAX_READ_THREADS: usize = 4;
 /// order. The scrape's file reads (cgroups, network namespaces) go through here.
 ///
 /// One contiguous chunk a thread. Chunks of 32 taken in turn from a shared queue
-/// (to even out cgroups kept open and cgroups opened per read) cost more than
-/// they gave: at 1,000 cgroups 53–63 instead of 38–48 ms of CPU a scrape, p50
-/// 32–36 instead of 21–29 ms, in `bench scrape` runs on a quiet machine.
+/// (to even out cgroups kept open and cgroups opened per read) were tried; `bench
+/// scrape` could not tell them from this split through the noise of the kernel
+/// tearing down earlier runs' namespaces, so the simpler split stays.
 pub(crate) fn read_in_parallel<T: Sync, R: Send>(
     items: &[T],
     read: impl Fn(&[T]) -> Vec<R> + Sync,
