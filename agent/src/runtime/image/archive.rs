@@ -11,7 +11,7 @@
 
 use super::super::{Error, IoContext, Result};
 use super::reference::{self, REF_ANNOTATION};
-use super::unpack::{open_regular, sanitize};
+use super::safe_paths::{open_regular, sanitize};
 use super::{corrupt, corrupt_by, store::sha256_hex};
 use oci_spec::image::{ImageConfiguration, ImageIndex, ImageManifest, MediaType};
 use serde::Deserialize;
@@ -68,7 +68,7 @@ impl LayerBlob {
         }
     }
 
-    /// Opens the blob (see `unpack::open_regular`) and checks its size against the
+    /// Opens the blob (see `safe_paths::open_regular`) and checks its size against the
     /// descriptor's; returns the file and its size.
     pub fn open(&self) -> Result<(File, u64)> {
         let (file, len) = open_regular(&self.root, &self.rel)?;
@@ -181,7 +181,7 @@ struct Expect<'a> {
     descriptor: Option<&'a oci_spec::image::Descriptor>,
 }
 
-/// Reads the JSON file `rel` below `root` (see `unpack::open_regular`) into memory, reading
+/// Reads the JSON file `rel` below `root` (see `safe_paths::open_regular`) into memory, reading
 /// at most one byte more than allowed and checking size and digest as it streams.
 fn read_small(root: &Path, rel: &Path, expect: Expect<'_>) -> Result<Vec<u8>> {
     let Expect {

@@ -36,7 +36,7 @@ pub fn classify_entry(
     raw: &Path,
     kind: tar::EntryType,
 ) -> Option<(PathBuf, Option<std::result::Result<Whiteout, String>>)> {
-    let rel = unpack::sanitize(raw)?;
+    let rel = super::safe_paths::sanitize(raw)?;
     let class = (rel.file_name().is_some()).then(|| {
         unpack::whiteout(&rel, kind).map(|w| match w {
             unpack::Whiteout::No => Whiteout::No,

@@ -31,6 +31,7 @@ mod files;
 pub(crate) mod fuzzing;
 pub mod pull;
 mod reference;
+mod safe_paths;
 mod store;
 mod unpack;
 
@@ -124,7 +125,7 @@ pub fn import(
         return Err(Error::Invalid(format!(
             "{}: a {}, not an image archive or directory",
             source.display(),
-            unpack::kind_of(meta.file_type())
+            safe_paths::kind_of(meta.file_type())
         )));
     }
     let _lock = sys::lock_exclusive(&paths.lock_file())?;

@@ -1,17 +1,17 @@
 //! Unpacking one layer's tar stream into a `diff` directory: OCI whiteouts become
 //! overlayfs ones, no entry may land outside the directory, and the stream's digests
-//! are checked as it is read. Also the path safety of reading a source: files opened
-//! below their directory without following a symbolic link.
+//! are checked as it is read.
 
 use super::super::{Error, IoContext, Result, hex, sys};
 use super::files::FileWriter;
+use super::safe_paths::sanitize;
 use super::{archive, corrupt};
 use sha2::{Digest, Sha256};
 use std::ffi::OsStr;
-use std::fs::File;
+
 use std::io::{BufReader, Read};
 use std::os::unix::ffi::OsStrExt;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 /// A reader that hashes what passes through it.
 pub(super) struct HashReader<R> {
@@ -471,109 +471,6 @@ pub(super) fn remove_tree(path: &Path) -> Result<()> {
     }
 }
 
-/// What a file is, for messages.
-pub(super) fn kind_of(t: std::fs::FileType) -> &'static str {
-    use std::os::unix::fs::FileTypeExt;
-    if t.is_symlink() {
-        "symbolic link"
-    } else if t.is_dir() {
-        "directory"
-    } else if t.is_char_device() {
-        "character device"
-    } else if t.is_block_device() {
-        "block device"
-    } else if t.is_fifo() {
-        "FIFO"
-    } else if t.is_socket() {
-        "socket"
-    } else {
-        "regular file"
-    }
-}
-
-/// Opens the regular file `rel` below the directory `root`, following no symbolic
-/// link below `root` (each component is opened with `O_NOFOLLOW`, directories with
-/// `O_DIRECTORY`, the file with `O_NONBLOCK` so a FIFO cannot block the open).
-/// Returns the file and its size. What is not a directory or a regular file where
-/// one is needed is refused as corrupt data of `root`.
-pub(super) fn open_regular(root: &Path, rel: &Path) -> Result<(File, u64)> {
-    use std::os::fd::AsFd;
-    use std::os::unix::fs::OpenOptionsExt;
-    let names = rel
-        .components()
-        .map(|c| match c {
-            std::path::Component::Normal(n) => Ok(n),
-            _ => Err(corrupt(
-                root,
-                format!("{}: not a plain relative path", rel.display()),
-            )),
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let Some((file_name, dirs)) = names.split_last() else {
-        return Err(corrupt(root, "an empty path where a file was expected"));
-    };
-    let refuse = |walked: &Path, err: std::io::Error, wanted: &str| -> Error {
-        let full = root.join(walked);
-        let not = matches!(err.raw_os_error(), Some(libc::ELOOP | libc::ENOTDIR));
-        match std::fs::symlink_metadata(&full) {
-            Ok(m) if not => corrupt(
-                root,
-                format!(
-                    "{}: a {}, not a {wanted}",
-                    walked.display(),
-                    kind_of(m.file_type())
-                ),
-            ),
-            _ => Error::Io {
-                op: "open",
-                path: full,
-                source: err,
-            },
-        }
-    };
-    let mut dir: std::os::fd::OwnedFd = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_DIRECTORY)
-        .open(root)
-        .at("open", root)?
-        .into();
-    let mut walked = PathBuf::new();
-    for name in dirs {
-        walked.push(name);
-        dir = sys::openat_nofollow(dir.as_fd(), name, libc::O_RDONLY | libc::O_DIRECTORY)
-            .map_err(|e| refuse(&walked, e, "directory"))?;
-    }
-    walked.push(file_name);
-    let fd = sys::openat_nofollow(dir.as_fd(), file_name, libc::O_RDONLY | libc::O_NONBLOCK)
-        .map_err(|e| refuse(&walked, e, "regular file"))?;
-    let file = File::from(fd);
-    let meta = file.metadata().at("stat", root.join(&walked))?;
-    if !meta.is_file() {
-        return Err(corrupt(
-            root,
-            format!(
-                "{}: a {}, not a regular file",
-                walked.display(),
-                kind_of(meta.file_type())
-            ),
-        ));
-    }
-    Ok((file, meta.len()))
-}
-
-/// Strips `/` and `.` components; `None` if the path climbs with `..`.
-pub(super) fn sanitize(p: &Path) -> Option<PathBuf> {
-    let mut out = PathBuf::new();
-    for c in p.components() {
-        match c {
-            Component::Normal(n) => out.push(n),
-            Component::CurDir | Component::RootDir | Component::Prefix(_) => {}
-            Component::ParentDir => return None,
-        }
-    }
-    Some(out)
-}
-
 #[cfg(test)]
 pub(super) mod tests {
     use super::*;
@@ -709,11 +606,5 @@ pub(super) mod tests {
         assert_eq!(r.read(&mut buf).unwrap_err().to_string(), "cut");
         drop(tx);
         assert_eq!(r.read(&mut buf).unwrap(), 0);
-    }
-
-    #[test]
-    fn sanitize_rejects_parent_components() {
-        assert_eq!(sanitize(Path::new("/./a/b")).unwrap(), PathBuf::from("a/b"));
-        assert!(sanitize(Path::new("a/../../etc")).is_none());
     }
 }
