@@ -120,6 +120,17 @@ fn pulls_over_tls_with_basic_auth_then_launches() {
     // The same layers as `image import` of the same layout makes.
     let imported = Env::new();
     assert_eq!(env.overlay_dirs(), imported.overlay_dirs());
+    // A pull into the store of that import downloads nothing either: its record
+    // names the diff id of each blob, so the pull knows the layers it has
+    // before the image config arrives.
+    let run = pull(&imported, &reg, &reference, &[]).ok();
+    assert_eq!(
+        run.stderr.matches("already present").count(),
+        2,
+        "{}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains("downloading"), "{}", run.stderr);
 
     // A second pull downloads nothing.
     let run = pull(&env, &reg, &reference, &[]).ok();
@@ -371,6 +382,58 @@ fn a_tampered_blob_is_refused_and_nothing_is_kept() {
     );
     let run = env.launch(&["--rm", "--pull", "never", &reference, "true"]);
     assert!(run.stderr.contains("no such image"), "{run:#?}");
+}
+
+#[test]
+fn layers_that_are_not_what_the_image_config_says_are_refused() {
+    require_privileges!();
+    let Some(reg) = Registry::start() else {
+        return;
+    };
+    let env = Env::empty();
+    let layout = env.dir.path().join("busybox-oci");
+    build_busybox_oci(&layout);
+    // The config names another diff id for the top layer; the blobs themselves
+    // are what their digests say, so only the diff id can tell.
+    let read_json = |path: &Path| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+    };
+    let blob = |digest: &serde_json::Value| {
+        layout
+            .join("blobs/sha256")
+            .join(digest.as_str().unwrap().trim_start_matches("sha256:"))
+    };
+    let mut index = read_json(&layout.join("index.json"));
+    let mut manifest = read_json(&blob(&index["manifests"][0]["digest"]));
+    let mut config = read_json(&blob(&manifest["config"]["digest"]));
+    let wrong = format!("sha256:{}", "0".repeat(64));
+    config["rootfs"]["diff_ids"][1] = serde_json::json!(wrong);
+    let config = serde_json::to_vec(&config).unwrap();
+    manifest["config"]["digest"] = serde_json::json!(write_blob(&layout, &config));
+    manifest["config"]["size"] = serde_json::json!(config.len());
+    let manifest = serde_json::to_vec(&manifest).unwrap();
+    index["manifests"][0]["digest"] = serde_json::json!(write_blob(&layout, &manifest));
+    index["manifests"][0]["size"] = serde_json::json!(manifest.len());
+    std::fs::write(
+        layout.join("index.json"),
+        serde_json::to_vec(&index).unwrap(),
+    )
+    .unwrap();
+    reg.push(&oci(&layout, "latest"), "agent/mislabelled:1", &[]);
+    let reference = reg.reference("agent/mislabelled:1");
+
+    let run = pull(&env, &reg, &reference, &[]);
+    assert_eq!(run.code, 1, "{run:#?}");
+    let error = run.stderr.lines().last().unwrap_or_default();
+    assert!(
+        error.contains("layer 2/2") && error.contains(&format!("the image config says {wrong}")),
+        "{error}"
+    );
+    assert!(
+        store_contents(&env).is_empty(),
+        "{:?}",
+        store_contents(&env)
+    );
 }
 
 /// `len` bytes that do not compress (xorshift).

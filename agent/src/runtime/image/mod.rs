@@ -89,6 +89,12 @@ pub struct ImageRecord {
     pub imported_at: f64,
     /// Unpacked size in bytes (sum of layer diffs).
     pub size: u64,
+    /// The diff id each layer blob unpacked to, by the blob's digest (as a
+    /// registry's manifest names it; Docker's diffid-by-digest): how a pull tells
+    /// which layers the store has before the image config arrives. Empty for
+    /// records of rootfs imports and of older agents.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub diff_ids_by_blob: BTreeMap<String, String>,
 }
 
 impl ImageRecord {
@@ -233,12 +239,21 @@ fn import_dir(
         .map(normalize_reference)
         .or(image.name)
         .unwrap_or_else(|| default_name(origin, None));
+    let diff_ids_by_blob = image
+        .layers
+        .iter()
+        .zip(&diff_ids)
+        .filter_map(|(blob, diff_id)| Some((blob.digest.clone()?, diff_id.clone())))
+        .collect();
     save_record(
         paths,
-        image.id,
-        name,
-        layers,
-        run_config_from(&image.config),
+        NewRecord {
+            id: image.id,
+            name,
+            layers,
+            diff_ids_by_blob,
+            config: run_config_from(&image.config),
+        },
     )
 }
 
@@ -386,16 +401,39 @@ fn import_rootfs_tar(
         "sha256:{}",
         store::sha256_hex(id_source.to_string().as_bytes())
     );
-    save_record(paths, id, name, vec![chain], config)
+    save_record(
+        paths,
+        NewRecord {
+            id,
+            name,
+            layers: vec![chain],
+            diff_ids_by_blob: BTreeMap::new(),
+            config,
+        },
+    )
 }
 
-fn save_record(
-    paths: &Paths,
+/// What an import or a pull knows of the image it stored.
+struct NewRecord {
+    /// `sha256:<config digest>`.
     id: String,
+    /// The reference it is stored under.
     name: String,
+    /// Layer chain ids, bottom-most first.
     layers: Vec<String>,
+    /// See [`ImageRecord::diff_ids_by_blob`].
+    diff_ids_by_blob: BTreeMap<String, String>,
     config: RunConfig,
-) -> Result<ImageRecord> {
+}
+
+fn save_record(paths: &Paths, new: NewRecord) -> Result<ImageRecord> {
+    let NewRecord {
+        id,
+        name,
+        layers,
+        diff_ids_by_blob,
+        config,
+    } = new;
     validate_reference(&name)?;
     // The name moves to the new image (like `docker tag`).
     for mut other in list(paths)? {
@@ -416,11 +454,13 @@ fn save_record(
             layers,
             config,
             imported_at: super::now_unix(),
+            diff_ids_by_blob: BTreeMap::new(),
         },
     };
     if !record.names.contains(&name) {
         record.names.push(name);
     }
+    record.diff_ids_by_blob.extend(diff_ids_by_blob);
     store::write_record(paths, &record)?;
     Ok(record)
 }

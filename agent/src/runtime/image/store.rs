@@ -119,6 +119,13 @@ pub(super) struct Unpacked {
     diff_id: String,
 }
 
+impl Unpacked {
+    /// `sha256:<hex>` of the layer's uncompressed tar.
+    pub(super) fn diff_id(&self) -> &str {
+        &self.diff_id
+    }
+}
+
 /// The first half of [`store_layer`]: unpacks and verifies a layer into scratch.
 /// Layers of one image may be unpacked side by side; they are committed in order.
 pub(super) fn unpack_to_scratch(

@@ -29,6 +29,7 @@ use oci_client::manifest::OciDescriptor;
 use oci_client::{Client, Reference};
 use oci_spec::image::ImageConfiguration;
 use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use tokio::sync::{Semaphore, mpsc};
@@ -133,27 +134,27 @@ pub fn pull(
     opts: &RegistryOptions,
     progress: PullProgress,
 ) -> Result<ImageRecord> {
-    super::super::ensure_layout(paths)?;
-    let _lock = sys::lock_exclusive(&paths.lock_file())?;
-    let swept = store::sweep(paths)?;
-    if swept > 0 {
-        progress(PullEvent::Note(format!(
-            "removed {swept} leftovers of an interrupted import or pull from {}",
-            paths.root().display()
-        )));
-    }
     // reqwest's rustls takes the process's crypto provider; the agent's is ring.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_name("agent-pull")
-        .enable_all()
-        .build()
-        .map_err(|e| Error::Task {
-            what: "start the pull's runtime".into(),
-            source: Box::new(e),
-        })?;
-    let pulled = runtime.block_on(pull_image(paths, reference, opts, progress));
+    // The client reads and parses the host's CA certificates (some 4 ms): on a
+    // thread of its own while this one locks and sweeps the store.
+    let client = std::thread::scope(|scope| {
+        let client = std::thread::Builder::new()
+            .name("agent-pull-tls".into())
+            .spawn_scoped(scope, || new_client(opts, &reference.parsed));
+        let prepared = prepare(paths, &progress);
+        let client = match client {
+            Ok(thread) => thread.join().map_err(|_| Error::Task {
+                what: "set up a client for pulling".into(),
+                source: "its thread panicked".into(),
+            })?,
+            Err(_) => new_client(opts, &reference.parsed),
+        };
+        prepared.map(|(lock, runtime)| (lock, runtime, client))
+    });
+    let (_lock, runtime, client) = client?;
+    let client = Arc::new(client?);
+    let pulled = runtime.block_on(pull_image(paths, reference, opts, client, progress));
     // Dropping the runtime waits for the unpackers still running, so nothing is
     // writing to tmp/ when the sweep below runs (and no thread outlives a pull
     // that `launch` makes before it forks).
@@ -164,6 +165,39 @@ pub fn pull(
         let _ = store::sweep(paths);
     }
     pulled
+}
+
+/// Locks and sweeps the store and starts a pull's runtime.
+fn prepare(
+    paths: &Paths,
+    progress: &PullProgress,
+) -> Result<(sys::FileLock, tokio::runtime::Runtime)> {
+    super::super::ensure_layout(paths)?;
+    let lock = sys::lock_exclusive(&paths.lock_file())?;
+    let swept = store::sweep(paths)?;
+    if swept > 0 {
+        progress(PullEvent::Note(format!(
+            "removed {swept} leftovers of an interrupted import or pull from {}",
+            paths.root().display()
+        )));
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("agent-pull")
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Task {
+            what: "start the pull's runtime".into(),
+            source: Box::new(e),
+        })?;
+    Ok((lock, runtime))
+}
+
+/// A client for the registry `reference` names.
+fn new_client(opts: &RegistryOptions, reference: &Reference) -> Result<Client> {
+    let config = registry::client_config(opts, reference)?;
+    Client::try_from(config)
+        .map_err(|e| registry_error("set up a client for pulling", registry::host(reference), e))
 }
 
 /// A registry error: what was asked, of which registry, and the client's error.
@@ -204,36 +238,105 @@ async fn pull_image(
     paths: &Paths,
     reference: &PullRef,
     opts: &RegistryOptions,
+    client: Arc<Client>,
     progress: PullProgress,
 ) -> Result<ImageRecord> {
     let r = &reference.parsed;
     let source = reference.name.as_str();
     let registry = registry::host(r).to_string();
-    let config = registry::client_config(opts, r)?;
     let auth = registry::credentials(opts, r)?;
-    let client = Arc::new(
-        Client::try_from(config)
-            .map_err(|e| registry_error("set up a client for pulling", &registry, e))?,
-    );
     progress(PullEvent::Note(format!("pulling {source}")));
     let (manifest, _digest) = client
         .pull_image_manifest(r, &auth)
         .await
         .map_err(|e| registry_error(format!("pull the manifest of {source}"), &registry, e))?;
-    // The whole image config, read into memory, bounded and verified.
-    let config_desc = &manifest.config;
-    let config_size = checked_size(config_desc, "image config", CONFIG_MAX, source)?;
-    let config_bytes = fetch_small(&client, r, config_desc, config_size, &registry, source).await?;
-    let image_config: ImageConfiguration = serde_json::from_slice(&config_bytes).map_err(|e| {
-        super::corrupt_by(
-            std::path::Path::new(source),
-            format!("{}: invalid image config", config_desc.digest),
-            e,
-        )
-    })?;
-    let id = format!("sha256:{}", sha256_hex_of(&config_desc.digest, source)?);
-    let diff_ids = image_config.rootfs().diff_ids().clone();
     let count = manifest.layers.len();
+    let config_desc = manifest.config.clone();
+    let config_size = checked_size(&config_desc, "image config", CONFIG_MAX, source)?;
+    let id = format!("sha256:{}", sha256_hex_of(&config_desc.digest, source)?);
+    for desc in &manifest.layers {
+        check_layer_media_type(desc, source)?;
+        sha256_hex_of(&desc.digest, source)?;
+        checked_size(desc, "layer", u64::MAX >> 1, source)?;
+    }
+    // The config is fetched beside the layers, as Docker does: it names the diff
+    // ids, which are needed only to commit the layers. Which layers the store
+    // has is told before it arrives by the diff ids the store's records give
+    // their blobs (while every layer below is known too, since a chain id needs
+    // them all); a layer they don't know is downloaded and unpacked at once, and
+    // its diff id is checked against the config's before it is committed.
+    let config = tokio::spawn(fetch_config(
+        client.clone(),
+        r.clone(),
+        config_desc,
+        config_size,
+        registry.clone(),
+        source.to_string(),
+    ));
+    let _config_guard = AbortOnDrop(config.abort_handle());
+    let known = diff_ids_by_blob(paths)?;
+    let mut known_chains: Vec<Option<String>> = Vec::with_capacity(count);
+    for desc in &manifest.layers {
+        let below = match known_chains.last() {
+            None => Some(None),
+            Some(Some(chain)) => Some(Some(chain.as_str())),
+            Some(None) => None,
+        };
+        let chain = match (below, known.get(&desc.digest)) {
+            (Some(below), Some(diff_id)) => Some(super::chain_id(below, diff_id)),
+            _ => None,
+        };
+        known_chains.push(chain);
+    }
+
+    let mut jobs = Jobs(Vec::with_capacity(count));
+    let mut fetches = Vec::with_capacity(count);
+    for (index, desc) in manifest.layers.iter().enumerate() {
+        let event = |state| PullEvent::Layer {
+            index,
+            count,
+            digest: desc.digest.clone(),
+            state,
+        };
+        jobs.0.push(None);
+        if known_chains[index]
+            .as_ref()
+            .is_some_and(|chain| layer_dir(paths, chain).join("link").exists())
+        {
+            progress(event(LayerState::Present));
+            continue;
+        }
+        progress(event(LayerState::Waiting));
+        fetches.push(LayerFetch {
+            client: client.clone(),
+            reference: r.clone(),
+            desc: desc.clone(),
+            size: checked_size(desc, "layer", u64::MAX >> 1, source)?,
+            paths: paths.clone(),
+            source: source.to_string(),
+            registry: registry.clone(),
+            index,
+            count,
+            progress: progress.clone(),
+        });
+    }
+    // Largest first: the biggest layer takes longest to unpack and is what a
+    // pull waits for. Spawned first, it takes the connection the manifest came
+    // over while the others open theirs (whose first answers came 20-70 ms
+    // later in the bench, the registry sharing two busy cores with the
+    // unpackers), and past PARALLEL_LAYERS it takes the first slots.
+    fetches.sort_by_key(|f| std::cmp::Reverse(f.size));
+    let slots = Arc::new(Semaphore::new(PARALLEL_LAYERS));
+    for fetch in fetches {
+        let index = fetch.index;
+        jobs.0[index] = Some(tokio::spawn(fetch.run(slots.clone())));
+    }
+
+    let image_config = config.await.map_err(|e| Error::Task {
+        what: format!("download the image config of {source}"),
+        source: Box::new(e),
+    })??;
+    let diff_ids = image_config.rootfs().diff_ids().clone();
     if diff_ids.len() != count {
         return Err(super::corrupt(
             std::path::Path::new(source),
@@ -248,76 +351,109 @@ async fn pull_image(
         chains.push(super::chain_id(chains.last().map(String::as_str), diff_id));
     }
 
-    let mut jobs = Jobs(Vec::with_capacity(count));
-    let mut fetches = Vec::with_capacity(count);
-    for (index, (desc, diff_id)) in manifest.layers.iter().zip(&diff_ids).enumerate() {
-        let event = |state| PullEvent::Layer {
-            index,
-            count,
-            digest: desc.digest.clone(),
-            state,
-        };
-        if layer_dir(paths, &chains[index]).join("link").exists() {
-            progress(event(LayerState::Present));
-            jobs.0.push(None);
-            continue;
-        }
-        check_layer_media_type(desc, source)?;
-        sha256_hex_of(&desc.digest, source)?;
-        progress(event(LayerState::Waiting));
-        let fetch = LayerFetch {
-            client: client.clone(),
-            reference: r.clone(),
-            desc: desc.clone(),
-            size: checked_size(desc, "layer", u64::MAX >> 1, source)?,
-            diff_id: diff_id.clone(),
-            paths: paths.clone(),
-            source: source.to_string(),
-            registry: registry.clone(),
-            index,
-            count,
-            progress: progress.clone(),
-        };
-        jobs.0.push(None);
-        fetches.push(fetch);
-    }
-    // Largest first: the biggest layer takes longest to unpack and is what a
-    // pull waits for. Spawned first, it takes the connection the manifest came
-    // over while the others open theirs (whose first answers came 20-70 ms
-    // later in the bench, the registry sharing two busy cores with the
-    // unpackers), and past PARALLEL_LAYERS it takes the first slots.
-    fetches.sort_by_key(|f| std::cmp::Reverse(f.size));
-    let slots = Arc::new(Semaphore::new(PARALLEL_LAYERS));
-    for fetch in fetches {
-        let index = fetch.index;
-        jobs.0[index] = Some(tokio::spawn(fetch.run(slots.clone())));
-    }
-
     // Commit bottom-most first: a layer's `lower` file names the layers below it.
     let mut stored: Vec<String> = Vec::with_capacity(count);
     for (index, chain) in chains.iter().enumerate() {
-        if let Some(job) = jobs.0.get_mut(index).and_then(Option::take) {
-            let unpacked = job.await.map_err(|e| Error::Task {
-                what: format!("download layer {}/{count}", index + 1),
-                source: Box::new(e),
-            })??;
-            store::commit_layer(paths, unpacked, &stored, stored.last().map(String::as_str))?;
-            progress(PullEvent::Layer {
-                index,
-                count,
-                digest: manifest.layers[index].digest.clone(),
-                state: LayerState::Done,
-            });
+        let desc = &manifest.layers[index];
+        let mismatch = |got: &str| {
+            super::corrupt(
+                std::path::Path::new(source),
+                format!(
+                    "layer {}/{count} ({}): diff id mismatch: the image config says {}, the blob unpacks to {got}",
+                    index + 1,
+                    desc.digest,
+                    diff_ids[index]
+                ),
+            )
+        };
+        match jobs.0[index].take() {
+            None => {
+                // Known from the records; the config must agree with them.
+                if known_chains[index].as_ref() != Some(chain) {
+                    return Err(mismatch(known.get(&desc.digest).map_or("", String::as_str)));
+                }
+            }
+            Some(job) if layer_dir(paths, chain).join("link").exists() => {
+                // In the store after all (an import whose record named no blob
+                // digests): the download was for nothing.
+                job.abort();
+                progress(PullEvent::Layer {
+                    index,
+                    count,
+                    digest: desc.digest.clone(),
+                    state: LayerState::Present,
+                });
+            }
+            Some(job) => {
+                let unpacked = job.await.map_err(|e| Error::Task {
+                    what: format!("download layer {}/{count}", index + 1),
+                    source: Box::new(e),
+                })??;
+                if unpacked.diff_id() != diff_ids[index] {
+                    return Err(mismatch(unpacked.diff_id()));
+                }
+                store::commit_layer(paths, unpacked, &stored, stored.last().map(String::as_str))?;
+                progress(PullEvent::Layer {
+                    index,
+                    count,
+                    digest: desc.digest.clone(),
+                    state: LayerState::Done,
+                });
+            }
         }
         stored.push(chain.clone());
     }
     super::save_record(
         paths,
-        id,
-        reference.name.clone(),
-        stored,
-        super::run_config_from(&image_config),
+        super::NewRecord {
+            id,
+            name: reference.name.clone(),
+            layers: stored,
+            diff_ids_by_blob: manifest
+                .layers
+                .iter()
+                .map(|desc| desc.digest.clone())
+                .zip(diff_ids)
+                .collect(),
+            config: super::run_config_from(&image_config),
+        },
     )
+}
+
+/// The diff id each layer blob the store's records name unpacked to.
+fn diff_ids_by_blob(paths: &Paths) -> Result<BTreeMap<String, String>> {
+    Ok(store::records(paths)?
+        .into_iter()
+        .flat_map(|record| record.diff_ids_by_blob)
+        .collect())
+}
+
+/// Downloads, verifies and parses an image config.
+async fn fetch_config(
+    client: Arc<Client>,
+    reference: Reference,
+    desc: OciDescriptor,
+    size: u64,
+    registry: String,
+    source: String,
+) -> Result<ImageConfiguration> {
+    let bytes = fetch_small(&client, &reference, &desc, size, &registry, &source).await?;
+    serde_json::from_slice(&bytes).map_err(|e| {
+        super::corrupt_by(
+            std::path::Path::new(&source),
+            format!("{}: invalid image config", desc.digest),
+            e,
+        )
+    })
+}
+
+/// Aborts a spawned task when a pull returns early.
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// The layer downloads of a pull; those still running when it fails are aborted.
@@ -397,7 +533,6 @@ struct LayerFetch {
     reference: Reference,
     desc: OciDescriptor,
     size: u64,
-    diff_id: String,
     paths: Paths,
     source: String,
     registry: String,
@@ -461,7 +596,6 @@ impl LayerFetch {
                 self.desc.digest
             );
             let digest = self.desc.digest.clone();
-            let diff_id = self.diff_id.clone();
             tokio::task::spawn_blocking(move || {
                 let layer = unpack::LayerRef {
                     file: &source,
@@ -471,7 +605,8 @@ impl LayerFetch {
                 let expected = unpack::Expected {
                     blob_digest: Some(&digest),
                     blob_size: Some(total),
-                    diff_id: Some(&diff_id),
+                    // Checked against the image config's once it is here.
+                    diff_id: None,
                 };
                 store::unpack_to_scratch(&paths, unpack::ChannelReader::new(rx), &layer, expected)
             })
