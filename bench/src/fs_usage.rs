@@ -26,7 +26,8 @@ fn thread_cpu() -> f64 {
     t.tv_sec as f64 + t.tv_nsec as f64 / 1e9
 }
 
-fn children_cpu() -> f64 {
+/// User + system CPU seconds of this process's reaped children.
+pub(crate) fn children_cpu() -> f64 {
     // SAFETY: all-zero is a valid rusage, filled by getrusage.
     let mut r: libc::rusage = unsafe { std::mem::zeroed() };
     // SAFETY: a valid `who` and out pointer.

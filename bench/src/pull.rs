@@ -43,7 +43,9 @@ fn median(v: &mut [Duration]) -> Duration {
     }
 }
 
-/// Text-like bytes (they compress about 4:1, as binaries and libraries do).
+/// Text-like bytes: random words and numbers, which gzip takes to about half
+/// (real binaries and libraries compress a little better, 2.3-2.7:1, and cost
+/// inflate about as much per byte).
 fn text(len: usize, seed: u64) -> Vec<u8> {
     let words = [
         "container",
@@ -175,10 +177,30 @@ pub fn run() -> anyhow::Result<()> {
     pull(0)?;
     copy(0)?;
     let (mut agent_runs, mut skopeo_runs) = (Vec::new(), Vec::new());
+    // CPU seconds: [agent, skopeo, the registry serving the agent, serving skopeo].
+    let mut cpu = [0.0f64; 4];
+    let registry_cpu = || crate::scrape::cpu_seconds(reg.pid()).unwrap_or(0.0);
     for n in 1..=RUNS {
+        let (tool, served) = (crate::fs_usage::children_cpu(), registry_cpu());
         agent_runs.push(pull(n)?);
+        let (tool2, served2) = (crate::fs_usage::children_cpu(), registry_cpu());
         skopeo_runs.push(copy(n)?);
+        cpu[0] += tool2 - tool;
+        cpu[2] += served2 - served;
+        cpu[1] += crate::fs_usage::children_cpu() - tool2;
+        cpu[3] += registry_cpu() - served2;
     }
+    let ms = cpu.map(|s| s * 1e3 / RUNS as f64);
+    // Both tools and the registry share the host's cores, so a pull's time is
+    // bounded below by the CPU all of them spend on it.
+    println!(
+        "pull: CPU per pull (means): agent {:.0} ms, skopeo {:.0} ms; the registry serving them {:.0} and {:.0} ms; {} cores",
+        ms[0],
+        ms[1],
+        ms[2],
+        ms[3],
+        std::thread::available_parallelism().map_or(1, usize::from)
+    );
     let a = median(&mut agent_runs);
     let s = median(&mut skopeo_runs);
     println!(

@@ -59,7 +59,7 @@ pub fn build_release_agent() -> anyhow::Result<PathBuf> {
 fn bench(which: Option<Bench>) -> anyhow::Result<()> {
     packages::ensure(&packages::all())?;
     let agent = build_release_agent()?;
-    cargo(&["build", "--release", "-q", "-p", "agent-bench"])?;
+    cargo(&["build", "--release", "-p", "agent-bench"])?;
     let runs: Vec<Vec<String>> = match which {
         Some(ref b) => vec![b.args()],
         None => [
@@ -100,7 +100,6 @@ fn test() -> anyhow::Result<()> {
         "clippy",
         "--workspace",
         "--all-targets",
-        "-q",
         "--",
         "-D",
         "warnings",

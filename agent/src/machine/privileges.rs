@@ -129,8 +129,12 @@ pub fn startup_line(
         Tracing::Attached(h) => {
             let mut line = format!("eBPF hooks attached: {}", h.live.join(", "));
             if !h.replaced.is_empty() {
+                // Said plainly first, so no one reads the reasons as a failure.
+                if h.not_attached.is_empty() {
+                    line.push_str("; every event is traced");
+                }
                 line.push_str(&format!(
-                    " (standing in for refused {})",
+                    "; refused, each with a live stand-in: {}",
                     h.replaced.join("; ")
                 ));
             }
@@ -205,8 +209,8 @@ mod tests {
         assert!(!warn, "{line}");
         assert_eq!(
             line,
-            "eBPF hooks attached: tp_btf/sched_process_exec, tp_btf/sys_exit (standing in \
-             for refused fexit/mount_syscalls (EPERM))"
+            "eBPF hooks attached: tp_btf/sched_process_exec, tp_btf/sys_exit; every event \
+             is traced; refused, each with a live stand-in: fexit/mount_syscalls (EPERM)"
         );
         let missing = Tracing::Attached(HooksSummary {
             live: vec!["tp_btf/sched_process_exec"],

@@ -122,6 +122,11 @@ fn free_port() -> u16 {
 }
 
 impl Registry {
+    /// The registry's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Starts a registry with htpasswd auth; `None` (after printing why) when it
     /// cannot run here.
     pub fn start() -> Option<Registry> {
