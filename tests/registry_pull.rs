@@ -8,7 +8,7 @@ use agent_test_support::launch::{
 };
 use agent_test_support::registry::{Auth, Registry};
 use agent_test_support::require_privileges;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 /// `agent pull` with the registry's CA and credentials, plus `extra` flags.
@@ -35,6 +35,16 @@ fn store_contents(env: &Env) -> Vec<String> {
     out
 }
 
+/// A registry, an empty store, and the two-layer busybox OCI layout beside the
+/// store; `None` (after saying why) when the registry cannot run here.
+fn registry_and_busybox() -> Option<(Registry, Env, PathBuf)> {
+    let reg = Registry::start()?;
+    let env = Env::empty();
+    let layout = env.dir.path().join("busybox-oci");
+    build_busybox_oci(&layout);
+    Some((reg, env, layout))
+}
+
 /// `oci:LAYOUT:TAG`.
 fn oci(layout: &Path, tag: &str) -> String {
     format!("oci:{}:{tag}", layout.display())
@@ -43,12 +53,9 @@ fn oci(layout: &Path, tag: &str) -> String {
 #[test]
 fn pulls_over_tls_with_basic_auth_then_launches() {
     require_privileges!();
-    let Some(reg) = Registry::start() else {
+    let Some((reg, env, layout)) = registry_and_busybox() else {
         return;
     };
-    let env = Env::empty();
-    let layout = env.dir.path().join("busybox-oci");
-    build_busybox_oci(&layout);
     reg.push(&oci(&layout, "latest"), "agent/busybox:1", &[]);
     let reference = reg.reference("agent/busybox:1");
 
@@ -281,12 +288,9 @@ fn pulls_zstd_docker_schema2_and_the_hosts_platform_of_an_index() {
         eprintln!("SKIPPED: the multi-platform image is built for amd64 hosts");
         return;
     }
-    let Some(reg) = Registry::start() else {
+    let Some((reg, env, layout)) = registry_and_busybox() else {
         return;
     };
-    let env = Env::empty();
-    let layout = env.dir.path().join("busybox-oci");
-    build_busybox_oci(&layout);
 
     // zstd layers.
     reg.push(
@@ -345,12 +349,9 @@ fn pulls_zstd_docker_schema2_and_the_hosts_platform_of_an_index() {
 #[test]
 fn a_tampered_blob_is_refused_and_nothing_is_kept() {
     require_privileges!();
-    let Some(reg) = Registry::start() else {
+    let Some((reg, env, layout)) = registry_and_busybox() else {
         return;
     };
-    let env = Env::empty();
-    let layout = env.dir.path().join("busybox-oci");
-    build_busybox_oci(&layout);
     reg.push(&oci(&layout, "latest"), "agent/tampered:1", &[]);
     let reference = reg.reference("agent/tampered:1");
     // Corrupt the top layer in the registry's storage: the bottom one arrives
@@ -387,12 +388,9 @@ fn a_tampered_blob_is_refused_and_nothing_is_kept() {
 #[test]
 fn layers_that_are_not_what_the_image_config_says_are_refused() {
     require_privileges!();
-    let Some(reg) = Registry::start() else {
+    let Some((reg, env, layout)) = registry_and_busybox() else {
         return;
     };
-    let env = Env::empty();
-    let layout = env.dir.path().join("busybox-oci");
-    build_busybox_oci(&layout);
     // The config names another diff id for the top layer; the blobs themselves
     // are what their digests say, so only the diff id can tell.
     let read_json = |path: &Path| -> serde_json::Value {
