@@ -543,3 +543,34 @@ fn io_errors_name_the_path_once() {
     let err = assert_one_line_error(&out, &[&hex, "No such file"]);
     assert_eq!(err.matches("No such file").count(), 1, "{err}");
 }
+
+#[test]
+fn a_record_names_only_the_blobs_its_import_read() {
+    common::require_privileges!();
+    let store = Store::new();
+    let (base, top) = (support::base_layer(), support::top_layer());
+    let gz = store.path("gz-oci");
+    support::write_oci(&gz, &[&base, &top], None, "latest", true);
+    let out = store.import(&["--name", "img", gz.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let blobs = |layout: &Path| -> BTreeSet<String> {
+        layer_digests(layout)
+            .into_iter()
+            .map(|hex| format!("sha256:{hex}"))
+            .collect()
+    };
+    let named = |store: &Store| -> BTreeSet<String> {
+        let images = store.images();
+        assert_eq!(images.len(), 1);
+        images[0].diff_ids_by_blob.keys().cloned().collect()
+    };
+    assert_eq!(named(&store), blobs(&gz));
+    // The same image with plain tar blobs: its layers are present, so its blobs
+    // are never read, and the record does not take the layout's word for them.
+    let plain = store.path("plain-oci");
+    support::write_oci(&plain, &[&base, &top], None, "latest", false);
+    let out = store.import(&["--name", "img", plain.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(named(&store), blobs(&gz));
+    assert!(blobs(&plain).is_disjoint(&blobs(&gz)));
+}

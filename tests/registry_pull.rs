@@ -508,3 +508,94 @@ fn a_pull_killed_halfway_then_rerun_succeeds() {
     );
     assert!(list_dir(&tmp).is_empty(), "{:?}", list_dir(&tmp));
 }
+
+/// The image records of `env`'s store, as JSON, with their paths.
+fn records(env: &Env) -> Vec<(PathBuf, serde_json::Value)> {
+    list_dir(&env.state.join("images"))
+        .into_iter()
+        .filter(|n| n.ends_with(".json"))
+        .map(|n| {
+            let path = env.state.join("images").join(n);
+            let json = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+            (path, json)
+        })
+        .collect()
+}
+
+#[test]
+fn a_store_whose_records_name_no_blobs_keeps_what_it_has() {
+    require_privileges!();
+    let Some((reg, _pushed_from, layout)) = registry_and_busybox() else {
+        return;
+    };
+    reg.push(&oci(&layout, "latest"), "agent/busybox:1", &[]);
+    let reference = reg.reference("agent/busybox:1");
+    // As an older agent or a `docker save` import leaves it: layers, no blob names.
+    let env = Env::new();
+    for (path, mut record) in records(&env) {
+        record.as_object_mut().unwrap().remove("diff_ids_by_blob");
+        std::fs::write(path, serde_json::to_vec(&record).unwrap()).unwrap();
+    }
+    let before = env.overlay_dirs();
+    let run = pull(&env, &reg, &reference, &[]).ok();
+    assert_eq!(
+        run.stderr.matches("already present").count(),
+        2,
+        "{}",
+        run.stderr
+    );
+    assert_eq!(env.overlay_dirs(), before);
+    assert!(list_dir(&env.state.join("tmp")).is_empty());
+}
+
+#[test]
+fn a_record_that_misnames_a_blob_is_only_a_hint() {
+    require_privileges!();
+    let Some((reg, _pushed_from, layout)) = registry_and_busybox() else {
+        return;
+    };
+    reg.push(&oci(&layout, "latest"), "agent/busybox:1", &[]);
+    let reference = reg.reference("agent/busybox:1");
+    let env = Env::new();
+    // Another one-layer image, whose layer the busybox record then claims its
+    // bottom blob unpacks to.
+    let other = env.dir.path().join("other.tar");
+    let tar = layer(|b| add_file(b, "other", 0o644, b"other\n"));
+    std::fs::write(&other, &tar.tar).unwrap();
+    env.agent(&[
+        "image",
+        "import",
+        "--name",
+        "other",
+        other.to_str().unwrap(),
+    ])
+    .ok();
+    let mut all = records(&env);
+    let other_diff_id = all
+        .iter()
+        .find(|(_, r)| r["names"][0] == "other:latest")
+        .map(|(_, r)| r["layers"][0].as_str().unwrap().to_string())
+        .unwrap();
+    let (path, busybox) = all
+        .iter_mut()
+        .find(|(_, r)| r["names"][0] == "busybox:latest")
+        .unwrap();
+    let bottom = reg.raw_manifest("agent/busybox:1")["layers"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    busybox["diff_ids_by_blob"][&bottom] = serde_json::json!(other_diff_id);
+    std::fs::write(path, serde_json::to_vec(&busybox).unwrap()).unwrap();
+
+    let before = env.overlay_dirs();
+    let run = pull(&env, &reg, &reference, &[]).ok();
+    assert_eq!(
+        run.stderr.matches("already present").count(),
+        2,
+        "{}",
+        run.stderr
+    );
+    assert_eq!(env.overlay_dirs(), before);
+    let run = env.launch(&["--rm", &reference, "cat", "/etc/motd"]).ok();
+    assert!(!run.stdout.is_empty(), "{run:#?}");
+}

@@ -258,7 +258,7 @@ fn describe(state: LayerState) -> String {
                 mib(total)
             )
         }
-        LayerState::Verified => "verified".into(),
+        LayerState::Unpacked => "unpacked".into(),
         LayerState::Done => "pull complete".into(),
     }
 }

@@ -234,17 +234,11 @@ fn import_dir(
         }
     };
     let diff_ids = image.config.rootfs().diff_ids().clone();
-    let layers = import_layers(paths, &image.layers, &diff_ids, progress)?;
+    let (layers, diff_ids_by_blob) = import_layers(paths, &image.layers, &diff_ids, progress)?;
     let name = name
         .map(normalize_reference)
         .or(image.name)
         .unwrap_or_else(|| default_name(origin, None));
-    let diff_ids_by_blob = image
-        .layers
-        .iter()
-        .zip(&diff_ids)
-        .filter_map(|(blob, diff_id)| Some((blob.digest.clone()?, diff_id.clone())))
-        .collect();
     save_record(
         paths,
         NewRecord {
@@ -308,13 +302,15 @@ fn run_config_from(cfg: &ImageConfiguration) -> RunConfig {
 }
 
 /// Imports the layers listed by `diff_ids` from `blobs`, bottom-most first; returns
-/// their chain ids.
+/// their chain ids, and the diff id of each blob digest unpacked and checked here
+/// (for [`ImageRecord::diff_ids_by_blob`]; blobs of layers already present were
+/// not read, so the layout's word on them is not taken).
 fn import_layers(
     paths: &Paths,
     blobs: &[archive::LayerBlob],
     diff_ids: &[String],
     progress: Progress<'_>,
-) -> Result<Vec<String>> {
+) -> Result<(Vec<String>, BTreeMap<String, String>)> {
     if blobs.len() != diff_ids.len() {
         return Err(corrupt(
             &blobs.first().map(|b| b.path()).unwrap_or_default(),
@@ -326,6 +322,7 @@ fn import_layers(
         ));
     }
     let mut chains: Vec<String> = Vec::new();
+    let mut seen = BTreeMap::new();
     for (i, (blob, diff_id)) in blobs.iter().zip(diff_ids).enumerate() {
         let parent = chains.last().cloned();
         let chain = chain_id(parent.as_deref(), diff_id);
@@ -366,9 +363,12 @@ fn import_layers(
             &chains,
             parent.as_deref(),
         )?;
+        if let Some(digest) = &blob.digest {
+            seen.insert(digest.clone(), diff_id.clone());
+        }
         chains.push(got_chain);
     }
-    Ok(chains)
+    Ok((chains, seen))
 }
 
 fn import_rootfs_tar(

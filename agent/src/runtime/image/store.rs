@@ -6,7 +6,7 @@ use super::super::{Error, IoContext, Paths, Result, hex, sys};
 use super::ImageRecord;
 use super::unpack::{self, remove_tree};
 use sha2::{Digest, Sha256};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -310,6 +310,30 @@ pub(super) fn records(paths: &Paths) -> Result<Vec<ImageRecord>> {
         .filter(|n| Path::new(n).extension().is_some_and(|x| x == "json"))
         .map(|n| read_json(&dir.join(n)))
         .collect()
+}
+
+/// The diff id each layer blob the records name unpacked to (each pair seen by
+/// the pull or import that wrote it). A blob two records disagree on is left
+/// out: a pull then fetches it and sees for itself.
+pub(super) fn diff_ids_by_blob(paths: &Paths) -> Result<BTreeMap<String, String>> {
+    let mut known: BTreeMap<String, Option<String>> = BTreeMap::new();
+    for (blob, diff_id) in records(paths)?
+        .into_iter()
+        .flat_map(|record| record.diff_ids_by_blob)
+    {
+        known
+            .entry(blob)
+            .and_modify(|had| {
+                if had.as_ref() != Some(&diff_id) {
+                    *had = None;
+                }
+            })
+            .or_insert_with(|| Some(diff_id.clone()));
+    }
+    Ok(known
+        .into_iter()
+        .filter_map(|(blob, diff_id)| Some((blob, diff_id?)))
+        .collect())
 }
 
 #[cfg(test)]

@@ -147,9 +147,14 @@ pub(super) fn unpack_verified(
     if let Some(want) = expected.diff_id
         && want != diff_id
     {
-        return Err(layer.corrupt(format!("diff id mismatch: expected {want}, got {diff_id}")));
+        return Err(layer.corrupt(diff_id_mismatch(want, &diff_id)));
     }
     Ok(diff_id)
+}
+
+/// What a layer whose tar is not the one its image config names gets told.
+pub(super) fn diff_id_mismatch(config_says: &str, got: &str) -> String {
+    format!("diff id mismatch: the image config says {config_says}, the layer unpacks to {got}")
 }
 
 /// Decoded chunks a decoder thread may run ahead of tar.

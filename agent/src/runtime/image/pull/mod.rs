@@ -4,12 +4,14 @@
 //!
 //! The protocol (manifests, indexes, blobs, bearer-token and basic auth) is
 //! `oci-client`'s. An index or a Docker manifest list resolves to the host's
-//! platform. Layers whose chain id is already in `overlay2/` are not fetched;
-//! the others download side by side ([`PARALLEL_LAYERS`] at a time), each streamed
-//! straight into `unpack` in a scratch directory under `tmp/`, where its blob digest
-//! and size and its diff id are checked as the bytes go by. A layer enters
-//! `overlay2/` (a rename) only once verified, bottom-most first; the record is
-//! written last. A pull killed half-way leaves scratch and perhaps layers that no
+//! platform. The image config downloads beside the layers, as Docker's does.
+//! Layers the store has are not fetched: the image records name the diff id each
+//! blob they were made from unpacked to, which gives their chain ids before the
+//! config arrives. The others download side by side ([`PARALLEL_LAYERS`] at a
+//! time), each streamed straight into `unpack` in a scratch directory under
+//! `tmp/`, where its blob digest and size are checked and its diff id hashed as
+//! the bytes go by. A layer enters `overlay2/` (a rename) only once its diff id is
+//! the config's, bottom-most first; the record is written last. A pull killed half-way leaves scratch and perhaps layers that no
 //! record names, which the next pull, import or launch sweeps under the store lock,
 //! as an interrupted import's.
 
@@ -32,6 +34,7 @@ use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::sync::{Semaphore, mpsc};
 
 /// Layers downloaded at once: Docker's default `max-concurrent-downloads`.
@@ -64,8 +67,9 @@ pub enum LayerState {
     Waiting,
     /// `done` of `total` bytes downloaded (and unpacked as they came).
     Downloading { done: u64, total: u64 },
-    /// Downloaded and verified; waiting for the layers below it.
-    Verified,
+    /// Downloaded (its digest and size checked) and unpacked in scratch; waiting
+    /// for the image config to confirm its diff id, and for the layers below it.
+    Unpacked,
     /// In the store.
     Done,
 }
@@ -138,7 +142,7 @@ pub fn pull(
     let _ = rustls::crypto::ring::default_provider().install_default();
     // The client reads and parses the host's CA certificates (some 4 ms): on a
     // thread of its own while this one locks and sweeps the store.
-    let client = std::thread::scope(|scope| {
+    let setup = std::thread::scope(|scope| {
         let client = std::thread::Builder::new()
             .name("agent-pull-tls".into())
             .spawn_scoped(scope, || new_client(opts, &reference.parsed));
@@ -152,7 +156,7 @@ pub fn pull(
         };
         prepared.map(|(lock, runtime)| (lock, runtime, client))
     });
-    let (_lock, runtime, client) = client?;
+    let (_lock, runtime, client) = setup?;
     let client = Arc::new(client?);
     let pulled = runtime.block_on(pull_image(paths, reference, opts, client, progress));
     // Dropping the runtime waits for the unpackers still running, so nothing is
@@ -254,17 +258,14 @@ async fn pull_image(
     let config_desc = manifest.config.clone();
     let config_size = checked_size(&config_desc, "image config", CONFIG_MAX, source)?;
     let id = format!("sha256:{}", sha256_hex_of(&config_desc.digest, source)?);
+    let mut sizes = Vec::with_capacity(count);
     for desc in &manifest.layers {
         check_layer_media_type(desc, source)?;
         sha256_hex_of(&desc.digest, source)?;
-        checked_size(desc, "layer", u64::MAX >> 1, source)?;
+        sizes.push(checked_size(desc, "layer", u64::MAX >> 1, source)?);
     }
-    // The config is fetched beside the layers, as Docker does: it names the diff
-    // ids, which are needed only to commit the layers. Which layers the store
-    // has is told before it arrives by the diff ids the store's records give
-    // their blobs (while every layer below is known too, since a chain id needs
-    // them all); a layer they don't know is downloaded and unpacked at once, and
-    // its diff id is checked against the config's before it is committed.
+    // The config is fetched beside the layers, as Docker does: its diff ids are
+    // needed only to commit them.
     let config = tokio::spawn(fetch_config(
         client.clone(),
         r.clone(),
@@ -274,51 +275,52 @@ async fn pull_image(
         source.to_string(),
     ));
     let _config_guard = AbortOnDrop(config.abort_handle());
-    let known = diff_ids_by_blob(paths)?;
-    let mut known_chains: Vec<Option<String>> = Vec::with_capacity(count);
-    for desc in &manifest.layers {
-        let below = match known_chains.last() {
-            None => Some(None),
-            Some(Some(chain)) => Some(Some(chain.as_str())),
-            Some(None) => None,
-        };
-        let chain = match (below, known.get(&desc.digest)) {
-            (Some(below), Some(diff_id)) => Some(super::chain_id(below, diff_id)),
-            _ => None,
-        };
-        known_chains.push(chain);
-    }
-
-    let mut jobs = Jobs(Vec::with_capacity(count));
-    let mut fetches = Vec::with_capacity(count);
-    for (index, desc) in manifest.layers.iter().enumerate() {
-        let event = |state| PullEvent::Layer {
+    // Until it is here, the records tell which layers the store has: the chain ids
+    // of the bottom-most layers whose blobs they name (a chain id needs every
+    // layer below). A hint only: the config has the last word.
+    let known = store::diff_ids_by_blob(paths)?;
+    let known_chains: Vec<String> = manifest
+        .layers
+        .iter()
+        .map_while(|desc| known.get(&desc.digest))
+        .scan(None::<String>, |below, diff_id| {
+            let chain = super::chain_id(below.as_deref(), diff_id);
+            *below = Some(chain.clone());
+            Some(chain)
+        })
+        .collect();
+    let present = |chain: &str| layer_dir(paths, chain).join("link").exists();
+    let event = |index: usize, state| {
+        progress(PullEvent::Layer {
             index,
             count,
-            digest: desc.digest.clone(),
+            digest: manifest.layers[index].digest.clone(),
             state,
-        };
-        jobs.0.push(None);
-        if known_chains[index]
-            .as_ref()
-            .is_some_and(|chain| layer_dir(paths, chain).join("link").exists())
-        {
-            progress(event(LayerState::Present));
-            continue;
+        })
+    };
+    let fetch = |index: usize| LayerFetch {
+        client: client.clone(),
+        reference: r.clone(),
+        desc: manifest.layers[index].clone(),
+        size: sizes[index],
+        paths: paths.clone(),
+        source: source.to_string(),
+        registry: registry.clone(),
+        index,
+        count,
+        progress: progress.clone(),
+        cancelled: Arc::new(AtomicBool::new(false)),
+    };
+
+    let mut jobs = Jobs((0..count).map(|_| None).collect());
+    let mut fetches = Vec::with_capacity(count);
+    for index in 0..count {
+        if known_chains.get(index).is_some_and(|chain| present(chain)) {
+            event(index, LayerState::Present);
+        } else {
+            event(index, LayerState::Waiting);
+            fetches.push(fetch(index));
         }
-        progress(event(LayerState::Waiting));
-        fetches.push(LayerFetch {
-            client: client.clone(),
-            reference: r.clone(),
-            desc: desc.clone(),
-            size: checked_size(desc, "layer", u64::MAX >> 1, source)?,
-            paths: paths.clone(),
-            source: source.to_string(),
-            registry: registry.clone(),
-            index,
-            count,
-            progress: progress.clone(),
-        });
     }
     // Largest first: the biggest layer takes longest to unpack and is what a
     // pull waits for. Spawned first, it takes the connection the manifest came
@@ -329,7 +331,7 @@ async fn pull_image(
     let slots = Arc::new(Semaphore::new(PARALLEL_LAYERS));
     for fetch in fetches {
         let index = fetch.index;
-        jobs.0[index] = Some(tokio::spawn(fetch.run(slots.clone())));
+        jobs.0[index] = Some(Job::spawn(fetch, &slots));
     }
 
     let image_config = config.await.map_err(|e| Error::Task {
@@ -350,56 +352,58 @@ async fn pull_image(
     for diff_id in &diff_ids {
         chains.push(super::chain_id(chains.last().map(String::as_str), diff_id));
     }
+    // Downloads of layers the store has after all (the records did not name
+    // their blobs: `docker save` imports, older records) stop now, not when the
+    // commits below get to them.
+    for (index, chain) in chains.iter().enumerate() {
+        if present(chain)
+            && let Some(job) = jobs.0[index].take()
+        {
+            job.cancel();
+            event(index, LayerState::Present);
+        }
+    }
 
     // Commit bottom-most first: a layer's `lower` file names the layers below it.
+    // The record names only blobs whose diff id this pull or an earlier one saw.
     let mut stored: Vec<String> = Vec::with_capacity(count);
+    let mut seen: BTreeMap<String, String> = BTreeMap::new();
     for (index, chain) in chains.iter().enumerate() {
         let desc = &manifest.layers[index];
-        let mismatch = |got: &str| {
-            super::corrupt(
-                std::path::Path::new(source),
-                format!(
-                    "layer {}/{count} ({}): diff id mismatch: the image config says {}, the blob unpacks to {got}",
-                    index + 1,
-                    desc.digest,
-                    diff_ids[index]
-                ),
-            )
-        };
-        match jobs.0[index].take() {
+        let job = match jobs.0[index].take() {
+            Some(job) => Some(job),
+            None if present(chain) => {
+                if known_chains.get(index) == Some(chain) {
+                    seen.insert(desc.digest.clone(), diff_ids[index].clone());
+                }
+                None
+            }
             None => {
-                // Known from the records; the config must agree with them.
-                if known_chains[index].as_ref() != Some(chain) {
-                    return Err(mismatch(known.get(&desc.digest).map_or("", String::as_str)));
-                }
+                // The records named this blob, the config another diff id, whose
+                // layer the store lacks: the blob is fetched and checked.
+                event(index, LayerState::Waiting);
+                Some(Job::spawn(fetch(index), &slots))
             }
-            Some(job) if layer_dir(paths, chain).join("link").exists() => {
-                // In the store after all (an import whose record named no blob
-                // digests): the download was for nothing.
-                job.abort();
-                progress(PullEvent::Layer {
-                    index,
-                    count,
-                    digest: desc.digest.clone(),
-                    state: LayerState::Present,
-                });
+        };
+        if let Some(job) = job {
+            let unpacked = job.handle.await.map_err(|e| Error::Task {
+                what: format!("download layer {}/{count}", index + 1),
+                source: Box::new(e),
+            })??;
+            if unpacked.diff_id() != diff_ids[index] {
+                return Err(super::corrupt(
+                    std::path::Path::new(source),
+                    format!(
+                        "layer {}/{count} ({}): {}",
+                        index + 1,
+                        desc.digest,
+                        unpack::diff_id_mismatch(&diff_ids[index], unpacked.diff_id())
+                    ),
+                ));
             }
-            Some(job) => {
-                let unpacked = job.await.map_err(|e| Error::Task {
-                    what: format!("download layer {}/{count}", index + 1),
-                    source: Box::new(e),
-                })??;
-                if unpacked.diff_id() != diff_ids[index] {
-                    return Err(mismatch(unpacked.diff_id()));
-                }
-                store::commit_layer(paths, unpacked, &stored, stored.last().map(String::as_str))?;
-                progress(PullEvent::Layer {
-                    index,
-                    count,
-                    digest: desc.digest.clone(),
-                    state: LayerState::Done,
-                });
-            }
+            store::commit_layer(paths, unpacked, &stored, stored.last().map(String::as_str))?;
+            seen.insert(desc.digest.clone(), diff_ids[index].clone());
+            event(index, LayerState::Done);
         }
         stored.push(chain.clone());
     }
@@ -409,23 +413,10 @@ async fn pull_image(
             id,
             name: reference.name.clone(),
             layers: stored,
-            diff_ids_by_blob: manifest
-                .layers
-                .iter()
-                .map(|desc| desc.digest.clone())
-                .zip(diff_ids)
-                .collect(),
+            diff_ids_by_blob: seen,
             config: super::run_config_from(&image_config),
         },
     )
-}
-
-/// The diff id each layer blob the store's records name unpacked to.
-fn diff_ids_by_blob(paths: &Paths) -> Result<BTreeMap<String, String>> {
-    Ok(store::records(paths)?
-        .into_iter()
-        .flat_map(|record| record.diff_ids_by_blob)
-        .collect())
 }
 
 /// Downloads, verifies and parses an image config.
@@ -456,13 +447,36 @@ impl Drop for AbortOnDrop {
     }
 }
 
+/// A layer's download and unpack, running.
+struct Job {
+    handle: tokio::task::JoinHandle<Result<Unpacked>>,
+    /// Set when it is stopped: it reports nothing more.
+    cancelled: Arc<AtomicBool>,
+}
+
+impl Job {
+    fn spawn(fetch: LayerFetch, slots: &Arc<Semaphore>) -> Job {
+        let cancelled = fetch.cancelled.clone();
+        Job {
+            handle: tokio::spawn(fetch.run(slots.clone())),
+            cancelled,
+        }
+    }
+
+    /// Stops it; its scratch goes when its unpacker sees the stream end.
+    fn cancel(&self) {
+        self.cancelled.store(true, Ordering::Relaxed);
+        self.handle.abort();
+    }
+}
+
 /// The layer downloads of a pull; those still running when it fails are aborted.
-struct Jobs(Vec<Option<tokio::task::JoinHandle<Result<Unpacked>>>>);
+struct Jobs(Vec<Option<Job>>);
 
 impl Drop for Jobs {
     fn drop(&mut self) {
         for job in self.0.iter().flatten() {
-            job.abort();
+            job.cancel();
         }
     }
 }
@@ -539,10 +553,14 @@ struct LayerFetch {
     index: usize,
     count: usize,
     progress: PullProgress,
+    cancelled: Arc<AtomicBool>,
 }
 
 impl LayerFetch {
     fn event(&self, state: LayerState) {
+        if self.cancelled.load(Ordering::Relaxed) {
+            return;
+        }
         (self.progress)(PullEvent::Layer {
             index: self.index,
             count: self.count,
@@ -640,7 +658,7 @@ impl LayerFetch {
             what: op(),
             source: Box::new(e),
         })??;
-        self.event(LayerState::Verified);
+        self.event(LayerState::Unpacked);
         Ok(unpacked)
     }
 }
