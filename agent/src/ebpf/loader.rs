@@ -174,7 +174,14 @@ impl Tracer {
         let result = Self::start(config, lookup).await;
         let why;
         let tracing = match &result {
-            Ok(t) => Tracing::Attached(hooks_summary(t.programs())),
+            Ok(t) => {
+                for p in t.programs() {
+                    if let Some(e) = &p.error {
+                        tracing::debug!(hook = p.hook, "eBPF hook not attached: {e}");
+                    }
+                }
+                Tracing::Attached(hooks_summary(t.programs()))
+            }
             Err(err) => {
                 why = error_chain(err);
                 Tracing::Off(&why)
@@ -346,7 +353,7 @@ pub fn hooks_summary(programs: &[ProgramStatus]) -> HooksSummary {
     };
     for p in programs {
         let Some(e) = &p.error else { continue };
-        let why = format!("{} ({e})", p.hook);
+        let why = format!("{} ({})", p.hook, short_reason(e));
         let event = event_of(p.hook);
         if summary.live.iter().any(|l| event_of(l) == event) {
             summary.replaced.push(why);
@@ -355,6 +362,18 @@ pub fn hooks_summary(programs: &[ProgramStatus]) -> HooksSummary {
         }
     }
     summary
+}
+
+/// A refusal as the start-up line gives it: EPERM, the usual one (kernels that
+/// forbid fentry/fexit programs), in one word rather than aya's load error and
+/// its empty verifier output; any other reason whole. The whole reasons are
+/// logged at debug level.
+fn short_reason(error: &str) -> &str {
+    if error.contains("Operation not permitted") {
+        "EPERM"
+    } else {
+        error
+    }
 }
 
 /// The start-up line's account of the hooks (see [`hooks_summary`]).
@@ -534,6 +553,14 @@ mod tests {
                 "{out}"
             );
         }
+    }
+
+    #[test]
+    fn an_eperm_refusal_is_one_word_in_the_start_up_line() {
+        let aya = "__x64_sys_mount: the BPF_PROG_LOAD syscall returned Operation not \
+                   permitted (os error 1). Verifier output: : Operation not permitted (os error 1)";
+        assert_eq!(short_reason(aya), "EPERM");
+        assert_eq!(short_reason("no such tracepoint"), "no such tracepoint");
     }
 
     #[test]

@@ -129,13 +129,13 @@ pub fn startup_line(
         Tracing::Attached(h) => {
             let mut line = format!("eBPF hooks attached: {}", h.live.join(", "));
             if !h.replaced.is_empty() {
-                // Said plainly first, so no one reads the reasons as a failure.
+                // Said plainly first, so no one reads the refusals as a failure.
                 if h.not_attached.is_empty() {
                     line.push_str("; every event is traced");
                 }
                 line.push_str(&format!(
-                    "; refused, each with a live stand-in: {}",
-                    h.replaced.join("; ")
+                    "; the kernel refused {}, whose events the hooks above report",
+                    h.replaced.join(", ")
                 ));
             }
             if !h.not_attached.is_empty() {
@@ -210,7 +210,8 @@ mod tests {
         assert_eq!(
             line,
             "eBPF hooks attached: tp_btf/sched_process_exec, tp_btf/sys_exit; every event \
-             is traced; refused, each with a live stand-in: fexit/mount_syscalls (EPERM)"
+             is traced; the kernel refused fexit/mount_syscalls (EPERM), whose events the \
+             hooks above report"
         );
         let missing = Tracing::Attached(HooksSummary {
             live: vec!["tp_btf/sched_process_exec"],
