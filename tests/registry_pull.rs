@@ -45,6 +45,21 @@ fn registry_and_busybox() -> Option<(Registry, Env, PathBuf)> {
     Some((reg, env, layout))
 }
 
+/// Pulls `reference` (two layers) into `env`, which has both: asserts that both
+/// are "already present" and that the store gains no layer.
+fn pull_adds_no_layer(env: &Env, reg: &Registry, reference: &str) -> launch::Run {
+    let before = env.overlay_dirs();
+    let run = pull(env, reg, reference, &[]).ok();
+    assert_eq!(
+        run.stderr.matches("already present").count(),
+        2,
+        "{}",
+        run.stderr
+    );
+    assert_eq!(env.overlay_dirs(), before);
+    run
+}
+
 /// `oci:LAYOUT:TAG`.
 fn oci(layout: &Path, tag: &str) -> String {
     format!("oci:{}:{tag}", layout.display())
@@ -130,23 +145,11 @@ fn pulls_over_tls_with_basic_auth_then_launches() {
     // A pull into the store of that import downloads nothing either: its record
     // names the diff id of each blob, so the pull knows the layers it has
     // before the image config arrives.
-    let run = pull(&imported, &reg, &reference, &[]).ok();
-    assert_eq!(
-        run.stderr.matches("already present").count(),
-        2,
-        "{}",
-        run.stderr
-    );
+    let run = pull_adds_no_layer(&imported, &reg, &reference);
     assert!(!run.stderr.contains("downloading"), "{}", run.stderr);
 
     // A second pull downloads nothing.
-    let run = pull(&env, &reg, &reference, &[]).ok();
-    assert_eq!(
-        run.stderr.matches("already present").count(),
-        2,
-        "{}",
-        run.stderr
-    );
+    let run = pull_adds_no_layer(&env, &reg, &reference);
     assert!(!run.stderr.contains("downloading"), "{}", run.stderr);
 
     // `launch` pulls on demand into an empty store.
@@ -536,15 +539,7 @@ fn a_store_whose_records_name_no_blobs_keeps_what_it_has() {
         record.as_object_mut().unwrap().remove("diff_ids_by_blob");
         std::fs::write(path, serde_json::to_vec(&record).unwrap()).unwrap();
     }
-    let before = env.overlay_dirs();
-    let run = pull(&env, &reg, &reference, &[]).ok();
-    assert_eq!(
-        run.stderr.matches("already present").count(),
-        2,
-        "{}",
-        run.stderr
-    );
-    assert_eq!(env.overlay_dirs(), before);
+    pull_adds_no_layer(&env, &reg, &reference);
     assert!(list_dir(&env.state.join("tmp")).is_empty());
 }
 
@@ -587,15 +582,7 @@ fn a_record_that_misnames_a_blob_is_only_a_hint() {
     busybox["diff_ids_by_blob"][&bottom] = serde_json::json!(other_diff_id);
     std::fs::write(path, serde_json::to_vec(&busybox).unwrap()).unwrap();
 
-    let before = env.overlay_dirs();
-    let run = pull(&env, &reg, &reference, &[]).ok();
-    assert_eq!(
-        run.stderr.matches("already present").count(),
-        2,
-        "{}",
-        run.stderr
-    );
-    assert_eq!(env.overlay_dirs(), before);
+    pull_adds_no_layer(&env, &reg, &reference);
     let run = env.launch(&["--rm", &reference, "cat", "/etc/motd"]).ok();
     assert!(!run.stdout.is_empty(), "{run:#?}");
 }
