@@ -512,6 +512,15 @@ fn a_pull_killed_halfway_then_rerun_succeeds() {
     assert!(list_dir(&tmp).is_empty(), "{:?}", list_dir(&tmp));
 }
 
+/// A registry holding the busybox image as `agent/busybox:1` (its reference is
+/// returned), and a store that imported the same layout.
+fn busybox_pushed_and_imported() -> Option<(Registry, String, Env)> {
+    let (reg, _pushed_from, layout) = registry_and_busybox()?;
+    reg.push(&oci(&layout, "latest"), "agent/busybox:1", &[]);
+    let reference = reg.reference("agent/busybox:1");
+    Some((reg, reference, Env::new()))
+}
+
 /// The image records of `env`'s store, as JSON, with their paths.
 fn records(env: &Env) -> Vec<(PathBuf, serde_json::Value)> {
     list_dir(&env.state.join("images"))
@@ -528,13 +537,10 @@ fn records(env: &Env) -> Vec<(PathBuf, serde_json::Value)> {
 #[test]
 fn a_store_whose_records_name_no_blobs_keeps_what_it_has() {
     require_privileges!();
-    let Some((reg, _pushed_from, layout)) = registry_and_busybox() else {
+    let Some((reg, reference, env)) = busybox_pushed_and_imported() else {
         return;
     };
-    reg.push(&oci(&layout, "latest"), "agent/busybox:1", &[]);
-    let reference = reg.reference("agent/busybox:1");
     // As an older agent or a `docker save` import leaves it: layers, no blob names.
-    let env = Env::new();
     for (path, mut record) in records(&env) {
         record.as_object_mut().unwrap().remove("diff_ids_by_blob");
         std::fs::write(path, serde_json::to_vec(&record).unwrap()).unwrap();
@@ -546,12 +552,9 @@ fn a_store_whose_records_name_no_blobs_keeps_what_it_has() {
 #[test]
 fn a_record_that_misnames_a_blob_is_only_a_hint() {
     require_privileges!();
-    let Some((reg, _pushed_from, layout)) = registry_and_busybox() else {
+    let Some((reg, reference, env)) = busybox_pushed_and_imported() else {
         return;
     };
-    reg.push(&oci(&layout, "latest"), "agent/busybox:1", &[]);
-    let reference = reg.reference("agent/busybox:1");
-    let env = Env::new();
     // Another one-layer image, whose layer the busybox record then claims its
     // bottom blob unpacks to.
     let other = env.dir.path().join("other.tar");
