@@ -71,6 +71,12 @@ impl Chromium {
             window_size: Some((1400, 1000)),
             args,
             idle_browser_timeout: Duration::from_secs(120),
+            // Its singleton socket directory (`org.chromium.Chromium.*`) goes in
+            // the profile too, instead of being left in /tmp at every run.
+            process_envs: Some(std::collections::HashMap::from([(
+                "TMPDIR".to_string(),
+                profile.path().display().to_string(),
+            )])),
             ..LaunchOptions::default()
         })
         .expect("starting chromium");
