@@ -15,34 +15,26 @@
 //! record names, which the next pull, import or launch sweeps under the store lock,
 //! as an interrupted import's.
 
+mod blobs;
 mod registry;
 
 pub use registry::{DEFAULT_CERTS_DIR, RegistryOptions};
 
 use super::super::{Error, Paths, Result, sys};
 use super::archive::CONFIG_MAX;
-use super::store::{self, Unpacked};
+use super::store;
 use super::{ImageRecord, layer_dir, unpack, validate_reference};
-use bytes::Bytes;
-use futures_util::StreamExt;
-use oci_client::client::BlobResponse;
+use blobs::{Job, Jobs, LayerFetch, fetch_config};
 use oci_client::errors::OciDistributionError;
 use oci_client::manifest::OciDescriptor;
 use oci_client::{Client, Reference};
-use oci_spec::image::ImageConfiguration;
-use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use tokio::sync::{Semaphore, mpsc};
+use std::sync::atomic::AtomicBool;
+use tokio::sync::Semaphore;
 
 /// Layers downloaded at once: Docker's default `max-concurrent-downloads`.
 pub const PARALLEL_LAYERS: usize = 3;
-
-/// Chunks of a blob (as the HTTP client hands them over, up to a few hundred KiB)
-/// queued between a download and its unpacker.
-const RAW_QUEUE: usize = 8;
 
 /// What a pull reports as it goes.
 #[derive(Debug, Clone)]
@@ -419,65 +411,12 @@ async fn pull_image(
     )
 }
 
-/// Downloads, verifies and parses an image config.
-async fn fetch_config(
-    client: Arc<Client>,
-    reference: Reference,
-    desc: OciDescriptor,
-    size: u64,
-    registry: String,
-    source: String,
-) -> Result<ImageConfiguration> {
-    let bytes = fetch_small(&client, &reference, &desc, size, &registry, &source).await?;
-    serde_json::from_slice(&bytes).map_err(|e| {
-        super::corrupt_by(
-            std::path::Path::new(&source),
-            format!("{}: invalid image config", desc.digest),
-            e,
-        )
-    })
-}
-
 /// Aborts a spawned task when a pull returns early.
 struct AbortOnDrop(tokio::task::AbortHandle);
 
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
-    }
-}
-
-/// A layer's download and unpack, running.
-struct Job {
-    handle: tokio::task::JoinHandle<Result<Unpacked>>,
-    /// Set when it is stopped: it reports nothing more.
-    cancelled: Arc<AtomicBool>,
-}
-
-impl Job {
-    fn spawn(fetch: LayerFetch, slots: &Arc<Semaphore>) -> Job {
-        let cancelled = fetch.cancelled.clone();
-        Job {
-            handle: tokio::spawn(fetch.run(slots.clone())),
-            cancelled,
-        }
-    }
-
-    /// Stops it; its scratch goes when its unpacker sees the stream end.
-    fn cancel(&self) {
-        self.cancelled.store(true, Ordering::Relaxed);
-        self.handle.abort();
-    }
-}
-
-/// The layer downloads of a pull; those still running when it fails are aborted.
-struct Jobs(Vec<Option<Job>>);
-
-impl Drop for Jobs {
-    fn drop(&mut self) {
-        for job in self.0.iter().flatten() {
-            job.cancel();
-        }
     }
 }
 
@@ -496,171 +435,6 @@ fn check_layer_media_type(desc: &OciDescriptor, source: &str) -> Result<()> {
         "{source}: layer {} has media type {m:?}, which agent cannot unpack (plain, gzip and zstd tars only)",
         desc.digest
     )))
-}
-
-/// Downloads a small blob (an image config) whole, at most `size` bytes, checking
-/// its size and digest.
-async fn fetch_small(
-    client: &Client,
-    reference: &Reference,
-    desc: &OciDescriptor,
-    size: u64,
-    registry: &str,
-    source: &str,
-) -> Result<Vec<u8>> {
-    let op = || format!("download {} of {source}", desc.digest);
-    let mut stream = client
-        .pull_blob_stream(reference, desc)
-        .await
-        .map_err(|e| registry_error(op(), registry, e))?;
-    let mut data = Vec::with_capacity(size as usize);
-    let mut hasher = Sha256::new();
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| Error::Registry {
-            op: op(),
-            registry: registry.to_string(),
-            source: Box::new(e),
-        })?;
-        hasher.update(&chunk);
-        data.extend_from_slice(&chunk);
-        if data.len() as u64 > size {
-            break;
-        }
-    }
-    let got = format!("sha256:{}", super::super::hex(&hasher.finalize()));
-    if data.len() as u64 != size || got != desc.digest {
-        return Err(super::corrupt(
-            std::path::Path::new(source),
-            format!(
-                "{}: the registry sent {} bytes with digest {got}, not the {size} its descriptor says",
-                desc.digest,
-                data.len()
-            ),
-        ));
-    }
-    Ok(data)
-}
-
-/// One layer to download and unpack.
-struct LayerFetch {
-    client: Arc<Client>,
-    reference: Reference,
-    desc: OciDescriptor,
-    size: u64,
-    paths: Paths,
-    source: String,
-    registry: String,
-    index: usize,
-    count: usize,
-    progress: PullProgress,
-    cancelled: Arc<AtomicBool>,
-}
-
-impl LayerFetch {
-    fn event(&self, state: LayerState) {
-        if self.cancelled.load(Ordering::Relaxed) {
-            return;
-        }
-        (self.progress)(PullEvent::Layer {
-            index: self.index,
-            count: self.count,
-            digest: self.desc.digest.clone(),
-            state,
-        });
-    }
-
-    /// Streams the blob into an unpacker on a blocking thread; returns the layer
-    /// unpacked and verified in scratch.
-    async fn run(self, slots: Arc<Semaphore>) -> Result<Unpacked> {
-        let _slot = slots.acquire_owned().await.map_err(|e| Error::Task {
-            what: "wait for a download slot".into(),
-            source: Box::new(e),
-        })?;
-        let total = self.size;
-        self.event(LayerState::Downloading { done: 0, total });
-        let op = || {
-            format!(
-                "download layer {}/{} ({})",
-                self.index + 1,
-                self.count,
-                self.desc.digest
-            )
-        };
-        // Asked for as the range from byte 0, which a registry answers with a 206
-        // whose bytes oci-client hands over unverified: the unpacker hashes the blob
-        // anyway (with its size, and the diff id in the same pass), so this hashes
-        // it once instead of twice. A registry that ignores ranges answers 200, and
-        // oci-client checks that stream as well.
-        let mut stream = match self
-            .client
-            .pull_blob_stream_partial(&self.reference, &self.desc, 0, None)
-            .await
-            .map_err(|e| registry_error(op(), &self.registry, e))?
-        {
-            BlobResponse::Full(stream) | BlobResponse::Partial(stream) => stream,
-        };
-        // A short queue: the registry sends faster than a layer inflates, and a
-        // deep one held much of the blob in buffers faulted in once and dropped
-        // (1,500 of the bench's 6,800 page faults); a full queue holds the
-        // download back instead, and the allocator reuses the buffers it frees.
-        let (tx, rx) = mpsc::channel::<std::io::Result<Bytes>>(RAW_QUEUE);
-        let unpacker = {
-            let paths = self.paths.clone();
-            let source = PathBuf::from(&self.source);
-            let label = format!(
-                "layer {}/{} ({})",
-                self.index + 1,
-                self.count,
-                self.desc.digest
-            );
-            let digest = self.desc.digest.clone();
-            tokio::task::spawn_blocking(move || {
-                let layer = unpack::LayerRef {
-                    file: &source,
-                    source: &source,
-                    label,
-                };
-                let expected = unpack::Expected {
-                    blob_digest: Some(&digest),
-                    blob_size: Some(total),
-                    // Checked against the image config's once it is here.
-                    diff_id: None,
-                };
-                store::unpack_to_scratch(&paths, unpack::ChannelReader::new(rx), &layer, expected)
-            })
-        };
-        let mut done = 0u64;
-        let mut reported = 0u64;
-        while let Some(chunk) = stream.next().await {
-            let chunk = match chunk {
-                Ok(chunk) => chunk,
-                Err(e) => {
-                    // The unpacker's verdict on what it got comes first (a digest
-                    // mismatch is what a verifying stream's error means).
-                    let _ = tx.send(Err(e)).await;
-                    break;
-                }
-            };
-            done += chunk.len() as u64;
-            if tx.send(Ok(chunk)).await.is_err() {
-                break; // the unpacker stopped; its result says why
-            }
-            if done > total {
-                break; // more than the descriptor says: the unpacker refuses it
-            }
-            if done - reported >= 256 << 10 || done == total {
-                reported = done;
-                self.event(LayerState::Downloading { done, total });
-            }
-        }
-        drop(tx);
-        let unpacked = unpacker.await.map_err(|e| Error::Task {
-            what: op(),
-            source: Box::new(e),
-        })??;
-        self.event(LayerState::Unpacked);
-        Ok(unpacked)
-    }
 }
 
 #[cfg(test)]
