@@ -132,24 +132,8 @@ pub fn pull(
 ) -> Result<ImageRecord> {
     // reqwest's rustls takes the process's crypto provider; the agent's is ring.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    // The client reads and parses the host's CA certificates (some 4 ms): on a
-    // thread of its own while this one locks and sweeps the store.
-    let setup = std::thread::scope(|scope| {
-        let client = std::thread::Builder::new()
-            .name("agent-pull-tls".into())
-            .spawn_scoped(scope, || new_client(opts, &reference.parsed));
-        let prepared = prepare(paths, &progress);
-        let client = match client {
-            Ok(thread) => thread.join().map_err(|_| Error::Task {
-                what: "set up a client for pulling".into(),
-                source: "its thread panicked".into(),
-            })?,
-            Err(_) => new_client(opts, &reference.parsed),
-        };
-        prepared.map(|(lock, runtime)| (lock, runtime, client))
-    });
-    let (_lock, runtime, client) = setup?;
-    let client = Arc::new(client?);
+    let (_lock, runtime) = prepare(paths, &progress)?;
+    let client = Arc::new(new_client(opts, &reference.parsed)?);
     let pulled = runtime.block_on(pull_image(paths, reference, opts, client, progress));
     // Dropping the runtime waits for the unpackers still running, so nothing is
     // writing to tmp/ when the sweep below runs (and no thread outlives a pull
